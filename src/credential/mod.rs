@@ -1,0 +1,3 @@
+//! Credentials, their sources and the per-task cache.
+
+pub mod secret;

@@ -1,0 +1,224 @@
+//! Secret values and references to them.
+//!
+//! A [`Secret`] cannot be printed, formatted or serialised; it is zeroized
+//! when dropped, and logs refer to it by [`Secret::fingerprint`] only.
+//! Configuration never holds secrets inline: it holds a [`SecretRef`]
+//! (`{ env: NAME }` or `{ file: PATH }`) that is resolved once, at load.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use zeroize::Zeroize;
+
+/// Bytes that must never reach the agent, a log line or a record.
+pub struct Secret(Box<[u8]>);
+
+impl Secret {
+    /// Wraps the bytes; the caller's copy is moved, not duplicated.
+    pub fn new(value: impl Into<Vec<u8>>) -> Self {
+        Secret(value.into().into_boxed_slice())
+    }
+
+    /// The raw value, for the few places that must send it (injection) or
+    /// look for it (scrubbing, token comparison).
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The value as UTF-8 text, when it is text.
+    pub fn expose_str(&self) -> Option<&str> {
+        std::str::from_utf8(&self.0).ok()
+    }
+
+    /// `true` when the secret holds no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// `sha256:` followed by the first 12 hex digits of the SHA-256 of the
+    /// value: enough to correlate records, useless to recover the value.
+    pub fn fingerprint(&self) -> String {
+        fingerprint(&self.0)
+    }
+
+    /// Compares with `other` in time independent of where they differ.
+    pub fn ct_eq(&self, other: &[u8]) -> bool {
+        constant_time_eq(&self.0, other)
+    }
+}
+
+impl Clone for Secret {
+    fn clone(&self) -> Self {
+        Secret(self.0.clone())
+    }
+}
+
+impl Drop for Secret {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Secret({})", self.fingerprint())
+    }
+}
+
+/// The SHA-256 digest of `data`.
+pub fn sha256(data: &[u8]) -> [u8; 32] {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest.as_ref());
+    out
+}
+
+/// `sha256:` + 12 lowercase hex digits of the SHA-256 of `data`.
+pub fn fingerprint(data: &[u8]) -> String {
+    let digest = sha256(data);
+    let mut out = String::with_capacity(19);
+    out.push_str("sha256:");
+    for byte in &digest[..6] {
+        out.push_str(&format!("{byte:02x}"));
+    }
+    out
+}
+
+/// Equality whose running time depends only on the lengths.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut diff = 0u8;
+    for (x, y) in a.iter().zip(b) {
+        diff |= x ^ y;
+    }
+    diff == 0
+}
+
+/// Fills a buffer from the operating system's CSPRNG.
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    use aws_lc_rs::rand::SecureRandom;
+    let mut out = [0u8; N];
+    aws_lc_rs::rand::SystemRandom::new()
+        .fill(&mut out)
+        .expect("the system random number generator failed");
+    out
+}
+
+/// Where the process environment comes from. Config resolution goes through
+/// this so tests never read or write the real environment.
+pub trait Environment: Send + Sync {
+    /// The value of variable `name`, if set and valid UTF-8.
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// The real process environment.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcessEnv;
+
+impl Environment for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+}
+
+impl Environment for std::collections::BTreeMap<String, String> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.get(name).cloned()
+    }
+}
+
+/// A reference to a secret held outside the configuration file.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub enum SecretRef {
+    /// An environment variable's value.
+    Env(String),
+    /// A file's content, with one trailing newline removed.
+    File(PathBuf),
+}
+
+/// Why a [`SecretRef`] could not be resolved. Never contains the value.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SecretRefError {
+    /// The variable is not set.
+    #[error("environment variable {0} is not set")]
+    EnvMissing(String),
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    File {
+        /// The file named by the reference.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The reference resolved to nothing.
+    #[error("{0} is empty")]
+    Empty(String),
+}
+
+impl SecretRef {
+    /// Reads the secret now.
+    pub fn resolve(&self, env: &dyn Environment) -> Result<Secret, SecretRefError> {
+        let (value, what) = match self {
+            SecretRef::Env(name) => (
+                env.var(name)
+                    .ok_or_else(|| SecretRefError::EnvMissing(name.clone()))?
+                    .into_bytes(),
+                format!("environment variable {name}"),
+            ),
+            SecretRef::File(path) => {
+                let mut bytes = std::fs::read(path).map_err(|source| SecretRefError::File {
+                    path: path.clone(),
+                    source,
+                })?;
+                if bytes.last() == Some(&b'\n') {
+                    bytes.pop();
+                    if bytes.last() == Some(&b'\r') {
+                        bytes.pop();
+                    }
+                }
+                (bytes, format!("file {}", path.display()))
+            }
+        };
+        if value.is_empty() {
+            return Err(SecretRefError::Empty(what));
+        }
+        Ok(Secret::new(value))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn debug_shows_only_a_fingerprint() {
+        let s = Secret::new("test-secret-abcdef");
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("test-secret"), "{shown}");
+        assert!(shown.starts_with("Secret(sha256:"), "{shown}");
+        assert_eq!(s.fingerprint().len(), "sha256:".len() + 12);
+    }
+
+    #[test]
+    fn env_ref_resolves_through_the_environment_trait() {
+        let env: BTreeMap<String, String> =
+            [("TOKEN".to_string(), "test-secret-1".to_string())].into();
+        let s = SecretRef::Env("TOKEN".into()).resolve(&env).unwrap();
+        assert_eq!(s.expose(), b"test-secret-1");
+        let err = SecretRef::Env("NOPE".into()).resolve(&env).unwrap_err();
+        assert!(err.to_string().contains("NOPE"));
+    }
+
+    #[test]
+    fn constant_time_eq_compares_whole_values() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+    }
+}
