@@ -1,1 +1,71 @@
-fn main() {}
+//! The `credgate` binary: parse the command line, call into the library.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use credgate::cli;
+
+/// credgate: a task-scoped egress proxy that keeps credentials away from AI agents.
+#[derive(Debug, Parser)]
+#[command(name = "credgate", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the proxy and the admin API.
+    Serve(cli::serve::ServeArgs),
+    /// Manage the interception CA.
+    Ca(cli::ca::CaArgs),
+    /// Start, end and list tasks through the admin API.
+    Task(cli::task::TaskArgs),
+    /// Start a task, run a command inside it, end the task when it exits.
+    Run(cli::run::RunArgs),
+    /// Review the decision log.
+    Logs(cli::logs::LogsArgs),
+    /// Show what would happen to one request, without sending it.
+    Explain(cli::explain::ExplainArgs),
+    /// Validate a configuration and print its scopes in plain words.
+    Check(cli::check::CheckArgs),
+    /// A self-contained first run: proxy, a local HTTPS API and a scripted agent.
+    Demo(cli::demo::DemoArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CREDGATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("credgate: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result: anyhow::Result<i32> = runtime.block_on(async {
+        match &cli.command {
+            Command::Serve(args) => cli::serve::run(args).await.map(|()| 0),
+            Command::Ca(args) => cli::ca::run(args).map(|()| 0),
+            Command::Task(args) => cli::task::run(args).await.map(|()| 0),
+            Command::Run(args) => cli::run::run(args).await,
+            Command::Logs(args) => cli::logs::run(args).map(|()| 0),
+            Command::Explain(args) => Ok(cli::explain::run(args)),
+            Command::Check(args) => Ok(cli::check::run(args)),
+            Command::Demo(args) => cli::demo::run(args).await,
+        }
+    });
+    match result {
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        Err(e) => {
+            eprintln!("credgate: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,6 +1,10 @@
 //! The command line: one file per subcommand.
 
 pub mod ca;
+pub mod check;
+pub mod demo;
+pub mod explain;
 pub mod logs;
 pub mod run;
+pub mod serve;
 pub mod task;

@@ -1,0 +1,127 @@
+//! `credgate explain`: what would happen to one request, without sending it.
+
+use std::path::PathBuf;
+
+use http::Method;
+
+use crate::config::{Config, DEFAULT_CONFIG_PATH};
+use crate::credential::secret::ProcessEnv;
+use crate::policy::{normalize_host, normalize_path, RequestTarget, Scheme, Verdict};
+
+/// Arguments of `credgate explain`.
+#[derive(Debug, clap::Args)]
+pub struct ExplainArgs {
+    /// The configuration file.
+    #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
+    pub config: PathBuf,
+    /// A scope the task would hold (repeatable).
+    #[arg(long = "scope", required = true)]
+    pub scopes: Vec<String>,
+    /// The request method, e.g. GET.
+    pub method: String,
+    /// The full URL, e.g. https://api.github.com/repos/acme/app/issues.
+    pub url: String,
+}
+
+/// Prints the decision; exit code 0 when allowed, 3 when denied, 1 on bad input.
+pub fn run(args: &ExplainArgs) -> i32 {
+    let config = match Config::load(&args.config, &ProcessEnv) {
+        Ok(c) => c,
+        Err(e) => {
+            eprint!("{e}");
+            return 1;
+        }
+    };
+    match explain(&config, &args.scopes, &args.method, &args.url) {
+        Ok((allowed, text)) => {
+            print!("{text}");
+            if allowed {
+                0
+            } else {
+                3
+            }
+        }
+        Err(e) => {
+            eprintln!("credgate explain: {e}");
+            1
+        }
+    }
+}
+
+/// The decision for `method url` under `scopes`, in words; `true` when allowed.
+pub fn explain(config: &Config, scopes: &[String], method: &str, url: &str) -> Result<(bool, String), String> {
+    for s in scopes {
+        if !config.policy.has_scope(s) {
+            return Err(format!("no scope named {s:?} in the configuration"));
+        }
+    }
+    let method = Method::from_bytes(method.to_ascii_uppercase().as_bytes())
+        .map_err(|_| format!("{method:?} is not an HTTP method"))?;
+    let uri: http::Uri = url.parse().map_err(|_| format!("{url:?} is not a URL"))?;
+    let scheme = match uri.scheme_str() {
+        Some("https") => Scheme::Https,
+        Some("http") => Scheme::Http,
+        _ => return Err("the URL must start with http:// or https://".into()),
+    };
+    let host = uri.host().ok_or("the URL has no host")?;
+    let host = normalize_host(host.trim_start_matches('[').trim_end_matches(']'))
+        .map_err(|e| e.to_string())?;
+    let port = uri.port_u16().unwrap_or(scheme.default_port());
+    let path = normalize_path(uri.path()).map_err(|e| format!("the path would be refused: {e}"))?;
+    let mut out = String::new();
+    let path_and_query = match uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.clone(),
+    };
+    let findings = config.sanitizer.scan_target(&path_and_query);
+    if !findings.is_empty() {
+        let ids: Vec<&str> = findings.iter().map(|f| f.rule).collect();
+        out.push_str(&format!(
+            "secret: the URL looks like it carries a secret ({}); refused unless the rule says on_secret: strip\n",
+            ids.join(", ")
+        ));
+    }
+    if scheme == Scheme::Https {
+        let connect = config.policy.connect_decision(scopes, &host, port);
+        out.push_str(&format!(
+            "CONNECT {host}:{port}: {}\n",
+            if connect.verdict == Verdict::Allow { "allowed" } else { "denied" }
+        ));
+    }
+    let decision = config.policy.decide(
+        scopes,
+        &RequestTarget {
+            method: &method,
+            scheme,
+            host: &host,
+            port,
+            path: &path,
+        },
+    );
+    let allowed = decision.verdict == Verdict::Allow && findings.is_empty();
+    out.push_str(&format!(
+        "decision: {}\nreason: {}\n",
+        if decision.verdict == Verdict::Allow { "allow" } else { "deny" },
+        decision.reason
+    ));
+    if !decision.message.is_empty() {
+        out.push_str(&format!("why: {}\n", decision.message));
+    }
+    if let Some(rule) = &decision.rule {
+        out.push_str(&format!("rule: {} ({})\n", rule.id, rule.describe()));
+        match rule.credential.as_ref().and_then(|c| config.credentials.get(c)) {
+            Some(def) => out.push_str(&format!(
+                "credential: {} from the {} source, injected as {}\n",
+                def.name,
+                def.source.kind(),
+                def.injection.describe()
+            )),
+            None => out.push_str("credential: none\n"),
+        }
+        if rule.allow_private {
+            out.push_str("destination: private and loopback addresses allowed by this rule\n");
+        }
+    }
+    out.push_str("nothing was sent.\n");
+    Ok((allowed, out))
+}

@@ -1,0 +1,244 @@
+//! `credgate serve`: run the proxy and the admin API until SIGTERM/SIGINT;
+//! reload the configuration on SIGHUP and when the file changes.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::audit::AuditSink;
+use crate::config::{Config, DEFAULT_CONFIG_PATH};
+use crate::credential::secret::{random_bytes, ProcessEnv, Secret, SecretRef};
+use crate::proxy::{Gateway, Resolve, SystemResolver};
+use crate::tls::CertificateAuthority;
+
+/// Arguments of `credgate serve`.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// The configuration file.
+    #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
+    pub config: PathBuf,
+}
+
+/// A running proxy: its listeners, its background work, and how to stop it.
+pub struct Running {
+    /// The shared gateway state.
+    pub gateway: Arc<Gateway>,
+    /// The proxy's bound address.
+    pub proxy_addr: SocketAddr,
+    /// The admin API's bound address.
+    pub admin_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    /// Binds the listeners and starts serving `config`, with the configured
+    /// decision log and the system resolver.
+    pub async fn start(config: Config) -> anyhow::Result<Running> {
+        Running::start_with(config, None, Arc::new(SystemResolver)).await
+    }
+
+    /// Like [`Running::start`], with the decision log (`audit`, default: the
+    /// configured file) and the resolver chosen by the caller.
+    pub async fn start_with(
+        config: Config,
+        audit: Option<Arc<AuditSink>>,
+        resolver: Arc<dyn Resolve>,
+    ) -> anyhow::Result<Running> {
+        let ca = CertificateAuthority::load(&config.ca.cert, &config.ca.key)
+            .with_context(|| "cannot load the interception CA; create one with `credgate ca init`")?;
+        let audit = match audit {
+            Some(a) => a,
+            None => AuditSink::open(&config.audit_path).with_context(|| {
+                format!("cannot open the decision log {}", config.audit_path.display())
+            })?,
+        };
+        let admin_token = admin_token(&config.admin.token)?;
+        let proxy_listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let admin_listener = TcpListener::bind(config.admin.listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (admin)", config.admin.listen))?;
+        let proxy_addr = proxy_listener.local_addr()?;
+        let admin_addr = admin_listener.local_addr()?;
+
+        let gateway = Gateway::new(config, audit, Arc::new(ca), proxy_addr, resolver)?;
+        let (stop, stopped) = watch::channel(false);
+        let until_stopped = |mut rx: watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let mut tasks = Vec::new();
+        tasks.push(tokio::spawn(crate::proxy::serve(
+            gateway.clone(),
+            proxy_listener,
+            until_stopped(stopped.clone()),
+        )));
+        let service: Arc<dyn crate::task::TaskService> = gateway.clone();
+        let admin_stop = until_stopped(stopped.clone());
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = crate::admin::serve(admin_listener, service, admin_token, admin_stop).await {
+                tracing::error!(error = %e, "admin API stopped");
+            }
+        }));
+        let reaper_gw = gateway.clone();
+        let mut reaper_stop = stopped.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => reaper_gw.reap().await,
+                    _ = reaper_stop.changed() => return,
+                }
+            }
+        }));
+        Ok(Running {
+            gateway,
+            proxy_addr,
+            admin_addr,
+            stop,
+            tasks,
+        })
+    }
+
+    /// Stops accepting, ends every task (revoking its credentials) and
+    /// flushes the decision log.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        self.gateway.shutdown().await;
+        for task in self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// Reads the admin token, creating the file with a random token (mode 0600)
+/// the first time, so `credgate serve` works out of the box and
+/// `credgate task` finds the same file.
+fn admin_token(reference: &SecretRef) -> anyhow::Result<Secret> {
+    if let SecretRef::File(path) = reference {
+        if !path.exists() {
+            create_token_file(path)?;
+            tracing::info!(path = %path.display(), "created the admin token file");
+        }
+    }
+    reference
+        .resolve(&ProcessEnv)
+        .context("cannot read the admin token")
+}
+
+fn create_token_file(path: &Path) -> anyhow::Result<()> {
+    use base64::Engine;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes::<32>());
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    file.write_all(format!("cgadm_{token}\n").as_bytes())?;
+    Ok(())
+}
+
+/// Runs `credgate serve`.
+pub async fn run(args: &ServeArgs) -> anyhow::Result<()> {
+    let config = Config::load(&args.config, &ProcessEnv).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let running = Running::start(config).await?;
+    tracing::info!(
+        proxy = %running.proxy_addr,
+        admin = %running.admin_addr,
+        config = %args.config.display(),
+        "credgate is serving"
+    );
+    eprintln!(
+        "credgate: proxy on {}, admin API on {} (config {})",
+        running.proxy_addr,
+        running.admin_addr,
+        args.config.display()
+    );
+
+    let (reload_tx, mut reload_rx) = tokio::sync::mpsc::unbounded_channel::<&'static str>();
+    let _watcher = watch_config(&args.config, reload_tx.clone());
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = terminate.recv() => break,
+            _ = hangup.recv() => reload(&running.gateway, &args.config, "SIGHUP"),
+            Some(why) = reload_rx.recv() => {
+                // Editors write in several steps; let the file settle.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                while reload_rx.try_recv().is_ok() {}
+                reload(&running.gateway, &args.config, why);
+            }
+        }
+    }
+    eprintln!("credgate: shutting down; ending tasks and revoking their credentials");
+    running.shutdown().await;
+    Ok(())
+}
+
+/// Loads the file again; keeps the running configuration when the new one is invalid.
+fn reload(gateway: &Gateway, path: &Path, why: &str) {
+    match Config::load(path, &ProcessEnv) {
+        Err(errors) => {
+            tracing::error!(trigger = why, "configuration rejected, keeping the running one");
+            eprintln!("credgate: configuration rejected ({why}); the running configuration stays:\n{errors}");
+        }
+        Ok(config) => match gateway.reload(config) {
+            Ok(restart) => {
+                tracing::info!(trigger = why, "configuration reloaded");
+                eprintln!("credgate: configuration reloaded ({why})");
+                if !restart.is_empty() {
+                    eprintln!(
+                        "credgate: changes to {} take effect on restart",
+                        restart.join(", ")
+                    );
+                }
+            }
+            Err(e) => eprintln!("credgate: configuration rejected ({why}): {e}"),
+        },
+    }
+}
+
+/// Watches the config file's directory (editors replace files by rename) and
+/// signals a reload when the file changes.
+fn watch_config(
+    path: &Path,
+    tx: tokio::sync::mpsc::UnboundedSender<&'static str>,
+) -> Option<notify::RecommendedWatcher> {
+    use notify::Watcher;
+    let file_name = path.file_name()?.to_owned();
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if let Ok(event) = event {
+            let ours = event.paths.iter().any(|p| p.file_name() == Some(&file_name));
+            if ours && (event.kind.is_modify() || event.kind.is_create()) {
+                let _ = tx.send("file change");
+            }
+        }
+    })
+    .ok()?;
+    match watcher.watch(&dir, notify::RecursiveMode::NonRecursive) {
+        Ok(()) => Some(watcher),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch the configuration file; reload with SIGHUP");
+            None
+        }
+    }
+}

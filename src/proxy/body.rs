@@ -1,0 +1,169 @@
+//! The body credgate sends back to the agent.
+//!
+//! An upstream body flows through a [`StreamScrubber`] so every credential in
+//! play is masked, even when it is split across chunks. The request's
+//! [`RecordGuard`] travels inside the body: the record is written when the
+//! body is finished or dropped, so it carries the bytes actually sent, and a
+//! client that disconnects mid-body still yields exactly one record.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use tokio::time::Sleep;
+
+use crate::audit::RecordGuard;
+use crate::reason::Reason;
+use crate::scrub::StreamScrubber;
+
+/// A response body: either fixed bytes made by credgate, or a scrubbed
+/// upstream stream.
+pub(crate) enum ProxyBody {
+    /// A body credgate wrote (errors, denials). The record was already
+    /// completed by the pipeline.
+    Full(Option<Bytes>),
+    /// An upstream body being scrubbed on its way through.
+    Upstream(Box<UpstreamBody>),
+}
+
+/// The state of a streaming upstream body.
+pub(crate) struct UpstreamBody {
+    inner: Incoming,
+    scrubber: StreamScrubber,
+    record: RecordGuard,
+    deadline: Pin<Box<Sleep>>,
+    tail: Option<Bytes>,
+    finished: bool,
+}
+
+impl ProxyBody {
+    /// A fixed body.
+    pub(crate) fn full(bytes: impl Into<Bytes>) -> Self {
+        ProxyBody::Full(Some(bytes.into()))
+    }
+
+    /// An empty body.
+    pub(crate) fn empty() -> Self {
+        ProxyBody::Full(None)
+    }
+
+    /// Streams `inner` through `scrubber`, filling and finally emitting
+    /// `record`; the whole body must arrive within `remaining`.
+    pub(crate) fn upstream(
+        inner: Incoming,
+        scrubber: StreamScrubber,
+        record: RecordGuard,
+        remaining: Duration,
+    ) -> Self {
+        ProxyBody::Upstream(Box::new(UpstreamBody {
+            inner,
+            scrubber,
+            record,
+            deadline: Box::pin(tokio::time::sleep(remaining)),
+            tail: None,
+            finished: false,
+        }))
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        match self.get_mut() {
+            ProxyBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            ProxyBody::Upstream(body) => body.poll_next(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProxyBody::Full(bytes) => bytes.is_none(),
+            ProxyBody::Upstream(body) => body.finished && body.tail.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ProxyBody::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+            // Scrubbing keeps lengths, so the upstream's length still holds.
+            ProxyBody::Upstream(body) => body.inner.size_hint(),
+        }
+    }
+}
+
+impl UpstreamBody {
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        if let Some(tail) = self.tail.take() {
+            return Poll::Ready(Some(Ok(Frame::data(tail))));
+        }
+        if self.finished {
+            return Poll::Ready(None);
+        }
+        if self.deadline.as_mut().poll(cx).is_ready() {
+            self.finished = true;
+            let rec = self.record.record();
+            rec.reason = Some(Reason::UpstreamTimeout);
+            rec.message = Some("the response did not complete within upstream.total_timeout".into());
+            return Poll::Ready(Some(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "upstream response timed out",
+            ))));
+        }
+        loop {
+            match Pin::new(&mut self.inner).poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(frame))) => {
+                    // Trailers are dropped: they are not scanned, so they must not pass.
+                    let Ok(data) = frame.into_data() else { continue };
+                    let (out, count) = self.scrubber.push(&data);
+                    let rec = self.record.record();
+                    rec.scrubbed += count as u64;
+                    rec.bytes_out += out.len() as u64;
+                    if out.is_empty() {
+                        continue;
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(out))));
+                }
+                Poll::Ready(None) => {
+                    self.finished = true;
+                    let (out, count) = self.scrubber.finish();
+                    let rec = self.record.record();
+                    rec.scrubbed += count as u64;
+                    rec.bytes_out += out.len() as u64;
+                    if out.is_empty() {
+                        return Poll::Ready(None);
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(out))));
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    self.finished = true;
+                    let rec = self.record.record();
+                    rec.reason = Some(Reason::UpstreamError);
+                    rec.message = Some(format!("the upstream body broke off: {e}"));
+                    return Poll::Ready(Some(Err(io::Error::other("upstream body failed"))));
+                }
+            }
+        }
+    }
+}
+
+impl Drop for UpstreamBody {
+    fn drop(&mut self) {
+        if !self.finished {
+            let rec = self.record.record();
+            rec.reason = Some(Reason::ClientDisconnected);
+            rec.message = Some("the agent went away before the response was complete".into());
+        }
+    }
+}
+

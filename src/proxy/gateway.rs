@@ -1,0 +1,284 @@
+//! The running gateway: the current configuration, the tasks, the credential
+//! cache, the decision log and the TLS state, shared by every connection.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+
+use super::upstream::{Resolve, Upstreams};
+use crate::audit::{AuditSink, DecisionRecord, Event};
+use crate::config::Config;
+use crate::credential::cache::CredentialCache;
+use crate::credential::Revocation;
+use crate::task::{EndReason, StartedTask, Task, TaskError, TaskService, TaskSpec, TaskStore};
+use crate::tls::{upstream_client_config, CertificateAuthority, LeafCache};
+
+/// How long a revocation at a credential source may take before it is
+/// recorded as failed.
+const REVOKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long an ended task is remembered, so its token gets "task ended"
+/// rather than "invalid".
+const KEEP_ENDED: Duration = Duration::from_secs(3600);
+
+/// One validated configuration together with what is built from it. Swapped
+/// whole on reload, so a request sees one consistent configuration.
+pub struct Snapshot {
+    /// The configuration.
+    pub config: Config,
+    /// Increases with every reload; part of credential cache keys so a changed
+    /// credential definition is fetched anew.
+    pub generation: u64,
+    pub(crate) upstreams: Upstreams,
+}
+
+/// Everything the proxy shares across connections.
+pub struct Gateway {
+    snapshot: ArcSwap<Snapshot>,
+    generation: AtomicU64,
+    pub(crate) tasks: TaskStore,
+    pub(crate) credentials: CredentialCache,
+    pub(crate) audit: Arc<AuditSink>,
+    pub(crate) leaves: LeafCache,
+    /// `http://` + the proxy's bound address, used when the config sets no proxy_url.
+    bound_proxy_url: String,
+    pub(crate) resolver: Arc<dyn Resolve>,
+}
+
+/// Why the gateway could not be built or reloaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum GatewayError {
+    /// The upstream TLS configuration could not be built.
+    #[error("upstream TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
+}
+
+impl Gateway {
+    /// Builds the gateway around a validated configuration.
+    /// `bound` is the address the proxy listener actually bound; `resolver`
+    /// answers every DNS lookup the proxy makes.
+    pub fn new(
+        config: Config,
+        audit: Arc<AuditSink>,
+        ca: Arc<CertificateAuthority>,
+        bound: std::net::SocketAddr,
+        resolver: Arc<dyn Resolve>,
+    ) -> Result<Arc<Gateway>, GatewayError> {
+        let snapshot = build_snapshot(config, 0, &resolver)?;
+        let gateway = Arc::new(Gateway {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            generation: AtomicU64::new(0),
+            tasks: TaskStore::new(),
+            credentials: CredentialCache::new(Duration::from_secs(60)),
+            audit,
+            leaves: LeafCache::new(ca),
+            bound_proxy_url: format!("http://{bound}"),
+            resolver,
+        });
+        gateway.start_ambient();
+        Ok(gateway)
+    }
+
+    /// The configuration in force now.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// Swaps in a new validated configuration. Listen addresses, the CA and
+    /// the audit path are read at start only; a change to them is reported
+    /// and takes effect on restart.
+    pub fn reload(&self, config: Config) -> Result<Vec<String>, GatewayError> {
+        let current = self.snapshot();
+        let mut restart_needed = Vec::new();
+        if config.listen != current.config.listen {
+            restart_needed.push("listen".to_string());
+        }
+        if config.admin.listen != current.config.admin.listen {
+            restart_needed.push("admin.listen".to_string());
+        }
+        if config.ca.cert != current.config.ca.cert || config.ca.key != current.config.ca.key {
+            restart_needed.push("ca".to_string());
+        }
+        if config.audit_path != current.config.audit_path {
+            restart_needed.push("audit.path".to_string());
+        }
+        let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
+        let snapshot = build_snapshot(config, generation, &self.resolver)?;
+        self.snapshot.store(Arc::new(snapshot));
+        Ok(restart_needed)
+    }
+
+    fn start_ambient(&self) {
+        let snapshot = self.snapshot();
+        let Some(ambient) = &snapshot.config.ambient_task else {
+            return;
+        };
+        let task = self.tasks.create_ambient(
+            TaskSpec {
+                agent: ambient.agent.clone(),
+                scopes: ambient.scopes.clone(),
+                ttl: Some(ambient.ttl),
+                labels: ambient.labels.clone(),
+            },
+            SystemTime::now(),
+        );
+        self.record_task(&task, Event::TaskStart, "ambient task started");
+    }
+
+    fn record_task(&self, task: &Task, event: Event, message: &str) {
+        let mut rec = DecisionRecord::event(event, SystemTime::now());
+        rec.task = Some(task.id.clone());
+        rec.agent = Some(task.agent.clone());
+        rec.labels = task.labels.clone();
+        rec.message = Some(message.to_string());
+        self.audit.emit(rec);
+    }
+
+    /// Revokes what the task held and records the end. Runs once per task,
+    /// after [`Task::end`] returned true.
+    async fn finish_task(&self, task: &Arc<Task>, why: EndReason) {
+        let outcomes = self.credentials.end_task(&task.id, REVOKE_TIMEOUT).await;
+        for (credential, outcome) in outcomes {
+            let mut rec = DecisionRecord::event(Event::CredentialRevoke, SystemTime::now());
+            rec.task = Some(task.id.clone());
+            rec.agent = Some(task.agent.clone());
+            rec.labels = task.labels.clone();
+            rec.credential = Some(crate::audit::CredentialInfo {
+                source: credential.source.to_string(),
+                name: credential.name.clone(),
+                id: credential.id.clone(),
+                fingerprint: credential.fingerprint(),
+                expires_at: credential.expires_at.map(|t| humantime::format_rfc3339_millis(t).to_string()),
+                cache: None,
+                standing: credential.standing,
+            });
+            rec.message = Some(match outcome {
+                Ok(Revocation::Revoked) => "revoked at the source".to_string(),
+                Ok(Revocation::NotSupported) => {
+                    "the source has no revocation; the credential expires on its own".to_string()
+                }
+                Err(e) => format!("revocation failed: {e}"),
+            });
+            self.audit.emit(rec);
+        }
+        let why_text = match why {
+            EndReason::Requested => "task ended on request",
+            EndReason::Expired => "task expired",
+            EndReason::Shutdown => "task ended at shutdown",
+        };
+        self.record_task(task, Event::TaskEnd, why_text);
+    }
+
+    /// Ends every expired task (revoking its credentials) and forgets long-ended ones.
+    pub async fn reap(&self) {
+        let now = SystemTime::now();
+        for task in self.tasks.expired(now) {
+            if task.end(EndReason::Expired) {
+                self.finish_task(&task, EndReason::Expired).await;
+            }
+        }
+        self.tasks.purge_ended(now, KEEP_ENDED);
+    }
+
+    /// Ends every task (revoking their credentials) and writes out the log.
+    pub async fn shutdown(&self) {
+        for task in self.tasks.list() {
+            if task.end(EndReason::Shutdown) {
+                self.finish_task(&task, EndReason::Shutdown).await;
+            }
+        }
+        self.audit.flush().await;
+    }
+}
+
+fn build_snapshot(config: Config, generation: u64, resolver: &Arc<dyn Resolve>) -> Result<Snapshot, GatewayError> {
+    let tls = upstream_client_config(config.upstream.extra_ca.as_deref())?;
+    let upstreams = Upstreams::new(tls, resolver.clone(), config.upstream.connect_timeout);
+    Ok(Snapshot {
+        config,
+        generation,
+        upstreams,
+    })
+}
+
+impl TaskService for Gateway {
+    fn start_task(&self, spec: TaskSpec) -> Result<StartedTask, TaskError> {
+        let snapshot = self.snapshot();
+        let config = &snapshot.config;
+        if spec.scopes.is_empty() {
+            return Err(TaskError::Invalid("a task needs at least one scope".into()));
+        }
+        for scope in &spec.scopes {
+            if !config.policy.has_scope(scope) {
+                return Err(TaskError::Invalid(format!(
+                    "no scope named {scope:?}; configured scopes: {}",
+                    config.policy.scope_names().join(", ")
+                )));
+            }
+        }
+        let ttl = spec.ttl.unwrap_or(config.tasks.default_ttl);
+        if ttl.is_zero() || ttl > config.tasks.max_ttl {
+            return Err(TaskError::Invalid(format!(
+                "ttl must be between 1s and tasks.max_ttl ({})",
+                humantime::format_duration(config.tasks.max_ttl)
+            )));
+        }
+        if !self.audit.healthy() {
+            return Err(TaskError::Invalid(
+                "the decision log cannot be written; no task can start".into(),
+            ));
+        }
+        let (task, token) = self.tasks.create(TaskSpec { ttl: Some(ttl), ..spec }, SystemTime::now());
+        self.record_task(
+            &task,
+            Event::TaskStart,
+            &format!(
+                "scopes {}; ttl {}",
+                task.scopes.join(", "),
+                humantime::format_duration(ttl)
+            ),
+        );
+        Ok(StartedTask { task, token })
+    }
+
+    fn end_task(&self, id: &str) -> crate::BoxFuture<'_, Result<Arc<Task>, TaskError>> {
+        let id = id.to_string();
+        Box::pin(async move {
+            let task = self
+                .tasks
+                .get(&id)
+                .ok_or_else(|| TaskError::NotFound(id.clone()))?;
+            if task.end(EndReason::Requested) {
+                self.finish_task(&task, EndReason::Requested).await;
+            }
+            Ok(task)
+        })
+    }
+
+    fn get_task(&self, id: &str) -> Option<Arc<Task>> {
+        self.tasks.get(id)
+    }
+
+    fn list_tasks(&self) -> Vec<Arc<Task>> {
+        self.tasks.list()
+    }
+
+    fn proxy_url(&self) -> String {
+        self.snapshot()
+            .config
+            .proxy_url
+            .clone()
+            .unwrap_or_else(|| self.bound_proxy_url.clone())
+    }
+
+    fn ready(&self) -> Result<(), String> {
+        if self.audit.healthy() {
+            Ok(())
+        } else {
+            Err("the decision log cannot be written".into())
+        }
+    }
+}

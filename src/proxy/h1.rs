@@ -1,0 +1,586 @@
+//! A strict HTTP/1.1 server codec for the agent side of the proxy.
+//!
+//! credgate parses the agent's HTTP/1 requests itself instead of through a
+//! general-purpose server because framing is a security property here: a
+//! request smuggled past the proxy would bypass every rule. Anything
+//! ambiguous (duplicate `Content-Length`, `Content-Length` with
+//! `Transfer-Encoding`, an unknown transfer coding, obs-fold, bare LF in
+//! chunking, several `Host` headers) is refused with 400 and the connection
+//! closes, because after an ambiguity nobody can know where the next request
+//! starts.
+//!
+//! Request bodies are read whole, up to a bound, before the pipeline runs:
+//! the sanitize phase must see them before anything is sent upstream.
+
+use std::future::poll_fn;
+use std::io;
+use std::pin::Pin;
+use std::task::Poll;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Response, Version};
+use http_body::Body;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::reason::Reason;
+
+/// The largest request head accepted.
+const MAX_HEAD: usize = 64 * 1024;
+/// The most header fields accepted in one head.
+const MAX_HEADERS: usize = 128;
+/// The largest trailer section accepted (and discarded) after a chunked body.
+const MAX_TRAILERS: usize = 8 * 1024;
+
+/// How the request body is delimited on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Framing {
+    /// No body.
+    Empty,
+    /// `Content-Length: n`.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+}
+
+/// A parsed request head.
+#[derive(Debug)]
+pub(crate) struct RequestHead {
+    /// Method, URI (as sent), version and headers.
+    pub(crate) parts: http::request::Parts,
+    /// How the body that follows is framed.
+    pub(crate) framing: Framing,
+    /// Whether the connection may carry another request after this one.
+    pub(crate) keep_alive: bool,
+    /// The client sent `Expect: 100-continue` and waits for us.
+    pub(crate) expect_continue: bool,
+}
+
+/// Why a request could not be read.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum H1Error {
+    /// The peer closed the connection between requests.
+    #[error("connection closed")]
+    Closed,
+    /// The peer closed or broke the connection in the middle of a request.
+    #[error("connection lost mid-request: {0}")]
+    Io(#[from] io::Error),
+    /// Framing that could be read two ways.
+    #[error("{0}")]
+    Framing(&'static str),
+    /// Not a valid HTTP/1 request.
+    #[error("{0}")]
+    Malformed(String),
+    /// A body larger than the bound.
+    #[error("request body larger than {0} bytes")]
+    BodyTooLarge(usize),
+}
+
+impl H1Error {
+    /// The stable reason for the record and the response.
+    pub(crate) fn reason(&self) -> Reason {
+        match self {
+            H1Error::Closed | H1Error::Io(_) => Reason::ClientDisconnected,
+            H1Error::Framing(_) => Reason::FramingAmbiguous,
+            H1Error::Malformed(_) => Reason::BadRequest,
+            H1Error::BodyTooLarge(_) => Reason::BodyTooLarge,
+        }
+    }
+}
+
+/// One agent connection speaking HTTP/1.
+pub(crate) struct H1Connection<IO> {
+    io: IO,
+    buf: BytesMut,
+}
+
+impl<IO: AsyncRead + AsyncWrite + Unpin> H1Connection<IO> {
+    /// Wraps `io`; `initial` holds bytes already read from it.
+    pub(crate) fn new(io: IO, initial: BytesMut) -> Self {
+        H1Connection { io, buf: initial }
+    }
+
+    /// Gives back the stream and any bytes read past the last request head
+    /// (a CONNECT client may send its ClientHello right behind the request).
+    pub(crate) fn into_parts(self) -> (IO, BytesMut) {
+        (self.io, self.buf)
+    }
+
+    async fn fill(&mut self) -> io::Result<usize> {
+        if self.buf.capacity() - self.buf.len() < 4096 {
+            self.buf.reserve(8192);
+        }
+        self.io.read_buf(&mut self.buf).await
+    }
+
+    /// Reads the next request head. [`H1Error::Closed`] means the peer closed
+    /// cleanly between requests.
+    pub(crate) async fn read_head(&mut self) -> Result<RequestHead, H1Error> {
+        loop {
+            // RFC 9112 §2.2: a server should ignore empty lines before a request line.
+            while self.buf.starts_with(b"\r\n") {
+                self.buf.advance(2);
+            }
+            if !self.buf.is_empty() {
+                let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                let mut req = httparse::Request::new(&mut headers);
+                match req.parse(&self.buf) {
+                    Ok(httparse::Status::Complete(len)) => {
+                        let head = build_head(&req)?;
+                        self.buf.advance(len);
+                        return Ok(head);
+                    }
+                    Ok(httparse::Status::Partial) => {}
+                    Err(httparse::Error::TooManyHeaders) => {
+                        return Err(H1Error::Malformed(format!(
+                            "more than {MAX_HEADERS} header fields"
+                        )))
+                    }
+                    Err(e) => return Err(H1Error::Malformed(format!("invalid request head: {e}"))),
+                }
+                if self.buf.len() > MAX_HEAD {
+                    return Err(H1Error::Malformed(format!(
+                        "request head larger than {MAX_HEAD} bytes"
+                    )));
+                }
+            }
+            let was_empty = self.buf.is_empty();
+            if self.fill().await? == 0 {
+                return Err(if was_empty {
+                    H1Error::Closed
+                } else {
+                    H1Error::Io(io::ErrorKind::UnexpectedEof.into())
+                });
+            }
+        }
+    }
+
+    /// Tells a client that sent `Expect: 100-continue` to go ahead.
+    pub(crate) async fn write_continue(&mut self) -> io::Result<()> {
+        self.io.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await?;
+        self.io.flush().await
+    }
+
+    /// Reads the whole body of the current request, refusing more than `limit` bytes.
+    pub(crate) async fn read_body(&mut self, framing: Framing, limit: usize) -> Result<Bytes, H1Error> {
+        match framing {
+            Framing::Empty => Ok(Bytes::new()),
+            Framing::Length(len) => {
+                if len > limit as u64 {
+                    return Err(H1Error::BodyTooLarge(limit));
+                }
+                let len = len as usize;
+                while self.buf.len() < len {
+                    if self.fill().await? == 0 {
+                        return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into());
+                    }
+                }
+                Ok(self.buf.split_to(len).freeze())
+            }
+            Framing::Chunked => self.read_chunked(limit).await,
+        }
+    }
+
+    async fn read_line(&mut self, max: usize) -> Result<BytesMut, H1Error> {
+        loop {
+            if let Some(pos) = self.buf.iter().position(|&b| b == b'\n') {
+                if pos == 0 || self.buf[pos - 1] != b'\r' {
+                    return Err(H1Error::Framing("bare LF in chunked framing"));
+                }
+                let mut line = self.buf.split_to(pos + 1);
+                line.truncate(pos - 1);
+                return Ok(line);
+            }
+            if self.buf.len() > max {
+                return Err(H1Error::Framing("chunk line too long"));
+            }
+            if self.fill().await? == 0 {
+                return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into());
+            }
+        }
+    }
+
+    async fn read_chunked(&mut self, limit: usize) -> Result<Bytes, H1Error> {
+        let mut body = BytesMut::new();
+        loop {
+            let line = self.read_line(1024).await?;
+            let size = parse_chunk_size(&line)?;
+            if size == 0 {
+                break;
+            }
+            if body.len() as u64 + size > limit as u64 {
+                return Err(H1Error::BodyTooLarge(limit));
+            }
+            let size = size as usize;
+            while self.buf.len() < size + 2 {
+                if self.fill().await? == 0 {
+                    return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into());
+                }
+            }
+            body.extend_from_slice(&self.buf[..size]);
+            if &self.buf[size..size + 2] != b"\r\n" {
+                return Err(H1Error::Framing("chunk data not followed by CRLF"));
+            }
+            self.buf.advance(size + 2);
+        }
+        // Trailer fields are read and discarded: nothing downstream uses them,
+        // and forwarding them would be a way around header sanitizing.
+        let mut trailer_bytes = 0;
+        loop {
+            let line = self.read_line(MAX_TRAILERS).await?;
+            if line.is_empty() {
+                break;
+            }
+            trailer_bytes += line.len();
+            if trailer_bytes > MAX_TRAILERS {
+                return Err(H1Error::Framing("trailer section too large"));
+            }
+            if line[0] == b' ' || line[0] == b'\t' {
+                return Err(H1Error::Framing("obs-fold in trailer section"));
+            }
+        }
+        Ok(body.freeze())
+    }
+
+    /// Writes `response` and reports whether the connection can carry another
+    /// request. `head_only` is set for responses to HEAD. The body is streamed:
+    /// each frame is flushed unless the next one is already waiting, so
+    /// server-sent events reach the agent as they arrive.
+    pub(crate) async fn write_response<B>(
+        &mut self,
+        response: Response<B>,
+        head_only: bool,
+        keep_alive: bool,
+    ) -> io::Result<bool>
+    where
+        B: Body<Data = Bytes> + Unpin,
+        B::Error: std::fmt::Display,
+    {
+        let (parts, mut body) = response.into_parts();
+        let status = parts.status;
+        let no_body = head_only
+            || status.is_informational()
+            || status == http::StatusCode::NO_CONTENT
+            || status == http::StatusCode::NOT_MODIFIED;
+        let length = if no_body {
+            None
+        } else {
+            body.size_hint().exact()
+        };
+        let chunked = !no_body && length.is_none();
+
+        let mut out = Vec::with_capacity(512);
+        out.extend_from_slice(b"HTTP/1.1 ");
+        out.extend_from_slice(status.as_str().as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+        out.extend_from_slice(b"\r\n");
+        for (name, value) in &parts.headers {
+            if is_connection_level(name) || (!no_body && name == header::CONTENT_LENGTH) {
+                continue;
+            }
+            push_header(&mut out, name.as_str().as_bytes(), value.as_bytes());
+        }
+        if let Some(len) = length {
+            push_header(&mut out, b"content-length", len.to_string().as_bytes());
+        }
+        if chunked {
+            push_header(&mut out, b"transfer-encoding", b"chunked");
+        }
+        if !keep_alive {
+            push_header(&mut out, b"connection", b"close");
+        }
+        out.extend_from_slice(b"\r\n");
+
+        if no_body {
+            self.io.write_all(&out).await?;
+            self.io.flush().await?;
+            return Ok(keep_alive);
+        }
+
+        let mut written: u64 = 0;
+        loop {
+            // Take the next frame if it is ready now; otherwise flush what we
+            // have before waiting, so a slow stream is never held back.
+            let ready = poll_fn(|cx| Poll::Ready(Pin::new(&mut body).poll_frame(cx))).await;
+            let frame = match ready {
+                Poll::Ready(frame) => frame,
+                Poll::Pending => {
+                    if !out.is_empty() {
+                        self.io.write_all(&out).await?;
+                        out.clear();
+                    }
+                    self.io.flush().await?;
+                    poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
+                }
+            };
+            match frame {
+                None => break,
+                Some(Err(e)) => {
+                    // The upstream broke mid-body. The agent must not take a
+                    // truncated body for a complete one: close without the
+                    // final chunk / with fewer bytes than announced.
+                    tracing::debug!(error = %e, "response body failed; closing connection");
+                    self.io.write_all(&out).await?;
+                    self.io.flush().await?;
+                    return Ok(false);
+                }
+                Some(Ok(frame)) => {
+                    let Ok(data) = frame.into_data() else {
+                        continue; // trailers are not forwarded
+                    };
+                    if data.is_empty() {
+                        continue;
+                    }
+                    written += data.len() as u64;
+                    if chunked {
+                        out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                        out.extend_from_slice(&data);
+                        out.extend_from_slice(b"\r\n");
+                    } else {
+                        out.extend_from_slice(&data);
+                    }
+                    if out.len() >= 64 * 1024 {
+                        self.io.write_all(&out).await?;
+                        out.clear();
+                    }
+                }
+            }
+        }
+        if chunked {
+            out.extend_from_slice(b"0\r\n\r\n");
+        }
+        self.io.write_all(&out).await?;
+        self.io.flush().await?;
+        if let Some(len) = length {
+            if written != len {
+                return Ok(false);
+            }
+        }
+        Ok(keep_alive)
+    }
+
+    /// Writes raw bytes (the CONNECT reply) and flushes.
+    pub(crate) async fn write_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.io.write_all(bytes).await?;
+        self.io.flush().await
+    }
+}
+
+fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Headers that describe this hop's connection, written by the codec itself.
+fn is_connection_level(name: &HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == header::TRANSFER_ENCODING
+        || name == "keep-alive"
+        || name == "proxy-connection"
+}
+
+fn parse_chunk_size(line: &[u8]) -> Result<u64, H1Error> {
+    let digits_end = line
+        .iter()
+        .position(|b| !b.is_ascii_hexdigit())
+        .unwrap_or(line.len());
+    if digits_end == 0 || digits_end > 15 {
+        return Err(H1Error::Framing("invalid chunk size"));
+    }
+    match &line[digits_end..] {
+        [] => {}
+        // A chunk extension: ignored, but it must not hide control bytes.
+        [b';', ext @ ..] if ext.iter().all(|&b| b == b'\t' || (b' '..0x7f).contains(&b)) => {}
+        _ => return Err(H1Error::Framing("invalid chunk size line")),
+    }
+    let text = std::str::from_utf8(&line[..digits_end]).expect("hex digits are ASCII");
+    u64::from_str_radix(text, 16).map_err(|_| H1Error::Framing("invalid chunk size"))
+}
+
+fn build_head(req: &httparse::Request<'_, '_>) -> Result<RequestHead, H1Error> {
+    let method = Method::from_bytes(req.method.unwrap_or_default().as_bytes())
+        .map_err(|_| H1Error::Malformed("invalid method".into()))?;
+    let version = match req.version {
+        Some(1) => Version::HTTP_11,
+        Some(0) => Version::HTTP_10,
+        _ => return Err(H1Error::Malformed("unsupported HTTP version".into())),
+    };
+    let target = req.path.unwrap_or_default();
+
+    let mut headers = HeaderMap::with_capacity(req.headers.len());
+    let mut content_length: Option<u64> = None;
+    let mut transfer_encoding = 0usize;
+    let mut chunked = false;
+    let mut hosts = 0usize;
+    let mut expect_continue = false;
+    for h in req.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes())
+            .map_err(|_| H1Error::Malformed(format!("invalid header name {:?}", h.name)))?;
+        let value = HeaderValue::from_bytes(h.value)
+            .map_err(|_| H1Error::Malformed(format!("invalid value in header {name}")))?;
+        if name == header::CONTENT_LENGTH {
+            if content_length.is_some() {
+                return Err(H1Error::Framing("duplicate Content-Length"));
+            }
+            let text = value.to_str().unwrap_or_default().trim();
+            if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) || text.len() > 18 {
+                return Err(H1Error::Framing("invalid Content-Length"));
+            }
+            content_length = Some(text.parse().expect("checked digits"));
+        } else if name == header::TRANSFER_ENCODING {
+            transfer_encoding += 1;
+            chunked = value.as_bytes().eq_ignore_ascii_case(b"chunked");
+        } else if name == header::HOST {
+            hosts += 1;
+        } else if name == header::EXPECT {
+            if !value.as_bytes().eq_ignore_ascii_case(b"100-continue") {
+                return Err(H1Error::Malformed("unsupported Expect".into()));
+            }
+            expect_continue = true;
+            // Expect is answered here, hop by hop; it is not forwarded.
+            continue;
+        }
+        headers.append(name, value);
+    }
+
+    if hosts > 1 {
+        return Err(H1Error::Framing("more than one Host header"));
+    }
+    if version == Version::HTTP_11 && hosts == 0 {
+        return Err(H1Error::Malformed("HTTP/1.1 request without Host".into()));
+    }
+    let framing = match (transfer_encoding, content_length) {
+        (0, None) => Framing::Empty,
+        (0, Some(0)) => Framing::Empty,
+        (0, Some(n)) => Framing::Length(n),
+        (_, Some(_)) => return Err(H1Error::Framing("Content-Length with Transfer-Encoding")),
+        (1, None) if chunked && version == Version::HTTP_11 => Framing::Chunked,
+        _ => return Err(H1Error::Framing("unsupported Transfer-Encoding")),
+    };
+
+    let keep_alive = version == Version::HTTP_11
+        && !headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .any(|v| has_token(v, "close"));
+
+    let mut builder = http::Request::builder().method(method).version(version);
+    if let Some(h) = builder.headers_mut() {
+        *h = headers;
+    }
+    let uri: http::Uri = target
+        .parse()
+        .map_err(|_| H1Error::Malformed("invalid request target".into()))?;
+    let (parts, ()) = builder
+        .uri(uri)
+        .body(())
+        .map_err(|e| H1Error::Malformed(e.to_string()))?
+        .into_parts();
+    Ok(RequestHead {
+        parts,
+        framing,
+        keep_alive,
+        expect_continue,
+    })
+}
+
+/// Whether a comma-separated header value contains `token` (case-insensitive).
+pub(crate) fn has_token(value: &HeaderValue, token: &str) -> bool {
+    value
+        .to_str()
+        .map(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::Full;
+
+    async fn parse(raw: &[u8]) -> Result<(RequestHead, Bytes), H1Error> {
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        client.write_all(raw).await.unwrap();
+        drop(client);
+        let mut conn = H1Connection::new(server, BytesMut::new());
+        let head = conn.read_head().await?;
+        let body = conn.read_body(head.framing, 1024).await?;
+        Ok((head, body))
+    }
+
+    #[tokio::test]
+    async fn absolute_form_with_length_body() {
+        let (head, body) =
+            parse(b"POST http://a.example/x?y=1 HTTP/1.1\r\nHost: a.example\r\nContent-Length: 3\r\n\r\nabc")
+                .await
+                .unwrap();
+        assert_eq!(head.parts.method, Method::POST);
+        assert_eq!(head.parts.uri.host(), Some("a.example"));
+        assert_eq!(&body[..], b"abc");
+        assert!(head.keep_alive);
+    }
+
+    #[tokio::test]
+    async fn chunked_body_is_decoded_and_trailers_dropped() {
+        let raw = b"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3;ext=1\r\nabc\r\n2\r\nde\r\n0\r\nX-Trailer: t\r\n\r\n";
+        let (_, body) = parse(raw).await.unwrap();
+        assert_eq!(&body[..], b"abcde");
+    }
+
+    #[tokio::test]
+    async fn ambiguous_framing_is_refused() {
+        let cases: [&[u8]; 7] = [
+            b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
+            b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc",
+            b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 3, 3\r\n\r\nabc",
+            b"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            b"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\nabc\r\n0\r\n\r\n",
+            b"GET /x HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        ];
+        for raw in cases {
+            let err = parse(raw).await.unwrap_err();
+            assert_eq!(err.reason(), Reason::FramingAmbiguous, "{}", String::from_utf8_lossy(raw));
+        }
+    }
+
+    #[tokio::test]
+    async fn obs_fold_and_garbage_are_bad_requests() {
+        for raw in [
+            &b"GET /x HTTP/1.1\r\nHost: a\r\nX-A: 1\r\n  folded\r\n\r\n"[..],
+            b"GET /x HTTP/1.1\r\nHost : a\r\n\r\n",
+            b"\x16\x03\x01\x00\x05hello",
+        ] {
+            let err = parse(raw).await.unwrap_err();
+            assert_eq!(err.reason(), Reason::BadRequest, "{}", String::from_utf8_lossy(raw));
+        }
+    }
+
+    #[tokio::test]
+    async fn oversized_body_is_refused_before_reading_it() {
+        let err = parse(b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 99999\r\n\r\n")
+            .await
+            .unwrap_err();
+        assert_eq!(err.reason(), Reason::BodyTooLarge);
+    }
+
+    #[tokio::test]
+    async fn response_framing_follows_the_body() {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let mut conn = H1Connection::new(server, BytesMut::new());
+        let resp = Response::builder()
+            .status(200)
+            .header("content-length", "999")
+            .header("connection", "keep-alive")
+            .body(Full::new(Bytes::from_static(b"hello")))
+            .unwrap();
+        assert!(conn.write_response(resp, false, true).await.unwrap());
+        drop(conn);
+        let mut out = String::new();
+        let mut client = client;
+        client.read_to_string(&mut out).await.unwrap();
+        assert_eq!(out, "HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello");
+    }
+}

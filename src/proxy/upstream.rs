@@ -1,0 +1,311 @@
+//! The upstream client: pooled, TLS-verifying, never following redirects,
+//! and dialling only addresses the request's rule permits.
+
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Uri;
+use http_body_util::Full;
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls_pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+
+use super::address::AddressPolicy;
+use crate::reason::Reason;
+
+/// Request bodies are buffered (sanitize must see them whole) and sent as one.
+pub(crate) type UpstreamClient = Client<GuardedConnector, Full<Bytes>>;
+
+/// One pooled client per address policy, so a connection opened under a
+/// permissive rule is never reused for a request under a stricter one.
+pub(crate) struct Upstreams {
+    public: UpstreamClient,
+    private: UpstreamClient,
+    loopback: UpstreamClient,
+}
+
+impl Upstreams {
+    /// Builds the clients. `tls` verifies upstream certificates (webpki roots
+    /// plus the configured extra bundle).
+    pub(crate) fn new(
+        tls: Arc<rustls::ClientConfig>,
+        resolver: Arc<dyn Resolve>,
+        connect_timeout: Duration,
+    ) -> Self {
+        let build = |policy| {
+            Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(60))
+                .pool_max_idle_per_host(64)
+                .build(GuardedConnector {
+                    resolver: resolver.clone(),
+                    policy,
+                    tls: TlsConnector::from(tls.clone()),
+                    connect_timeout,
+                })
+        };
+        Upstreams {
+            public: build(AddressPolicy::PublicOnly),
+            private: build(AddressPolicy::AllowPrivate),
+            loopback: build(AddressPolicy::LoopbackOnly),
+        }
+    }
+
+    /// The client for requests under `policy`.
+    pub(crate) fn client(&self, policy: AddressPolicy) -> &UpstreamClient {
+        match policy {
+            AddressPolicy::PublicOnly => &self.public,
+            AddressPolicy::AllowPrivate => &self.private,
+            AddressPolicy::LoopbackOnly => &self.loopback,
+        }
+    }
+}
+
+/// Why an upstream connection was not made.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ConnectError {
+    /// Every address of the host is outside what the rule permits.
+    #[error("{host} resolves only to addresses this rule may not reach ({addrs})")]
+    Refused {
+        /// The host asked for.
+        host: String,
+        /// The refused addresses.
+        addrs: String,
+    },
+    /// DNS failed.
+    #[error("cannot resolve {host}: {source}")]
+    Resolve {
+        /// The host asked for.
+        host: String,
+        /// The resolver's error.
+        source: io::Error,
+    },
+    /// TCP connect failed.
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        /// The address dialled.
+        addr: SocketAddr,
+        /// The socket error.
+        source: io::Error,
+    },
+    /// The TLS handshake or certificate verification failed.
+    #[error("TLS with {host} failed: {source}")]
+    Tls {
+        /// The host asked for.
+        host: String,
+        /// The TLS error.
+        source: io::Error,
+    },
+    /// Resolve + connect + handshake took too long.
+    #[error("connecting to {0} timed out")]
+    Timeout(String),
+    /// The URI has no usable host.
+    #[error("upstream URI has no host")]
+    NoHost,
+}
+
+impl ConnectError {
+    /// The stable reason for records and responses.
+    pub(crate) fn reason(&self) -> Reason {
+        match self {
+            ConnectError::Refused { .. } => Reason::DestinationRefused,
+            ConnectError::Tls { .. } => Reason::UpstreamTlsFailed,
+            ConnectError::Timeout(_) => Reason::UpstreamTimeout,
+            ConnectError::Resolve { .. } | ConnectError::Connect { .. } | ConnectError::NoHost => {
+                Reason::UpstreamConnectFailed
+            }
+        }
+    }
+
+    /// Finds a `ConnectError` in an error's source chain.
+    pub(crate) fn find<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a ConnectError> {
+        let mut current = Some(err);
+        while let Some(e) = current {
+            if let Some(found) = e.downcast_ref::<ConnectError>() {
+                return Some(found);
+            }
+            current = e.source();
+        }
+        None
+    }
+}
+
+/// Resolves, checks the resolved addresses against the policy, dials only a
+/// permitted one, and speaks TLS when the scheme is https.
+#[derive(Clone)]
+pub(crate) struct GuardedConnector {
+    resolver: Arc<dyn Resolve>,
+    policy: AddressPolicy,
+    tls: TlsConnector,
+    connect_timeout: Duration,
+}
+
+impl tower_service::Service<Uri> for GuardedConnector {
+    type Response = UpstreamStream;
+    type Error = ConnectError;
+    type Future = Pin<Box<dyn Future<Output = Result<UpstreamStream, ConnectError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            let host = uri
+                .host()
+                .ok_or(ConnectError::NoHost)?
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string();
+            let tls = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
+            let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+            tokio::time::timeout(this.connect_timeout, this.connect(&host, port, tls))
+                .await
+                .map_err(|_| ConnectError::Timeout(host.clone()))?
+        })
+    }
+}
+
+impl GuardedConnector {
+    async fn connect(&self, host: &str, port: u16, tls: bool) -> Result<UpstreamStream, ConnectError> {
+        let stream = dial(self.resolver.as_ref(), host, port, self.policy).await?;
+        if !tls {
+            return Ok(UpstreamStream::Plain(TokioIo::new(stream)));
+        }
+        let name = ServerName::try_from(host.to_string()).map_err(|_| ConnectError::Tls {
+            host: host.to_string(),
+            source: io::Error::new(io::ErrorKind::InvalidInput, "not a valid server name"),
+        })?;
+        let tls = self
+            .tls
+            .connect(name, stream)
+            .await
+            .map_err(|source| ConnectError::Tls {
+                host: host.to_string(),
+                source,
+            })?;
+        Ok(UpstreamStream::Tls(Box::new(TokioIo::new(tls))))
+    }
+}
+
+/// Name resolution, behind a trait so tests can see (and count) every lookup.
+pub trait Resolve: Send + Sync + 'static {
+    /// The addresses of `host`, each with `port`.
+    fn resolve<'a>(&'a self, host: &'a str, port: u16) -> crate::BoxFuture<'a, io::Result<Vec<SocketAddr>>>;
+}
+
+/// The system resolver (getaddrinfo, through tokio).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemResolver;
+
+impl Resolve for SystemResolver {
+    fn resolve<'a>(&'a self, host: &'a str, port: u16) -> crate::BoxFuture<'a, io::Result<Vec<SocketAddr>>> {
+        Box::pin(async move { Ok(tokio::net::lookup_host((host, port)).await?.collect()) })
+    }
+}
+
+/// Resolves `host`, keeps the addresses `policy` permits, and connects to
+/// one of them. The address dialled is one of the addresses just checked:
+/// there is no second lookup for a rebinding resolver to answer differently.
+pub(crate) async fn dial(
+    resolver: &dyn Resolve,
+    host: &str,
+    port: u16,
+    policy: AddressPolicy,
+) -> Result<TcpStream, ConnectError> {
+    let candidates: Vec<SocketAddr> = match host.parse::<IpAddr>() {
+        Ok(ip) => vec![SocketAddr::new(ip, port)],
+        Err(_) => resolver
+            .resolve(host, port)
+            .await
+            .map_err(|source| ConnectError::Resolve {
+                host: host.to_string(),
+                source,
+            })?,
+    };
+    let (allowed, refused): (Vec<_>, Vec<_>) = candidates
+        .into_iter()
+        .partition(|addr| policy.permits(addr.ip()));
+    if allowed.is_empty() {
+        let addrs = refused
+            .iter()
+            .map(|a| a.ip().to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        return Err(ConnectError::Refused {
+            host: host.to_string(),
+            addrs,
+        });
+    }
+    let mut last_err = None;
+    for addr in allowed {
+        match TcpStream::connect(addr).await {
+            Ok(stream) => {
+                let _ = stream.set_nodelay(true);
+                return Ok(stream);
+            }
+            Err(source) => last_err = Some(ConnectError::Connect { addr, source }),
+        }
+    }
+    Err(last_err.expect("at least one address was tried"))
+}
+
+/// A connection to an upstream, plain or TLS.
+pub(crate) enum UpstreamStream {
+    /// Cleartext (only for rules that allow it).
+    Plain(TokioIo<TcpStream>),
+    /// TLS, verified.
+    Tls(Box<TokioIo<TlsStream<TcpStream>>>),
+}
+
+impl Connection for UpstreamStream {
+    fn connected(&self) -> Connected {
+        Connected::new()
+    }
+}
+
+impl hyper::rt::Read for UpstreamStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            UpstreamStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl hyper::rt::Write for UpstreamStream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            UpstreamStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            UpstreamStream::Plain(s) => Pin::new(s).poll_flush(cx),
+            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            UpstreamStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
