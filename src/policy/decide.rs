@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::glob::decode_for_match;
 use super::rule::is_never_forwarded;
-use super::target::{write_host, write_url};
+use super::target::write_url;
 use super::{Action, RequestTarget, ScopeRule};
 use crate::reason::Reason;
 
@@ -39,7 +39,7 @@ pub struct Decision {
 }
 
 impl Decision {
-    fn allow(rule: &Arc<ScopeRule>, message: String) -> Decision {
+    pub(super) fn allow(rule: &Arc<ScopeRule>, message: String) -> Decision {
         Decision {
             verdict: Verdict::Allow,
             rule: Some(Arc::clone(rule)),
@@ -48,7 +48,7 @@ impl Decision {
         }
     }
 
-    fn deny(reason: Reason, rule: Option<&Arc<ScopeRule>>, message: String) -> Decision {
+    pub(super) fn deny(reason: Reason, rule: Option<&Arc<ScopeRule>>, message: String) -> Decision {
         Decision {
             verdict: Verdict::Deny,
             rule: rule.map(Arc::clone),
@@ -80,7 +80,7 @@ pub struct Policy {
 /// One scope's rules in file order, with an index so a decision only looks
 /// at rules that can match the host.
 #[derive(Debug)]
-struct CompiledScope {
+pub(super) struct CompiledScope {
     name: Arc<str>,
     rules: Vec<Arc<ScopeRule>>,
     /// Positions of the rules naming exactly this host, ascending.
@@ -91,7 +91,10 @@ struct CompiledScope {
 
 impl CompiledScope {
     /// The rules that may match `host`, in file order.
-    fn candidates<'s>(&'s self, host: &str) -> impl Iterator<Item = &'s Arc<ScopeRule>> + 's {
+    pub(super) fn candidates<'s>(
+        &'s self,
+        host: &str,
+    ) -> impl Iterator<Item = &'s Arc<ScopeRule>> + 's {
         let exact = self.by_host.get(host).map_or(&[][..], Vec::as_slice);
         MergeAscending {
             a: exact,
@@ -127,7 +130,7 @@ impl Iterator for MergeAscending<'_> {
 /// The index key for a host: forgiving about case and one trailing dot,
 /// like [`super::HostPattern::matches`], so the index never hides an exact
 /// deny rule that the matcher itself would apply.
-fn host_key(host: &str) -> Cow<'_, str> {
+pub(super) fn host_key(host: &str) -> Cow<'_, str> {
     let host = host.strip_suffix('.').unwrap_or(host);
     if host.bytes().any(|b| b.is_ascii_uppercase()) {
         Cow::Owned(host.to_ascii_lowercase())
@@ -187,7 +190,11 @@ impl Policy {
         Some(&self.scopes[position].rules)
     }
 
-    fn known<'s>(&'s self, task_scopes: &'s [String]) -> impl Iterator<Item = &'s CompiledScope> {
+    /// The task's scopes this policy has, in the task's order.
+    pub(super) fn known<'s>(
+        &'s self,
+        task_scopes: &'s [String],
+    ) -> impl Iterator<Item = &'s CompiledScope> {
         task_scopes
             .iter()
             .filter_map(|name| self.by_name.get(name.as_str()).map(|&i| &self.scopes[i]))
@@ -195,7 +202,7 @@ impl Policy {
 
     /// Denies when none of the task's scopes exists; the task can then do
     /// nothing at all, and the operator needs to hear why.
-    fn unknown_scopes(&self, task_scopes: &[String]) -> Option<Decision> {
+    pub(super) fn unknown_scopes(&self, task_scopes: &[String]) -> Option<Decision> {
         if task_scopes.iter().any(|name| self.has_scope(name)) {
             return None;
         }
@@ -240,7 +247,7 @@ impl Policy {
                 }
                 match rule.action {
                     Action::Deny => {
-                        let message = request_message("rule ", &rule.id, " denies ", target);
+                        let message = rule_message(&rule.id, " denies ", target);
                         return Decision::deny(Reason::DeniedByRule, Some(rule), message);
                     }
                     Action::Allow => {
@@ -250,9 +257,7 @@ impl Policy {
             }
         }
         match allowed {
-            Some(rule) => {
-                Decision::allow(rule, request_message("rule ", &rule.id, " allows ", target))
-            }
+            Some(rule) => Decision::allow(rule, rule_message(&rule.id, " allows ", target)),
             None => {
                 let mut message = self.no_rule_prefix(task_scopes);
                 message.push_str(" allows ");
@@ -271,91 +276,8 @@ impl Policy {
         }
     }
 
-    /// Pre-authorises `CONNECT host:port` before any DNS lookup.
-    ///
-    /// A whole-host deny rule (no method or path restriction) refuses it.
-    /// Otherwise it is allowed, for interception, when an allow rule could
-    /// match some https request to `host:port`; `rule` is then that rule.
-    /// Failing that, a `tunnel` rule allows it as a blind tunnel (`rule` is
-    /// the tunnel rule), unless a narrower deny rule covers the host, which a
-    /// blind tunnel could not enforce. Interception is preferred over a
-    /// tunnel because it still authorises every request.
-    pub fn connect_decision(&self, task_scopes: &[String], host: &str, port: u16) -> Decision {
-        if let Some(denied) = self.unknown_scopes(task_scopes) {
-            return denied;
-        }
-        let key = host_key(host);
-        let mut intercept = None;
-        let mut tunnel = None;
-        let mut narrow_deny = None;
-        for scope in self.known(task_scopes) {
-            for rule in scope.candidates(&key) {
-                if !rule.matches_connect(host, port) {
-                    continue;
-                }
-                match (rule.action, rule.tunnel) {
-                    (Action::Deny, _) if rule.is_whole_host() => {
-                        let message = connect_message(
-                            &["rule ", &rule.id, " denies every request to "],
-                            host,
-                            port,
-                            "",
-                        );
-                        return Decision::deny(Reason::DeniedByRule, Some(rule), message);
-                    }
-                    (Action::Deny, _) => {
-                        narrow_deny.get_or_insert(rule);
-                    }
-                    (Action::Allow, true) => {
-                        tunnel.get_or_insert(rule);
-                    }
-                    (Action::Allow, false) => {
-                        intercept.get_or_insert(rule);
-                    }
-                }
-            }
-        }
-        if let Some(rule) = intercept {
-            let message =
-                connect_message(&["rule ", &rule.id, " allows CONNECT to "], host, port, "");
-            return Decision::allow(rule, message);
-        }
-        match (tunnel, narrow_deny) {
-            (Some(tunnel), Some(deny)) => {
-                let tail = format!(
-                    ", which the blind tunnel of rule {} cannot enforce",
-                    tunnel.id
-                );
-                let message = connect_message(
-                    &["rule ", &deny.id, " restricts requests to "],
-                    host,
-                    port,
-                    &tail,
-                );
-                Decision::deny(Reason::DeniedByRule, Some(deny), message)
-            }
-            (Some(tunnel), None) => {
-                let message = connect_message(
-                    &["rule ", &tunnel.id, " tunnels CONNECT to "],
-                    host,
-                    port,
-                    " blindly",
-                );
-                Decision::allow(tunnel, message)
-            }
-            (None, _) => {
-                let mut message = self.no_rule_prefix(task_scopes);
-                message.push_str(" allows CONNECT to ");
-                write_host(&mut message, host);
-                let _ = write!(message, ":{port}");
-                self.note_unknown(task_scopes, &mut message);
-                Decision::deny(Reason::NoMatchingRule, None, message)
-            }
-        }
-    }
-
     /// "no rule of scope a" or "no rule of scopes a, b" (known scopes only).
-    fn no_rule_prefix(&self, task_scopes: &[String]) -> String {
+    pub(super) fn no_rule_prefix(&self, task_scopes: &[String]) -> String {
         let known: Vec<&str> = self.known(task_scopes).map(|scope| &*scope.name).collect();
         let noun = if known.len() == 1 { "scope" } else { "scopes" };
         format!("no rule of {noun} {}", known.join(", "))
@@ -363,7 +285,7 @@ impl Policy {
 
     /// Names the task's scopes this configuration lacks: the usual cause of
     /// a surprising deny after a config change.
-    fn note_unknown(&self, task_scopes: &[String], message: &mut String) {
+    pub(super) fn note_unknown(&self, task_scopes: &[String], message: &mut String) {
         let unknown: Vec<&str> = task_scopes
             .iter()
             .filter(|name| !self.has_scope(name))
@@ -379,9 +301,10 @@ impl Policy {
     }
 }
 
-fn request_message(before: &str, id: &str, verb: &str, target: &RequestTarget<'_>) -> String {
+/// "rule ID VERB METHOD URL", for a decision a rule made.
+fn rule_message(id: &str, verb: &str, target: &RequestTarget<'_>) -> String {
     let mut message = String::with_capacity(96);
-    message.push_str(before);
+    message.push_str("rule ");
     message.push_str(id);
     message.push_str(verb);
     message.push_str(target.method.as_str());
@@ -396,40 +319,13 @@ fn request_message(before: &str, id: &str, verb: &str, target: &RequestTarget<'_
     message
 }
 
-fn connect_message(parts: &[&str], host: &str, port: u16, tail: &str) -> String {
-    let mut message = parts.concat();
-    write_host(&mut message, host);
-    let _ = write!(message, ":{port}{tail}");
-    message
-}
-
 #[cfg(test)]
 mod tests {
     use http::Method;
 
     use super::*;
-    use crate::policy::{RawRule, Scheme};
-
-    /// Builds a policy from `(scope, YAML list of rules)` pairs, in order.
-    fn policy(scopes: &[(&str, &str)]) -> Policy {
-        let compiled = scopes
-            .iter()
-            .map(|(name, yaml)| {
-                let raws: Vec<RawRule> = serde_yaml::from_str(yaml).unwrap();
-                let rules = raws
-                    .iter()
-                    .enumerate()
-                    .map(|(i, raw)| ScopeRule::compile(name, i, raw).unwrap())
-                    .collect();
-                (name.to_string(), rules)
-            })
-            .collect();
-        Policy::new(compiled)
-    }
-
-    fn scopes(names: &[&str]) -> Vec<String> {
-        names.iter().map(|s| s.to_string()).collect()
-    }
+    use crate::policy::test_support::{policy, scopes};
+    use crate::policy::Scheme;
 
     fn decide(p: &Policy, task: &[&str], method: &str, host: &str, path: &str) -> Decision {
         let method = Method::from_bytes(method.as_bytes()).unwrap();
@@ -686,100 +582,11 @@ mod tests {
         assert_eq!(&*other.id, "mixed[2]");
     }
 
-    fn connect(p: &Policy, task: &[&str], host: &str, port: u16) -> Decision {
-        p.connect_decision(&scopes(task), host, port)
-    }
-
     #[test]
-    fn connect_is_allowed_when_some_request_could_be() {
-        let p = github();
-        let d = connect(&p, &["github-comment"], "api.github.com", 443);
-        assert!(d.is_allowed());
-        assert!(!d.is_blind_tunnel());
-        assert_eq!(
-            d.message,
-            "rule github-comment[0] allows CONNECT to api.github.com:443"
-        );
-        // A deny restricted to some methods or paths leaves the host reachable.
-        assert!(connect(&p, &["lockdown", "github-read"], "api.github.com", 443).is_allowed());
-        let d = connect(&p, &["github-read"], "evil.example", 443);
-        assert_eq!(d.reason, Reason::NoMatchingRule);
-        assert_eq!(
-            d.message,
-            "no rule of scope github-read allows CONNECT to evil.example:443"
-        );
-        assert_eq!(
-            connect(&p, &["github-read"], "api.github.com", 8443).reason,
-            Reason::NoMatchingRule
-        );
-        assert_eq!(
-            connect(&p, &["nope"], "api.github.com", 443).reason,
-            Reason::ScopeUnknown
-        );
-    }
-
-    #[test]
-    fn connect_respects_whole_host_denies_and_schemes() {
-        let p = policy(&[
-            (
-                "open",
-                "- host: '*.example.com'\n- host: plain.example\n  schemes: [http]\n",
-            ),
-            (
-                "block",
-                "- host: admin.example.com\n  action: deny\n  paths: ['/**']\n",
-            ),
-        ]);
-        let d = connect(&p, &["open", "block"], "admin.example.com", 443);
-        assert_eq!(d.reason, Reason::DeniedByRule);
-        assert_eq!(
-            d.message,
-            "rule block[0] denies every request to admin.example.com:443"
-        );
-        assert!(connect(&p, &["open", "block"], "www.example.com", 443).is_allowed());
-        assert_eq!(
-            connect(&p, &["open"], "plain.example", 80).reason,
-            Reason::NoMatchingRule
-        );
-        assert_eq!(
-            connect(&p, &["open"], "[::1]", 443).reason,
-            Reason::NoMatchingRule
-        );
-        let d = connect(&p, &["open"], "::1", 8443);
-        assert_eq!(
-            d.message,
-            "no rule of scope open allows CONNECT to [::1]:8443"
-        );
-    }
-
-    #[test]
-    fn connect_tunnels_only_when_nothing_would_be_bypassed() {
-        let p = policy(&[
-            ("pinned", "- host: pinned.example\n  tunnel: true\n"),
-            ("intercept", "- host: pinned.example\n  methods: [GET]\n"),
-            (
-                "narrow",
-                "- host: pinned.example\n  action: deny\n  methods: [DELETE]\n",
-            ),
-        ]);
-        let d = connect(&p, &["pinned"], "pinned.example", 443);
-        assert!(d.is_blind_tunnel());
-        assert_eq!(&*d.rule.as_ref().unwrap().id, "pinned[0]");
-        assert_eq!(
-            d.message,
-            "rule pinned[0] tunnels CONNECT to pinned.example:443 blindly"
-        );
-        let d = connect(&p, &["pinned", "intercept"], "pinned.example", 443);
-        assert!(d.is_allowed());
-        assert!(!d.is_blind_tunnel());
-        assert_eq!(&*d.rule.unwrap().id, "intercept[0]");
-        let d = connect(&p, &["pinned", "narrow"], "pinned.example", 443);
-        assert_eq!(d.reason, Reason::DeniedByRule);
-        assert_eq!(
-            d.message,
-            "rule narrow[0] restricts requests to pinned.example:443, which the blind tunnel of \
-             rule pinned[0] cannot enforce"
-        );
+    fn policy_and_decisions_cross_threads() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<Policy>();
+        shareable::<Decision>();
     }
 
     #[test]

@@ -10,12 +10,15 @@
 //! [`normalize_path`]); the path a rule approved is exactly the path that is
 //! forwarded. Nothing here does I/O.
 
+mod connect;
 mod decide;
 mod glob;
 mod host;
 mod path;
 mod rule;
 mod target;
+#[cfg(test)]
+mod test_support;
 
 use std::fmt;
 

@@ -36,7 +36,7 @@ pub struct ScopeRule {
     schemes: Schemes,
     /// `None` means any method except `TRACE` and `CONNECT`.
     methods: Option<Box<[Method]>>,
-    /// `None` when the rule did not restrict paths (it then has `/**`).
+    /// `false` when the rule did not restrict paths (it then has `/**`).
     paths_given: bool,
     paths: Box<[PathGlob]>,
 }
