@@ -1,1 +1,159 @@
-//! policy
+//! Scope rules: what a task may do, decided before anything leaves credgate.
+//!
+//! Configuration is compiled once per load ([`ScopeRule::compile`] for each
+//! rule, then [`Policy::new`]); each request is then decided against the
+//! task's scopes with [`Policy::decide`], and each `CONNECT` with
+//! [`Policy::connect_decision`]. Default is deny, and a matching deny rule
+//! beats every allow rule across all of the task's scopes.
+//!
+//! Rules only ever see canonical hosts and paths ([`normalize_host`],
+//! [`normalize_path`]); the path a rule approved is exactly the path that is
+//! forwarded. Nothing here does I/O.
+
+mod connect;
+mod decide;
+mod glob;
+mod host;
+mod path;
+mod rule;
+mod target;
+#[cfg(test)]
+mod test_support;
+
+use std::fmt;
+
+use serde::Deserialize;
+
+pub use decide::{Decision, Policy, Verdict};
+pub use host::{normalize_host, HostPattern};
+pub use path::normalize_path;
+pub use rule::ScopeRule;
+pub use target::{RequestTarget, TargetError};
+
+/// One rule as written in the `scopes` section of the config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRule {
+    /// `api.github.com`, `*.example.com` (subdomains only) or an IP literal.
+    pub host: String,
+    /// Defaults to the default port of the request's scheme.
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// `http` and/or `https`; defaults to `[https]`.
+    #[serde(default)]
+    pub schemes: Option<Vec<String>>,
+    /// Defaults to any method (`TRACE` and `CONNECT` are never matched).
+    #[serde(default)]
+    pub methods: Option<Vec<String>>,
+    /// Path globs; defaults to `["/**"]`.
+    #[serde(default)]
+    pub paths: Option<Vec<String>>,
+    /// `allow` (default) or `deny`.
+    #[serde(default)]
+    pub action: Option<String>,
+    /// Name of the credential to inject when this rule allows.
+    #[serde(default)]
+    pub credential: Option<String>,
+    /// `CONNECT` to this host is tunnelled blindly.
+    #[serde(default)]
+    pub tunnel: bool,
+    /// The host may resolve to loopback, private or link-local addresses.
+    #[serde(default)]
+    pub allow_private: bool,
+    /// Plain-http requests are forwarded to the upstream over TLS.
+    #[serde(default)]
+    pub upstream_tls: bool,
+    /// `block` (default) or `strip` a secret found in the agent's request.
+    #[serde(default)]
+    pub on_secret: Option<String>,
+}
+
+/// The scheme a request uses towards the upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scheme {
+    /// Cleartext HTTP.
+    Http,
+    /// HTTP over TLS.
+    Https,
+}
+
+impl Scheme {
+    /// `"http"` or `"https"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+
+    /// The port a URL of this scheme means when it names none.
+    pub fn default_port(self) -> u16 {
+        match self {
+            Scheme::Http => 80,
+            Scheme::Https => 443,
+        }
+    }
+
+    /// Parses a scheme name, case-insensitively (RFC 3986); `None` for any
+    /// scheme credgate does not proxy.
+    pub fn parse(name: &str) -> Option<Scheme> {
+        if name.eq_ignore_ascii_case("https") {
+            Some(Scheme::Https)
+        } else if name.eq_ignore_ascii_case("http") {
+            Some(Scheme::Http)
+        } else {
+            None
+        }
+    }
+}
+
+impl fmt::Display for Scheme {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a matching rule does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// The request may proceed (unless a deny rule also matches).
+    Allow,
+    /// The request is refused, whatever else matches.
+    Deny,
+}
+
+/// What to do when the agent's request carries something secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretAction {
+    /// Refuse the request.
+    Block,
+    /// Remove the secret and go on.
+    Strip,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scheme_names_and_ports() {
+        assert_eq!(Scheme::parse("HTTPS"), Some(Scheme::Https));
+        assert_eq!(Scheme::parse("http"), Some(Scheme::Http));
+        assert_eq!(Scheme::parse("ftp"), None);
+        assert_eq!(Scheme::Https.default_port(), 443);
+        assert_eq!(Scheme::Http.to_string(), "http");
+    }
+
+    #[test]
+    fn raw_rule_reads_yaml_and_refuses_unknown_fields() {
+        let yaml =
+            "host: api.github.com\nmethods: [GET]\npaths: [\"/repos/**\"]\ncredential: github\n";
+        let raw: RawRule = serde_yaml::from_str(yaml).unwrap();
+        assert_eq!(raw.host, "api.github.com");
+        assert_eq!(raw.methods.as_deref(), Some(&["GET".to_string()][..]));
+        assert!(!raw.tunnel);
+        assert_eq!(raw.port, None);
+        let err = serde_yaml::from_str::<RawRule>("host: a.example\nmethod: [GET]\n");
+        assert!(err.is_err());
+    }
+}

@@ -1,0 +1,603 @@
+//! One scope rule: compiled from its raw form once per config load, then
+//! matched against every request.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use http::Method;
+
+use super::glob::{decode_for_match, PathGlob};
+use super::host::HostPattern;
+use super::{Action, RawRule, RequestTarget, Scheme, SecretAction};
+use crate::config::field::FieldError;
+
+/// One compiled rule.
+#[derive(Debug, Clone)]
+pub struct ScopeRule {
+    /// `scope[index]`, e.g. `github-read[0]`: how records and messages name it.
+    pub id: Arc<str>,
+    /// The scope the rule belongs to.
+    pub scope: Arc<str>,
+    /// Whether a match allows or denies.
+    pub action: Action,
+    /// The credential to inject when this rule allows a request.
+    pub credential: Option<String>,
+    /// `CONNECT` to this host is tunnelled blindly: no interception, no
+    /// injection. Such a rule never authorises an individual request.
+    pub tunnel: bool,
+    /// The host may resolve to loopback, private or link-local addresses.
+    pub allow_private: bool,
+    /// A plain-http request is forwarded to the upstream over TLS.
+    pub upstream_tls: bool,
+    /// What to do when the agent's request carries a secret.
+    pub on_secret: SecretAction,
+    host: HostPattern,
+    port: Option<u16>,
+    schemes: Schemes,
+    /// `None` means any method except `TRACE` and `CONNECT`.
+    methods: Option<Box<[Method]>>,
+    /// `false` when the rule did not restrict paths (it then has `/**`).
+    paths_given: bool,
+    paths: Box<[PathGlob]>,
+}
+
+/// The schemes a rule accepts, as two flags instead of a list to search.
+#[derive(Debug, Clone, Copy, Default)]
+struct Schemes {
+    http: bool,
+    https: bool,
+}
+
+impl Schemes {
+    fn contains(self, scheme: Scheme) -> bool {
+        match scheme {
+            Scheme::Http => self.http,
+            Scheme::Https => self.https,
+        }
+    }
+}
+
+impl ScopeRule {
+    /// Compiles the rule at position `index` of scope `scope`.
+    ///
+    /// Errors carry field paths relative to the rule (`host`, `methods[0]`,
+    /// `paths[1]`); the caller prefixes `scopes.NAME[i]`. Every problem of the
+    /// rule is reported, not only the first.
+    pub fn compile(scope: &str, index: usize, raw: &RawRule) -> Result<ScopeRule, Vec<FieldError>> {
+        let mut errors = Vec::new();
+        let host = HostPattern::parse(&raw.host)
+            .map_err(|message| errors.push(FieldError::new("host", message)))
+            .ok();
+        if raw.port == Some(0) {
+            errors.push(FieldError::new("port", "0 is not a port a request can use"));
+        }
+        let schemes = compile_schemes(raw.schemes.as_deref(), &mut errors);
+        let methods = raw
+            .methods
+            .as_deref()
+            .map(|list| compile_methods(list, &mut errors));
+        let paths = compile_paths(raw.paths.as_deref(), &mut errors);
+        let action = match raw.action.as_deref() {
+            None | Some("allow") => Action::Allow,
+            Some("deny") => Action::Deny,
+            Some(other) => {
+                errors.push(FieldError::new(
+                    "action",
+                    format!("{other:?} is not an action; use allow or deny"),
+                ));
+                Action::Allow
+            }
+        };
+        let on_secret = match raw.on_secret.as_deref() {
+            None | Some("block") => SecretAction::Block,
+            Some("strip") => SecretAction::Strip,
+            Some(other) => {
+                errors.push(FieldError::new(
+                    "on_secret",
+                    format!("{other:?} is not a secret action; use block or strip"),
+                ));
+                SecretAction::Block
+            }
+        };
+        if let Some(name) = &raw.credential {
+            if name.trim().is_empty() {
+                errors.push(FieldError::new("credential", "must name a credential"));
+            } else if action == Action::Deny {
+                errors.push(FieldError::new(
+                    "credential",
+                    "a deny rule forwards nothing, so it cannot inject a credential",
+                ));
+            }
+        }
+        check_combinations(raw, action, schemes, &mut errors);
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let id: Arc<str> = format!("{scope}[{index}]").into();
+        Ok(ScopeRule {
+            id,
+            scope: scope.into(),
+            action,
+            credential: raw.credential.clone(),
+            tunnel: raw.tunnel,
+            allow_private: raw.allow_private,
+            upstream_tls: raw.upstream_tls,
+            on_secret,
+            host: host.expect("no errors means the host compiled"),
+            port: raw.port,
+            schemes,
+            methods,
+            paths_given: raw.paths.is_some(),
+            paths,
+        })
+    }
+
+    /// The host pattern, for indexing and for `credgate explain`.
+    pub fn host(&self) -> &HostPattern {
+        &self.host
+    }
+
+    /// `true` when the rule covers every method and every path of its host:
+    /// only such a deny rule can refuse a `CONNECT`.
+    pub fn is_whole_host(&self) -> bool {
+        self.methods.is_none()
+            && (!self.paths_given || self.paths.iter().any(PathGlob::is_universal))
+    }
+
+    /// `true` when a request to `scheme` on `port` is within the rule. Without
+    /// an explicit port, each scheme is only accepted on its default port.
+    pub fn accepts_port(&self, scheme: Scheme, port: u16) -> bool {
+        self.schemes.contains(scheme) && port == self.port.unwrap_or(scheme.default_port())
+    }
+
+    /// Plain words for `credgate check`, e.g. "allow GET, HEAD
+    /// https://api.github.com/repos/acme/*/issues/** with credential github".
+    pub fn describe(&self) -> String {
+        let mut out = String::with_capacity(96);
+        if self.tunnel {
+            let _ = write!(
+                out,
+                "tunnel CONNECT {}:{} blindly (no interception, no credential)",
+                self.host,
+                self.port.unwrap_or(Scheme::Https.default_port())
+            );
+            self.describe_extras(&mut out);
+            return out;
+        }
+        out.push_str(match self.action {
+            Action::Allow => "allow ",
+            Action::Deny => "deny ",
+        });
+        match &self.methods {
+            Some(methods) => {
+                for (i, method) in methods.iter().enumerate() {
+                    if i > 0 {
+                        out.push_str(", ");
+                    }
+                    out.push_str(method.as_str());
+                }
+            }
+            None => out.push_str("any method"),
+        }
+        out.push(' ');
+        out.push_str(match (self.schemes.http, self.schemes.https) {
+            (true, true) => "http(s)://",
+            (true, false) => "http://",
+            _ => "https://",
+        });
+        let _ = write!(out, "{}", self.host);
+        if let Some(port) = self.port {
+            let _ = write!(out, ":{port}");
+        }
+        let count = self.paths.len();
+        for (i, glob) in self.paths.iter().enumerate() {
+            if i > 0 {
+                out.push_str(if i + 1 == count { " and " } else { ", " });
+            }
+            out.push_str(glob.as_str());
+        }
+        if let Some(name) = &self.credential {
+            let _ = write!(out, " with credential {name}");
+        }
+        self.describe_extras(&mut out);
+        out
+    }
+
+    fn describe_extras(&self, out: &mut String) {
+        if self.allow_private {
+            out.push_str("; may reach private addresses");
+        }
+        if self.upstream_tls {
+            out.push_str("; plain-http requests go upstream over TLS");
+        }
+        if self.on_secret == SecretAction::Strip {
+            out.push_str("; secrets the agent sends are stripped");
+        }
+    }
+
+    /// `true` when this rule covers the request. A `tunnel` rule never does:
+    /// it only answers a `CONNECT` (see [`ScopeRule::matches_connect`]).
+    pub fn matches(&self, target: &RequestTarget<'_>) -> bool {
+        self.matches_decoded(target, &decode_for_match(target.path))
+    }
+
+    /// [`ScopeRule::matches`] with the path already prepared by
+    /// `decode_for_match`, so a decision decodes it once for all rules.
+    pub(crate) fn matches_decoded(&self, target: &RequestTarget<'_>, decoded_path: &[u8]) -> bool {
+        !self.tunnel
+            && self.host.matches(target.host)
+            && self.accepts_port(target.scheme, target.port)
+            && self.accepts_method(target.method)
+            && self.paths.iter().any(|glob| glob.matches(decoded_path))
+    }
+
+    /// `true` when some `https` request to `host:port` could fall under this
+    /// rule, whatever its method and path: what a `CONNECT` is checked against.
+    pub fn matches_connect(&self, host: &str, port: u16) -> bool {
+        self.host.matches(host) && self.accepts_port(Scheme::Https, port)
+    }
+
+    /// Methods compare case-insensitively: some upstreams treat `delete` as
+    /// `DELETE`, and a deny rule must not be sidestepped by spelling.
+    fn accepts_method(&self, method: &Method) -> bool {
+        if is_never_forwarded(method) {
+            return false;
+        }
+        match &self.methods {
+            None => true,
+            Some(methods) => methods
+                .iter()
+                .any(|m| m.as_str().eq_ignore_ascii_case(method.as_str())),
+        }
+    }
+}
+
+/// `TRACE` reflects the request (and so any injected credential) back to the
+/// agent; `CONNECT` inside a tunnel would open a channel no rule inspects.
+pub(crate) fn is_never_forwarded(method: &Method) -> bool {
+    let name = method.as_str();
+    name.eq_ignore_ascii_case("TRACE") || name.eq_ignore_ascii_case("CONNECT")
+}
+
+fn compile_schemes(list: Option<&[String]>, errors: &mut Vec<FieldError>) -> Schemes {
+    let Some(list) = list else {
+        return Schemes {
+            http: false,
+            https: true,
+        };
+    };
+    if list.is_empty() {
+        errors.push(FieldError::new(
+            "schemes",
+            "must list at least one scheme (omit it for https only)",
+        ));
+    }
+    let mut schemes = Schemes::default();
+    for (i, name) in list.iter().enumerate() {
+        match Scheme::parse(name) {
+            Some(Scheme::Http) => schemes.http = true,
+            Some(Scheme::Https) => schemes.https = true,
+            None => errors.push(FieldError::new(
+                format!("schemes[{i}]"),
+                format!("{name:?} is not a scheme; use http or https"),
+            )),
+        }
+    }
+    schemes
+}
+
+fn compile_methods(list: &[String], errors: &mut Vec<FieldError>) -> Box<[Method]> {
+    if list.is_empty() {
+        errors.push(FieldError::new(
+            "methods",
+            "must list at least one method (omit it to allow any method)",
+        ));
+    }
+    let mut methods: Vec<Method> = Vec::with_capacity(list.len());
+    for (i, name) in list.iter().enumerate() {
+        let upper = name.trim().to_ascii_uppercase();
+        let path = format!("methods[{i}]");
+        if upper.is_empty() || !upper.bytes().all(is_tchar) {
+            errors.push(FieldError::new(
+                path,
+                format!("{name:?} is not an HTTP method"),
+            ));
+            continue;
+        }
+        let Ok(method) = Method::from_bytes(upper.as_bytes()) else {
+            errors.push(FieldError::new(
+                path,
+                format!("{name:?} is not an HTTP method"),
+            ));
+            continue;
+        };
+        if is_never_forwarded(&method) {
+            errors.push(FieldError::new(
+                path,
+                format!("{upper} is never forwarded, so no rule can name it"),
+            ));
+            continue;
+        }
+        if !methods.contains(&method) {
+            methods.push(method);
+        }
+    }
+    methods.into()
+}
+
+/// RFC 9110 `tchar`: what a method token may contain.
+fn is_tchar(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
+}
+
+fn compile_paths(list: Option<&[String]>, errors: &mut Vec<FieldError>) -> Box<[PathGlob]> {
+    let Some(list) = list else {
+        return vec![PathGlob::compile("/**").expect("the universal pattern compiles")].into();
+    };
+    if list.is_empty() {
+        errors.push(FieldError::new(
+            "paths",
+            "must list at least one pattern (omit it to allow every path)",
+        ));
+    }
+    let mut globs = Vec::with_capacity(list.len());
+    for (i, pattern) in list.iter().enumerate() {
+        match PathGlob::compile(pattern) {
+            Ok(glob) => globs.push(glob),
+            Err(message) => errors.push(FieldError::new(format!("paths[{i}]"), message)),
+        }
+    }
+    globs.into()
+}
+
+/// Rules whose fields are each valid but contradict one another.
+fn check_combinations(
+    raw: &RawRule,
+    action: Action,
+    schemes: Schemes,
+    errors: &mut Vec<FieldError>,
+) {
+    if raw.upstream_tls && !schemes.http {
+        errors.push(FieldError::new(
+            "upstream_tls",
+            "only applies to plain-http requests; add http to schemes",
+        ));
+    }
+    if !raw.tunnel {
+        return;
+    }
+    let mut refuse = |message: &str| errors.push(FieldError::new("tunnel", message));
+    if action == Action::Deny {
+        refuse("a tunnel can only be allowed; remove tunnel from a deny rule");
+    }
+    if raw.credential.is_some() {
+        refuse("a blind tunnel cannot inject a credential; remove credential or tunnel");
+    }
+    if raw.methods.is_some() || raw.paths.is_some() {
+        refuse("a blind tunnel cannot see methods or paths; remove methods and paths");
+    }
+    if raw.upstream_tls {
+        refuse("a blind tunnel carries the agent's own TLS; remove upstream_tls");
+    }
+    if !schemes.https {
+        refuse("a tunnel answers CONNECT, which carries https; add https to schemes");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::normalize_path;
+
+    fn raw(yaml: &str) -> RawRule {
+        serde_yaml::from_str(yaml).unwrap_or_else(|e| panic!("{yaml}: {e}"))
+    }
+
+    fn rule(yaml: &str) -> ScopeRule {
+        ScopeRule::compile("s", 0, &raw(yaml)).unwrap_or_else(|e| panic!("{yaml}: {e:?}"))
+    }
+
+    fn error_paths(yaml: &str) -> Vec<String> {
+        match ScopeRule::compile("s", 0, &raw(yaml)) {
+            Ok(_) => panic!("{yaml} compiled"),
+            Err(errors) => errors.into_iter().map(|e| e.path).collect(),
+        }
+    }
+
+    fn hits(
+        rule: &ScopeRule,
+        method: &str,
+        scheme: Scheme,
+        host: &str,
+        port: u16,
+        path: &str,
+    ) -> bool {
+        let method = Method::from_bytes(method.as_bytes()).unwrap();
+        rule.matches(&RequestTarget {
+            method: &method,
+            scheme,
+            host,
+            port,
+            path,
+        })
+    }
+
+    fn get(rule: &ScopeRule, host: &str, path: &str) -> bool {
+        hits(rule, "GET", Scheme::Https, host, 443, path)
+    }
+
+    #[test]
+    fn defaults_are_https_any_method_every_path() {
+        let r = rule("host: API.GitHub.com");
+        assert_eq!(&*r.id, "s[0]");
+        assert_eq!(r.action, Action::Allow);
+        assert_eq!(r.on_secret, SecretAction::Block);
+        assert!(r.is_whole_host());
+        assert!(get(&r, "api.github.com", "/"));
+        assert!(get(&r, "api.github.com", "/anything/at/all"));
+        assert!(!hits(&r, "GET", Scheme::Http, "api.github.com", 80, "/"));
+        assert!(!hits(&r, "GET", Scheme::Https, "api.github.com", 8443, "/"));
+        assert_eq!(r.describe(), "allow any method https://api.github.com/**");
+    }
+
+    #[test]
+    fn describe_reads_as_plain_words() {
+        let r = rule(
+            "host: api.github.com\nmethods: [get, HEAD]\npaths: [\"/repos/acme/*/issues/**\"]\ncredential: github",
+        );
+        assert_eq!(
+            r.describe(),
+            "allow GET, HEAD https://api.github.com/repos/acme/*/issues/** with credential github"
+        );
+        let r = rule("host: '*.internal.example'\nschemes: [http, https]\nport: 8080\naction: deny\npaths: [/a, /b, /c]");
+        assert_eq!(
+            r.describe(),
+            "deny any method http(s)://*.internal.example:8080/a, /b and /c"
+        );
+        let r = rule("host: '[::1]'\ntunnel: true\nallow_private: true");
+        assert_eq!(
+            r.describe(),
+            "tunnel CONNECT [::1]:443 blindly (no interception, no credential); may reach private addresses"
+        );
+        let r = rule("host: a.example\nschemes: [http]\nupstream_tls: true\non_secret: strip");
+        assert_eq!(
+            r.describe(),
+            "allow any method http://a.example/**; plain-http requests go upstream over TLS; \
+             secrets the agent sends are stripped"
+        );
+    }
+
+    #[test]
+    fn every_problem_of_a_rule_is_reported() {
+        let paths = error_paths(
+            "host: 'a..b'\nport: 0\nschemes: [https, ftp]\nmethods: [GET, 'BAD METHOD', TRACE, connect]\n\
+             paths: [/ok, 'no-slash', '/a**b', '/x/../y']\naction: permit\non_secret: ignore\ncredential: ''",
+        );
+        assert_eq!(
+            paths,
+            [
+                "host",
+                "port",
+                "schemes[1]",
+                "methods[1]",
+                "methods[2]",
+                "methods[3]",
+                "paths[1]",
+                "paths[2]",
+                "paths[3]",
+                "action",
+                "on_secret",
+                "credential"
+            ]
+        );
+    }
+
+    #[test]
+    fn empty_lists_are_errors_not_match_nothing() {
+        assert_eq!(error_paths("host: a.example\nmethods: []"), ["methods"]);
+        assert_eq!(error_paths("host: a.example\npaths: []"), ["paths"]);
+        assert_eq!(error_paths("host: a.example\nschemes: []"), ["schemes"]);
+    }
+
+    #[test]
+    fn contradictory_fields_are_errors() {
+        assert_eq!(
+            error_paths("host: a.example\naction: deny\ncredential: github"),
+            ["credential"]
+        );
+        assert_eq!(
+            error_paths("host: a.example\nupstream_tls: true"),
+            ["upstream_tls"]
+        );
+        assert_eq!(
+            error_paths("host: a.example\ntunnel: true\naction: deny"),
+            ["tunnel"]
+        );
+        assert_eq!(
+            error_paths("host: a.example\ntunnel: true\ncredential: github"),
+            ["tunnel"]
+        );
+        assert_eq!(
+            error_paths("host: a.example\ntunnel: true\nmethods: [GET]"),
+            ["tunnel"]
+        );
+        assert_eq!(
+            error_paths("host: a.example\ntunnel: true\npaths: ['/**']"),
+            ["tunnel"]
+        );
+        assert_eq!(
+            error_paths("host: a.example\ntunnel: true\nschemes: [http]"),
+            ["tunnel"]
+        );
+    }
+
+    #[test]
+    fn ports_follow_each_scheme_unless_given() {
+        let both = rule("host: a.example\nschemes: [http, https]");
+        assert!(hits(&both, "GET", Scheme::Http, "a.example", 80, "/"));
+        assert!(hits(&both, "GET", Scheme::Https, "a.example", 443, "/"));
+        assert!(!hits(&both, "GET", Scheme::Http, "a.example", 443, "/"));
+        assert!(!hits(&both, "GET", Scheme::Https, "a.example", 80, "/"));
+        let custom = rule("host: a.example\nport: 8443");
+        assert!(hits(&custom, "GET", Scheme::Https, "a.example", 8443, "/"));
+        assert!(!hits(&custom, "GET", Scheme::Https, "a.example", 443, "/"));
+    }
+
+    #[test]
+    fn methods_match_case_insensitively_and_trace_never() {
+        let r = rule("host: a.example\nmethods: [DELETE]");
+        assert!(hits(&r, "DELETE", Scheme::Https, "a.example", 443, "/"));
+        assert!(hits(&r, "delete", Scheme::Https, "a.example", 443, "/"));
+        assert!(!hits(&r, "GET", Scheme::Https, "a.example", 443, "/"));
+        let any = rule("host: a.example");
+        assert!(hits(&any, "PROPFIND", Scheme::Https, "a.example", 443, "/"));
+        for refused in ["TRACE", "trace", "CONNECT", "Connect"] {
+            assert!(
+                !hits(&any, refused, Scheme::Https, "a.example", 443, "/"),
+                "{refused}"
+            );
+        }
+    }
+
+    #[test]
+    fn traversal_is_resolved_before_matching() {
+        let r = rule("host: a.example\npaths: ['/v1/repos/acme/**']");
+        let path = normalize_path("/v1/repos/acme/../evil").unwrap();
+        assert_eq!(path, "/v1/repos/evil");
+        assert!(!get(&r, "a.example", &path));
+        let path = normalize_path("/v1/repos/acme/%2e%2e/evil").unwrap();
+        assert!(!get(&r, "a.example", &path));
+        assert!(get(&r, "a.example", "/v1/repos/acme/x"));
+    }
+
+    #[test]
+    fn any_listed_path_may_match() {
+        let r =
+            rule("host: a.example\npaths: ['/repos/acme/*/issues/**', '/repos/acme/*/pulls/**']");
+        assert!(!r.is_whole_host());
+        assert!(get(&r, "a.example", "/repos/acme/x/pulls/3"));
+        assert!(get(&r, "a.example", "/repos/acme/x/issues"));
+        assert!(!get(&r, "a.example", "/repos/acme/x/commits"));
+        assert!(rule("host: a.example\npaths: ['/x', '/**']").is_whole_host());
+        assert!(!rule("host: a.example\nmethods: [GET]").is_whole_host());
+    }
+
+    #[test]
+    fn tunnel_rules_answer_connect_only() {
+        let r = rule("host: pinned.example\ntunnel: true");
+        assert!(!get(&r, "pinned.example", "/"));
+        assert!(r.matches_connect("pinned.example", 443));
+        assert!(!r.matches_connect("pinned.example", 8443));
+        let http_only = rule("host: a.example\nschemes: [http]");
+        assert!(!http_only.matches_connect("a.example", 80));
+        assert!(!http_only.matches_connect("a.example", 443));
+    }
+
+    #[test]
+    fn wildcard_rule_hosts() {
+        let r = rule("host: '*.example.com'");
+        assert!(get(&r, "evil.com.example.com", "/"));
+        assert!(!get(&r, "example.com", "/"));
+        assert!(!get(&r, "example.com.evil.com", "/"));
+    }
+}
