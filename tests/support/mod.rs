@@ -1,0 +1,485 @@
+//! Shared harness for the integration tests: a real credgate server on
+//! 127.0.0.1:0, TLS upstreams signed by a test CA that record what they
+//! received, a resolver that counts lookups, and raw clients.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use credgate::audit::DecisionRecord;
+use credgate::cli::serve::Running;
+use credgate::config::Config;
+use credgate::proxy::Resolve;
+use credgate::task::{TaskService, TaskSpec};
+use credgate::tls::{CertificateAuthority, LeafCache};
+use http::{Request, Response};
+use http_body::{Body, Frame};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Sleep;
+
+/// A random lowercase hex string.
+pub fn random_hex(bytes: usize) -> String {
+    let raw = credgate::credential::secret::random_bytes::<32>();
+    raw.iter().take(bytes).map(|b| format!("{b:02x}")).collect()
+}
+
+/// An obviously fake secret, different every run.
+pub fn test_secret() -> String {
+    format!("test-secret-{}", random_hex(12))
+}
+
+/// A temporary directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new() -> TempDir {
+        let dir = std::env::temp_dir().join(format!("credgate-test-{}", random_hex(8)));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Counts every lookup; names in `overrides` resolve to the given addresses
+/// without touching the system resolver.
+#[derive(Default)]
+pub struct CountingResolver {
+    pub lookups: AtomicUsize,
+    pub overrides: Mutex<HashMap<String, Vec<IpAddr>>>,
+}
+
+impl CountingResolver {
+    pub fn map(&self, host: &str, ip: &str) {
+        self.overrides
+            .lock()
+            .unwrap()
+            .entry(host.to_string())
+            .or_default()
+            .push(ip.parse().unwrap());
+    }
+    pub fn count(&self) -> usize {
+        self.lookups.load(Ordering::SeqCst)
+    }
+}
+
+impl Resolve for CountingResolver {
+    fn resolve<'a>(
+        &'a self,
+        host: &'a str,
+        port: u16,
+    ) -> credgate::BoxFuture<'a, io::Result<Vec<SocketAddr>>> {
+        self.lookups.fetch_add(1, Ordering::SeqCst);
+        let mapped = self.overrides.lock().unwrap().get(host).cloned();
+        Box::pin(async move {
+            match mapped {
+                Some(ips) => Ok(ips.into_iter().map(|ip| SocketAddr::new(ip, port)).collect()),
+                None => Ok(tokio::net::lookup_host((host, port)).await?.collect()),
+            }
+        })
+    }
+}
+
+/// A running credgate with its files.
+pub struct Env {
+    pub dir: TempDir,
+    pub running: Option<Running>,
+    pub proxy: SocketAddr,
+    pub admin: SocketAddr,
+    pub ca_cert: PathBuf,
+    pub audit: PathBuf,
+    pub admin_token_file: PathBuf,
+    pub config_path: PathBuf,
+    pub resolver: Arc<CountingResolver>,
+    pub upstream_ca: Arc<CertificateAuthority>,
+}
+
+/// The config every test starts from; `extra` adds credentials, scopes, …
+pub fn base_config(dir: &Path, extra: &str) -> String {
+    let q = |p: PathBuf| serde_json::to_string(&p.display().to_string()).unwrap();
+    format!(
+        "listen: 127.0.0.1:0\n\
+         admin: {{ listen: 127.0.0.1:0, token: {{ file: {admin} }} }}\n\
+         ca: {{ cert: {cert}, key: {key} }}\n\
+         audit: {{ path: {audit} }}\n\
+         upstream: {{ extra_ca: {upstream}, connect_timeout: 5s, first_byte_timeout: 10s }}\n\
+         {extra}\n",
+        admin = q(dir.join("admin-token")),
+        cert = q(dir.join("ca/ca.crt")),
+        key = q(dir.join("ca/ca.key")),
+        audit = q(dir.join("decisions.jsonl")),
+        upstream = q(dir.join("upstream-ca.pem")),
+    )
+}
+
+impl Env {
+    /// Starts credgate with `extra` config and secrets from `vars`.
+    pub async fn start(extra: &str, vars: &[(&str, &str)]) -> Env {
+        let dir = TempDir::new();
+        credgate::tls::init_ca(&dir.path().join("ca"), false).unwrap();
+        let upstream_ca = Arc::new(CertificateAuthority::generate().unwrap());
+        std::fs::write(dir.path().join("upstream-ca.pem"), upstream_ca.cert_pem()).unwrap();
+        let text = base_config(dir.path(), extra);
+        let config_path = dir.path().join("credgate.yaml");
+        std::fs::write(&config_path, &text).unwrap();
+        let env: BTreeMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let config = Config::parse(&text, &env).unwrap_or_else(|e| panic!("{e}"));
+        let resolver = Arc::new(CountingResolver::default());
+        let running = Running::start_with(config, None, resolver.clone())
+            .await
+            .unwrap();
+        Env {
+            proxy: running.proxy_addr,
+            admin: running.admin_addr,
+            ca_cert: dir.path().join("ca/ca.crt"),
+            audit: dir.path().join("decisions.jsonl"),
+            admin_token_file: dir.path().join("admin-token"),
+            config_path,
+            running: Some(running),
+            resolver,
+            upstream_ca,
+            dir,
+        }
+    }
+
+    pub fn gateway(&self) -> &Arc<credgate::proxy::Gateway> {
+        &self.running.as_ref().unwrap().gateway
+    }
+
+    /// Starts a task holding `scopes`; returns (id, token).
+    pub fn start_task(&self, scopes: &[&str]) -> (String, String) {
+        let started = self
+            .gateway()
+            .start_task(TaskSpec {
+                agent: "test-agent".into(),
+                scopes: scopes.iter().map(|s| s.to_string()).collect(),
+                ttl: None,
+                labels: [("ticket".to_string(), "T-1".to_string())].into(),
+            })
+            .unwrap();
+        (started.task.id.clone(), started.token.expose().to_string())
+    }
+
+    pub async fn end_task(&self, id: &str) {
+        self.gateway().end_task(id).await.unwrap();
+    }
+
+    /// `http://ID:TOKEN@127.0.0.1:PORT`
+    pub fn proxy_url(&self, id: &str, token: &str) -> String {
+        format!("http://{id}:{token}@{}", self.proxy)
+    }
+
+    /// Every record written so far (after flushing the log).
+    pub async fn records(&self) -> Vec<DecisionRecord> {
+        self.gateway().audit_sink().flush().await;
+        let text = std::fs::read_to_string(&self.audit).unwrap_or_default();
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad record {l}: {e}")))
+            .collect()
+    }
+
+    /// The whole decision log as text (to assert no secret is in it).
+    pub async fn log_text(&self) -> String {
+        self.gateway().audit_sink().flush().await;
+        std::fs::read_to_string(&self.audit).unwrap_or_default()
+    }
+
+    /// Starts a TLS upstream for `host`, signed by the test upstream CA.
+    pub async fn upstream(&self, host: &str, handler: Handler) -> Upstream {
+        Upstream::start_tls(self.upstream_ca.clone(), host, handler).await
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(r) = self.running.take() {
+            r.shutdown().await;
+        }
+    }
+}
+
+/// What an upstream received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub method: String,
+    pub path_and_query: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+}
+
+/// What an upstream answers.
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    /// Sent as separate chunks, a few milliseconds apart.
+    pub chunks: Vec<Vec<u8>>,
+}
+
+impl Reply {
+    pub fn ok(body: &str) -> Reply {
+        Reply {
+            status: 200,
+            headers: vec![("content-type".into(), "text/plain".into())],
+            chunks: vec![body.as_bytes().to_vec()],
+        }
+    }
+}
+
+pub type Handler = Arc<dyn Fn(&Received) -> Reply + Send + Sync>;
+
+/// An upstream that answers "ok".
+pub fn ok_handler() -> Handler {
+    Arc::new(|_| Reply::ok("ok from upstream"))
+}
+
+/// An upstream that echoes every request header back in its body.
+pub fn echo_handler() -> Handler {
+    Arc::new(|r: &Received| {
+        let text: String = r
+            .headers
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}\n"))
+            .collect();
+        Reply::ok(&text)
+    })
+}
+
+/// A recording HTTPS upstream on 127.0.0.1.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub received: Arc<Mutex<Vec<Received>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Upstream {
+    pub async fn start_tls(ca: Arc<CertificateAuthority>, host: &str, handler: Handler) -> Upstream {
+        let config = LeafCache::new(ca).server_config(host).await.unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let received: Arc<Mutex<Vec<Received>>> = Arc::default();
+        let rec = received.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { return };
+                let acceptor = acceptor.clone();
+                let handler = handler.clone();
+                let rec = rec.clone();
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(stream).await else { return };
+                    let service = service_fn(move |req: Request<Incoming>| {
+                        let handler = handler.clone();
+                        let rec = rec.clone();
+                        async move {
+                            let (parts, body) = req.into_parts();
+                            let body = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+                            let got = Received {
+                                method: parts.method.to_string(),
+                                path_and_query: parts
+                                    .uri
+                                    .path_and_query()
+                                    .map(|p| p.to_string())
+                                    .unwrap_or_default(),
+                                headers: parts
+                                    .headers
+                                    .iter()
+                                    .map(|(k, v)| {
+                                        (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned())
+                                    })
+                                    .collect(),
+                                body: body.to_vec(),
+                            };
+                            let reply = handler(&got);
+                            rec.lock().unwrap().push(got);
+                            let mut builder = Response::builder().status(reply.status);
+                            for (k, v) in &reply.headers {
+                                builder = builder.header(k, v);
+                            }
+                            Ok::<_, std::convert::Infallible>(
+                                builder
+                                    .body(ChunkedBody::new(reply.chunks))
+                                    .unwrap(),
+                            )
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tls), service)
+                        .await;
+                });
+            }
+        });
+        Upstream {
+            addr,
+            received,
+            task,
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+}
+
+/// A body sent as separate chunks with short pauses, so the proxy sees them
+/// as separate reads.
+pub struct ChunkedBody {
+    chunks: VecDeque<Bytes>,
+    pause: Option<Pin<Box<Sleep>>>,
+}
+
+impl ChunkedBody {
+    pub fn new(chunks: Vec<Vec<u8>>) -> Self {
+        ChunkedBody {
+            chunks: chunks.into_iter().map(Bytes::from).collect(),
+            pause: None,
+        }
+    }
+}
+
+impl Body for ChunkedBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if let Some(pause) = self.pause.as_mut() {
+            if pause.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            self.pause = None;
+        }
+        match self.chunks.pop_front() {
+            None => Poll::Ready(None),
+            Some(chunk) => {
+                if !self.chunks.is_empty() {
+                    self.pause = Some(Box::pin(tokio::time::sleep(Duration::from_millis(15))));
+                }
+                Poll::Ready(Some(Ok(Frame::data(chunk))))
+            }
+        }
+    }
+}
+
+use std::future::Future;
+
+/// Sends raw bytes to `addr` and returns everything read until the peer
+/// closes or `wait` passes with nothing new.
+pub async fn raw_exchange(addr: SocketAddr, bytes: &[u8], wait: Duration) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(bytes).await.unwrap();
+    read_until_quiet(&mut stream, wait).await
+}
+
+pub async fn read_until_quiet<S: tokio::io::AsyncRead + Unpin>(stream: &mut S, wait: Duration) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match tokio::time::timeout(wait, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The Basic `Proxy-Authorization` value for a task.
+pub fn proxy_auth(id: &str, token: &str) -> String {
+    use base64::Engine;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{id}:{token}"))
+    )
+}
+
+/// Opens a CONNECT tunnel to `target` and completes TLS with `sni`
+/// (trusting the credgate CA). Returns the reply head when CONNECT fails.
+pub async fn tunnel(
+    env: &Env,
+    auth: &str,
+    target: &str,
+    sni: &str,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
+    let mut stream = TcpStream::connect(env.proxy).await.unwrap();
+    stream
+        .write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\nProxy-Authorization: {auth}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte).await {
+            Ok(1) => head.push(byte[0]),
+            _ => return Err(String::from_utf8_lossy(&head).into_owned()),
+        }
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    if !head.starts_with("HTTP/1.1 200") {
+        let rest = read_until_quiet(&mut stream, Duration::from_millis(300)).await;
+        return Err(head + &rest);
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_file_iter(&env.ca_cert).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(credgate::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls_pki_types::ServerName::try_from(sni.to_string()).unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, stream)
+        .await
+        .map_err(|e| format!("TLS failed: {e}"))
+}
+
+/// Runs a command to completion off the async runtime.
+pub async fn run_command(mut cmd: std::process::Command) -> std::process::Output {
+    tokio::task::spawn_blocking(move || cmd.output().expect("command runs"))
+        .await
+        .unwrap()
+}
