@@ -16,6 +16,8 @@ pub(crate) trait Destination: Send {
     /// else at the same place (after log rotation, or to recover from a
     /// stale handle).
     fn reopen(&mut self, path: Option<&Path>) -> io::Result<()>;
+    /// What to call the destination in an operator's error message.
+    fn name(&self) -> String;
 }
 
 /// The decision log on disk, opened for appending.
@@ -68,6 +70,10 @@ impl Destination for FileDestination {
         self.path = path;
         Ok(())
     }
+
+    fn name(&self) -> String {
+        self.path.display().to_string()
+    }
 }
 
 /// An in-memory log, shared with the sink so it can read it back.
@@ -88,5 +94,9 @@ impl Destination for MemoryDestination {
 
     fn reopen(&mut self, _path: Option<&Path>) -> io::Result<()> {
         Ok(())
+    }
+
+    fn name(&self) -> String {
+        "the in-memory decision log".to_string()
     }
 }

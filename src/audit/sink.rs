@@ -401,6 +401,10 @@ mod tests {
             s.files.push(Vec::new());
             Ok(())
         }
+
+        fn name(&self) -> String {
+            "test destination".into()
+        }
     }
 
     fn scripted(
@@ -478,6 +482,10 @@ mod tests {
         fn reopen(&mut self, _path: Option<&Path>) -> io::Result<()> {
             Ok(())
         }
+
+        fn name(&self) -> String {
+            "test destination".into()
+        }
     }
 
     fn gated(max_backlog: u64) -> (Arc<AuditSink>, impl Fn(), Arc<Mutex<Vec<u8>>>) {
@@ -533,6 +541,10 @@ mod tests {
 
         fn reopen(&mut self, _path: Option<&Path>) -> io::Result<()> {
             Ok(())
+        }
+
+        fn name(&self) -> String {
+            "test destination".into()
         }
     }
 

@@ -1,1 +1,0 @@
-//! Reviewing the decision log.
