@@ -82,6 +82,11 @@ impl Gateway {
         Ok(gateway)
     }
 
+    /// The decision log.
+    pub fn audit_sink(&self) -> &Arc<AuditSink> {
+        &self.audit
+    }
+
     /// The configuration in force now.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshot.load_full()
@@ -151,7 +156,7 @@ impl Gateway {
                 name: credential.name.clone(),
                 id: credential.id.clone(),
                 fingerprint: credential.fingerprint(),
-                expires_at: credential.expires_at.map(|t| humantime::format_rfc3339_millis(t).to_string()),
+                expires_at: credential.expires_at.map(crate::audit::format_timestamp),
                 cache: None,
                 standing: credential.standing,
             });

@@ -31,7 +31,7 @@ use super::body::ProxyBody;
 use super::gateway::{Gateway, Snapshot};
 use super::h1::has_token;
 use super::upstream::ConnectError;
-use crate::audit::{CredentialInfo, RecordGuard, UpstreamInfo, Verdict as RecordVerdict};
+use crate::audit::{CacheOutcome, CredentialInfo, RecordGuard, UpstreamInfo, Verdict as RecordVerdict};
 use crate::credential::cache::CacheStatus;
 use crate::credential::secret::Secret;
 use crate::credential::FetchContext;
@@ -292,10 +292,10 @@ async fn run_phases(
                         fingerprint: cred.fingerprint(),
                         expires_at: cred
                             .expires_at
-                            .map(|t| humantime::format_rfc3339_millis(t).to_string()),
+                            .map(crate::audit::format_timestamp),
                         cache: Some(match status {
-                            CacheStatus::Hit => "hit".to_string(),
-                            CacheStatus::Miss => "miss".to_string(),
+                            CacheStatus::Hit => CacheOutcome::Hit,
+                            CacheStatus::Miss => CacheOutcome::Miss,
                         }),
                         standing: cred.standing,
                     });

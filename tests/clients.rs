@@ -1,0 +1,194 @@
+//! Real agent clients (curl, Python requests and httpx, Node fetch) through
+//! the real proxy, over HTTPS with interception, against a recording TLS
+//! upstream: the credential is injected, the agent's own is stripped, and
+//! nothing secret comes back.
+
+mod support;
+
+use std::process::Command;
+use std::sync::Arc;
+
+use support::*;
+
+struct Setup {
+    env: Env,
+    upstream: Upstream,
+    secret: String,
+    id: String,
+    token: String,
+}
+
+async fn setup() -> Setup {
+    let secret = test_secret();
+    // Bind the upstream first so the rule can name its port.
+    let handler: Handler = Arc::new(|r: &Received| {
+        if r.path_and_query.starts_with("/echo") {
+            echo_handler()(r)
+        } else {
+            Reply::ok("ok from upstream")
+        }
+    });
+    let upstream_ca = Arc::new(credgate::tls::CertificateAuthority::generate().unwrap());
+    let upstream = Upstream::start_tls(upstream_ca.clone(), "api.test", handler).await;
+    let extra = format!(
+        r#"
+credentials:
+  api:
+    static: {{ env: API_TOKEN }}
+scopes:
+  api:
+    - host: api.test
+      port: {port}
+      methods: [GET, POST]
+      paths: ["/v1/**", "/echo"]
+      credential: api
+      allow_private: true
+"#,
+        port = upstream.port()
+    );
+    let mut env = Env::start(&extra, &[("API_TOKEN", &secret)]).await;
+    // The upstream's CA must be the one credgate trusts.
+    std::fs::write(env.dir.path().join("upstream-ca.pem"), upstream_ca.cert_pem()).unwrap();
+    let text = std::fs::read_to_string(&env.config_path).unwrap();
+    let config = credgate::config::Config::parse(
+        &text,
+        &[("API_TOKEN".to_string(), secret.clone())].into_iter().collect::<std::collections::BTreeMap<_, _>>(),
+    )
+    .unwrap();
+    env.gateway().reload(config).unwrap();
+    env.upstream_ca = upstream_ca;
+    env.resolver.map("api.test", "127.0.0.1");
+    let (id, token) = env.start_task(&["api"]);
+    Setup {
+        env,
+        upstream,
+        secret,
+        id,
+        token,
+    }
+}
+
+fn agent_command(s: &Setup, program: &str) -> Command {
+    let mut cmd = Command::new(program);
+    let proxy = s.env.proxy_url(&s.id, &s.token);
+    let ca = s.env.ca_cert.display().to_string();
+    cmd.env_remove("NO_PROXY")
+        .env_remove("no_proxy")
+        .env_remove("HTTP_PROXY")
+        .env_remove("http_proxy")
+        .env("HTTPS_PROXY", &proxy)
+        .env("https_proxy", &proxy)
+        .env("SSL_CERT_FILE", &ca)
+        .env("REQUESTS_CA_BUNDLE", &ca)
+        .env("NODE_EXTRA_CA_CERTS", &ca)
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients"));
+    cmd
+}
+
+/// Checks the upstream saw exactly the injected credential and none of the
+/// agent's, and that no secret is in `output` or the decision log.
+async fn assert_injected_and_clean(s: &Setup, output: &str, requests: usize) {
+    let received = s.upstream.received();
+    assert_eq!(received.len(), requests, "upstream received {received:?}");
+    for r in &received {
+        assert_eq!(r.header("authorization"), vec![format!("Bearer {}", s.secret).as_str()]);
+        assert!(r.header("x-api-key").is_empty(), "agent's x-api-key was forwarded");
+        assert!(r.header("proxy-authorization").is_empty());
+        assert!(r.header("cookie").is_empty());
+    }
+    assert!(!output.contains(&s.secret), "credential reached the agent: {output}");
+    assert!(!output.contains(&s.token), "task token reached the agent");
+    let log = s.env.log_text().await;
+    assert!(!log.contains(&s.secret), "credential in the decision log");
+    assert!(!log.contains(&s.token), "task token in the decision log");
+    assert!(!log.contains("agent-own-token"), "agent's header value in the decision log");
+    let records = s.env.records().await;
+    let allowed: Vec<_> = records
+        .iter()
+        .filter(|r| r.host.as_deref() == Some("api.test") && r.method.as_deref() != Some("CONNECT"))
+        .collect();
+    assert_eq!(allowed.len(), requests, "one record per request: {records:?}");
+    for r in allowed {
+        assert_eq!(r.credential.as_ref().map(|c| c.name.as_str()), Some("api"));
+        assert!(r.stripped.iter().any(|h| h == "authorization"), "{:?}", r.stripped);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_through_https_proxy() {
+    let s = setup().await;
+    let url = format!("https://api.test:{}", s.upstream.port());
+    let mut cmd = agent_command(&s, "curl");
+    cmd.args(["-sS", "--fail-with-body", "--cacert"])
+        .arg(&s.env.ca_cert)
+        .args(["-H", "Authorization: Bearer agent-own-token", "-H", "X-Api-Key: agent-own-token"])
+        .arg(format!("{url}/v1/items"))
+        .arg("--next")
+        .args(["-sS", "--fail-with-body", "--cacert"])
+        .arg(&s.env.ca_cert)
+        .args(["-H", "Authorization: Bearer agent-own-token"])
+        .arg(format!("{url}/echo"));
+    let out = run_command(cmd).await;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "curl failed: {stdout} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("ok from upstream"), "{stdout}");
+    // The echo shows the upstream got a credential, and the agent only its mask.
+    assert!(stdout.contains("authorization: Bearer ****"), "{stdout}");
+    assert_injected_and_clean(&s, &stdout, 2).await;
+    s.env.stop().await;
+}
+
+async fn python(library: &str) {
+    let s = setup().await;
+    let url = format!("https://api.test:{}", s.upstream.port());
+    for path in ["/v1/items", "/echo"] {
+        let mut cmd = agent_command(&s, "python3");
+        cmd.args(["http_get.py", library, "GET"])
+            .arg(format!("{url}{path}"))
+            .arg("Authorization: Bearer agent-own-token")
+            .arg("X-Api-Key: agent-own-token");
+        let out = run_command(cmd).await;
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "{library} failed: {}", String::from_utf8_lossy(&out.stderr));
+        let reply: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+        assert_eq!(reply["status"], 200, "{stdout}");
+        assert!(!stdout.contains(&s.secret));
+    }
+    let received = s.upstream.received();
+    assert_eq!(received.len(), 2);
+    assert_injected_and_clean(&s, "", 2).await;
+    s.env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_requests_through_https_proxy() {
+    python("requests").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_httpx_through_https_proxy() {
+    python("httpx").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_fetch_through_env_proxy_agent() {
+    let s = setup().await;
+    let url = format!("https://api.test:{}", s.upstream.port());
+    let mut all = String::new();
+    for path in ["/v1/items", "/echo"] {
+        let mut cmd = agent_command(&s, "node");
+        cmd.args(["fetch.js", "GET"])
+            .arg(format!("{url}{path}"))
+            .arg("Authorization: Bearer agent-own-token")
+            .arg("X-Api-Key: agent-own-token");
+        let out = run_command(cmd).await;
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "node failed: {}", String::from_utf8_lossy(&out.stderr));
+        let reply: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+        assert_eq!(reply["status"], 200, "{stdout}");
+        all.push_str(&stdout);
+    }
+    assert!(all.contains("Bearer ****"), "{all}");
+    assert_injected_and_clean(&s, &all, 2).await;
+    s.env.stop().await;
+}

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs the real agent clients the integration tests drive (curl, Python
+# requests/httpx, Node with undici), then runs every test. Safe to re-run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
+command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-pip)
+if [ ${#missing[@]} -gt 0 ]; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+if ! python3 -c 'import requests, httpx' >/dev/null 2>&1; then
+  python3 -m pip install --quiet --disable-pip-version-check 'requests>=2.31,<3' 'httpx>=0.27,<1'
+fi
+if [ ! -f tests/clients/node_modules/undici/package.json ]; then
+  npm ci --silent --no-audit --no-fund --prefix tests/clients
+fi
+
+cargo test --locked "$@"
