@@ -1,1 +1,178 @@
-//! scrub
+//! Response-side scrubbing: what flows back to the agent.
+//!
+//! Runs on every response header and body chunk before the agent sees it.
+//! Every credential value in play for the task (and the task token) is
+//! masked, in the forms an upstream is likely to echo it:
+//!
+//! - raw;
+//! - base64, standard and URL-safe, padded or not, at any alignment inside a
+//!   larger blob (`base64("Authorization: Bearer <secret>")`);
+//! - percent-encoded, upper- and lowercase hex, for the common encoder styles;
+//! - JSON-escaped (`\"`, `\\`, `\/`, control characters, `\uXXXX` for
+//!   non-ASCII and HTML-sensitive characters).
+//!
+//! Secrets shorter than eight bytes are matched raw only (see
+//! [`MIN_ENCODED_LEN`] for why). Masking replaces every matched byte with `*`,
+//! so lengths — and `Content-Length` — stay valid. Base64 forms inside
+//! MIME-wrapped (line-broken) blobs and hex encodings are not recognised.
+//!
+//! Overlapping occurrences (a secret that overlaps itself, two secrets that
+//! share bytes, one secret inside another) are all masked: the search reports
+//! every match, overlapping ones included, on the unmodified bytes, and the
+//! union of them is masked. A leftmost-longest search would skip a match that
+//! starts inside an earlier one and leave part of it readable.
+
+mod stream;
+mod variants;
+
+use std::fmt;
+use std::ops::Range;
+use std::sync::Arc;
+
+use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
+use http::{HeaderMap, HeaderValue};
+
+pub use stream::StreamScrubber;
+pub use variants::MIN_ENCODED_LEN;
+
+/// Up to this many needle bytes in total the matcher is a DFA.
+const DFA_NEEDLE_BYTES: usize = 16 << 10;
+
+/// Masks a fixed set of secrets. Built once per set of secrets (per task and
+/// credential generation), then shared by every response of that set.
+pub struct Scrubber {
+    automaton: Option<AhoCorasick>,
+    needles: usize,
+    max_needle_len: usize,
+}
+
+impl Scrubber {
+    /// Builds the matcher for `secrets` and all their encoded forms. Empty
+    /// secrets are ignored; a scrubber without any secret changes nothing.
+    pub fn new<'a>(secrets: impl IntoIterator<Item = &'a [u8]>) -> Scrubber {
+        let mut needles: Vec<variants::Needle> = Vec::new();
+        for secret in secrets {
+            for needle in variants::all(secret) {
+                if !needles.iter().any(|n| **n == *needle) {
+                    needles.push(needle);
+                }
+            }
+        }
+        let max_needle_len = needles.iter().map(|n| n.len()).max().unwrap_or(0);
+        let total: usize = needles.iter().map(|n| n.len()).sum();
+        // A DFA is fastest, but its table grows with states x byte classes:
+        // fine for tokens, megabytes for a PEM key in all its encodings.
+        let kind = if total <= DFA_NEEDLE_BYTES {
+            AhoCorasickKind::DFA
+        } else {
+            AhoCorasickKind::ContiguousNFA
+        };
+        let automaton = (!needles.is_empty()).then(|| {
+            AhoCorasick::builder()
+                .match_kind(MatchKind::Standard)
+                .kind(Some(kind))
+                .build(needles.iter().map(|n| n.as_slice()))
+                .expect("credential-sized needles always fit an automaton")
+        });
+        Scrubber {
+            automaton,
+            needles: needles.len(),
+            max_needle_len,
+        }
+    }
+
+    /// `true` when there is nothing to mask.
+    pub fn is_empty(&self) -> bool {
+        self.automaton.is_none()
+    }
+
+    /// The longest byte string searched for; a streaming scrubber holds back
+    /// this many bytes minus one so a needle split across chunks is caught.
+    pub fn max_needle_len(&self) -> usize {
+        self.max_needle_len
+    }
+
+    /// Overwrites every occurrence of every needle in `buf` with `*`,
+    /// overlapping occurrences included. Returns how many occurrences were
+    /// masked.
+    pub fn scrub_in_place(&self, buf: &mut [u8]) -> usize {
+        let (spans, count) = self.find_all(buf, 0);
+        for span in spans {
+            buf[span].fill(b'*');
+        }
+        count
+    }
+
+    /// Scrubs every header value (names are left alone); returns how many
+    /// occurrences were masked.
+    pub fn scrub_headers(&self, headers: &mut HeaderMap) -> usize {
+        let Some(automaton) = &self.automaton else {
+            return 0;
+        };
+        let mut count = 0;
+        for value in headers.values_mut() {
+            if !automaton.is_match(value.as_bytes()) {
+                continue;
+            }
+            let mut bytes = value.as_bytes().to_vec();
+            count += self.scrub_in_place(&mut bytes);
+            // Masking only writes '*', so the bytes stay a valid value; were
+            // that ever not so, an empty value beats leaking the secret.
+            let mut masked =
+                HeaderValue::from_bytes(&bytes).unwrap_or_else(|_| HeaderValue::from_static(""));
+            masked.set_sensitive(value.is_sensitive());
+            *value = masked;
+        }
+        count
+    }
+
+    /// A scrubber for one streamed body.
+    pub fn stream(self: &Arc<Self>) -> StreamScrubber {
+        StreamScrubber::new(Arc::clone(self))
+    }
+
+    /// The union of every match in `hay` that ends after `counted_after`, as
+    /// sorted disjoint ranges, and how many such matches there were. Merging
+    /// as matches arrive keeps memory proportional to the disjoint regions,
+    /// not to the matches (a self-overlapping needle matches at every byte of
+    /// a long run).
+    fn find_all(&self, hay: &[u8], counted_after: usize) -> (Vec<Range<usize>>, usize) {
+        let Some(automaton) = &self.automaton else {
+            return (Vec::new(), 0);
+        };
+        let mut spans: Vec<Range<usize>> = Vec::new();
+        let mut count = 0;
+        // Overlapping matches arrive in order of their end, so a new match
+        // can only merge with the most recent spans.
+        for found in automaton.find_overlapping_iter(hay) {
+            if found.end() <= counted_after {
+                continue;
+            }
+            count += 1;
+            let mut span = found.range();
+            while let Some(last) = spans.last() {
+                if span.start > last.end {
+                    break;
+                }
+                span.start = span.start.min(last.start);
+                span.end = span.end.max(last.end);
+                spans.pop();
+            }
+            spans.push(span);
+        }
+        (spans, count)
+    }
+}
+
+impl fmt::Debug for Scrubber {
+    /// Counts only: the automaton holds the secrets.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Scrubber")
+            .field("needles", &self.needles)
+            .field("max_needle_len", &self.max_needle_len)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests;

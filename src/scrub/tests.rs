@@ -1,0 +1,291 @@
+//! The scrubber against the forms a credential takes in a response.
+
+use std::sync::Arc;
+
+use base64::engine::general_purpose::{STANDARD, URL_SAFE, URL_SAFE_NO_PAD};
+use base64::Engine;
+use http::{HeaderMap, HeaderValue};
+
+use super::*;
+
+const SECRET: &[u8] = b"test-secret-gh0+/Zq=";
+const TOKEN: &[u8] = b"test-secret-task-token";
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+fn scrubbed(scrubber: &Scrubber, text: &[u8]) -> (Vec<u8>, usize) {
+    let mut buf = text.to_vec();
+    let count = scrubber.scrub_in_place(&mut buf);
+    (buf, count)
+}
+
+/// Percent-encoding as RFC 3986 prescribes: everything but unreserved bytes.
+fn percent(secret: &[u8], upper: bool) -> Vec<u8> {
+    let mut out = String::new();
+    for &b in secret {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else if upper {
+            out.push_str(&format!("%{b:02X}"));
+        } else {
+            out.push_str(&format!("%{b:02x}"));
+        }
+    }
+    out.into_bytes()
+}
+
+/// `secret` in every form the scrubber promises to catch.
+fn forms(secret: &[u8]) -> Vec<Vec<u8>> {
+    let mut bearer = b"Authorization: Bearer ".to_vec();
+    bearer.extend_from_slice(secret);
+    let json = String::from_utf8(secret.to_vec())
+        .unwrap()
+        .replace('/', "\\/");
+    vec![
+        secret.to_vec(),
+        STANDARD.encode(&bearer).into_bytes(),
+        URL_SAFE.encode(&bearer[1..]).into_bytes(),
+        URL_SAFE_NO_PAD.encode(&bearer[2..]).into_bytes(),
+        STANDARD.encode(secret).into_bytes(),
+        percent(secret, true),
+        percent(secret, false),
+        json.into_bytes(),
+    ]
+}
+
+/// A response body carrying both secrets in every supported form, with
+/// ordinary text between them.
+fn body_with_every_form() -> Vec<u8> {
+    let mut body = Vec::new();
+    for secret in [SECRET, TOKEN] {
+        for form in forms(secret) {
+            body.extend_from_slice(b" {\"k\": \"");
+            body.extend_from_slice(&form);
+            body.extend_from_slice(b"\"} plain text between ");
+        }
+    }
+    body
+}
+
+#[test]
+fn each_form_is_masked() {
+    let scrubber = Scrubber::new([SECRET, TOKEN]);
+    for secret in [SECRET, TOKEN] {
+        for (i, form) in forms(secret).into_iter().enumerate() {
+            let (out, count) = scrubbed(&scrubber, &form);
+            assert!(count >= 1, "form {i}");
+            assert!(out.iter().filter(|b| **b == b'*').count() >= secret.len() - 2);
+        }
+    }
+}
+
+#[test]
+fn every_form_in_the_body_is_masked_and_the_length_kept() {
+    let scrubber = Scrubber::new([SECRET, TOKEN]);
+    let body = body_with_every_form();
+    let (out, count) = scrubbed(&scrubber, &body);
+    assert_eq!(out.len(), body.len());
+    assert!(count >= 16, "{count}");
+    for secret in [SECRET, TOKEN] {
+        for needle in variants::all(secret) {
+            assert!(!contains(&out, &needle));
+        }
+    }
+    assert!(contains(&out, b"plain text between"));
+}
+
+#[test]
+fn base64_of_a_header_line_is_masked_at_every_offset() {
+    let scrubber = Scrubber::new([SECRET]);
+    for pad in 0..6 {
+        let mut line = vec![b'x'; pad];
+        line.extend_from_slice(b"Authorization: Bearer ");
+        line.extend_from_slice(SECRET);
+        line.extend_from_slice(b"\r\n");
+        for encoded in [STANDARD.encode(&line), URL_SAFE_NO_PAD.encode(&line)] {
+            let (out, count) = scrubbed(&scrubber, encoded.as_bytes());
+            assert_eq!(count, 1, "{pad}");
+            // Only a few edge characters (a few bits) of the secret survive.
+            let stars = out.iter().filter(|b| **b == b'*').count();
+            assert!(stars + 2 >= SECRET.len() * 4 / 3, "{pad}: {stars}");
+        }
+    }
+}
+
+#[test]
+fn short_secrets_are_matched_raw_only() {
+    let scrubber = Scrubber::new([b"pw1234".as_slice()]);
+    let (out, count) = scrubbed(&scrubber, b"pw1234 cHcxMjM0 pw%31234");
+    assert_eq!(count, 1);
+    assert_eq!(out, b"****** cHcxMjM0 pw%31234");
+}
+
+#[test]
+fn an_empty_scrubber_changes_nothing() {
+    let scrubber = Scrubber::new(std::iter::empty());
+    assert!(scrubber.is_empty());
+    assert_eq!(scrubber.max_needle_len(), 0);
+    assert_eq!(scrubbed(&scrubber, b"anything"), (b"anything".to_vec(), 0));
+    let scrubber = Scrubber::new([b"".as_slice()]);
+    assert!(scrubber.is_empty());
+    let mut stream = Arc::new(scrubber).stream();
+    assert_eq!(&stream.push(b"abc").0[..], b"abc");
+}
+
+#[test]
+fn a_secret_overlapping_itself_is_masked_entirely() {
+    let scrubber = Scrubber::new([b"ab12ab12ab".as_slice()]);
+    let (out, count) = scrubbed(&scrubber, b"<ab12ab12ab12ab>");
+    assert_eq!(out, b"<**************>");
+    assert_eq!(count, 2);
+}
+
+#[test]
+fn a_long_run_of_a_self_overlapping_secret_is_masked() {
+    let scrubber = Scrubber::new([b"aaaaaaaa".as_slice()]);
+    let mut text = vec![b'a'; 10_000];
+    text.push(b'b');
+    let (out, count) = scrubbed(&scrubber, &text);
+    assert_eq!(count, 10_000 - 8 + 1);
+    assert!(out[..10_000].iter().all(|b| *b == b'*'));
+    assert_eq!(out[10_000], b'b');
+}
+
+#[test]
+fn overlapping_and_nested_secrets_are_masked_entirely() {
+    let scrubber = Scrubber::new([
+        b"test-secret-one-SHARED".as_slice(),
+        b"SHARED-two-secret".as_slice(),
+        b"inner-secret".as_slice(),
+        b"outer-inner-secret-x".as_slice(),
+    ]);
+    let (out, _) = scrubbed(&scrubber, b"[test-secret-one-SHARED-two-secret]");
+    assert_eq!(out, b"[*********************************]");
+    let (out, count) = scrubbed(&scrubber, b"[outer-inner-secret-x]");
+    assert_eq!(out, b"[********************]");
+    assert_eq!(count, 2);
+}
+
+#[test]
+fn a_large_secret_uses_the_compact_matcher_and_still_masks() {
+    let key: Vec<u8> = (0..3000u32)
+        .map(|i| {
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/\n"
+                [(i * 7 % 65) as usize]
+        })
+        .collect();
+    let scrubber = Scrubber::new([key.as_slice()]);
+    let mut body = b"{\"key\":\"".to_vec();
+    body.extend_from_slice(&STANDARD.encode(&key).into_bytes());
+    body.extend_from_slice(b"\"}");
+    let (out, count) = scrubbed(&scrubber, &body);
+    assert_eq!(count, 1);
+    assert!(out.starts_with(b"{\"key\":\"**"));
+}
+
+#[test]
+fn header_values_are_scrubbed_and_names_kept() {
+    let scrubber = Scrubber::new([TOKEN]);
+    let mut headers = HeaderMap::new();
+    let mut echoed = HeaderValue::from_str("Bearer test-secret-task-token").unwrap();
+    echoed.set_sensitive(true);
+    headers.insert("x-echo", echoed);
+    headers.insert(
+        "location",
+        HeaderValue::from_static("/cb?t=test-secret-task-token"),
+    );
+    headers.insert("x-plain", HeaderValue::from_static("fine"));
+    assert_eq!(scrubber.scrub_headers(&mut headers), 2);
+    assert_eq!(headers["x-echo"], "Bearer **********************");
+    assert!(headers["x-echo"].is_sensitive());
+    assert_eq!(headers["location"], "/cb?t=**********************");
+    assert_eq!(headers["x-plain"], "fine");
+}
+
+#[test]
+fn debug_output_shows_no_secret() {
+    let scrubber = Arc::new(Scrubber::new([TOKEN]));
+    let mut stream = scrubber.stream();
+    stream.push(b"xx test-secret-ta");
+    let text = format!("{scrubber:?} {stream:?}");
+    assert!(!text.contains("secret"), "{text}");
+}
+
+/// xorshift64*: deterministic, dependency-free randomness for chunking.
+struct Chunker(u64);
+
+impl Chunker {
+    fn next(&mut self, bound: usize) -> usize {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 33) as usize % bound
+    }
+}
+
+fn stream_through(scrubber: &Arc<Scrubber>, chunks: &[&[u8]]) -> (Vec<u8>, usize) {
+    let mut stream = scrubber.stream();
+    let (mut out, mut count) = (Vec::new(), 0);
+    for chunk in chunks {
+        let (bytes, n) = stream.push(chunk);
+        out.extend_from_slice(&bytes);
+        count += n;
+    }
+    let (tail, n) = stream.finish();
+    out.extend_from_slice(&tail);
+    (out, count + n)
+}
+
+#[test]
+fn random_chunkings_give_the_one_shot_result() {
+    let scrubber = Arc::new(Scrubber::new([SECRET, TOKEN, b"ab12ab12ab".as_slice()]));
+    let mut body = body_with_every_form();
+    body.extend_from_slice(b" ab12ab12ab12ab12ab end");
+    let (expected, expected_count) = scrubbed(&scrubber, &body);
+    let mut rng = Chunker(0x5EED_CAFE_F00D_0001);
+    for round in 0..300 {
+        let max_chunk = [1, 2, 3, 7, 16, 64, 512][round % 7];
+        let mut chunks = Vec::new();
+        let mut rest = body.as_slice();
+        while !rest.is_empty() {
+            let take = (1 + rng.next(max_chunk)).min(rest.len());
+            let (chunk, tail) = rest.split_at(take);
+            chunks.push(chunk);
+            rest = tail;
+        }
+        let (out, count) = stream_through(&scrubber, &chunks);
+        assert_eq!(out.len(), body.len(), "round {round}");
+        assert!(
+            out == expected,
+            "round {round}: output differs from one-shot"
+        );
+        assert_eq!(count, expected_count, "round {round}");
+    }
+}
+
+#[test]
+fn a_secret_split_at_any_byte_is_masked() {
+    let scrubber = Arc::new(Scrubber::new([TOKEN]));
+    let body = b"before test-secret-task-token after";
+    for split in 0..=body.len() {
+        let (head, tail) = body.split_at(split);
+        let (out, count) = stream_through(&scrubber, &[head, tail]);
+        assert_eq!(out, b"before ********************** after", "split {split}");
+        assert_eq!(count, 1);
+    }
+}
+
+#[test]
+fn the_stream_holds_back_only_what_it_must() {
+    let scrubber = Arc::new(Scrubber::new([b"0123456789".as_slice()]));
+    let holdback = scrubber.max_needle_len() - 1;
+    let mut stream = scrubber.stream();
+    let (first, _) = stream.push(&[b'a'; 100]);
+    assert_eq!(first.len(), 100 - holdback);
+    let (second, _) = stream.push(b"");
+    assert!(second.is_empty());
+    let (tail, _) = stream.finish();
+    assert_eq!(tail.len(), holdback);
+}
