@@ -26,4 +26,6 @@ pub use client::{AdminClient, AdminClientError, CreatedTask};
 pub use server::serve;
 
 #[cfg(test)]
+pub(crate) mod testing;
+#[cfg(test)]
 mod tests;
