@@ -1,1 +1,518 @@
-//! `credgate run`
+//! `credgate run --scope S [--ttl D] -- CMD…`: run one command as one task.
+//!
+//! Starts a task through the admin API, runs CMD with the proxy and CA
+//! environment set, forwards termination signals to it, and ends (revokes)
+//! the task when CMD exits, whatever the reason. Exits with CMD's code. The
+//! task token is only ever placed in CMD's environment, never printed.
+
+use std::ffi::{OsStr, OsString};
+use std::os::unix::process::ExitStatusExt as _;
+use std::process::ExitStatus;
+
+use anyhow::Context as _;
+use nix::sys::signal::Signal;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::admin::{AdminClient, CreateTaskRequest, CreatedTask};
+
+use super::task::{AdminClientArgs, TaskSpecArgs};
+
+/// Inherited variables removed from CMD's environment: a catch-all proxy
+/// could otherwise carry traffic for schemes the variables above miss.
+pub const AGENT_ENV_REMOVED: &[&str] = &["ALL_PROXY", "all_proxy"];
+
+/// Exit code when CMD could not be started (as a shell reports "not found").
+const EXIT_NOT_STARTED: i32 = 127;
+
+/// `credgate run`
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Scopes, TTL, agent and labels of the task.
+    #[command(flatten)]
+    pub spec: TaskSpecArgs,
+    /// How to reach the admin API, and the CA certificate.
+    #[command(flatten)]
+    pub admin: AdminClientArgs,
+    /// The command to run, after `--`.
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<OsString>,
+}
+
+/// The environment that points an agent at credgate.
+///
+/// `proxy_url` carries `ID:TOKEN@`; both spellings of the proxy variables
+/// are set because tools disagree on which they read. `NO_PROXY` is set
+/// empty so an inherited bypass list cannot send traffic around credgate
+/// (such traffic would carry no credential anyway, but would escape the
+/// record). The CA variables cover OpenSSL-based tools, Python requests,
+/// curl, Node, git and the AWS SDKs.
+pub fn agent_env(task_id: &str, proxy_url: &str, ca: &str) -> Vec<(String, String)> {
+    let mut env = Vec::with_capacity(14);
+    let mut set = |name: &str, value: &str| env.push((name.to_owned(), value.to_owned()));
+    for name in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
+        set(name, proxy_url);
+    }
+    set("NO_PROXY", "");
+    set("no_proxy", "");
+    // Node 24+ honours the proxy variables only when asked to.
+    set("NODE_USE_ENV_PROXY", "1");
+    for name in [
+        "SSL_CERT_FILE",
+        "REQUESTS_CA_BUNDLE",
+        "CURL_CA_BUNDLE",
+        "NODE_EXTRA_CA_CERTS",
+        "GIT_SSL_CAINFO",
+        "AWS_CA_BUNDLE",
+    ] {
+        set(name, ca);
+    }
+    set("CREDGATE_TASK_ID", task_id);
+    env
+}
+
+/// The code `credgate run` exits with for CMD's `status`: CMD's own code,
+/// or 128 + the signal number when a signal killed it (as shells report).
+pub fn exit_code(status: ExitStatus) -> i32 {
+    status
+        .code()
+        .or_else(|| status.signal().map(|sig| 128 + sig))
+        .unwrap_or(1)
+}
+
+/// Runs `credgate run`; returns the exit code to exit with.
+pub async fn run(args: &RunArgs) -> anyhow::Result<i32> {
+    let (program, program_args) = args
+        .command
+        .split_first()
+        .context("no command given after --")?;
+    let ca = existing_ca(&args.admin)?;
+    let client = args.admin.client()?;
+    // Handlers go in before the task exists: from here on a Ctrl-C must not
+    // kill credgate before it has ended the task.
+    let mut signals = Signals::os().context("installing signal handlers")?;
+    let request = args.spec.to_request();
+    run_as_task(&client, &request, program, program_args, &ca, &mut signals).await
+}
+
+/// Starts the task, runs the command under it and ends the task.
+async fn run_as_task(
+    client: &AdminClient,
+    request: &CreateTaskRequest,
+    program: &OsStr,
+    program_args: &[OsString],
+    ca: &str,
+    signals: &mut Signals,
+) -> anyhow::Result<i32> {
+    let start = client.start_task(request);
+    tokio::pin!(start);
+    let mut interrupted = None;
+    // A signal during the request must not leave a task behind: wait for the
+    // answer, then end what was created.
+    let created = loop {
+        tokio::select! {
+            created = &mut start => break created.context("starting the task")?,
+            sig = signals.recv() => { interrupted.get_or_insert(sig); }
+        }
+    };
+    if let Some(sig) = interrupted {
+        end_task(client, &created).await;
+        return Ok(128 + sig as i32);
+    }
+    eprintln!(
+        "credgate: task {} (scopes {}) until {}",
+        created.id,
+        created.task.scopes.join(","),
+        created.expires_at
+    );
+
+    let env = agent_env(
+        &created.id,
+        created.proxy_url.expose_str().unwrap_or_default(),
+        ca,
+    );
+    let mut command = tokio::process::Command::new(program);
+    command.args(program_args).envs(env);
+    for name in AGENT_ENV_REMOVED {
+        command.env_remove(name);
+    }
+    let code = match command.spawn() {
+        Err(e) => {
+            eprintln!("credgate: cannot start {}: {e}", program.to_string_lossy());
+            EXIT_NOT_STARTED
+        }
+        Ok(mut child) => loop {
+            tokio::select! {
+                status = child.wait() => match status {
+                    Ok(status) => break exit_code(status),
+                    Err(e) => {
+                        eprintln!("credgate: lost track of the command: {e}");
+                        break 1;
+                    }
+                },
+                sig = signals.recv() => forward(child.id(), sig),
+            }
+        },
+    };
+    end_task(client, &created).await;
+    Ok(code)
+}
+
+/// The CA path as an absolute UTF-8 string; `run` refuses to start without
+/// it because every HTTPS request of the agent would fail.
+fn existing_ca(admin: &AdminClientArgs) -> anyhow::Result<String> {
+    let ca = std::fs::canonicalize(&admin.ca).with_context(|| {
+        format!(
+            "CA certificate {} (run `credgate ca init` or pass --ca)",
+            admin.ca.display()
+        )
+    })?;
+    ca.to_str()
+        .map(str::to_owned)
+        .context("the CA path is not valid UTF-8")
+}
+
+async fn end_task(client: &AdminClient, created: &CreatedTask) {
+    if let Err(e) = client.end_task(&created.id).await {
+        eprintln!(
+            "credgate: could not end task {}: {e}; its token stays valid until {} \
+             (end it with `credgate task end {}`)",
+            created.id, created.expires_at, created.id
+        );
+    }
+}
+
+/// Passes `sig` on to the child.
+///
+/// A terminal delivers Ctrl-C (SIGINT) and Ctrl-\ (SIGQUIT) to the whole
+/// foreground process group, which includes the child; forwarding those
+/// again would make an agent see two interrupts for one keypress (many
+/// treat that as "quit"). So they are forwarded only when credgate is not
+/// in the terminal's foreground group, i.e. when someone signalled credgate
+/// alone.
+fn forward(child: Option<u32>, sig: Signal) {
+    let Some(pid) = child.and_then(|pid| i32::try_from(pid).ok()) else {
+        return;
+    };
+    let from_terminal = matches!(sig, Signal::SIGINT | Signal::SIGQUIT) && in_terminal_foreground();
+    if !from_terminal {
+        // The child may have exited already; nothing to do then.
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
+    }
+}
+
+fn in_terminal_foreground() -> bool {
+    nix::unistd::tcgetpgrp(std::io::stdin()).is_ok_and(|fg| fg == nix::unistd::getpgrp())
+}
+
+/// The signals that would otherwise terminate credgate before it ends the task.
+enum Signals {
+    Os {
+        int: tokio::signal::unix::Signal,
+        term: tokio::signal::unix::Signal,
+        hup: tokio::signal::unix::Signal,
+        quit: tokio::signal::unix::Signal,
+    },
+    /// Signals injected by tests, so the test process keeps its own handlers.
+    #[cfg(test)]
+    Injected(tokio::sync::mpsc::UnboundedReceiver<Signal>),
+}
+
+impl Signals {
+    fn os() -> std::io::Result<Signals> {
+        Ok(Signals::Os {
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+            hup: signal(SignalKind::hangup())?,
+            quit: signal(SignalKind::quit())?,
+        })
+    }
+
+    /// The next signal received. Cancel-safe.
+    async fn recv(&mut self) -> Signal {
+        match self {
+            Signals::Os {
+                int,
+                term,
+                hup,
+                quit,
+            } => tokio::select! {
+                Some(()) = int.recv() => Signal::SIGINT,
+                Some(()) = term.recv() => Signal::SIGTERM,
+                Some(()) = hup.recv() => Signal::SIGHUP,
+                Some(()) = quit.recv() => Signal::SIGQUIT,
+                else => std::future::pending().await,
+            },
+            #[cfg(test)]
+            Signals::Injected(rx) => match rx.recv().await {
+                Some(sig) => sig,
+                None => std::future::pending().await,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admin::testing::{Harness, ADMIN_TOKEN};
+    use crate::credential::secret::random_bytes;
+    use crate::task::EndReason;
+    use std::collections::BTreeMap;
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    #[test]
+    fn agent_env_points_every_tool_at_credgate() {
+        let url = "http://task-1:cgt_test-secret@127.0.0.1:8080";
+        let env: BTreeMap<String, String> = agent_env("task-1", url, "/etc/credgate/ca.crt")
+            .into_iter()
+            .collect();
+        for name in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
+            assert_eq!(env[name], url, "{name}");
+        }
+        assert_eq!(env["NO_PROXY"], "");
+        assert_eq!(env["no_proxy"], "");
+        assert_eq!(env["NODE_USE_ENV_PROXY"], "1");
+        for name in [
+            "SSL_CERT_FILE",
+            "REQUESTS_CA_BUNDLE",
+            "CURL_CA_BUNDLE",
+            "NODE_EXTRA_CA_CERTS",
+            "GIT_SSL_CAINFO",
+            "AWS_CA_BUNDLE",
+        ] {
+            assert_eq!(env[name], "/etc/credgate/ca.crt", "{name}");
+        }
+        assert_eq!(env["CREDGATE_TASK_ID"], "task-1");
+        assert_eq!(env.len(), 14);
+        for removed in AGENT_ENV_REMOVED {
+            assert!(!env.contains_key(*removed));
+        }
+    }
+
+    #[test]
+    fn exit_codes_follow_shell_conventions() {
+        assert_eq!(exit_code(ExitStatus::from_raw(0)), 0);
+        assert_eq!(exit_code(ExitStatus::from_raw(7 << 8)), 7);
+        assert_eq!(exit_code(ExitStatus::from_raw(9)), 137);
+        assert_eq!(exit_code(ExitStatus::from_raw(15)), 143);
+    }
+
+    #[derive(Debug, clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    #[test]
+    fn the_command_comes_after_a_double_dash() {
+        use clap::Parser as _;
+        let cli = Cli::try_parse_from([
+            "run",
+            "--scope",
+            "ci",
+            "--ttl",
+            "5m",
+            "--ca",
+            "/ca.crt",
+            "--",
+            "curl",
+            "-s",
+            "--scope",
+            "https://x",
+        ])
+        .unwrap();
+        assert_eq!(cli.run.command, ["curl", "-s", "--scope", "https://x"]);
+        assert_eq!(cli.run.spec.scopes, ["ci"]);
+        assert_eq!(cli.run.admin.ca, PathBuf::from("/ca.crt"));
+        assert!(
+            Cli::try_parse_from(["run", "--scope", "ci"]).is_err(),
+            "CMD is required"
+        );
+        assert!(
+            Cli::try_parse_from(["run", "--", "true"]).is_err(),
+            "a scope is required"
+        );
+    }
+
+    fn scratch(name: &str) -> PathBuf {
+        let tag: [u8; 6] = random_bytes();
+        let tag: String = tag.iter().map(|b| format!("{b:02x}")).collect();
+        std::env::temp_dir().join(format!("credgate-run-{name}-{tag}"))
+    }
+
+    fn request() -> CreateTaskRequest {
+        CreateTaskRequest {
+            agent: "agent".into(),
+            scopes: vec!["ci".into()],
+            ttl: Some("5m".into()),
+            labels: BTreeMap::new(),
+        }
+    }
+
+    fn sh(script: String) -> Vec<OsString> {
+        vec!["-c".into(), script.into()]
+    }
+
+    fn injected() -> (tokio::sync::mpsc::UnboundedSender<Signal>, Signals) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        (tx, Signals::Injected(rx))
+    }
+
+    #[tokio::test]
+    async fn runs_the_command_with_the_task_env_and_ends_the_task() {
+        let h = Harness::start().await;
+        let out = scratch("env");
+        let script = format!(
+            "printf '%s\\n' \"$HTTPS_PROXY\" \"$SSL_CERT_FILE\" \"[$NO_PROXY]\" \"$CREDGATE_TASK_ID\" > '{}'; exit 7",
+            out.display()
+        );
+        let (_tx, mut signals) = injected();
+        let code = run_as_task(
+            &h.client(ADMIN_TOKEN),
+            &request(),
+            OsStr::new("sh"),
+            &sh(script),
+            "/ca.crt",
+            &mut signals,
+        )
+        .await
+        .unwrap();
+        assert_eq!(code, 7);
+        let seen = std::fs::read_to_string(&out).unwrap();
+        let _ = std::fs::remove_file(&out);
+        let tasks = h.service.store.list();
+        assert_eq!(tasks.len(), 1);
+        let task = &tasks[0];
+        assert_eq!(
+            task.ended(),
+            Some(EndReason::Requested),
+            "the task was ended"
+        );
+        let lines: Vec<&str> = seen.lines().collect();
+        assert!(
+            lines[0].starts_with(&format!("http://{}:cgt_", task.id)),
+            "{seen}"
+        );
+        assert!(lines[0].ends_with("@127.0.0.1:8080"), "{seen}");
+        assert_eq!(lines[1..], ["/ca.crt", "[]", task.id.as_str()]);
+        h.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_command_that_cannot_start_exits_127_and_ends_the_task() {
+        let h = Harness::start().await;
+        let (_tx, mut signals) = injected();
+        let code = run_as_task(
+            &h.client(ADMIN_TOKEN),
+            &request(),
+            OsStr::new("/nonexistent/credgate-test-program"),
+            &[],
+            "/ca.crt",
+            &mut signals,
+        )
+        .await
+        .unwrap();
+        assert_eq!(code, 127);
+        assert_eq!(
+            h.service.store.list()[0].ended(),
+            Some(EndReason::Requested)
+        );
+        h.stop().await;
+    }
+
+    #[tokio::test]
+    async fn termination_is_forwarded_to_the_command() {
+        let h = Harness::start().await;
+        let ready = scratch("ready");
+        let script = format!("touch '{}'; exec sleep 30", ready.display());
+        let (tx, mut signals) = injected();
+        let client = h.client(ADMIN_TOKEN);
+        let (request, args) = (request(), sh(script));
+        let running = run_as_task(
+            &client,
+            &request,
+            OsStr::new("sh"),
+            &args,
+            "/ca.crt",
+            &mut signals,
+        );
+        tokio::pin!(running);
+        let waited = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                tokio::select! {
+                    code = &mut running => panic!("command ended early: {code:?}"),
+                    () = tokio::time::sleep(Duration::from_millis(20)) => {
+                        if ready.exists() { break; }
+                    }
+                }
+            }
+        })
+        .await;
+        assert!(waited.is_ok(), "the command started");
+        // `exec` may not have replaced the shell yet; give it a moment.
+        tokio::select! {
+            code = &mut running => panic!("command ended early: {code:?}"),
+            () = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+        tx.send(Signal::SIGTERM).unwrap();
+        let code = tokio::time::timeout(Duration::from_secs(10), running)
+            .await
+            .expect("the command stopped")
+            .unwrap();
+        let _ = std::fs::remove_file(&ready);
+        assert_eq!(code, 128 + 15);
+        assert_eq!(
+            h.service.store.list()[0].ended(),
+            Some(EndReason::Requested)
+        );
+        h.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_signal_before_the_command_starts_ends_the_task_without_running_it() {
+        let h = Harness::start().await;
+        let marker = scratch("never");
+        let (tx, mut signals) = injected();
+        tx.send(Signal::SIGINT).unwrap();
+        let code = run_as_task(
+            &h.client(ADMIN_TOKEN),
+            &request(),
+            OsStr::new("touch"),
+            &[marker.clone().into_os_string()],
+            "/ca.crt",
+            &mut signals,
+        )
+        .await
+        .unwrap();
+        assert_eq!(code, 130);
+        assert!(!marker.exists(), "the command did not run");
+        let tasks = h.service.store.list();
+        assert_eq!(tasks.len(), 1, "the task had been created");
+        assert_eq!(tasks[0].ended(), Some(EndReason::Requested));
+        h.stop().await;
+    }
+
+    #[tokio::test]
+    async fn a_refused_task_runs_nothing() {
+        let h = Harness::start().await;
+        let (_tx, mut signals) = injected();
+        let bad = CreateTaskRequest {
+            scopes: vec!["prod-admin".into()],
+            ..request()
+        };
+        let err = run_as_task(
+            &h.client(ADMIN_TOKEN),
+            &bad,
+            OsStr::new("true"),
+            &[],
+            "/ca.crt",
+            &mut signals,
+        )
+        .await
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("prod-admin"), "{err:#}");
+        assert!(h.service.store.list().is_empty());
+        h.stop().await;
+    }
+}
