@@ -6,6 +6,7 @@
 //! concurrent fetches and revokes everything when the task ends. Values live
 //! in [`Secret`]s, so nothing here can print them.
 
+pub mod def;
 pub mod error;
 pub mod exec;
 pub mod exec_output;
@@ -16,6 +17,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::SystemTime;
 
+pub use def::{CredentialDef, RawCredential, RawExec};
 pub use error::CredentialError;
 pub use secret::Secret;
 
