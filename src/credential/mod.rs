@@ -6,6 +6,7 @@
 //! concurrent fetches and revokes everything when the task ends. Values live
 //! in [`Secret`]s, so nothing here can print them.
 
+pub mod cache;
 pub mod def;
 pub mod error;
 pub mod exec;
@@ -17,6 +18,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::SystemTime;
 
+pub use cache::{CacheStatus, CredentialCache};
 pub use def::{CredentialDef, RawCredential, RawExec};
 pub use error::CredentialError;
 pub use secret::Secret;
