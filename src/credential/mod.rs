@@ -1,3 +1,253 @@
 //! Credentials, their sources and the per-task cache.
+//!
+//! A [`CredentialSource`] turns a [`FetchContext`] (which task is asking) into a
+//! [`Credential`]: a value with an expiry, a stable id and a fingerprint. The
+//! [`cache::CredentialCache`] keeps what was issued per task, coalesces
+//! concurrent fetches and revokes everything when the task ends. Values live
+//! in [`Secret`]s, so nothing here can print them.
 
+pub mod cache;
+pub mod def;
+pub mod error;
+pub mod exec;
+pub mod exec_output;
 pub mod secret;
+pub mod static_source;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::SystemTime;
+
+pub use cache::{CacheStatus, CredentialCache};
+pub use def::{CredentialDef, RawCredential, RawExec};
+pub use error::CredentialError;
+pub use secret::Secret;
+
+/// One credential issued by a source, as the cache holds it and injection uses it.
+pub struct Credential {
+    /// The configuration name (`credentials.<name>`), shown in records.
+    pub name: String,
+    /// A stable id for records (`cred-` + 12 hex digits); never derived reversibly from the value.
+    pub id: String,
+    /// The kind of source that issued it (`static`, `exec`, ...).
+    pub source: &'static str,
+    /// The secret material.
+    pub value: CredentialValue,
+    /// When the upstream stops accepting it; `None` when the source did not say.
+    pub expires_at: Option<SystemTime>,
+    /// `true` for a standing secret (the `static` exception) rather than one minted for the task.
+    pub standing: bool,
+}
+
+/// The secret material of a [`Credential`].
+pub enum CredentialValue {
+    /// A bearer-style token, injected through a header, Basic auth or a query parameter.
+    Token(Secret),
+    /// AWS keys, for SigV4 re-signing.
+    Aws {
+        /// The access key id. Not secret by AWS's definition, but it identifies the
+        /// principal, so it is scrubbed and never printed like the rest.
+        access_key_id: String,
+        /// The secret access key.
+        secret_access_key: Secret,
+        /// The session token of temporary credentials.
+        session_token: Option<Secret>,
+    },
+}
+
+impl CredentialValue {
+    /// `token` or `aws`: what kind of value this is, for errors and records.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CredentialValue::Token(_) => "token",
+            CredentialValue::Aws { .. } => "aws",
+        }
+    }
+}
+
+impl fmt::Debug for CredentialValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CredentialValue::Token(secret) => f.debug_tuple("Token").field(secret).finish(),
+            CredentialValue::Aws {
+                access_key_id,
+                secret_access_key,
+                session_token,
+            } => f
+                .debug_struct("Aws")
+                .field(
+                    "access_key_id",
+                    &secret::fingerprint(access_key_id.as_bytes()),
+                )
+                .field("secret_access_key", secret_access_key)
+                .field("session_token", session_token)
+                .finish(),
+        }
+    }
+}
+
+impl Credential {
+    /// The fingerprint records carry instead of the value: of the token, or of
+    /// the secret access key for AWS keys.
+    pub fn fingerprint(&self) -> String {
+        match &self.value {
+            CredentialValue::Token(token) => token.fingerprint(),
+            CredentialValue::Aws {
+                secret_access_key, ..
+            } => secret_access_key.fingerprint(),
+        }
+    }
+
+    /// Every byte string of the value that must never reach the agent, for the
+    /// response scrubber. Includes the AWS access key id.
+    pub fn secret_values(&self) -> Vec<&[u8]> {
+        match &self.value {
+            CredentialValue::Token(token) => vec![token.expose()],
+            CredentialValue::Aws {
+                access_key_id,
+                secret_access_key,
+                session_token,
+            } => {
+                let mut values = vec![access_key_id.as_bytes(), secret_access_key.expose()];
+                if let Some(token) = session_token {
+                    values.push(token.expose());
+                }
+                values
+            }
+        }
+    }
+}
+
+impl fmt::Debug for Credential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credential")
+            .field("name", &self.name)
+            .field("id", &self.id)
+            .field("source", &self.source)
+            .field("value", &self.value)
+            .field("expires_at", &self.expires_at)
+            .field("standing", &self.standing)
+            .finish()
+    }
+}
+
+/// Who is asking for a credential: sources that mint per task (exec, token
+/// exchange, ...) use it to narrow what they issue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchContext {
+    /// The task the credential is for.
+    pub task_id: String,
+    /// The agent running the task.
+    pub agent: String,
+    /// The task's labels (ticket, env, ...).
+    pub labels: BTreeMap<String, String>,
+    /// When the task ends at the latest; a source may bound the credential's life by it.
+    pub task_expires_at: SystemTime,
+}
+
+/// Where credentials come from. One implementation per source kind; the cache
+/// calls [`fetch`](CredentialSource::fetch) on a miss and
+/// [`revoke`](CredentialSource::revoke) when the task ends.
+pub trait CredentialSource: Send + Sync {
+    /// The source kind as written in config and records (`static`, `exec`, ...).
+    fn kind(&self) -> &'static str;
+
+    /// Obtains a credential for the task in `ctx`. Called only on a cache miss,
+    /// once per key even when many requests miss at the same time. An error
+    /// means nothing may be forwarded (fail closed).
+    fn fetch<'a>(
+        &'a self,
+        ctx: &'a FetchContext,
+    ) -> crate::BoxFuture<'a, Result<Credential, CredentialError>>;
+
+    /// Revokes `credential` at the source, if the source supports it. Called
+    /// when the task that holds it ends. The default says revocation is not
+    /// supported, which is the truth for standing secrets and opaque commands.
+    fn revoke<'a>(
+        &'a self,
+        credential: &'a Credential,
+    ) -> crate::BoxFuture<'a, Result<Revocation, CredentialError>> {
+        let _ = credential;
+        Box::pin(async { Ok(Revocation::NotSupported) })
+    }
+}
+
+/// What revoking a credential achieved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revocation {
+    /// The source invalidated the credential.
+    Revoked,
+    /// The source has no way to revoke; the credential lives until it expires.
+    NotSupported,
+}
+
+impl Revocation {
+    /// `revoked` or `not_supported`, for records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Revocation::Revoked => "revoked",
+            Revocation::NotSupported => "not_supported",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn aws() -> Credential {
+        Credential {
+            name: "aws".into(),
+            id: "cred-000000000000".into(),
+            source: "exec",
+            value: CredentialValue::Aws {
+                access_key_id: "ASIATESTKEYID".into(),
+                secret_access_key: Secret::new("test-secret-access-key"),
+                session_token: Some(Secret::new("test-secret-session")),
+            },
+            expires_at: None,
+            standing: false,
+        }
+    }
+
+    #[test]
+    fn debug_never_shows_values_not_even_the_access_key_id() {
+        let shown = format!("{:?}", aws());
+        for value in ["ASIATESTKEYID", "test-secret"] {
+            assert!(!shown.contains(value), "{shown}");
+        }
+        assert!(shown.contains("cred-000000000000"), "{shown}");
+    }
+
+    #[test]
+    fn secret_values_cover_every_part_of_an_aws_value() {
+        let cred = aws();
+        let values = cred.secret_values();
+        assert_eq!(
+            values,
+            vec![
+                &b"ASIATESTKEYID"[..],
+                b"test-secret-access-key",
+                b"test-secret-session"
+            ]
+        );
+        assert_eq!(
+            cred.fingerprint(),
+            secret::fingerprint(b"test-secret-access-key")
+        );
+    }
+
+    #[test]
+    fn token_fingerprint_is_the_token_fingerprint() {
+        let cred = Credential {
+            value: CredentialValue::Token(Secret::new("test-secret-token")),
+            ..aws()
+        };
+        assert_eq!(
+            cred.fingerprint(),
+            secret::fingerprint(b"test-secret-token")
+        );
+        assert_eq!(cred.secret_values(), vec![&b"test-secret-token"[..]]);
+        assert_eq!(cred.value.kind(), "token");
+    }
+}

@@ -1,0 +1,366 @@
+//! `credentials.<name>` in the configuration: raw shape and validated definition.
+//!
+//! ```yaml
+//! credentials:
+//!   internal-api:
+//!     static: { env: INTERNAL_API_TOKEN }
+//!   reports:
+//!     exec:
+//!       command: ["/usr/local/bin/mint-token", "--audience", "reports"]
+//!       timeout: 10s
+//!     inject: { query: api_key }
+//! ```
+
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::config::field::FieldError;
+use crate::config::units::parse_duration;
+use crate::credential::exec::{command_path, ExecSource, DEFAULT_TIMEOUT};
+use crate::credential::secret::{Environment, SecretRef};
+use crate::credential::static_source::StaticSource;
+use crate::credential::CredentialSource;
+use crate::inject::{Injection, RawInject};
+
+/// One credential as written in the configuration: exactly one source key,
+/// plus how to inject it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCredential {
+    /// `static: { env: NAME }` or `static: { file: PATH }`: a standing secret.
+    // The YAML deserializer reads externally tagged enums as `!env NAME`;
+    // `singleton_map` accepts the `{ env: NAME }` form operators write.
+    #[serde(default, rename = "static", with = "serde_yaml::with::singleton_map")]
+    pub static_: Option<SecretRef>,
+    /// `exec: { command: [...], timeout: 10s }`: a command that mints the credential.
+    #[serde(default)]
+    pub exec: Option<RawExec>,
+    /// How the credential is put into requests; `Authorization: Bearer {token}` when absent.
+    #[serde(default)]
+    pub inject: Option<RawInject>,
+}
+
+/// The `exec` source as written in the configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawExec {
+    /// The argv: program first, then its arguments. No shell is involved.
+    pub command: Vec<String>,
+    /// How long the command may run (`10s` when absent).
+    #[serde(default)]
+    pub timeout: Option<String>,
+}
+
+/// A named, validated credential: where it comes from and how it is injected.
+#[derive(Clone)]
+pub struct CredentialDef {
+    /// The name under `credentials:`, which rules refer to.
+    pub name: String,
+    /// Where the credential comes from.
+    pub source: Arc<dyn CredentialSource>,
+    /// How it is put into requests.
+    pub injection: Injection,
+}
+
+impl fmt::Debug for CredentialDef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CredentialDef")
+            .field("name", &self.name)
+            .field("source", &self.source.kind())
+            .field("injection", &self.injection.describe())
+            .finish()
+    }
+}
+
+impl CredentialDef {
+    /// Validates one credential. Exactly one source key must be present;
+    /// `static` secrets are resolved now (through `env`), so a missing
+    /// variable or file is a configuration error, not a failed request; an
+    /// `exec` program is checked to exist and be executable (given as a path,
+    /// or found on `PATH`). Every problem is reported, each with a path
+    /// relative to the credential (`static`, `exec.command[0]`, `inject.format`).
+    pub fn compile(
+        name: &str,
+        raw: &RawCredential,
+        env: &dyn Environment,
+    ) -> Result<CredentialDef, Vec<FieldError>> {
+        let mut errors = Vec::new();
+        if let Err(message) = check_name(name) {
+            errors.push(FieldError::new("", message));
+        }
+        let source: Option<Arc<dyn CredentialSource>> = match (&raw.static_, &raw.exec) {
+            (Some(secret_ref), None) => match secret_ref.resolve(env) {
+                Ok(secret) => Some(Arc::new(StaticSource::new(name, secret))),
+                Err(e) => {
+                    errors.push(FieldError::new("static", e.to_string()));
+                    None
+                }
+            },
+            (None, Some(exec)) => match compile_exec(name, exec, env) {
+                Ok(source) => Some(Arc::new(source)),
+                Err(errs) => {
+                    errors.extend(errs.into_iter().map(|e| e.under("exec")));
+                    None
+                }
+            },
+            _ => {
+                errors.push(FieldError::new(
+                    "",
+                    "credential needs exactly one source: static, exec",
+                ));
+                None
+            }
+        };
+        let injection = Injection::compile(raw.inject.as_ref())
+            .map_err(|errs| errors.extend(errs.into_iter().map(|e| e.under("inject"))))
+            .ok();
+        match (source, injection) {
+            (Some(source), Some(injection)) if errors.is_empty() => Ok(CredentialDef {
+                name: name.to_string(),
+                source,
+                injection,
+            }),
+            _ => Err(errors),
+        }
+    }
+}
+
+/// Names appear in records, rules and a command's environment: keep them plain.
+fn check_name(name: &str) -> Result<(), String> {
+    let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    if name.is_empty() || !name.chars().all(plain) {
+        return Err(format!(
+            "credential name {name:?} must be non-empty and use only letters, digits, '-', '_' and '.'"
+        ));
+    }
+    Ok(())
+}
+
+fn compile_exec(
+    name: &str,
+    raw: &RawExec,
+    env: &dyn Environment,
+) -> Result<ExecSource, Vec<FieldError>> {
+    let mut errors = Vec::new();
+    let timeout = match raw.timeout.as_deref().map(parse_duration) {
+        None => DEFAULT_TIMEOUT,
+        Some(Ok(t)) if t > Duration::ZERO => t,
+        Some(Ok(_)) => {
+            errors.push(FieldError::new("timeout", "must be longer than zero"));
+            DEFAULT_TIMEOUT
+        }
+        Some(Err(message)) => {
+            errors.push(FieldError::new("timeout", message));
+            DEFAULT_TIMEOUT
+        }
+    };
+    for (i, arg) in raw.command.iter().enumerate() {
+        if arg.contains('\0') {
+            errors.push(FieldError::new(
+                format!("command[{i}]"),
+                "contains a NUL byte",
+            ));
+        }
+    }
+    match raw.command.split_first() {
+        None => errors.push(FieldError::new(
+            "command",
+            "needs at least the program to run",
+        )),
+        Some((program, _)) if program.is_empty() => errors.push(FieldError::new(
+            "command[0]",
+            "the program must not be empty",
+        )),
+        Some((program, _)) => {
+            if let Err(message) = check_program(program, env) {
+                errors.push(FieldError::new("command[0]", message));
+            }
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let (program, args) = raw.command.split_first().expect("checked above");
+    Ok(ExecSource::new(
+        name,
+        program.clone(),
+        args.to_vec(),
+        timeout,
+        env,
+    ))
+}
+
+/// A program given as a path must be an executable file; a bare name must be
+/// one on the `PATH` the command will run with.
+fn check_program(program: &str, env: &dyn Environment) -> Result<(), String> {
+    if program.contains('/') {
+        return check_executable(Path::new(program));
+    }
+    let found = command_path(env)
+        .split(':')
+        .filter(|dir| !dir.is_empty())
+        .any(|dir| check_executable(&Path::new(dir).join(program)).is_ok());
+    if found {
+        Ok(())
+    } else {
+        Err(format!(
+            "{program} is not an executable on PATH; give its full path"
+        ))
+    }
+}
+
+fn check_executable(path: &Path) -> Result<(), String> {
+    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if !meta.is_file() {
+        return Err(format!("{} is not a file", path.display()));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if meta.permissions().mode() & 0o111 == 0 {
+            return Err(format!("{} is not executable", path.display()));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::credential::exec::tests::{env, Script};
+    use crate::inject::Injection;
+    use std::collections::BTreeMap;
+
+    fn raw(yaml: &str) -> RawCredential {
+        serde_yaml::from_str(yaml).unwrap()
+    }
+
+    fn paths(errors: &[FieldError]) -> Vec<&str> {
+        errors.iter().map(|e| e.path.as_str()).collect()
+    }
+
+    #[test]
+    fn static_resolves_now_and_defaults_to_bearer() {
+        let env: BTreeMap<String, String> = [(
+            "INTERNAL_API_TOKEN".to_string(),
+            "test-secret-api".to_string(),
+        )]
+        .into();
+        let def = CredentialDef::compile(
+            "internal-api",
+            &raw("static: { env: INTERNAL_API_TOKEN }"),
+            &env,
+        )
+        .unwrap();
+        assert_eq!(def.source.kind(), "static");
+        assert_eq!(
+            def.injection.describe(),
+            "header Authorization: Bearer {token}"
+        );
+        assert!(!format!("{def:?}").contains("test-secret"));
+    }
+
+    #[test]
+    fn missing_env_is_a_config_error_naming_the_variable() {
+        let errors = CredentialDef::compile(
+            "internal-api",
+            &raw("static: { env: NOT_SET }"),
+            &BTreeMap::new(),
+        )
+        .unwrap_err();
+        assert_eq!(paths(&errors), ["static"]);
+        assert!(errors[0].message.contains("NOT_SET"), "{}", errors[0]);
+    }
+
+    #[test]
+    fn exactly_one_source() {
+        let env = env();
+        for yaml in [
+            "inject: { query: key }",
+            "{ static: { env: PATH }, exec: { command: [/bin/sh] } }",
+        ] {
+            let errors = CredentialDef::compile("c", &raw(yaml), &env).unwrap_err();
+            assert_eq!(
+                errors[0].message,
+                "credential needs exactly one source: static, exec"
+            );
+            assert_eq!(errors[0].path, "");
+        }
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        assert!(
+            serde_yaml::from_str::<RawCredential>("{ exec: { command: [sh], shell: true } }")
+                .is_err()
+        );
+        assert!(serde_yaml::from_str::<RawCredential>("{ statik: { env: X } }").is_err());
+        assert!(serde_yaml::from_str::<RawCredential>("static: { env: X, file: /y }").is_err());
+        assert!(serde_yaml::from_str::<RawCredential>("static: { vault: X }").is_err());
+        let file =
+            serde_yaml::from_str::<RawCredential>("static:\n  file: /run/secrets/t").unwrap();
+        assert_eq!(file.static_, Some(SecretRef::File("/run/secrets/t".into())));
+    }
+
+    #[test]
+    fn exec_checks_program_and_timeout_and_reports_everything() {
+        let env = env();
+        let errors = CredentialDef::compile(
+            "reports",
+            &raw(
+                "{ exec: { command: [/nonexistent/mint], timeout: 10 }, inject: { query: 'a b' } }",
+            ),
+            &env,
+        )
+        .unwrap_err();
+        assert_eq!(
+            paths(&errors),
+            ["exec.timeout", "exec.command[0]", "inject.query"]
+        );
+
+        let script = Script::new("echo '{}'");
+        let not_executable = format!("{{ exec: {{ command: [{}] }} }}", script.path.display());
+        let errors = CredentialDef::compile("reports", &raw(&not_executable), &env).unwrap_err();
+        assert!(
+            errors[0].message.contains("not executable"),
+            "{}",
+            errors[0]
+        );
+
+        let errors =
+            CredentialDef::compile("reports", &raw("exec: { command: [] }"), &env).unwrap_err();
+        assert_eq!(paths(&errors), ["exec.command"]);
+        let errors = CredentialDef::compile(
+            "reports",
+            &raw("exec: { command: [no-such-mint-tool] }"),
+            &env,
+        )
+        .unwrap_err();
+        assert_eq!(paths(&errors), ["exec.command[0]"]);
+    }
+
+    #[test]
+    fn exec_with_a_bare_name_on_path() {
+        let def = CredentialDef::compile(
+            "reports",
+            &raw("{ exec: { command: [sh, -c, 'true'], timeout: 2s }, inject: { header: X-Api-Key } }"),
+            &env(),
+        )
+        .unwrap();
+        assert_eq!(def.source.kind(), "exec");
+        assert!(matches!(def.injection, Injection::Header { .. }));
+        assert_eq!(def.injection.describe(), "header X-Api-Key: {token}");
+    }
+
+    #[test]
+    fn names_are_plain() {
+        let env: BTreeMap<String, String> = [("T".to_string(), "test-secret".to_string())].into();
+        let errors =
+            CredentialDef::compile("bad name", &raw("static: { env: T }"), &env).unwrap_err();
+        assert_eq!(paths(&errors), [""]);
+    }
+}
