@@ -151,7 +151,11 @@ mod tests {
 
     #[test]
     fn serde_name_matches_as_str() {
-        for r in [Reason::Allowed, Reason::SecretInRequest, Reason::UpstreamTlsFailed] {
+        for r in [
+            Reason::Allowed,
+            Reason::SecretInRequest,
+            Reason::UpstreamTlsFailed,
+        ] {
             let json = serde_json::to_string(&r).unwrap();
             assert_eq!(json, format!("\"{}\"", r.as_str()));
         }

@@ -48,11 +48,17 @@ scopes:
     );
     let mut env = Env::start(&extra, &[("API_TOKEN", &secret)]).await;
     // The upstream's CA must be the one credgate trusts.
-    std::fs::write(env.dir.path().join("upstream-ca.pem"), upstream_ca.cert_pem()).unwrap();
+    std::fs::write(
+        env.dir.path().join("upstream-ca.pem"),
+        upstream_ca.cert_pem(),
+    )
+    .unwrap();
     let text = std::fs::read_to_string(&env.config_path).unwrap();
     let config = credgate::config::Config::parse(
         &text,
-        &[("API_TOKEN".to_string(), secret.clone())].into_iter().collect::<std::collections::BTreeMap<_, _>>(),
+        &[("API_TOKEN".to_string(), secret.clone())]
+            .into_iter()
+            .collect::<std::collections::BTreeMap<_, _>>(),
     )
     .unwrap();
     env.gateway().reload(config).unwrap();
@@ -91,26 +97,46 @@ async fn assert_injected_and_clean(s: &Setup, output: &str, requests: usize) {
     let received = s.upstream.received();
     assert_eq!(received.len(), requests, "upstream received {received:?}");
     for r in &received {
-        assert_eq!(r.header("authorization"), vec![format!("Bearer {}", s.secret).as_str()]);
-        assert!(r.header("x-api-key").is_empty(), "agent's x-api-key was forwarded");
+        assert_eq!(
+            r.header("authorization"),
+            vec![format!("Bearer {}", s.secret).as_str()]
+        );
+        assert!(
+            r.header("x-api-key").is_empty(),
+            "agent's x-api-key was forwarded"
+        );
         assert!(r.header("proxy-authorization").is_empty());
         assert!(r.header("cookie").is_empty());
     }
-    assert!(!output.contains(&s.secret), "credential reached the agent: {output}");
+    assert!(
+        !output.contains(&s.secret),
+        "credential reached the agent: {output}"
+    );
     assert!(!output.contains(&s.token), "task token reached the agent");
     let log = s.env.log_text().await;
     assert!(!log.contains(&s.secret), "credential in the decision log");
     assert!(!log.contains(&s.token), "task token in the decision log");
-    assert!(!log.contains("agent-own-token"), "agent's header value in the decision log");
+    assert!(
+        !log.contains("agent-own-token"),
+        "agent's header value in the decision log"
+    );
     let records = s.env.records().await;
     let allowed: Vec<_> = records
         .iter()
         .filter(|r| r.host.as_deref() == Some("api.test") && r.method.as_deref() != Some("CONNECT"))
         .collect();
-    assert_eq!(allowed.len(), requests, "one record per request: {records:?}");
+    assert_eq!(
+        allowed.len(),
+        requests,
+        "one record per request: {records:?}"
+    );
     for r in allowed {
         assert_eq!(r.credential.as_ref().map(|c| c.name.as_str()), Some("api"));
-        assert!(r.stripped.iter().any(|h| h == "authorization"), "{:?}", r.stripped);
+        assert!(
+            r.stripped.iter().any(|h| h == "authorization"),
+            "{:?}",
+            r.stripped
+        );
     }
 }
 
@@ -121,7 +147,12 @@ async fn curl_through_https_proxy() {
     let mut cmd = agent_command(&s, "curl");
     cmd.args(["-sS", "--fail-with-body", "--cacert"])
         .arg(&s.env.ca_cert)
-        .args(["-H", "Authorization: Bearer agent-own-token", "-H", "X-Api-Key: agent-own-token"])
+        .args([
+            "-H",
+            "Authorization: Bearer agent-own-token",
+            "-H",
+            "X-Api-Key: agent-own-token",
+        ])
         .arg(format!("{url}/v1/items"))
         .arg("--next")
         .args(["-sS", "--fail-with-body", "--cacert"])
@@ -130,7 +161,11 @@ async fn curl_through_https_proxy() {
         .arg(format!("{url}/echo"));
     let out = run_command(cmd).await;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "curl failed: {stdout} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "curl failed: {stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("ok from upstream"), "{stdout}");
     // The echo shows the upstream got a credential, and the agent only its mask.
     assert!(stdout.contains("authorization: Bearer ****"), "{stdout}");
@@ -149,7 +184,11 @@ async fn python(library: &str) {
             .arg("X-Api-Key: agent-own-token");
         let out = run_command(cmd).await;
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(out.status.success(), "{library} failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{library} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let reply: serde_json::Value = serde_json::from_str(&stdout).unwrap();
         assert_eq!(reply["status"], 200, "{stdout}");
         assert!(!stdout.contains(&s.secret));
@@ -183,7 +222,11 @@ async fn node_fetch_through_env_proxy_agent() {
             .arg("X-Api-Key: agent-own-token");
         let out = run_command(cmd).await;
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(out.status.success(), "node failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "node failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let reply: serde_json::Value = serde_json::from_str(&stdout).unwrap();
         assert_eq!(reply["status"], 200, "{stdout}");
         all.push_str(&stdout);

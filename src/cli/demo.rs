@@ -20,8 +20,8 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use rustls_pki_types::pem::PemObject;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::serve::Running;
@@ -73,8 +73,13 @@ async fn run_in(dir: &Path) -> anyhow::Result<i32> {
     let api_token = format!("demo-api-secret-{}", alnum(24));
     let upstream_ca_dir = dir.join("upstream-ca");
     let upstream_files = init_ca(&upstream_ca_dir, false)?;
-    let upstream_ca = Arc::new(CertificateAuthority::load(&upstream_files.cert, &upstream_files.key)?);
-    let api_tls = LeafCache::new(upstream_ca).server_config("localhost").await?;
+    let upstream_ca = Arc::new(CertificateAuthority::load(
+        &upstream_files.cert,
+        &upstream_files.key,
+    )?);
+    let api_tls = LeafCache::new(upstream_ca)
+        .server_config("localhost")
+        .await?;
     let api_listener = TcpListener::bind("127.0.0.1:0").await?;
     let api_port = api_listener.local_addr()?.port();
     let api = tokio::spawn(serve_demo_api(api_listener, api_tls, api_token.clone()));
@@ -82,13 +87,23 @@ async fn run_in(dir: &Path) -> anyhow::Result<i32> {
 
     // The proxy: the default configuration, with the demo's paths, scope and credential.
     let ca_files = init_ca(&dir.join("ca"), false)?;
-    let config_text = demo_config(dir, &ca_files.cert, &ca_files.key, &upstream_files.cert, api_port)?;
+    let config_text = demo_config(
+        dir,
+        &ca_files.cert,
+        &ca_files.key,
+        &upstream_files.cert,
+        api_port,
+    )?;
     std::fs::write(dir.join("credgate.yaml"), &config_text)?;
-    let env: BTreeMap<String, String> = [("CREDGATE_DEMO_API_TOKEN".to_string(), api_token.clone())].into();
+    let env: BTreeMap<String, String> =
+        [("CREDGATE_DEMO_API_TOKEN".to_string(), api_token.clone())].into();
     let config = Config::parse(&config_text, &env).map_err(|e| anyhow::anyhow!("{e}"))?;
     let audit_path = config.audit_path.clone();
     let running = Running::start(config).await?;
-    println!("  credgate       proxy {}  admin {}", running.proxy_addr, running.admin_addr);
+    println!(
+        "  credgate       proxy {}  admin {}",
+        running.proxy_addr, running.admin_addr
+    );
 
     let started = running.gateway.start_task(TaskSpec {
         agent: "demo-agent".into(),
@@ -110,7 +125,13 @@ async fn run_in(dir: &Path) -> anyhow::Result<i32> {
 
     println!("1. The agent reads reports, sending an Authorization header of its own.");
     let r = agent
-        .request(&origin, "GET", "/v1/reports", &[("authorization", "Bearer agent-own-token")], "")
+        .request(
+            &origin,
+            "GET",
+            "/v1/reports",
+            &[("authorization", "Bearer agent-own-token")],
+            "",
+        )
         .await?;
     failures += check(
         r.status == 200 && r.body.contains("demo-service"),
@@ -119,7 +140,9 @@ async fn run_in(dir: &Path) -> anyhow::Result<i32> {
     );
 
     println!("2. The agent tries to delete a report, which no rule allows.");
-    let r = agent.request(&origin, "DELETE", "/v1/reports/7", &[], "").await?;
+    let r = agent
+        .request(&origin, "DELETE", "/v1/reports/7", &[], "")
+        .await?;
     failures += check(
         r.status == 403 && r.body.contains("no_matching_rule"),
         &format!("{} {}", r.status, first_line(&r.body)),
@@ -129,7 +152,13 @@ async fn run_in(dir: &Path) -> anyhow::Result<i32> {
     println!("3. The agent tries to send a GitHub token it found, in a request body.");
     let leaked = format!("ghp_{}", alnum(36));
     let r = agent
-        .request(&origin, "POST", "/v1/reports", &[("content-type", "application/json")], &format!("{{\"note\":\"{leaked}\"}}"))
+        .request(
+            &origin,
+            "POST",
+            "/v1/reports",
+            &[("content-type", "application/json")],
+            &format!("{{\"note\":\"{leaked}\"}}"),
+        )
         .await?;
     failures += check(
         r.status == 403 && r.body.contains("secret_in_request"),
@@ -148,7 +177,9 @@ async fn run_in(dir: &Path) -> anyhow::Result<i32> {
     );
 
     println!("5. The agent tries an origin outside its scope.");
-    let r = agent.request("exfil.example:443", "GET", "/", &[], "").await?;
+    let r = agent
+        .request("exfil.example:443", "GET", "/", &[], "")
+        .await?;
     failures += check(
         r.status == 403,
         &format!("{} {}", r.status, first_line(&r.body)),
@@ -157,7 +188,9 @@ async fn run_in(dir: &Path) -> anyhow::Result<i32> {
 
     println!("6. The task ends; credgate revokes what it issued and records it.");
     running.gateway.end_task(&task_id).await?;
-    let r = agent.request(&origin, "GET", "/v1/reports", &[], "").await?;
+    let r = agent
+        .request(&origin, "GET", "/v1/reports", &[], "")
+        .await?;
     failures += check(
         r.status == 407,
         &format!("{} {}", r.status, first_line(&r.body)),
@@ -170,7 +203,8 @@ async fn run_in(dir: &Path) -> anyhow::Result<i32> {
     println!("\nDecision records ({}):", audit_path.display());
     let text = std::fs::read_to_string(&audit_path).context("cannot read the decision log")?;
     for line in text.lines() {
-        let rec: DecisionRecord = serde_json::from_str(line).context("a decision record is not valid")?;
+        let rec: DecisionRecord =
+            serde_json::from_str(line).context("a decision record is not valid")?;
         println!("  {}", summarise(&rec));
     }
     if text.contains(&api_token) || text.contains(&leaked) || text.contains(agent.token.as_str()) {
@@ -192,7 +226,10 @@ async fn run_in(dir: &Path) -> anyhow::Result<i32> {
 fn first_line(body: &str) -> String {
     let line = body.lines().next().unwrap_or("").trim();
     if line.len() > 110 {
-        format!("{}…", &line[..line.char_indices().nth(110).map_or(line.len(), |(i, _)| i)])
+        format!(
+            "{}…",
+            &line[..line.char_indices().nth(110).map_or(line.len(), |(i, _)| i)]
+        )
     } else {
         line.to_string()
     }
@@ -209,7 +246,10 @@ fn check(ok: bool, got: &str, meaning: &str) -> i32 {
 }
 
 fn summarise(rec: &DecisionRecord) -> String {
-    let event = serde_json::to_value(rec.event).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+    let event = serde_json::to_value(rec.event)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
     let decision = rec
         .decision
         .and_then(|d| serde_json::to_value(d).ok())
@@ -234,7 +274,13 @@ fn summarise(rec: &DecisionRecord) -> String {
 
 /// The demo configuration: the built-in default with the demo's paths, one
 /// scope and one credential.
-fn demo_config(dir: &Path, ca_cert: &Path, ca_key: &Path, upstream_ca: &Path, api_port: u16) -> anyhow::Result<String> {
+fn demo_config(
+    dir: &Path,
+    ca_cert: &Path,
+    ca_key: &Path,
+    upstream_ca: &Path,
+    api_port: u16,
+) -> anyhow::Result<String> {
     let mut root: serde_yaml::Value = serde_yaml::from_str(DEFAULT_CONFIG_YAML)?;
     let set = |root: &mut serde_yaml::Value, key: &str, value: serde_yaml::Value| {
         if let serde_yaml::Value::Mapping(m) = root {
@@ -282,11 +328,15 @@ async fn serve_demo_api(listener: TcpListener, tls: Arc<rustls::ServerConfig>, t
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let expected = format!("Bearer {token}");
     loop {
-        let Ok((stream, _)) = listener.accept().await else { return };
+        let Ok((stream, _)) = listener.accept().await else {
+            return;
+        };
         let acceptor = acceptor.clone();
         let expected = expected.clone();
         tokio::spawn(async move {
-            let Ok(tls) = acceptor.accept(stream).await else { return };
+            let Ok(tls) = acceptor.accept(stream).await else {
+                return;
+            };
             let service = service_fn(move |req: Request<Incoming>| {
                 let expected = expected.clone();
                 async move { Ok::<_, std::convert::Infallible>(demo_api_answer(req, &expected)) }
@@ -312,7 +362,10 @@ fn demo_api_answer(req: Request<Incoming>, expected: &str) -> Response<Full<Byte
             .expect("static response")
     };
     if auth != expected {
-        return json(StatusCode::UNAUTHORIZED, r#"{"error":"missing or wrong bearer token"}"#.into());
+        return json(
+            StatusCode::UNAUTHORIZED,
+            r#"{"error":"missing or wrong bearer token"}"#.into(),
+        );
     }
     match (req.method().as_str(), req.uri().path()) {
         ("GET", "/v1/reports") => json(
@@ -327,7 +380,10 @@ fn demo_api_answer(req: Request<Incoming>, expected: &str) -> Response<Full<Byte
                 serde_json::json!({ "you_sent": auth, "base64": b64 }).to_string(),
             )
         }
-        _ => json(StatusCode::NOT_FOUND, r#"{"error":"no such endpoint"}"#.into()),
+        _ => json(
+            StatusCode::NOT_FOUND,
+            r#"{"error":"no such endpoint"}"#.into(),
+        ),
     }
 }
 
@@ -355,7 +411,8 @@ impl DemoAgent {
         body: &str,
     ) -> anyhow::Result<AgentResponse> {
         let mut stream = TcpStream::connect(self.proxy).await?;
-        let auth = base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", self.task_id, self.token));
+        let auth = base64::engine::general_purpose::STANDARD
+            .encode(format!("{}:{}", self.task_id, self.token));
         stream
             .write_all(
                 format!("CONNECT {origin} HTTP/1.1\r\nHost: {origin}\r\nProxy-Authorization: Basic {auth}\r\n\r\n")
@@ -374,18 +431,26 @@ impl DemoAgent {
             .with_safe_default_protocol_versions()?
             .with_root_certificates(roots)
             .with_no_client_auth();
-        let host = origin.rsplit_once(':').map_or(origin, |(h, _)| h).to_string();
+        let host = origin
+            .rsplit_once(':')
+            .map_or(origin, |(h, _)| h)
+            .to_string();
         let name = rustls_pki_types::ServerName::try_from(host)?;
         let tls = tokio_rustls::TlsConnector::from(Arc::new(tls_config))
             .connect(name, stream)
             .await?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
         tokio::spawn(conn);
-        let mut builder = Request::builder().method(method).uri(path).header("host", origin);
+        let mut builder = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", origin);
         for (k, v) in headers {
             builder = builder.header(*k, *v);
         }
-        let response = sender.send_request(builder.body(Full::new(Bytes::from(body.to_string())))?).await?;
+        let response = sender
+            .send_request(builder.body(Full::new(Bytes::from(body.to_string())))?)
+            .await?;
         let status = response.status().as_u16();
         let bytes = response.into_body().collect().await?.to_bytes();
         Ok(AgentResponse {
@@ -420,7 +485,11 @@ async fn read_connect_reply(stream: &mut TcpStream) -> anyhow::Result<(u16, Stri
     }
     let length: usize = head
         .lines()
-        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string()))
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().to_string())
+        })
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
     while buf.len() < head_end + length {
@@ -431,5 +500,8 @@ async fn read_connect_reply(stream: &mut TcpStream) -> anyhow::Result<(u16, Stri
         }
         buf.extend_from_slice(&chunk[..n]);
     }
-    Ok((status, String::from_utf8_lossy(&buf[head_end..]).to_string()))
+    Ok((
+        status,
+        String::from_utf8_lossy(&buf[head_end..]).to_string(),
+    ))
 }

@@ -49,7 +49,12 @@ pub fn run(args: &ExplainArgs) -> i32 {
 }
 
 /// The decision for `method url` under `scopes`, in words; `true` when allowed.
-pub fn explain(config: &Config, scopes: &[String], method: &str, url: &str) -> Result<(bool, String), String> {
+pub fn explain(
+    config: &Config,
+    scopes: &[String],
+    method: &str,
+    url: &str,
+) -> Result<(bool, String), String> {
     for s in scopes {
         if !config.policy.has_scope(s) {
             return Err(format!("no scope named {s:?} in the configuration"));
@@ -85,7 +90,11 @@ pub fn explain(config: &Config, scopes: &[String], method: &str, url: &str) -> R
         let connect = config.policy.connect_decision(scopes, &host, port);
         out.push_str(&format!(
             "CONNECT {host}:{port}: {}\n",
-            if connect.verdict == Verdict::Allow { "allowed" } else { "denied" }
+            if connect.verdict == Verdict::Allow {
+                "allowed"
+            } else {
+                "denied"
+            }
         ));
     }
     let decision = config.policy.decide(
@@ -101,7 +110,11 @@ pub fn explain(config: &Config, scopes: &[String], method: &str, url: &str) -> R
     let allowed = decision.verdict == Verdict::Allow && findings.is_empty();
     out.push_str(&format!(
         "decision: {}\nreason: {}\n",
-        if decision.verdict == Verdict::Allow { "allow" } else { "deny" },
+        if decision.verdict == Verdict::Allow {
+            "allow"
+        } else {
+            "deny"
+        },
         decision.reason
     ));
     if !decision.message.is_empty() {
@@ -109,7 +122,11 @@ pub fn explain(config: &Config, scopes: &[String], method: &str, url: &str) -> R
     }
     if let Some(rule) = &decision.rule {
         out.push_str(&format!("rule: {} ({})\n", rule.id, rule.describe()));
-        match rule.credential.as_ref().and_then(|c| config.credentials.get(c)) {
+        match rule
+            .credential
+            .as_ref()
+            .and_then(|c| config.credentials.get(c))
+        {
             Some(def) => out.push_str(&format!(
                 "credential: {} from the {} source, injected as {}\n",
                 def.name,

@@ -53,12 +53,17 @@ impl Running {
         audit: Option<Arc<AuditSink>>,
         resolver: Arc<dyn Resolve>,
     ) -> anyhow::Result<Running> {
-        let ca = CertificateAuthority::load(&config.ca.cert, &config.ca.key)
-            .with_context(|| "cannot load the interception CA; create one with `credgate ca init`")?;
+        let ca =
+            CertificateAuthority::load(&config.ca.cert, &config.ca.key).with_context(|| {
+                "cannot load the interception CA; create one with `credgate ca init`"
+            })?;
         let audit = match audit {
             Some(a) => a,
             None => AuditSink::open(&config.audit_path).with_context(|| {
-                format!("cannot open the decision log {}", config.audit_path.display())
+                format!(
+                    "cannot open the decision log {}",
+                    config.audit_path.display()
+                )
             })?,
         };
         let admin_token = admin_token(&config.admin.token)?;
@@ -85,7 +90,9 @@ impl Running {
         let service: Arc<dyn crate::task::TaskService> = gateway.clone();
         let admin_stop = until_stopped(stopped.clone());
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = crate::admin::serve(admin_listener, service, admin_token, admin_stop).await {
+            if let Err(e) =
+                crate::admin::serve(admin_listener, service, admin_token, admin_stop).await
+            {
                 tracing::error!(error = %e, "admin API stopped");
             }
         }));
@@ -194,7 +201,10 @@ pub async fn run(args: &ServeArgs) -> anyhow::Result<()> {
 fn reload(gateway: &Gateway, path: &Path, why: &str) {
     match Config::load(path, &ProcessEnv) {
         Err(errors) => {
-            tracing::error!(trigger = why, "configuration rejected, keeping the running one");
+            tracing::error!(
+                trigger = why,
+                "configuration rejected, keeping the running one"
+            );
             eprintln!("credgate: configuration rejected ({why}); the running configuration stays:\n{errors}");
         }
         Ok(config) => match gateway.reload(config) {
@@ -227,7 +237,10 @@ fn watch_config(
     };
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if let Ok(event) = event {
-            let ours = event.paths.iter().any(|p| p.file_name() == Some(&file_name));
+            let ours = event
+                .paths
+                .iter()
+                .any(|p| p.file_name() == Some(&file_name));
             if ours && (event.kind.is_modify() || event.kind.is_create()) {
                 let _ = tx.send("file change");
             }

@@ -124,7 +124,12 @@ pub struct ConfigErrors {
 impl std::fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.file {
-            Some(file) => writeln!(f, "{} has {} problem(s):", file.display(), self.errors.len())?,
+            Some(file) => writeln!(
+                f,
+                "{} has {} problem(s):",
+                file.display(),
+                self.errors.len()
+            )?,
             None => writeln!(f, "the configuration has {} problem(s):", self.errors.len())?,
         }
         for e in &self.errors {
@@ -217,7 +222,8 @@ impl Collector {
                 let inner = e.path().to_string();
                 let inner = if inner == "." { String::new() } else { inner };
                 let message = e.into_inner().to_string();
-                self.errors.push(FieldError::new(join_path(path, &inner), message));
+                self.errors
+                    .push(FieldError::new(join_path(path, &inner), message));
                 None
             }
         }
@@ -227,7 +233,8 @@ impl Collector {
         match text.map(units::parse_duration) {
             None => default,
             Some(Ok(d)) if d.is_zero() => {
-                self.errors.push(FieldError::new(path, "must be longer than zero"));
+                self.errors
+                    .push(FieldError::new(path, "must be longer than zero"));
                 default
             }
             Some(Ok(d)) => d,
@@ -252,7 +259,8 @@ impl Collector {
     }
 
     fn extend(&mut self, prefix: &str, errors: Vec<FieldError>) {
-        self.errors.extend(errors.into_iter().map(|e| e.under(prefix)));
+        self.errors
+            .extend(errors.into_iter().map(|e| e.under(prefix)));
     }
 }
 
@@ -278,7 +286,12 @@ impl Config {
         let map = match &root {
             serde_yaml::Value::Mapping(m) => m,
             serde_yaml::Value::Null => &empty,
-            _ => return Err(fail(vec![FieldError::new("", "the top level must be a mapping")])),
+            _ => {
+                return Err(fail(vec![FieldError::new(
+                    "",
+                    "the top level must be a mapping",
+                )]))
+            }
         };
         let mut c = Collector { errors: Vec::new() };
         for key in map.keys() {
@@ -423,7 +436,10 @@ impl Config {
                         };
                         if let Some(cred) = &raw_rule.credential {
                             if !credentials.contains_key(cred)
-                                && !c.errors.iter().any(|e| e.path.starts_with(&format!("credentials.{cred}")))
+                                && !c
+                                    .errors
+                                    .iter()
+                                    .any(|e| e.path.starts_with(&format!("credentials.{cred}")))
                             {
                                 c.errors.push(FieldError::new(
                                     format!("{rule_path}.credential"),
@@ -446,7 +462,10 @@ impl Config {
             .and_then(|v| c.section::<RawAmbient>("ambient_task", v))
             .map(|raw| {
                 if raw.scopes.is_empty() {
-                    c.errors.push(FieldError::new("ambient_task.scopes", "needs at least one scope"));
+                    c.errors.push(FieldError::new(
+                        "ambient_task.scopes",
+                        "needs at least one scope",
+                    ));
                 }
                 for (i, s) in raw.scopes.iter().enumerate() {
                     if !policy.has_scope(s) {
@@ -497,7 +516,11 @@ impl Config {
             out.push_str(&format!("scope {name}:\n"));
             for rule in self.policy.rules(name).unwrap_or_default() {
                 out.push_str(&format!("  - {}\n", rule.describe()));
-                if let Some(def) = rule.credential.as_ref().and_then(|c| self.credentials.get(c)) {
+                if let Some(def) = rule
+                    .credential
+                    .as_ref()
+                    .and_then(|c| self.credentials.get(c))
+                {
                     out.push_str(&format!(
                         "      credential {} from {} source, injected as {}\n",
                         def.name,

@@ -7,7 +7,9 @@ use std::time::Duration;
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     if text.chars().all(|c| c.is_ascii_digit()) {
-        return Err(format!("{text:?} needs a unit, e.g. \"{text}s\" or \"{text}m\""));
+        return Err(format!(
+            "{text:?} needs a unit, e.g. \"{text}s\" or \"{text}m\""
+        ));
     }
     humantime::parse_duration(text).map_err(|e| format!("{text:?} is not a duration ({e})"))
 }

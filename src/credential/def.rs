@@ -32,9 +32,7 @@ use crate::inject::{Injection, RawInject};
 #[serde(deny_unknown_fields)]
 pub struct RawCredential {
     /// `static: { env: NAME }` or `static: { file: PATH }`: a standing secret.
-    // The YAML deserializer reads externally tagged enums as `!env NAME`;
-    // `singleton_map` accepts the `{ env: NAME }` form operators write.
-    #[serde(default, rename = "static", with = "serde_yaml::with::singleton_map")]
+    #[serde(default, rename = "static")]
     pub static_: Option<SecretRef>,
     /// `exec: { command: [...], timeout: 10s }`: a command that mints the credential.
     #[serde(default)]

@@ -130,14 +130,40 @@ impl Environment for std::collections::BTreeMap<String, String> {
     }
 }
 
-/// A reference to a secret held outside the configuration file.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "snake_case")]
+/// A reference to a secret held outside the configuration file, written
+/// `{ env: NAME }` or `{ file: PATH }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SecretRef {
     /// An environment variable's value.
     Env(String),
     /// A file's content, with one trailing newline removed.
     File(PathBuf),
+}
+
+impl<'de> Deserialize<'de> for SecretRef {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Raw {
+            #[serde(default)]
+            env: Option<String>,
+            #[serde(default)]
+            file: Option<PathBuf>,
+        }
+        match Raw::deserialize(deserializer)? {
+            Raw {
+                env: Some(name),
+                file: None,
+            } if !name.is_empty() => Ok(SecretRef::Env(name)),
+            Raw {
+                env: None,
+                file: Some(path),
+            } if !path.as_os_str().is_empty() => Ok(SecretRef::File(path)),
+            _ => Err(serde::de::Error::custom(
+                "a secret reference is { env: NAME } or { file: PATH }, exactly one of them",
+            )),
+        }
+    }
 }
 
 /// Why a [`SecretRef`] could not be resolved. Never contains the value.

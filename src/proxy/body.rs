@@ -47,11 +47,6 @@ impl ProxyBody {
         ProxyBody::Full(Some(bytes.into()))
     }
 
-    /// An empty body.
-    pub(crate) fn empty() -> Self {
-        ProxyBody::Full(None)
-    }
-
     /// Streams `inner` through `scrubber`, filling and finally emitting
     /// `record`; the whole body must arrive within `remaining`.
     pub(crate) fn upstream(
@@ -94,7 +89,9 @@ impl Body for ProxyBody {
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            ProxyBody::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+            ProxyBody::Full(bytes) => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
             // Scrubbing keeps lengths, so the upstream's length still holds.
             ProxyBody::Upstream(body) => body.inner.size_hint(),
         }
@@ -113,7 +110,8 @@ impl UpstreamBody {
             self.finished = true;
             let rec = self.record.record();
             rec.reason = Some(Reason::UpstreamTimeout);
-            rec.message = Some("the response did not complete within upstream.total_timeout".into());
+            rec.message =
+                Some("the response did not complete within upstream.total_timeout".into());
             return Poll::Ready(Some(Err(io::Error::new(
                 io::ErrorKind::TimedOut,
                 "upstream response timed out",
@@ -124,7 +122,9 @@ impl UpstreamBody {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Some(Ok(frame))) => {
                     // Trailers are dropped: they are not scanned, so they must not pass.
-                    let Ok(data) = frame.into_data() else { continue };
+                    let Ok(data) = frame.into_data() else {
+                        continue;
+                    };
                     let (out, count) = self.scrubber.push(&data);
                     let rec = self.record.record();
                     rec.scrubbed += count as u64;
@@ -166,4 +166,3 @@ impl Drop for UpstreamBody {
         }
     }
 }
-

@@ -199,7 +199,11 @@ impl Gateway {
     }
 }
 
-fn build_snapshot(config: Config, generation: u64, resolver: &Arc<dyn Resolve>) -> Result<Snapshot, GatewayError> {
+fn build_snapshot(
+    config: Config,
+    generation: u64,
+    resolver: &Arc<dyn Resolve>,
+) -> Result<Snapshot, GatewayError> {
     let tls = upstream_client_config(config.upstream.extra_ca.as_deref())?;
     let upstreams = Upstreams::new(tls, resolver.clone(), config.upstream.connect_timeout);
     Ok(Snapshot {
@@ -236,7 +240,13 @@ impl TaskService for Gateway {
                 "the decision log cannot be written; no task can start".into(),
             ));
         }
-        let (task, token) = self.tasks.create(TaskSpec { ttl: Some(ttl), ..spec }, SystemTime::now());
+        let (task, token) = self.tasks.create(
+            TaskSpec {
+                ttl: Some(ttl),
+                ..spec
+            },
+            SystemTime::now(),
+        );
         self.record_task(
             &task,
             Event::TaskStart,

@@ -162,7 +162,11 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> H1Connection<IO> {
     }
 
     /// Reads the whole body of the current request, refusing more than `limit` bytes.
-    pub(crate) async fn read_body(&mut self, framing: Framing, limit: usize) -> Result<Bytes, H1Error> {
+    pub(crate) async fn read_body(
+        &mut self,
+        framing: Framing,
+        limit: usize,
+    ) -> Result<Bytes, H1Error> {
         match framing {
             Framing::Empty => Ok(Bytes::new()),
             Framing::Length(len) => {
@@ -542,7 +546,12 @@ mod tests {
         ];
         for raw in cases {
             let err = parse(raw).await.unwrap_err();
-            assert_eq!(err.reason(), Reason::FramingAmbiguous, "{}", String::from_utf8_lossy(raw));
+            assert_eq!(
+                err.reason(),
+                Reason::FramingAmbiguous,
+                "{}",
+                String::from_utf8_lossy(raw)
+            );
         }
     }
 
@@ -554,7 +563,12 @@ mod tests {
             b"\x16\x03\x01\x00\x05hello",
         ] {
             let err = parse(raw).await.unwrap_err();
-            assert_eq!(err.reason(), Reason::BadRequest, "{}", String::from_utf8_lossy(raw));
+            assert_eq!(
+                err.reason(),
+                Reason::BadRequest,
+                "{}",
+                String::from_utf8_lossy(raw)
+            );
         }
     }
 

@@ -29,9 +29,10 @@ use http_body_util::Full;
 use super::address::AddressPolicy;
 use super::body::ProxyBody;
 use super::gateway::{Gateway, Snapshot};
-use super::h1::has_token;
 use super::upstream::ConnectError;
-use crate::audit::{CacheOutcome, CredentialInfo, RecordGuard, UpstreamInfo, Verdict as RecordVerdict};
+use crate::audit::{
+    CacheOutcome, CredentialInfo, RecordGuard, UpstreamInfo, Verdict as RecordVerdict,
+};
 use crate::credential::cache::CacheStatus;
 use crate::credential::secret::Secret;
 use crate::credential::FetchContext;
@@ -135,7 +136,10 @@ pub(crate) async fn handle(
     if !gw.audit.healthy() {
         return deny(
             rec,
-            Deny::new(Reason::AuditUnavailable, "the decision log cannot be written"),
+            Deny::new(
+                Reason::AuditUnavailable,
+                "the decision log cannot be written",
+            ),
         );
     }
 
@@ -163,7 +167,18 @@ pub(crate) async fn handle(
         r.path = Some(target.path.clone());
     }
 
-    let response = run_phases(gw, &snapshot, conn, &task, token.as_ref(), target, &mut parts, body, &mut rec).await;
+    let response = run_phases(
+        gw,
+        &snapshot,
+        conn,
+        &task,
+        token.as_ref(),
+        target,
+        &mut parts,
+        body,
+        &mut rec,
+    )
+    .await;
     match response {
         Ok(upstream) => respond_upstream(gw, &snapshot, conn, &task, token.as_ref(), upstream, rec),
         Err(d) => deny(rec, d),
@@ -209,10 +224,15 @@ async fn run_phases(
     rec.record().findings = finding_ids(&findings);
 
     // authorize
-    let mut decision = config.policy.decide(&task.scopes, &request_target(&parts.method, &target));
+    let mut decision = config
+        .policy
+        .decide(&task.scopes, &request_target(&parts.method, &target));
     if !findings.is_empty() {
         let strip = decision.verdict == Verdict::Allow
-            && decision.rule.as_ref().is_some_and(|r| r.on_secret == SecretAction::Strip);
+            && decision
+                .rule
+                .as_ref()
+                .is_some_and(|r| r.on_secret == SecretAction::Strip);
         if !strip {
             return Err(Deny::new(
                 Reason::SecretInRequest,
@@ -237,7 +257,9 @@ async fn run_phases(
         config.sanitizer.redact_body(&mut owned);
         body = Bytes::from(owned);
         rec.record().path = Some(target.path.clone());
-        decision = config.policy.decide(&task.scopes, &request_target(&parts.method, &target));
+        decision = config
+            .policy
+            .decide(&task.scopes, &request_target(&parts.method, &target));
     }
     rec.record().rule = decision.rule.as_ref().map(|r| r.id.to_string());
     if decision.verdict != Verdict::Allow {
@@ -273,7 +295,10 @@ async fn run_phases(
             let Some(def) = config.credentials.get(name) else {
                 return Err(Deny::new(
                     Reason::CredentialUnavailable,
-                    format!("rule {} names credential {name}, which is not configured", rule.id),
+                    format!(
+                        "rule {} names credential {name}, which is not configured",
+                        rule.id
+                    ),
                 ));
             };
             let ctx = FetchContext {
@@ -290,9 +315,7 @@ async fn run_phases(
                         name: cred.name.clone(),
                         id: cred.id.clone(),
                         fingerprint: cred.fingerprint(),
-                        expires_at: cred
-                            .expires_at
-                            .map(crate::audit::format_timestamp),
+                        expires_at: cred.expires_at.map(crate::audit::format_timestamp),
                         cache: Some(match status {
                             CacheStatus::Hit => CacheOutcome::Hit,
                             CacheStatus::Miss => CacheOutcome::Miss,
@@ -320,16 +343,22 @@ async fn run_phases(
     };
     parts.uri = match uri.parse::<Uri>() {
         Ok(u) => u,
-        Err(_) => return Err(Deny::new(Reason::BadRequest, "the request target cannot be forwarded")),
+        Err(_) => {
+            return Err(Deny::new(
+                Reason::BadRequest,
+                "the request target cannot be forwarded",
+            ))
+        }
     };
     parts.version = http::Version::HTTP_11;
     if let Ok(host) = HeaderValue::from_str(&authority) {
         parts.headers.insert(header::HOST, host);
     }
     // Bodies must come back scannable: ask for no content coding.
-    parts
-        .headers
-        .insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+    parts.headers.insert(
+        header::ACCEPT_ENCODING,
+        HeaderValue::from_static("identity"),
+    );
     if let Some((def, cred)) = &credential {
         if let Err(e) = def.injection.apply(cred, parts) {
             return Err(Deny::new(
@@ -343,7 +372,8 @@ async fn run_phases(
     let request = http::Request::from_parts(parts.clone(), Full::new(body));
     let client = snapshot.upstreams.client(address_policy);
     let started = Instant::now();
-    let sent = tokio::time::timeout(config.upstream.first_byte_timeout, client.request(request)).await;
+    let sent =
+        tokio::time::timeout(config.upstream.first_byte_timeout, client.request(request)).await;
     let response = match sent {
         Err(_) => {
             return Err(Deny::new(
@@ -412,7 +442,12 @@ fn respond_upstream(
 
 /// The scrubber for this task's credentials and token, reused on the
 /// connection until the task is issued another credential.
-fn scrubber_for(gw: &Gateway, conn: &ConnContext, task: &Task, token: Option<&Secret>) -> Arc<Scrubber> {
+fn scrubber_for(
+    gw: &Gateway,
+    conn: &ConnContext,
+    task: &Task,
+    token: Option<&Secret>,
+) -> Arc<Scrubber> {
     let generation = gw.credentials.generation(&task.id);
     let mut cached = conn.scrubber.lock().expect("scrubber cache poisoned");
     if let Some(c) = cached.as_ref() {
@@ -483,7 +518,10 @@ pub(crate) fn authenticate(
 /// Words for a 407.
 pub(crate) fn auth_message(e: &AuthError) -> String {
     match e {
-        AuthError::Missing => "no task token: send Proxy-Authorization (use the proxy URL from `credgate task start`)".into(),
+        AuthError::Missing => {
+            "no task token: send Proxy-Authorization (use the proxy URL from `credgate task start`)"
+                .into()
+        }
         AuthError::Ended => "the task has ended; start a new task".into(),
         _ => "the task token is not valid".into(),
     }
@@ -503,7 +541,10 @@ fn request_target<'a>(method: &'a Method, target: &'a Target) -> RequestTarget<'
 /// request gives for its destination agrees.
 fn resolve_target(conn: &ConnContext, parts: &request::Parts) -> Result<Target, Deny> {
     let uri = &parts.uri;
-    let host_header = parts.headers.get(header::HOST).map(|h| h.to_str().unwrap_or("\u{0}"));
+    let host_header = parts
+        .headers
+        .get(header::HOST)
+        .map(|h| h.to_str().unwrap_or("\u{0}"));
     let (scheme, host, port) = match &conn.tunnel {
         Some(tunnel) => {
             // Inside a tunnel the origin is fixed by CONNECT; the request may
@@ -526,32 +567,37 @@ fn resolve_target(conn: &ConnContext, parts: &request::Parts) -> Result<Target, 
             }
             if let (Some(a), Some(hh)) = (uri.authority(), host_header) {
                 if split_authority(hh, 443) != split_authority(a.as_str(), 443) {
-                    return Err(Deny::new(Reason::HostMismatch, "request URI and Host disagree"));
+                    return Err(Deny::new(
+                        Reason::HostMismatch,
+                        "request URI and Host disagree",
+                    ));
                 }
             }
             (Scheme::Https, tunnel.host.clone(), tunnel.port)
         }
         None => {
-            let scheme = match uri.scheme_str() {
-                Some("http") => Scheme::Http,
-                Some(_) => {
-                    return Err(Deny::new(
-                        Reason::BadRequest,
-                        "only http:// URLs are proxied directly; https goes through CONNECT",
-                    ))
-                }
-                None => {
-                    return Err(Deny::new(
+            let scheme =
+                match uri.scheme_str() {
+                    Some("http") => Scheme::Http,
+                    Some(_) => {
+                        return Err(Deny::new(
+                            Reason::BadRequest,
+                            "only http:// URLs are proxied directly; https goes through CONNECT",
+                        ))
+                    }
+                    None => return Err(Deny::new(
                         Reason::BadRequest,
                         "credgate is a forward proxy: send absolute-form requests (set HTTP_PROXY)",
-                    ))
-                }
-            };
+                    )),
+                };
             let authority = uri
                 .authority()
                 .ok_or_else(|| Deny::new(Reason::BadRequest, "request URI without host"))?;
             if authority.as_str().contains('@') {
-                return Err(Deny::new(Reason::BadRequest, "userinfo in the request URI is refused"));
+                return Err(Deny::new(
+                    Reason::BadRequest,
+                    "userinfo in the request URI is refused",
+                ));
             }
             let (h, p) = split_authority(authority.as_str(), 80)
                 .ok_or_else(|| Deny::new(Reason::BadRequest, "invalid host in the request URI"))?;
@@ -679,7 +725,11 @@ pub(crate) fn deny(mut rec: RecordGuard, d: Deny) -> Response<ProxyBody> {
 }
 
 /// A JSON error body naming the reason, the message and the record id.
-pub(crate) fn error_response(reason: Reason, message: &str, record_id: &str) -> Response<ProxyBody> {
+pub(crate) fn error_response(
+    reason: Reason,
+    message: &str,
+    record_id: &str,
+) -> Response<ProxyBody> {
     let body = serde_json::json!({
         "error": reason.as_str(),
         "message": message,
@@ -688,8 +738,14 @@ pub(crate) fn error_response(reason: Reason, message: &str, record_id: &str) -> 
     let mut response = Response::new(ProxyBody::full(body.to_string() + "\n"));
     *response.status_mut() = reason.status();
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    headers.insert("x-credgate-reason", HeaderValue::from_static(reason.as_str()));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(
+        "x-credgate-reason",
+        HeaderValue::from_static(reason.as_str()),
+    );
     if reason.status() == StatusCode::PROXY_AUTHENTICATION_REQUIRED {
         headers.insert(
             header::PROXY_AUTHENTICATE,
@@ -699,21 +755,16 @@ pub(crate) fn error_response(reason: Reason, message: &str, record_id: &str) -> 
     response
 }
 
-/// Whether the agent asked to close after this request.
-pub(crate) fn wants_close(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .any(|v| has_token(v, "close"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn authorities_split_and_normalise() {
-        assert_eq!(split_authority("API.Example.com.:8443", 443), Some(("api.example.com".into(), 8443)));
+        assert_eq!(
+            split_authority("API.Example.com.:8443", 443),
+            Some(("api.example.com".into(), 8443))
+        );
         assert_eq!(split_authority("[::1]:9", 443), Some(("::1".into(), 9)));
         assert_eq!(split_authority("[::1]", 443), Some(("::1".into(), 443)));
         assert_eq!(split_authority("a.example:x", 443), None);

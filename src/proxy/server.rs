@@ -24,8 +24,8 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::address::AddressPolicy;
 use super::gateway::Gateway;
-use super::h1::{H1Connection, H1Error, Framing, RequestHead};
-use super::pipeline::{self, authenticate, auth_message, ConnContext, Deny, Tunnel};
+use super::h1::{Framing, H1Connection, H1Error, RequestHead};
+use super::pipeline::{self, auth_message, authenticate, ConnContext, Deny, Tunnel};
 use super::rewind::Rewind;
 use super::upstream::dial;
 use crate::audit::{DecisionRecord, RecordGuard, Verdict as RecordVerdict};
@@ -98,7 +98,10 @@ where
             rec.record().method = Some("CONNECT".into());
             let response = pipeline::deny(
                 rec,
-                Deny::new(Reason::MethodRefused, "CONNECT inside an intercepted tunnel is refused"),
+                Deny::new(
+                    Reason::MethodRefused,
+                    "CONNECT inside an intercepted tunnel is refused",
+                ),
             );
             let _ = conn.write_response(response, false, false).await;
             return None;
@@ -108,7 +111,10 @@ where
         // sending its body still leaves one.
         let mut rec = new_record(gw);
         rec.record().method = Some(head.parts.method.to_string());
-        if head.expect_continue && head.framing != Framing::Empty && conn.write_continue().await.is_err() {
+        if head.expect_continue
+            && head.framing != Framing::Empty
+            && conn.write_continue().await.is_err()
+        {
             return None;
         }
         let limit = gw.snapshot().config.sanitizer.max_body_scan();
@@ -134,16 +140,28 @@ where
 }
 
 /// Writes a denial on a connection that then closes.
-async fn refuse<IO: AsyncRead + AsyncWrite + Unpin>(conn: &mut H1Connection<IO>, rec: RecordGuard, d: Deny) {
+async fn refuse<IO: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut H1Connection<IO>,
+    rec: RecordGuard,
+    d: Deny,
+) {
     let response = pipeline::deny(rec, d);
     let _ = conn.write_response(response, false, false).await;
 }
 
-async fn handle_connect(gw: Arc<Gateway>, mut conn: H1Connection<TcpStream>, head: RequestHead, peer: SocketAddr) {
+async fn handle_connect(
+    gw: Arc<Gateway>,
+    mut conn: H1Connection<TcpStream>,
+    head: RequestHead,
+    peer: SocketAddr,
+) {
     let mut rec = new_record(&gw);
     rec.record().method = Some("CONNECT".into());
     if !gw.audit.healthy() {
-        let d = Deny::new(Reason::AuditUnavailable, "the decision log cannot be written");
+        let d = Deny::new(
+            Reason::AuditUnavailable,
+            "the decision log cannot be written",
+        );
         return refuse(&mut conn, rec, d).await;
     }
     let (task, token) = match authenticate(&gw, peer, &head.parts.headers, SystemTime::now()) {
@@ -170,7 +188,10 @@ async fn handle_connect(gw: Arc<Gateway>, mut conn: H1Connection<TcpStream>, hea
     // Authorised before any DNS lookup: a target outside every scope of the
     // task never reaches the resolver.
     let snapshot = gw.snapshot();
-    let decision = snapshot.config.policy.connect_decision(&task.scopes, &host, port);
+    let decision = snapshot
+        .config
+        .policy
+        .connect_decision(&task.scopes, &host, port);
     rec.record().rule = decision.rule.as_ref().map(|r| r.id.to_string());
     if decision.verdict != crate::policy::Verdict::Allow {
         return refuse(&mut conn, rec, Deny::new(decision.reason, decision.message)).await;
@@ -209,7 +230,9 @@ async fn handle_connect(gw: Arc<Gateway>, mut conn: H1Connection<TcpStream>, hea
         let r = rec.record();
         r.decision = Some(RecordVerdict::Deny);
         r.reason = Some(Reason::TunnelRefused);
-        r.message = Some("bytes after CONNECT are not a TLS handshake; no rule allows a blind tunnel".into());
+        r.message = Some(
+            "bytes after CONNECT are not a TLS handshake; no rule allows a blind tunnel".into(),
+        );
         return;
     }
     let io = Rewind::new(buffered, stream);
@@ -229,7 +252,9 @@ async fn handle_connect(gw: Arc<Gateway>, mut conn: H1Connection<TcpStream>, hea
             let r = rec.record();
             r.decision = Some(RecordVerdict::Deny);
             r.reason = Some(Reason::HostMismatch);
-            r.message = Some(format!("TLS server name {sni:?} differs from the CONNECT target {host}"));
+            r.message = Some(format!(
+                "TLS server name {sni:?} differs from the CONNECT target {host}"
+            ));
             return;
         }
     }
@@ -260,7 +285,10 @@ async fn handle_connect(gw: Arc<Gateway>, mut conn: H1Connection<TcpStream>, hea
         let r = rec.record();
         r.decision = Some(RecordVerdict::Allow);
         r.reason = Some(Reason::Allowed);
-        r.message = Some(format!("tunnel intercepted ({})", if h2 { "h2" } else { "http/1.1" }));
+        r.message = Some(format!(
+            "tunnel intercepted ({})",
+            if h2 { "h2" } else { "http/1.1" }
+        ));
     }
     // The CONNECT's own record is complete; each request inside gets its own.
     drop(rec);
@@ -295,7 +323,10 @@ fn connect_target(head: &RequestHead) -> Option<(String, u16)> {
     }
     let authority = uri.authority()?;
     let port = authority.port_u16()?;
-    let host = authority.host().trim_start_matches('[').trim_end_matches(']');
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
     Some((normalize_host(host).ok()?, port))
 }
 
@@ -314,10 +345,19 @@ where
             let body = match Limited::new(body, limit).collect().await {
                 Ok(collected) => collected.to_bytes(),
                 Err(e) => {
-                    let d = if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
-                        Deny::new(Reason::BodyTooLarge, format!("request body larger than {limit} bytes"))
+                    let d = if e
+                        .downcast_ref::<http_body_util::LengthLimitError>()
+                        .is_some()
+                    {
+                        Deny::new(
+                            Reason::BodyTooLarge,
+                            format!("request body larger than {limit} bytes"),
+                        )
                     } else {
-                        Deny::new(Reason::ClientDisconnected, "the request body did not arrive")
+                        Deny::new(
+                            Reason::ClientDisconnected,
+                            "the request body did not arrive",
+                        )
                     };
                     return Ok::<_, Infallible>(pipeline::deny(rec, d));
                 }
@@ -365,7 +405,9 @@ async fn blind_tunnel(
     }
     let (stream, buffered) = conn.into_parts();
     let mut agent = Rewind::new(buffered, stream);
-    if let Ok((to_upstream, to_agent)) = tokio::io::copy_bidirectional(&mut agent, &mut upstream).await {
+    if let Ok((to_upstream, to_agent)) =
+        tokio::io::copy_bidirectional(&mut agent, &mut upstream).await
+    {
         let r = rec.record();
         r.bytes_in = to_upstream;
         r.bytes_out = to_agent;

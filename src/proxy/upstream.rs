@@ -177,7 +177,12 @@ impl tower_service::Service<Uri> for GuardedConnector {
 }
 
 impl GuardedConnector {
-    async fn connect(&self, host: &str, port: u16, tls: bool) -> Result<UpstreamStream, ConnectError> {
+    async fn connect(
+        &self,
+        host: &str,
+        port: u16,
+        tls: bool,
+    ) -> Result<UpstreamStream, ConnectError> {
         let stream = dial(self.resolver.as_ref(), host, port, self.policy).await?;
         if !tls {
             return Ok(UpstreamStream::Plain(TokioIo::new(stream)));
@@ -201,7 +206,11 @@ impl GuardedConnector {
 /// Name resolution, behind a trait so tests can see (and count) every lookup.
 pub trait Resolve: Send + Sync + 'static {
     /// The addresses of `host`, each with `port`.
-    fn resolve<'a>(&'a self, host: &'a str, port: u16) -> crate::BoxFuture<'a, io::Result<Vec<SocketAddr>>>;
+    fn resolve<'a>(
+        &'a self,
+        host: &'a str,
+        port: u16,
+    ) -> crate::BoxFuture<'a, io::Result<Vec<SocketAddr>>>;
 }
 
 /// The system resolver (getaddrinfo, through tokio).
@@ -209,7 +218,11 @@ pub trait Resolve: Send + Sync + 'static {
 pub struct SystemResolver;
 
 impl Resolve for SystemResolver {
-    fn resolve<'a>(&'a self, host: &'a str, port: u16) -> crate::BoxFuture<'a, io::Result<Vec<SocketAddr>>> {
+    fn resolve<'a>(
+        &'a self,
+        host: &'a str,
+        port: u16,
+    ) -> crate::BoxFuture<'a, io::Result<Vec<SocketAddr>>> {
         Box::pin(async move { Ok(tokio::net::lookup_host((host, port)).await?.collect()) })
     }
 }
@@ -288,7 +301,11 @@ impl hyper::rt::Read for UpstreamStream {
 }
 
 impl hyper::rt::Write for UpstreamStream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             UpstreamStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),

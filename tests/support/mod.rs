@@ -27,8 +27,8 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use rustls_pki_types::pem::PemObject;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Sleep;
 
@@ -95,7 +95,10 @@ impl Resolve for CountingResolver {
         let mapped = self.overrides.lock().unwrap().get(host).cloned();
         Box::pin(async move {
             match mapped {
-                Some(ips) => Ok(ips.into_iter().map(|ip| SocketAddr::new(ip, port)).collect()),
+                Some(ips) => Ok(ips
+                    .into_iter()
+                    .map(|ip| SocketAddr::new(ip, port))
+                    .collect()),
                 None => Ok(tokio::net::lookup_host((host, port)).await?.collect()),
             }
         })
@@ -291,7 +294,11 @@ impl Drop for Upstream {
 }
 
 impl Upstream {
-    pub async fn start_tls(ca: Arc<CertificateAuthority>, host: &str, handler: Handler) -> Upstream {
+    pub async fn start_tls(
+        ca: Arc<CertificateAuthority>,
+        host: &str,
+        handler: Handler,
+    ) -> Upstream {
         let config = LeafCache::new(ca).server_config(host).await.unwrap();
         let acceptor = tokio_rustls::TlsAcceptor::from(config);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -300,18 +307,26 @@ impl Upstream {
         let rec = received.clone();
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { return };
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
                 let acceptor = acceptor.clone();
                 let handler = handler.clone();
                 let rec = rec.clone();
                 tokio::spawn(async move {
-                    let Ok(tls) = acceptor.accept(stream).await else { return };
+                    let Ok(tls) = acceptor.accept(stream).await else {
+                        return;
+                    };
                     let service = service_fn(move |req: Request<Incoming>| {
                         let handler = handler.clone();
                         let rec = rec.clone();
                         async move {
                             let (parts, body) = req.into_parts();
-                            let body = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+                            let body = body
+                                .collect()
+                                .await
+                                .map(|c| c.to_bytes())
+                                .unwrap_or_default();
                             let got = Received {
                                 method: parts.method.to_string(),
                                 path_and_query: parts
@@ -323,7 +338,10 @@ impl Upstream {
                                     .headers
                                     .iter()
                                     .map(|(k, v)| {
-                                        (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned())
+                                        (
+                                            k.to_string(),
+                                            String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                                        )
                                     })
                                     .collect(),
                                 body: body.to_vec(),
@@ -335,9 +353,7 @@ impl Upstream {
                                 builder = builder.header(k, v);
                             }
                             Ok::<_, std::convert::Infallible>(
-                                builder
-                                    .body(ChunkedBody::new(reply.chunks))
-                                    .unwrap(),
+                                builder.body(ChunkedBody::new(reply.chunks)).unwrap(),
                             )
                         }
                     });
@@ -415,7 +431,10 @@ pub async fn raw_exchange(addr: SocketAddr, bytes: &[u8], wait: Duration) -> Str
     read_until_quiet(&mut stream, wait).await
 }
 
-pub async fn read_until_quiet<S: tokio::io::AsyncRead + Unpin>(stream: &mut S, wait: Duration) -> String {
+pub async fn read_until_quiet<S: tokio::io::AsyncRead + Unpin>(
+    stream: &mut S,
+    wait: Duration,
+) -> String {
     let mut out = Vec::new();
     let mut buf = [0u8; 8192];
     loop {

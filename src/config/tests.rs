@@ -1,0 +1,139 @@
+use std::collections::BTreeMap;
+
+use super::*;
+
+fn env() -> BTreeMap<String, String> {
+    [("GH_TOKEN".to_string(), "test-secret-gh".to_string())].into()
+}
+
+fn errors(text: &str) -> Vec<String> {
+    match Config::parse(text, &env()) {
+        Ok(_) => panic!("expected errors for:\n{text}"),
+        Err(e) => e.errors.iter().map(|e| e.to_string()).collect(),
+    }
+}
+
+#[test]
+fn the_shipped_default_config_is_valid() {
+    let config = Config::parse(DEFAULT_CONFIG_YAML, &env()).unwrap();
+    assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(config.admin.listen.to_string(), "127.0.0.1:8081");
+    assert!(config.policy.has_scope("packages-read"));
+    assert!(config.proxy_url.is_none());
+    assert_eq!(config.tasks.default_ttl, Duration::from_secs(900));
+}
+
+#[test]
+fn an_empty_file_takes_every_default() {
+    let config = Config::parse("", &env()).unwrap();
+    assert_eq!(
+        config.audit_path,
+        PathBuf::from(".credgate/decisions.jsonl")
+    );
+    assert_eq!(config.upstream.connect_timeout, Duration::from_secs(10));
+    assert!(config.policy.scope_names().is_empty());
+}
+
+#[test]
+fn every_error_is_reported_with_its_field_path() {
+    let found = errors(
+        r#"
+listen: nowhere
+colour: blue
+upstream: { connect_timeout: 10 }
+tasks: { default_ttl: 9h, max_ttl: 1h }
+credentials:
+  gh:
+    static: { env: GH_TOKEN }
+  broken:
+    static: { env: NOT_SET_ANYWHERE }
+scopes:
+  read:
+    - host: api.github.com
+      methods: [GET]
+      paths: ["no-slash"]
+      credential: missing
+    - host: api.github.com
+      colour: red
+ambient_task: { scopes: [nope] }
+"#,
+    );
+    let joined = found.join("\n");
+    for expected in [
+        "listen:",
+        "colour: unknown field",
+        "upstream.connect_timeout:",
+        "tasks.default_ttl: is longer than tasks.max_ttl",
+        "credentials.broken",
+        "scopes.read[0].credential: no credential named \"missing\"",
+        "scopes.read[0].paths[0]",
+        "scopes.read[1]",
+        "ambient_task.scopes[0]: no scope named \"nope\"",
+    ] {
+        assert!(
+            joined.contains(expected),
+            "missing {expected:?} in:\n{joined}"
+        );
+    }
+    assert!(
+        !joined.contains("test-secret"),
+        "a secret value leaked into an error"
+    );
+}
+
+#[test]
+fn secret_references_accept_only_one_form() {
+    let joined = errors(
+        r#"
+admin: { token: { env: A, file: /b } }
+"#,
+    )
+    .join("\n");
+    assert!(joined.contains("admin"), "{joined}");
+    let config = Config::parse("admin: { token: { env: ADMIN } }", &env()).unwrap();
+    assert_eq!(config.admin.token, SecretRef::Env("ADMIN".into()));
+}
+
+#[test]
+fn proxy_url_must_be_a_bare_http_url() {
+    assert!(errors("proxy_url: http://user:pw@host:1")
+        .join("\n")
+        .contains("proxy_url"));
+    assert!(errors("proxy_url: https://host:1")
+        .join("\n")
+        .contains("proxy_url"));
+    let config = Config::parse("proxy_url: http://credgate.agents:8080", &env()).unwrap();
+    assert_eq!(
+        config.proxy_url.as_deref(),
+        Some("http://credgate.agents:8080")
+    );
+}
+
+#[test]
+fn scopes_are_described_in_plain_words() {
+    let config = Config::parse(
+        r#"
+credentials:
+  gh:
+    static: { env: GH_TOKEN }
+scopes:
+  github-read:
+    - host: api.github.com
+      methods: [GET, HEAD]
+      paths: ["/repos/acme/*/issues/**"]
+      credential: gh
+    - host: api.github.com
+      paths: ["/orgs/**"]
+      action: deny
+"#,
+        &env(),
+    )
+    .unwrap();
+    let text = config.describe_scopes();
+    assert!(text.starts_with("scope github-read:\n"), "{text}");
+    assert!(text.contains("GET, HEAD"), "{text}");
+    assert!(text.contains("/repos/acme/*/issues/**"), "{text}");
+    assert!(text.contains("credential gh from static source"), "{text}");
+    assert!(text.contains("deny"), "{text}");
+    assert!(!text.contains("test-secret"), "{text}");
+}
