@@ -257,6 +257,7 @@ fn summarise(rec: &DecisionRecord) -> String {
         .unwrap_or_else(|| "-".into());
     let target = match (&rec.method, &rec.host) {
         (Some(m), Some(h)) => format!("{m} {h}{}", rec.path.as_deref().unwrap_or("")),
+        (Some(m), None) => m.clone(),
         _ => String::new(),
     };
     let reason = rec.reason.map(|r| r.as_str()).unwrap_or("");
@@ -266,6 +267,8 @@ fn summarise(rec: &DecisionRecord) -> String {
         format!(" findings={}", rec.findings.join(","))
     } else if rec.scrubbed > 0 {
         format!(" scrubbed={}", rec.scrubbed)
+    } else if rec.event != crate::audit::Event::Request {
+        rec.message.clone().unwrap_or_default()
     } else {
         String::new()
     };

@@ -437,7 +437,10 @@ fn respond_upstream(
         .total_timeout
         .saturating_sub(upstream.started.elapsed());
     let body = ProxyBody::upstream(body, scrubber.stream(), rec, remaining);
-    Response::from_parts(parts, body)
+    let mut response = Response::from_parts(parts, body);
+    // The connection layer stops streaming when this task ends.
+    response.extensions_mut().insert(task.clone());
+    response
 }
 
 /// The scrubber for this task's credentials and token, reused on the

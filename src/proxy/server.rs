@@ -31,6 +31,7 @@ use super::upstream::dial;
 use crate::audit::{DecisionRecord, RecordGuard, Verdict as RecordVerdict};
 use crate::policy::normalize_host;
 use crate::reason::Reason;
+use crate::task::Task;
 
 /// TLS record type of a handshake: the first byte of every ClientHello.
 const TLS_HANDSHAKE: u8 = 0x16;
@@ -132,7 +133,16 @@ where
         let head_only = head.parts.method == Method::HEAD;
         let keep_alive = head.keep_alive;
         let response = pipeline::handle(gw, ctx, head.parts, body, rec).await;
-        match conn.write_response(response, head_only, keep_alive).await {
+        // Ending a task also cuts a response still streaming for it.
+        let task = response.extensions().get::<Arc<Task>>().cloned();
+        let written = match task {
+            Some(task) => tokio::select! {
+                written = conn.write_response(response, head_only, keep_alive) => written,
+                () = task.wait_ended() => return None,
+            },
+            None => conn.write_response(response, head_only, keep_alive).await,
+        };
+        match written {
             Ok(true) => continue,
             _ => return None,
         }
