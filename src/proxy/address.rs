@@ -41,7 +41,19 @@ impl AddressPolicy {
             (_, AddressClass::Never) => false,
             (AddressPolicy::PublicOnly, class) => class == AddressClass::Public,
             (AddressPolicy::AllowPrivate, _) => true,
-            (AddressPolicy::LoopbackOnly, class) => class == AddressClass::Loopback,
+            (AddressPolicy::LoopbackOnly, _) => is_plain_loopback(ip),
+        }
+    }
+}
+
+/// Loopback in its plain forms only: 127.0.0.0/8, ::1 and ::ffff:127.0.0.0/104.
+/// NAT64 and 6to4 forms that embed 127.x leave the machine through a gateway,
+/// so they must not carry a cleartext credential.
+fn is_plain_loopback(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_loopback(),
+        IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
         }
     }
 }
@@ -162,5 +174,8 @@ mod tests {
         assert!(AddressPolicy::LoopbackOnly.permits(lo));
         assert!(!AddressPolicy::LoopbackOnly.permits(public));
         assert!(!AddressPolicy::AllowPrivate.permits("0.0.0.0".parse().unwrap()));
+        assert!(AddressPolicy::LoopbackOnly.permits("::ffff:127.0.0.1".parse().unwrap()));
+        assert!(!AddressPolicy::LoopbackOnly.permits("64:ff9b::7f00:1".parse().unwrap()));
+        assert!(!AddressPolicy::LoopbackOnly.permits("2002:7f00:1::".parse().unwrap()));
     }
 }

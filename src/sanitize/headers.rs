@@ -51,6 +51,18 @@ const HOP_BY_HOP: [HeaderName; 9] = [
     header::PROXY_AUTHENTICATE,
 ];
 
+/// Headers that make an upstream act on another method or path than the one
+/// the rule matched (method-override middleware, IIS/Symfony URL rewriting).
+/// Always removed: a rule that allows `POST /upload` must not become a
+/// `DELETE` or another path behind the proxy's back.
+const REINTERPRETING: [HeaderName; 5] = [
+    HeaderName::from_static("x-http-method-override"),
+    HeaderName::from_static("x-http-method"),
+    HeaderName::from_static("x-method-override"),
+    HeaderName::from_static("x-original-url"),
+    HeaderName::from_static("x-rewrite-url"),
+];
+
 /// The compiled strip list: exact names and `prefix*` wildcards.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct StripList {
@@ -144,6 +156,7 @@ impl StripList {
             }
         }
         doomed.extend(HOP_BY_HOP.iter().cloned());
+        doomed.extend(REINTERPRETING.iter().cloned());
         doomed.extend(headers.keys().filter(|name| self.matches(name)).cloned());
         doomed.sort_unstable_by(|a, b| a.as_str().cmp(b.as_str()));
         doomed.dedup();
@@ -158,6 +171,25 @@ impl StripList {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn method_and_url_override_headers_are_always_removed() {
+        let list = StripList::compile(Some(&[]), &[]).unwrap();
+        let mut headers = HeaderMap::new();
+        for name in [
+            "x-http-method-override",
+            "x-http-method",
+            "x-method-override",
+            "x-original-url",
+            "x-rewrite-url",
+        ] {
+            headers.insert(HeaderName::from_static(name), "DELETE".parse().unwrap());
+        }
+        headers.insert("accept", "*/*".parse().unwrap());
+        let removed = list.strip(&mut headers);
+        assert_eq!(removed.len(), 5, "{removed:?}");
+        assert_eq!(headers.len(), 1);
+    }
     use http::HeaderValue;
 
     fn strings(items: &[&str]) -> Vec<String> {
