@@ -463,9 +463,24 @@ pub async fn tunnel(
     target: &str,
     sni: &str,
 ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
-    let mut stream = TcpStream::connect(env.proxy).await.unwrap();
+    tunnel_via(env.proxy, &env.ca_cert, Some(auth), target, sni).await
+}
+
+/// Like [`tunnel`], against any proxy address; without `auth` no
+/// `Proxy-Authorization` is sent (the sidecar's ambient task).
+pub async fn tunnel_via(
+    proxy: SocketAddr,
+    ca_cert: &Path,
+    auth: Option<&str>,
+    target: &str,
+    sni: &str,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
+    let mut stream = TcpStream::connect(proxy).await.unwrap();
+    let auth = auth
+        .map(|a| format!("Proxy-Authorization: {a}\r\n"))
+        .unwrap_or_default();
     stream
-        .write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\nProxy-Authorization: {auth}\r\n\r\n").as_bytes())
+        .write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n{auth}\r\n").as_bytes())
         .await
         .unwrap();
     let mut head = Vec::new();
@@ -482,7 +497,7 @@ pub async fn tunnel(
         return Err(head + &rest);
     }
     let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pki_types::CertificateDer::pem_file_iter(&env.ca_cert).unwrap() {
+    for cert in rustls_pki_types::CertificateDer::pem_file_iter(ca_cert).unwrap() {
         roots.add(cert.unwrap()).unwrap();
     }
     let config = rustls::ClientConfig::builder_with_provider(credgate::tls::provider())
@@ -502,4 +517,464 @@ pub async fn run_command(mut cmd: std::process::Command) -> std::process::Output
     tokio::task::spawn_blocking(move || cmd.output().expect("command runs"))
         .await
         .unwrap()
+}
+
+// ---------------------------------------------------------------------------
+// The real binary: `credgate serve` as a child process, one-shot commands,
+// and the files they share.
+
+/// The `credgate` binary Cargo built for these tests.
+pub const CREDGATE: &str = env!("CARGO_BIN_EXE_credgate");
+
+/// How long any one command may run before the test fails.
+pub const COMMAND_LIMIT: Duration = Duration::from_secs(60);
+
+/// How long `credgate serve` may take to announce its listeners, and a
+/// record or a log line to appear.
+pub const WAIT_LIMIT: Duration = Duration::from_secs(20);
+
+/// Variables of the test process that would change what the binary or an
+/// agent does: the CLI's defaults, proxy settings, CA bundles.
+const INHERITED_VARS: &[&str] = &[
+    "CREDGATE_ADMIN_URL",
+    "CREDGATE_ADMIN_TOKEN_FILE",
+    "CREDGATE_CA",
+    "CREDGATE_LOG",
+    "CREDGATE_TASK_ID",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "SSL_CERT_FILE",
+    "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
+    "NODE_EXTRA_CA_CERTS",
+    "NODE_USE_ENV_PROXY",
+];
+
+/// Removes the test process's proxy, CA and credgate variables from `cmd`.
+pub fn clean_env(cmd: &mut std::process::Command) -> &mut std::process::Command {
+    for name in INHERITED_VARS {
+        cmd.env_remove(name);
+    }
+    cmd
+}
+
+/// `credgate ARGS…` with a clean environment (see [`clean_env`]).
+pub fn credgate<I, S>(args: I) -> std::process::Command
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let mut cmd = std::process::Command::new(CREDGATE);
+    cmd.args(args);
+    clean_env(&mut cmd);
+    cmd
+}
+
+/// `curl -sS --max-time 20 ARGS…` with a clean environment.
+pub fn curl<I, S>(args: I) -> std::process::Command
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let mut cmd = std::process::Command::new("curl");
+    cmd.args(["-sS", "--max-time", "20"]).args(args);
+    clean_env(&mut cmd);
+    cmd
+}
+
+/// What a finished command did.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The exit code; `None` when a signal ended the process.
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Outcome {
+    /// Panics with everything the command printed unless it exited with `code`.
+    #[track_caller]
+    pub fn expect_code(&self, code: i32) -> &Self {
+        assert_eq!(
+            self.code,
+            Some(code),
+            "exit code\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+
+    /// Both streams, for "this never appears anywhere" assertions.
+    pub fn all(&self) -> String {
+        format!("{}\n{}", self.stdout, self.stderr)
+    }
+}
+
+/// Sends `sig` to the process `pid` (one this test started).
+pub fn send_signal(pid: u32, sig: nix::sys::signal::Signal) {
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).expect("pid fits"));
+    let _ = nix::sys::signal::kill(pid, sig);
+}
+
+/// Runs `cmd` to completion with stdin closed; kills it and fails the test
+/// when it takes longer than `limit`.
+pub fn run_bounded(mut cmd: std::process::Command, limit: Duration) -> Outcome {
+    use std::process::Stdio;
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let output = match rx.recv_timeout(limit) {
+        Ok(output) => output.expect("waiting for the command"),
+        Err(_) => {
+            send_signal(pid, nix::sys::signal::Signal::SIGKILL);
+            let late = rx.recv_timeout(Duration::from_secs(5));
+            panic!("{cmd:?} did not finish within {limit:?}: {late:?}");
+        }
+    };
+    Outcome {
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// [`run_bounded`] with [`COMMAND_LIMIT`], off the async runtime.
+pub async fn run_cli(cmd: std::process::Command) -> Outcome {
+    tokio::task::spawn_blocking(move || run_bounded(cmd, COMMAND_LIMIT))
+        .await
+        .unwrap()
+}
+
+/// Polls `check` every 20 ms until it gives a value or `limit` passes.
+pub async fn poll_until<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(value) = check() {
+            return Some(value);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `credgate serve` running as a child process; killed when dropped.
+pub struct ServeProcess {
+    child: std::process::Child,
+    /// The proxy listener, as `serve` announced it.
+    pub proxy: SocketAddr,
+    /// The admin API, as `serve` announced it.
+    pub admin: SocketAddr,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        // A no-op once the child has been waited for.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl ServeProcess {
+    /// Starts `credgate serve --config CONFIG` in `dir` with `vars` added to
+    /// its environment, and waits for the line announcing its listeners.
+    pub async fn start(config: &Path, dir: &Path, vars: &[(&str, &str)]) -> ServeProcess {
+        use std::io::BufRead;
+        use std::process::Stdio;
+        let mut cmd = credgate(["serve", "--config"]);
+        cmd.arg(config)
+            .current_dir(dir)
+            .envs(vars.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("credgate serve starts");
+        let pipe = child.stderr.take().expect("stderr is piped");
+        let stderr: Arc<Mutex<String>> = Arc::default();
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(pipe).lines() {
+                let Ok(line) = line else { return };
+                let mut text = sink.lock().unwrap();
+                text.push_str(&line);
+                text.push('\n');
+            }
+        });
+        let unbound: SocketAddr = "0.0.0.0:0".parse().unwrap();
+        let mut serve = ServeProcess {
+            child,
+            proxy: unbound,
+            admin: unbound,
+            stderr,
+        };
+        let announced = poll_until(WAIT_LIMIT, || {
+            serve
+                .stderr()
+                .lines()
+                .find_map(|l| l.strip_prefix("credgate: proxy on ").map(str::to_owned))
+        })
+        .await;
+        let Some(line) = announced else {
+            let status = serve.child.try_wait();
+            panic!(
+                "credgate serve did not announce its listeners ({status:?}):\n{}",
+                serve.stderr()
+            );
+        };
+        let (proxy, rest) = line
+            .split_once(", admin API on ")
+            .expect("announcement format");
+        let admin = rest.split(' ').next().expect("admin address");
+        serve.proxy = proxy.parse().expect("proxy address");
+        serve.admin = admin.parse().expect("admin address");
+        serve
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Everything written to stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Waits until stderr, from byte `from` on, contains `needle`; returns
+    /// that part of stderr, or all of stderr as the error.
+    pub async fn wait_stderr(&self, from: usize, needle: &str) -> Result<String, String> {
+        poll_until(WAIT_LIMIT, || {
+            let text = self.stderr();
+            let tail = text.get(from..).unwrap_or_default();
+            tail.contains(needle).then(|| tail.to_owned())
+        })
+        .await
+        .ok_or_else(|| self.stderr())
+    }
+
+    /// Sends `sig` to the serve process.
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        send_signal(self.pid(), sig);
+    }
+
+    /// Waits for the process to exit, at most `limit`.
+    pub async fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let child = &mut self.child;
+        poll_until(limit, || child.try_wait().ok().flatten()).await
+    }
+}
+
+/// The files of a `credgate serve` under test: its CA, the CA of the test
+/// upstreams, and its configuration, in a temporary directory.
+pub struct DaemonFiles {
+    pub config_path: PathBuf,
+    pub ca_cert: PathBuf,
+    pub audit: PathBuf,
+    pub admin_token_file: PathBuf,
+    pub upstream_ca: Arc<CertificateAuthority>,
+    pub dir: TempDir,
+}
+
+impl DaemonFiles {
+    /// Creates the interception CA and the upstream CA; the configuration
+    /// is written by [`DaemonFiles::write_config`].
+    pub fn new() -> DaemonFiles {
+        let dir = TempDir::new();
+        credgate::tls::init_ca(&dir.path().join("ca"), false).unwrap();
+        let upstream_ca = Arc::new(CertificateAuthority::generate().unwrap());
+        std::fs::write(dir.path().join("upstream-ca.pem"), upstream_ca.cert_pem()).unwrap();
+        DaemonFiles {
+            config_path: dir.path().join("credgate.yaml"),
+            ca_cert: dir.path().join("ca/ca.crt"),
+            audit: dir.path().join("decisions.jsonl"),
+            admin_token_file: dir.path().join("admin-token"),
+            upstream_ca,
+            dir,
+        }
+    }
+
+    /// The configuration text: [`base_config`] plus `extra`.
+    pub fn config_text(&self, extra: &str) -> String {
+        base_config(self.dir.path(), extra)
+    }
+
+    /// Writes [`DaemonFiles::config_text`] to the configuration path.
+    pub fn write_config(&self, extra: &str) {
+        std::fs::write(&self.config_path, self.config_text(extra)).unwrap();
+    }
+
+    /// A TLS upstream for `host` signed by the CA credgate trusts upstream.
+    pub async fn upstream(&self, host: &str, handler: Handler) -> Upstream {
+        Upstream::start_tls(self.upstream_ca.clone(), host, handler).await
+    }
+
+    /// Starts `credgate serve` on these files with `vars` in its environment.
+    pub async fn serve(self, vars: &[(&str, &str)]) -> Daemon {
+        let serve = ServeProcess::start(&self.config_path, self.dir.path(), vars).await;
+        Daemon { serve, files: self }
+    }
+}
+
+/// A task as `credgate task start --json` reported it.
+#[derive(Debug, Clone)]
+pub struct CliTask {
+    pub id: String,
+    pub token: String,
+    pub proxy_url: String,
+}
+
+/// `credgate serve` running on [`DaemonFiles`].
+pub struct Daemon {
+    /// Declared first so the process is killed before its files are removed.
+    pub serve: ServeProcess,
+    pub files: DaemonFiles,
+}
+
+impl Daemon {
+    /// The admin API's base URL.
+    pub fn admin_url(&self) -> String {
+        format!("http://{}", self.serve.admin)
+    }
+
+    /// `--admin URL --admin-token-file F --ca F`.
+    pub fn admin_flags(&self) -> Vec<std::ffi::OsString> {
+        vec![
+            "--admin".into(),
+            self.admin_url().into(),
+            "--admin-token-file".into(),
+            self.files.admin_token_file.clone().into(),
+            "--ca".into(),
+            self.files.ca_cert.clone().into(),
+        ]
+    }
+
+    /// `credgate task ARGS… <admin flags>`.
+    pub fn task_cmd(&self, args: &[&str]) -> std::process::Command {
+        let mut cmd = credgate(["task"]);
+        cmd.args(args).args(self.admin_flags());
+        cmd
+    }
+
+    /// `credgate run --scope SCOPE <admin flags> -- COMMAND…`.
+    pub fn run_cmd(&self, scope: &str, command: &[&str]) -> std::process::Command {
+        let mut cmd = credgate(["run", "--scope", scope]);
+        cmd.args(self.admin_flags()).arg("--").args(command);
+        cmd
+    }
+
+    /// Starts a task through `credgate task start --json`.
+    pub async fn start_task(&self, scopes: &[&str]) -> CliTask {
+        let mut args = vec!["start", "--json", "--agent", "cli-agent"];
+        for scope in scopes {
+            args.extend(["--scope", scope]);
+        }
+        let out = run_cli(self.task_cmd(&args)).await;
+        out.expect_code(0);
+        let body: serde_json::Value = serde_json::from_str(&out.stdout)
+            .unwrap_or_else(|e| panic!("task start --json printed {}: {e}", out.stdout));
+        let field = |name: &str| {
+            body[name]
+                .as_str()
+                .unwrap_or_else(|| panic!("no {name} in {body}"))
+                .to_owned()
+        };
+        CliTask {
+            id: field("id"),
+            token: field("token"),
+            proxy_url: field("proxy_url"),
+        }
+    }
+
+    /// The decision log as text.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.files.audit).unwrap_or_default()
+    }
+
+    /// Every complete record in the decision log now.
+    pub fn records(&self) -> Vec<DecisionRecord> {
+        let text = self.log_text();
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad record {l}: {e}")))
+            .collect()
+    }
+
+    /// Waits until at least `count` records satisfy `matches`; returns them
+    /// (the log is written by another process, a moment after the response).
+    pub async fn wait_records(
+        &self,
+        count: usize,
+        matches: impl Fn(&DecisionRecord) -> bool,
+    ) -> Vec<DecisionRecord> {
+        let found = poll_until(WAIT_LIMIT, || {
+            let hits: Vec<DecisionRecord> =
+                self.records().into_iter().filter(|r| matches(r)).collect();
+            (hits.len() >= count).then_some(hits)
+        })
+        .await;
+        found.unwrap_or_else(|| {
+            panic!(
+                "fewer than {count} matching records in:\n{}",
+                self.log_text()
+            )
+        })
+    }
+}
+
+/// An upstream that answers every request with `body` as JSON.
+pub fn json_handler(body: &'static str) -> Handler {
+    Arc::new(move |_| Reply {
+        status: 200,
+        headers: vec![("content-type".into(), "application/json".into())],
+        chunks: vec![body.as_bytes().to_vec()],
+    })
+}
+
+/// A request through a proxy with curl: `-x PROXY --cacert CA URL`; the
+/// status codes go on the last line of stdout (see [`curl_status`]).
+pub fn curl_via(proxy_url: &str, ca_cert: &Path, url: &str) -> std::process::Command {
+    let mut cmd = curl([
+        "-w",
+        "\n%{http_code} %{http_connect}",
+        "-x",
+        proxy_url,
+        "--cacert",
+    ]);
+    cmd.arg(ca_cert).arg(url);
+    cmd
+}
+
+/// The status `curl_via` got, and the body before it: the response's
+/// status, or the proxy's answer to CONNECT when the tunnel was refused.
+pub fn curl_status(out: &Outcome) -> (u16, String) {
+    let (body, codes) = out
+        .stdout
+        .rsplit_once('\n')
+        .unwrap_or_else(|| panic!("no status line in {out:?}"));
+    let codes: Vec<u16> = codes
+        .split(' ')
+        .map(|c| c.trim().parse().unwrap_or_else(|_| panic!("{out:?}")))
+        .collect();
+    let status = match codes[..] {
+        [0, connect] => connect,
+        [status, _] => status,
+        _ => panic!("{out:?}"),
+    };
+    (status, body.to_owned())
 }
