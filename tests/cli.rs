@@ -456,7 +456,6 @@ async fn serve_without_a_ca_says_how_to_create_one() {
 }
 
 /// An error's cause is printed once, not once per layer that mentions it.
-#[ignore = "bug: error types put {source} in their message and also expose it as source(), so `{e:#}` prints the cause twice"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_state_their_cause_once() {
     let files = DaemonFiles::new();

@@ -61,7 +61,7 @@ scopes:
             .collect::<std::collections::BTreeMap<_, _>>(),
     )
     .unwrap();
-    env.gateway().reload(config).unwrap();
+    env.gateway().reload(config).await.unwrap();
     env.upstream_ca = upstream_ca;
     env.resolver.map("api.test", "127.0.0.1");
     let (id, token) = env.start_task(&["api"]);

@@ -223,7 +223,6 @@ async fn an_invalid_configuration_is_rejected_and_the_running_one_stays() {
 /// A supervisor that reloads as soon as `serve` says it is up must get a
 /// reload, not a dead proxy: the handlers have to be in place before the
 /// announcement. Tried a few times, since the window is short.
-#[ignore = "bug: serve announces its listeners before installing its SIGHUP/SIGTERM handlers and file watcher; an early SIGHUP kills it"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sighup_right_after_the_announcement_reloads() {
     let files = DaemonFiles::new();

@@ -247,7 +247,6 @@ async fn a_task_token_is_used_instead_of_the_ambient_task() {
 
 /// Taking `ambient_task` out of the configuration turns sidecar mode off:
 /// from the reload on, a client without a token is refused.
-#[ignore = "bug: a reload without ambient_task keeps the ambient task active; tokenless loopback clients are still served"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn removing_the_ambient_task_on_reload_stops_tokenless_access() {
     let s = sidecar().await;

@@ -161,6 +161,13 @@ fn create_token_file(path: &Path) -> anyhow::Result<()> {
 /// Runs `credgate serve`.
 pub async fn run(args: &ServeArgs) -> anyhow::Result<()> {
     let config = Config::load(&args.config, &ProcessEnv).map_err(|e| anyhow::anyhow!("{e}"))?;
+    // Signal handlers and the watcher exist before the listeners
+    // are bound, so a signal sent right after the announcement is handled.
+    let (reload_tx, mut reload_rx) = tokio::sync::mpsc::unbounded_channel::<&'static str>();
+    let _watcher = watch_config(&args.config, reload_tx.clone());
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let running = Running::start(config).await?;
     tracing::info!(
         proxy = %running.proxy_addr,
@@ -174,21 +181,16 @@ pub async fn run(args: &ServeArgs) -> anyhow::Result<()> {
         running.admin_addr,
         args.config.display()
     );
-
-    let (reload_tx, mut reload_rx) = tokio::sync::mpsc::unbounded_channel::<&'static str>();
-    let _watcher = watch_config(&args.config, reload_tx.clone());
-    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
+            _ = interrupt.recv() => break,
             _ = terminate.recv() => break,
-            _ = hangup.recv() => reload(&running.gateway, &args.config, "SIGHUP"),
+            _ = hangup.recv() => reload(&running.gateway, &args.config, "SIGHUP").await,
             Some(why) = reload_rx.recv() => {
                 // Editors write in several steps; let the file settle.
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 while reload_rx.try_recv().is_ok() {}
-                reload(&running.gateway, &args.config, why);
+                reload(&running.gateway, &args.config, why).await;
             }
         }
     }
@@ -198,7 +200,7 @@ pub async fn run(args: &ServeArgs) -> anyhow::Result<()> {
 }
 
 /// Loads the file again; keeps the running configuration when the new one is invalid.
-fn reload(gateway: &Gateway, path: &Path, why: &str) {
+async fn reload(gateway: &Gateway, path: &Path, why: &str) {
     match Config::load(path, &ProcessEnv) {
         Err(errors) => {
             tracing::error!(
@@ -207,7 +209,7 @@ fn reload(gateway: &Gateway, path: &Path, why: &str) {
             );
             eprintln!("credgate: configuration rejected ({why}); the running configuration stays:\n{errors}");
         }
-        Ok(config) => match gateway.reload(config) {
+        Ok(config) => match gateway.reload(config).await {
             Ok(restart) => {
                 tracing::info!(trigger = why, "configuration reloaded");
                 eprintln!("credgate: configuration reloaded ({why})");

@@ -100,7 +100,7 @@ pub struct TaskLimits {
 }
 
 /// The ambient task of sidecar mode.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AmbientTask {
     /// Agent name recorded for its requests.
     pub agent: String,

@@ -95,7 +95,11 @@ impl Gateway {
     /// Swaps in a new validated configuration. Listen addresses, the CA and
     /// the audit path are read at start only; a change to them is reported
     /// and takes effect on restart.
-    pub fn reload(&self, config: Config) -> Result<Vec<String>, GatewayError> {
+    ///
+    /// A changed `ambient_task` takes effect at once: the old ambient task
+    /// ends (its credentials are revoked) and the new one starts; a removed
+    /// one stops tokenless access.
+    pub async fn reload(&self, config: Config) -> Result<Vec<String>, GatewayError> {
         let current = self.snapshot();
         let mut restart_needed = Vec::new();
         if config.listen != current.config.listen {
@@ -110,9 +114,18 @@ impl Gateway {
         if config.audit_path != current.config.audit_path {
             restart_needed.push("audit.path".to_string());
         }
+        let ambient_changed = config.ambient_task != current.config.ambient_task;
         let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
         let snapshot = build_snapshot(config, generation, &self.resolver)?;
         self.snapshot.store(Arc::new(snapshot));
+        if ambient_changed {
+            if let Some(old) = self.tasks.ambient() {
+                if old.end(EndReason::Requested) {
+                    self.finish_task(&old, EndReason::Requested).await;
+                }
+            }
+            self.start_ambient();
+        }
         Ok(restart_needed)
     }
 
