@@ -978,3 +978,431 @@ pub fn curl_status(out: &Outcome) -> (u16, String) {
     };
     (status, body.to_owned())
 }
+
+// ---------------------------------------------------------------------------
+// Helpers for the adversarial and record tests.
+// ---------------------------------------------------------------------------
+
+impl Env {
+    /// Like [`Env::start`], but credgate trusts `upstream_ca` for upstream
+    /// TLS, so upstreams can be started first and their ports named in the
+    /// config.
+    pub async fn start_trusting(
+        upstream_ca: Arc<CertificateAuthority>,
+        extra: &str,
+        vars: &[(&str, &str)],
+    ) -> Env {
+        let dir = TempDir::new();
+        credgate::tls::init_ca(&dir.path().join("ca"), false).unwrap();
+        std::fs::write(dir.path().join("upstream-ca.pem"), upstream_ca.cert_pem()).unwrap();
+        let text = base_config(dir.path(), extra);
+        let config_path = dir.path().join("credgate.yaml");
+        std::fs::write(&config_path, &text).unwrap();
+        let env: BTreeMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let config = Config::parse(&text, &env).unwrap_or_else(|e| panic!("{e}"));
+        let resolver = Arc::new(CountingResolver::default());
+        let running = Running::start_with(config, None, resolver.clone())
+            .await
+            .unwrap();
+        Env {
+            proxy: running.proxy_addr,
+            admin: running.admin_addr,
+            ca_cert: dir.path().join("ca/ca.crt"),
+            audit: dir.path().join("decisions.jsonl"),
+            admin_token_file: dir.path().join("admin-token"),
+            config_path,
+            running: Some(running),
+            resolver,
+            upstream_ca,
+            dir,
+        }
+    }
+
+    /// Request records only (no task or credential lifecycle events).
+    pub async fn request_records(&self) -> Vec<DecisionRecord> {
+        self.records()
+            .await
+            .into_iter()
+            .filter(|r| r.event == credgate::audit::Event::Request)
+            .collect()
+    }
+
+    /// Waits (bounded, about two seconds) until `pred` holds for some request
+    /// record, and returns the request records then.
+    pub async fn wait_for_record(
+        &self,
+        pred: impl Fn(&DecisionRecord) -> bool,
+    ) -> Vec<DecisionRecord> {
+        self.wait_for_records(1, pred).await
+    }
+
+    /// Waits (bounded, about two seconds) until `pred` holds for at least `n`
+    /// request records, and returns the request records then.
+    pub async fn wait_for_records(
+        &self,
+        n: usize,
+        pred: impl Fn(&DecisionRecord) -> bool,
+    ) -> Vec<DecisionRecord> {
+        for _ in 0..100 {
+            let records = self.request_records().await;
+            if records.iter().filter(|r| pred(r)).count() >= n {
+                return records;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.request_records().await
+    }
+}
+
+/// Answers one request on an upstream: records it, then replies as `handler` says.
+async fn record_and_reply(
+    req: Request<Incoming>,
+    handler: Handler,
+    rec: Arc<Mutex<Vec<Received>>>,
+) -> Result<Response<ChunkedBody>, std::convert::Infallible> {
+    let (parts, body) = req.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    let got = Received {
+        method: parts.method.to_string(),
+        path_and_query: parts
+            .uri
+            .path_and_query()
+            .map(|p| p.to_string())
+            .unwrap_or_default(),
+        headers: parts
+            .headers
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
+        body: body.to_vec(),
+    };
+    let reply = handler(&got);
+    rec.lock().unwrap().push(got);
+    let mut builder = Response::builder().status(reply.status);
+    for (k, v) in &reply.headers {
+        builder = builder.header(k, v);
+    }
+    Ok(builder.body(ChunkedBody::new(reply.chunks)).unwrap())
+}
+
+impl Upstream {
+    /// A recording plain-HTTP upstream on 127.0.0.1, for rules with
+    /// `schemes: [http]` and `allow_private: true`.
+    pub async fn start_plain(handler: Handler) -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let received: Arc<Mutex<Vec<Received>>> = Arc::default();
+        let rec = received.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let handler = handler.clone();
+                let rec = rec.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req: Request<Incoming>| {
+                        record_and_reply(req, handler.clone(), rec.clone())
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Upstream {
+            addr,
+            received,
+            task,
+        }
+    }
+}
+
+/// A port on 127.0.0.1 where nothing listens (bound, then released).
+pub async fn closed_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+/// One HTTP/1 response as read off the wire.
+#[derive(Debug, Clone)]
+pub struct RawResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    /// The body, de-chunked.
+    pub body: Vec<u8>,
+    /// Every byte read for this response (head and framed body, as sent).
+    pub raw: Vec<u8>,
+}
+
+impl RawResponse {
+    /// The first value of header `name`.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The `x-credgate-reason` header.
+    pub fn reason(&self) -> Option<&str> {
+        self.header("x-credgate-reason")
+    }
+
+    /// The body as JSON (credgate's error bodies).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+
+    /// The head and the de-chunked body, as text (to search for secrets and
+    /// for messages). Not the raw bytes: chunk framing could cut a secret.
+    pub fn text(&self) -> String {
+        let head_end = self
+            .raw
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map_or(self.raw.len(), |p| p + 4);
+        let mut all = self.raw[..head_end].to_vec();
+        all.extend_from_slice(&self.body);
+        String::from_utf8_lossy(&all).into_owned()
+    }
+}
+
+/// The de-chunked body and the number of bytes the chunked framing took,
+/// when `data` holds a complete chunked body.
+fn dechunk(data: &[u8]) -> Option<(Vec<u8>, usize)> {
+    let mut body = Vec::new();
+    let mut at = 0;
+    loop {
+        let line_end = at + data[at..].windows(2).position(|w| w == b"\r\n")?;
+        let line = std::str::from_utf8(&data[at..line_end]).ok()?;
+        let size = usize::from_str_radix(line.split(';').next()?.trim(), 16).ok()?;
+        at = line_end + 2;
+        if size == 0 {
+            // Trailers, then an empty line.
+            loop {
+                let end = at + data[at..].windows(2).position(|w| w == b"\r\n")?;
+                let empty = end == at;
+                at = end + 2;
+                if empty {
+                    return Some((body, at));
+                }
+            }
+        }
+        if data.len() < at + size + 2 {
+            return None;
+        }
+        body.extend_from_slice(&data[at..at + size]);
+        at += size + 2;
+    }
+}
+
+/// What can be made of `data` so far: a complete response, or `None` when
+/// more bytes are needed. `eof` says the peer closed.
+fn parse_response(data: &[u8], eof: bool) -> Result<Option<RawResponse>, String> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut resp = httparse::Response::new(&mut headers);
+    let head_len = match resp.parse(data) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => {
+            return Err(format!(
+                "invalid response ({e}): {}",
+                String::from_utf8_lossy(data)
+            ))
+        }
+    };
+    let status = resp.code.unwrap_or_default();
+    let headers: Vec<(String, String)> = resp
+        .headers
+        .iter()
+        .map(|h| {
+            (
+                h.name.to_ascii_lowercase(),
+                String::from_utf8_lossy(h.value).into_owned(),
+            )
+        })
+        .collect();
+    let find = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    let rest = &data[head_len..];
+    let done = |body: Vec<u8>, used: usize| RawResponse {
+        status,
+        headers: headers.clone(),
+        body,
+        raw: data[..head_len + used].to_vec(),
+    };
+    if find("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
+        return Ok(dechunk(rest).map(|(body, used)| done(body, used)));
+    }
+    if let Some(len) = find("content-length") {
+        let len: usize = len.trim().parse().map_err(|_| "bad content-length")?;
+        return Ok((rest.len() >= len).then(|| done(rest[..len].to_vec(), len)));
+    }
+    // No framing: a CONNECT reply, or a status without a body. (credgate
+    // frames every other response.)
+    if (100..300).contains(&status) || status == 304 {
+        return Ok(Some(done(Vec::new(), 0)));
+    }
+    // Delimited by close.
+    Ok(eof.then(|| done(rest.to_vec(), rest.len())))
+}
+
+/// Reads one complete response from `stream`, waiting at most `wait`.
+pub async fn read_response<S: tokio::io::AsyncRead + Unpin>(
+    stream: &mut S,
+    wait: Duration,
+) -> Result<RawResponse, String> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut data = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        if let Some(resp) = parse_response(&data, false)? {
+            return Ok(resp);
+        }
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Err(_) => {
+                return Err(format!(
+                    "no complete response within {wait:?}: {:?}",
+                    String::from_utf8_lossy(&data)
+                ))
+            }
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                return parse_response(&data, true)?.ok_or_else(|| {
+                    format!(
+                        "connection closed before a complete response: {:?}",
+                        String::from_utf8_lossy(&data)
+                    )
+                })
+            }
+            Ok(Ok(n)) => data.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+/// Writes `request` and reads one response (five seconds at most).
+pub async fn exchange<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+    stream: &mut S,
+    request: &[u8],
+) -> RawResponse {
+    stream.write_all(request).await.unwrap();
+    stream.flush().await.unwrap();
+    read_response(stream, Duration::from_secs(5))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Opens a connection to the proxy, sends `request` and reads one response.
+pub async fn send_plain(env: &Env, request: &[u8]) -> (TcpStream, RawResponse) {
+    let mut stream = TcpStream::connect(env.proxy).await.unwrap();
+    let resp = exchange(&mut stream, request).await;
+    (stream, resp)
+}
+
+/// Waits (at most `wait`) for the peer to close `stream`: `Ok` on EOF or
+/// reset, `Err` with what arrived instead (data, or nothing before the time
+/// ran out).
+pub async fn expect_closed<S: tokio::io::AsyncRead + Unpin>(
+    stream: &mut S,
+    wait: Duration,
+) -> Result<(), String> {
+    let mut buf = [0u8; 4096];
+    match tokio::time::timeout(wait, stream.read(&mut buf)).await {
+        // A reset closes the connection as surely as a FIN.
+        Ok(Ok(0)) | Ok(Err(_)) => Ok(()),
+        Ok(Ok(n)) => Err(format!(
+            "data after the response: {:?}",
+            String::from_utf8_lossy(&buf[..n])
+        )),
+        Err(_) => Err(format!("still open after {wait:?}")),
+    }
+}
+
+/// Sends `CONNECT target` with `auth` (if any) and reads the reply head.
+pub async fn connect_raw(env: &Env, auth: Option<&str>, target: &str) -> (TcpStream, RawResponse) {
+    let auth = auth
+        .map(|a| format!("Proxy-Authorization: {a}\r\n"))
+        .unwrap_or_default();
+    let request = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n{auth}\r\n");
+    send_plain(env, request.as_bytes()).await
+}
+
+/// Like [`tunnel`], offering `alpn` protocols in the TLS handshake.
+pub async fn tunnel_alpn(
+    env: &Env,
+    auth: &str,
+    target: &str,
+    sni: &str,
+    alpn: &[&[u8]],
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
+    let mut stream = TcpStream::connect(env.proxy).await.unwrap();
+    let request = format!(
+        "CONNECT {target} HTTP/1.1\r\nHost: {target}\r\nProxy-Authorization: {auth}\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let reply = read_response(&mut stream, Duration::from_secs(5)).await?;
+    if reply.status != 200 {
+        return Err(reply.text());
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_file_iter(&env.ca_cert).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(credgate::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let name = rustls_pki_types::ServerName::try_from(sni.to_string()).unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, stream)
+        .await
+        .map_err(|e| format!("TLS failed: {e}"))
+}
+
+/// An HTTP/2 client over an intercepted tunnel negotiated with ALPN `h2`.
+pub async fn h2_client(
+    tls: tokio_rustls::client::TlsStream<TcpStream>,
+) -> hyper::client::conn::http2::SendRequest<http_body_util::Full<Bytes>> {
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    send
+}
+
+/// Sends `request` on an HTTP/2 connection and collects the response.
+pub async fn h2_exchange(
+    send: &mut hyper::client::conn::http2::SendRequest<http_body_util::Full<Bytes>>,
+    request: Request<http_body_util::Full<Bytes>>,
+) -> (http::response::Parts, Vec<u8>) {
+    let response = tokio::time::timeout(Duration::from_secs(5), send.send_request(request))
+        .await
+        .expect("an h2 response in time")
+        .expect("an h2 response");
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.unwrap().to_bytes().to_vec();
+    (parts, body)
+}
