@@ -50,19 +50,25 @@ impl Scrubber {
     /// Builds the matcher for `secrets` and all their encoded forms. Empty
     /// secrets are ignored; a scrubber without any secret changes nothing.
     pub fn new<'a>(secrets: impl IntoIterator<Item = &'a [u8]>) -> Scrubber {
-        let mut needles: Vec<variants::Needle> = Vec::new();
-        for secret in secrets {
-            for needle in variants::all(secret) {
-                if !needles.iter().any(|n| **n == *needle) {
-                    needles.push(needle);
-                }
-            }
-        }
+        Scrubber::build(secrets, DFA_NEEDLE_BYTES)
+    }
+
+    /// Like [`Scrubber::new`], but always with the compact matcher: for
+    /// scrubbers kept per connection, where memory matters more than the
+    /// last bit of speed.
+    pub fn compact<'a>(secrets: impl IntoIterator<Item = &'a [u8]>) -> Scrubber {
+        Scrubber::build(secrets, 0)
+    }
+
+    fn build<'a>(secrets: impl IntoIterator<Item = &'a [u8]>, dfa_limit: usize) -> Scrubber {
+        let mut needles: Vec<variants::Needle> = secrets.into_iter().flat_map(variants::all).collect();
+        needles.sort_unstable_by(|a, b| a.as_slice().cmp(b.as_slice()));
+        needles.dedup_by(|a, b| a.as_slice() == b.as_slice());
         let max_needle_len = needles.iter().map(|n| n.len()).max().unwrap_or(0);
         let total: usize = needles.iter().map(|n| n.len()).sum();
         // A DFA is fastest, but its table grows with states x byte classes:
         // fine for tokens, megabytes for a PEM key in all its encodings.
-        let kind = if total <= DFA_NEEDLE_BYTES {
+        let kind = if total <= dfa_limit {
             AhoCorasickKind::DFA
         } else {
             AhoCorasickKind::ContiguousNFA
@@ -109,7 +115,17 @@ impl Scrubber {
         let Some(automaton) = &self.automaton else {
             return 0;
         };
-        let mut count = 0;
+        // A header *name* can carry a secret too; such a header is dropped
+        // whole, since no mask keeps it meaningful.
+        let named: Vec<http::HeaderName> = headers
+            .keys()
+            .filter(|name| automaton.is_match(name.as_str().as_bytes()))
+            .cloned()
+            .collect();
+        let mut count = named.len();
+        for name in named {
+            headers.remove(&name);
+        }
         for value in headers.values_mut() {
             if !automaton.is_match(value.as_bytes()) {
                 continue;

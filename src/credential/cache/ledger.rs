@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -50,12 +51,15 @@ type Shard<K> = Mutex<HashMap<String, TaskLedger<K>>>;
 /// Per-task records of issued credentials.
 pub(super) struct Ledgers<K> {
     shards: Box<[Shard<K>]>,
+    /// Bumped whenever any task's credentials change.
+    changes: AtomicU64,
 }
 
 impl<K> Ledgers<K> {
     pub(super) fn new() -> Self {
         Ledgers {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            changes: AtomicU64::new(0),
         }
     }
 
@@ -75,7 +79,25 @@ impl<K> Ledgers<K> {
             .retain(|i| i.credential.expires_at.is_none_or(|at| at > now));
         ledger.issued.push(issued);
         ledger.generation += 1;
+        self.changes.fetch_add(1, Ordering::SeqCst);
         true
+    }
+
+    /// Changes whenever any task's credentials change.
+    pub(super) fn changes(&self) -> u64 {
+        self.changes.load(Ordering::SeqCst)
+    }
+
+    /// Every credential currently recorded, for every task.
+    pub(super) fn all_credentials(&self) -> Vec<Arc<Credential>> {
+        let mut all = Vec::new();
+        for shard in self.shards.iter() {
+            let shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
+            for ledger in shard.values() {
+                all.extend(ledger.issued.iter().map(|i| i.credential.clone()));
+            }
+        }
+        all
     }
 
     /// Whether [`end`](Ledgers::end) was called for the task (recently).
@@ -112,6 +134,7 @@ impl<K> Ledgers<K> {
         });
         let ledger = shard.entry(task_id.to_string()).or_default();
         ledger.ended_at = Some(now);
+        self.changes.fetch_add(1, Ordering::SeqCst);
         std::mem::take(&mut ledger.issued)
     }
 

@@ -139,6 +139,18 @@ impl CredentialCache {
         self.ledgers.generation(task_id)
     }
 
+    /// Every credential held for any task: a response to one task is scrubbed
+    /// of all of them, since a shared upstream may echo another task's.
+    pub fn all_issued(&self) -> Vec<Arc<Credential>> {
+        self.ledgers.all_credentials()
+    }
+
+    /// Changes whenever a credential is issued or a task's credentials are
+    /// dropped, for any task.
+    pub fn global_generation(&self) -> u64 {
+        self.ledgers.changes()
+    }
+
     /// The task ended: drops all its entries and revokes each credential
     /// issued for it at its source, concurrently, each bounded by `timeout`.
     /// Returns one outcome per credential. A fetch still running for the
