@@ -11,7 +11,8 @@ use crate::reason::Reason;
 impl Policy {
     /// Pre-authorises `CONNECT host:port` before any DNS lookup.
     ///
-    /// A whole-host deny rule (no method or path restriction) refuses it.
+    /// A whole-host deny rule (no method restriction, and no path restriction
+    /// once read loosely: `//**` or `/**/` cover every path) refuses it.
     /// Otherwise it is allowed, for interception, when an allow rule could
     /// match some https request to `host:port`; `rule` is then that rule.
     /// Failing that, a `tunnel` rule allows it as a blind tunnel (`rule` is
@@ -173,6 +174,39 @@ mod tests {
             d.message,
             "no rule of scope open allows CONNECT to [::1]:8443"
         );
+    }
+
+    #[test]
+    fn connect_whole_host_denies_under_loose_matching() {
+        // Loosely, `//**` and `/**/` mean every path, so they deny the host.
+        for pattern in ["/**", "//**", "/**/", "/;x/**"] {
+            let p = policy(&[
+                ("open", "- host: admin.example.com\n"),
+                (
+                    "block",
+                    &format!("- host: admin.example.com\n  action: deny\n  paths: ['{pattern}']\n"),
+                ),
+            ]);
+            let d = connect(&p, &["open", "block"], "admin.example.com", 443);
+            assert_eq!(d.reason, Reason::DeniedByRule, "{pattern}");
+        }
+        // Loosely narrow denies (case, `;`, `//`) still leave the host reachable.
+        let p = policy(&[
+            ("open", "- host: admin.example.com\n"),
+            (
+                "block",
+                "- host: admin.example.com\n  action: deny\n  paths: ['/Admin//x;y/**', '/**/*']\n",
+            ),
+        ]);
+        assert!(connect(&p, &["open", "block"], "admin.example.com", 443).is_allowed());
+        // An allow rule is never whole-host by a loose reading.
+        assert!(!crate::policy::ScopeRule::compile(
+            "s",
+            0,
+            &serde_yaml::from_str("host: a.example\npaths: ['//**']").unwrap()
+        )
+        .unwrap()
+        .is_whole_host());
     }
 
     #[test]

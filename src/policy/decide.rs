@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use super::glob::decode_for_match;
+use super::glob::MatchPath;
 use super::rule::is_never_forwarded;
 use super::target::write_url;
 use super::{Action, RequestTarget, ScopeRule};
@@ -225,6 +225,11 @@ impl Policy {
     /// first matching allow rule (task's scope order, then file order)
     /// allows; otherwise nothing allows and the request is denied. `tunnel`
     /// rules never match here.
+    ///
+    /// Allow rules match the path exactly, deny rules loosely (empty
+    /// segments, a trailing `/`, `;params` and ASCII case do not count; see
+    /// [`ScopeRule::matches`]). The path is decoded once, and its loose form
+    /// computed at most once, only when a deny rule gets as far as the path.
     pub fn decide(&self, task_scopes: &[String], target: &RequestTarget<'_>) -> Decision {
         if is_never_forwarded(target.method) {
             let method = target.method.as_str().to_ascii_uppercase();
@@ -238,11 +243,11 @@ impl Policy {
             return denied;
         }
         let host = host_key(target.host);
-        let path = decode_for_match(target.path);
+        let path = MatchPath::new(target.path);
         let mut allowed: Option<&Arc<ScopeRule>> = None;
         for scope in self.known(task_scopes) {
             for rule in scope.candidates(&host) {
-                if !rule.matches_decoded(target, &path) {
+                if !rule.matches_prepared(target, &path) {
                     continue;
                 }
                 match rule.action {
@@ -475,6 +480,139 @@ mod tests {
             assert_eq!(d.reason, Reason::DeniedByRule, "{host}");
         }
         assert!(decide(&exact, &["wide", "narrow"], "GET", "www.example.com", "/").is_allowed());
+    }
+
+    /// An allow of `/repos/acme/**` and `/admin/**` with denies of
+    /// `/repos/acme/secret/**` and `/admin`, as in the field.
+    fn lockdown() -> Policy {
+        policy(&[
+            (
+                "open",
+                "- host: api.example.com\n  paths: ['/repos/acme/**', '/admin/**']\n",
+            ),
+            (
+                "closed",
+                "- host: api.example.com\n  action: deny\n  paths: ['/repos/acme/secret/**', '/admin']\n",
+            ),
+        ])
+    }
+
+    fn lockdown_get(path: &str) -> Decision {
+        let path = crate::policy::normalize_path(path).unwrap();
+        decide(
+            &lockdown(),
+            &["open", "closed"],
+            "GET",
+            "api.example.com",
+            &path,
+        )
+    }
+
+    fn assert_denied_by_closed(path: &str) {
+        let d = lockdown_get(path);
+        assert_eq!(d.reason, Reason::DeniedByRule, "{path:?}: {}", d.message);
+        assert_eq!(&*d.rule.unwrap().id, "closed[0]", "{path:?}");
+    }
+
+    #[test]
+    fn deny_is_not_bypassed_by_empty_segments() {
+        for path in [
+            "/repos/acme//secret/x",
+            "/repos//acme/secret/x",
+            "//repos/acme/secret/x",
+            "/repos/acme/secret//x",
+            "/repos/acme///secret",
+        ] {
+            assert_denied_by_closed(path);
+        }
+    }
+
+    #[test]
+    fn deny_is_not_bypassed_by_matrix_params() {
+        for path in [
+            "/repos/acme/secret;x/x",
+            "/repos/acme/secret;jsessionid=ABC/x",
+            "/repos/acme;v=1/secret/x",
+            "/repos/acme/;x/secret/x",
+            "/repos/acme/secret%3Bx/x",
+            "/admin;x",
+        ] {
+            assert_denied_by_closed(path);
+        }
+    }
+
+    #[test]
+    fn deny_is_not_bypassed_by_case() {
+        for path in [
+            "/repos/acme/Secret/x",
+            "/repos/acme/SECRET/x",
+            "/Repos/Acme/secret/x",
+            "/repos/acme/%53ecret/x",
+            "/ADMIN",
+        ] {
+            assert_denied_by_closed(path);
+        }
+    }
+
+    #[test]
+    fn deny_is_not_bypassed_by_a_trailing_slash() {
+        for path in ["/admin/", "/admin//", "//admin", "/repos/acme/secret/"] {
+            assert_denied_by_closed(path);
+        }
+        let d = lockdown_get("/Admin;x//");
+        assert_eq!(&*d.rule.unwrap().id, "closed[0]");
+    }
+
+    #[test]
+    fn deny_stays_precise() {
+        for path in [
+            "/repos/acme/secrets",
+            "/repos/acme/secrets/x",
+            "/repos/acme/secret-x/y",
+            "/repos/acme/x/secret",
+            "/admin/users",
+            "/repos/acme/public;secret",
+        ] {
+            let d = lockdown_get(path);
+            assert!(d.is_allowed(), "{path:?}: {}", d.message);
+        }
+        assert_eq!(
+            lockdown_get("/administrator").reason,
+            Reason::NoMatchingRule
+        );
+    }
+
+    #[test]
+    fn allow_rules_still_match_exactly() {
+        let p = policy(&[(
+            "narrow",
+            "- host: api.example.com\n  paths: ['/repos/acme/*', '/v1/Items']\n",
+        )]);
+        let get = |path| decide(&p, &["narrow"], "GET", "api.example.com", path);
+        assert!(get("/repos/acme/x").is_allowed());
+        assert!(get("/v1/Items").is_allowed());
+        for path in [
+            "/repos/acme//x",
+            "/repos//acme/x",
+            "/repos/acme/x/",
+            "/repos/acme/x//",
+            "/Repos/acme/x",
+            "/v1/items",
+            "/v1/Items;x",
+            "/v1/Items/",
+        ] {
+            assert_eq!(get(path).reason, Reason::NoMatchingRule, "{path:?}");
+        }
+        // What an allow rule approves is what is forwarded: the loose form
+        // is never used to allow, nor for the message.
+        let d = lockdown_get("/repos/acme//Public;v=1/");
+        assert!(d.is_allowed());
+        assert_eq!(&*d.rule.unwrap().id, "open[0]");
+        let d = lockdown_get("/repos/acme//Secret;v=1/");
+        assert_eq!(
+            d.message,
+            "rule closed[0] denies GET https://api.example.com/repos/acme//Secret;v=1/"
+        );
     }
 
     #[test]

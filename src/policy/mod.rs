@@ -7,8 +7,11 @@
 //! beats every allow rule across all of the task's scopes.
 //!
 //! Rules only ever see canonical hosts and paths ([`normalize_host`],
-//! [`normalize_path`]); the path a rule approved is exactly the path that is
-//! forwarded. Nothing here does I/O.
+//! [`normalize_path`]); the path an allow rule approved is exactly the path
+//! that is forwarded, so allow rules match it exactly. Deny rules match it
+//! loosely, ignoring empty segments (`//`), a trailing `/`, `;params` and
+//! ASCII case, so that no spelling an upstream reads as a denied path gets
+//! past them. Nothing here does I/O.
 
 mod connect;
 mod decide;
@@ -45,7 +48,8 @@ pub struct RawRule {
     /// Defaults to any method (`TRACE` and `CONNECT` are never matched).
     #[serde(default)]
     pub methods: Option<Vec<String>>,
-    /// Path globs; defaults to `["/**"]`.
+    /// Path globs; defaults to `["/**"]`. Matched exactly by an allow rule,
+    /// loosely by a deny rule (see [`ScopeRule::matches`]).
     #[serde(default)]
     pub paths: Option<Vec<String>>,
     /// `allow` (default) or `deny`.

@@ -14,7 +14,9 @@ use super::TargetError;
 /// appear raw in a path (space, `"`, `<`, non-ASCII, …) are percent-encoded.
 /// Then `.` and `..` segments are resolved as in RFC 3986 `remove_dot_segments`,
 /// also when they were encoded (`%2e%2e`). Nothing else is collapsed: `//`
-/// stays `//` and a trailing `/` stays.
+/// stays `//`, a trailing `/` stays, and so do `;params` and case, since this
+/// is what is forwarded. Deny rules compare a looser form of it (see the
+/// `glob` module).
 ///
 /// Refused: a path not starting with `/`; `%2F`; `\` or `%5C`; NUL raw or
 /// encoded; control characters raw or encoded; malformed escapes; `?`/`#`;

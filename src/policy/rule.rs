@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use http::Method;
 
-use super::glob::{decode_for_match, PathGlob};
+use super::glob::{MatchPath, PathGlob, PathMatching};
 use super::host::HostPattern;
 use super::{Action, RawRule, RequestTarget, Scheme, SecretAction};
 use crate::config::field::FieldError;
@@ -38,6 +38,7 @@ pub struct ScopeRule {
     methods: Option<Box<[Method]>>,
     /// `false` when the rule did not restrict paths (it then has `/**`).
     paths_given: bool,
+    /// Exact for an allow rule, loose for a deny rule (see `glob`).
     paths: Box<[PathGlob]>,
 }
 
@@ -76,18 +77,25 @@ impl ScopeRule {
             .methods
             .as_deref()
             .map(|list| compile_methods(list, &mut errors));
-        let paths = compile_paths(raw.paths.as_deref(), &mut errors);
+        // Read before the paths, which a deny rule matches loosely; reported
+        // after them, in field order.
         let action = match raw.action.as_deref() {
-            None | Some("allow") => Action::Allow,
-            Some("deny") => Action::Deny,
-            Some(other) => {
-                errors.push(FieldError::new(
-                    "action",
-                    format!("{other:?} is not an action; use allow or deny"),
-                ));
-                Action::Allow
-            }
+            None | Some("allow") => Ok(Action::Allow),
+            Some("deny") => Ok(Action::Deny),
+            Some(other) => Err(FieldError::new(
+                "action",
+                format!("{other:?} is not an action; use allow or deny"),
+            )),
         };
+        let matching = match action {
+            Ok(Action::Deny) => PathMatching::Loose,
+            _ => PathMatching::Exact,
+        };
+        let paths = compile_paths(raw.paths.as_deref(), matching, &mut errors);
+        let action = action.unwrap_or_else(|error| {
+            errors.push(error);
+            Action::Allow
+        });
         let on_secret = match raw.on_secret.as_deref() {
             None | Some("block") => SecretAction::Block,
             Some("strip") => SecretAction::Strip,
@@ -138,7 +146,8 @@ impl ScopeRule {
     }
 
     /// `true` when the rule covers every method and every path of its host:
-    /// only such a deny rule can refuse a `CONNECT`.
+    /// only such a deny rule can refuse a `CONNECT`. A deny rule's paths are
+    /// read loosely here too, so `//**` and `/**/` cover every path.
     pub fn is_whole_host(&self) -> bool {
         self.methods.is_none()
             && (!self.paths_given || self.paths.iter().any(PathGlob::is_universal))
@@ -217,18 +226,26 @@ impl ScopeRule {
 
     /// `true` when this rule covers the request. A `tunnel` rule never does:
     /// it only answers a `CONNECT` (see [`ScopeRule::matches_connect`]).
+    ///
+    /// An allow rule's paths match exactly; a deny rule's match loosely,
+    /// ignoring empty segments, a trailing `/`, `;params` and ASCII case, so
+    /// no spelling an upstream reads as the denied path slips past it.
     pub fn matches(&self, target: &RequestTarget<'_>) -> bool {
-        self.matches_decoded(target, &decode_for_match(target.path))
+        self.matches_prepared(target, &MatchPath::new(target.path))
     }
 
-    /// [`ScopeRule::matches`] with the path already prepared by
-    /// `decode_for_match`, so a decision decodes it once for all rules.
-    pub(crate) fn matches_decoded(&self, target: &RequestTarget<'_>, decoded_path: &[u8]) -> bool {
+    /// [`ScopeRule::matches`] with the path already prepared, so a decision
+    /// decodes it (and computes its loose form) once for all rules.
+    pub(crate) fn matches_prepared(
+        &self,
+        target: &RequestTarget<'_>,
+        path: &MatchPath<'_>,
+    ) -> bool {
         !self.tunnel
             && self.host.matches(target.host)
             && self.accepts_port(target.scheme, target.port)
             && self.accepts_method(target.method)
-            && self.paths.iter().any(|glob| glob.matches(decoded_path))
+            && self.paths.iter().any(|glob| glob.matches(path))
     }
 
     /// `true` when some `https` request to `host:port` could fall under this
@@ -330,9 +347,14 @@ fn is_tchar(byte: u8) -> bool {
     byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
 }
 
-fn compile_paths(list: Option<&[String]>, errors: &mut Vec<FieldError>) -> Box<[PathGlob]> {
+fn compile_paths(
+    list: Option<&[String]>,
+    matching: PathMatching,
+    errors: &mut Vec<FieldError>,
+) -> Box<[PathGlob]> {
     let Some(list) = list else {
-        return vec![PathGlob::compile("/**").expect("the universal pattern compiles")].into();
+        let universal = PathGlob::compile("/**", matching).expect("the universal pattern compiles");
+        return vec![universal].into();
     };
     if list.is_empty() {
         errors.push(FieldError::new(
@@ -342,7 +364,7 @@ fn compile_paths(list: Option<&[String]>, errors: &mut Vec<FieldError>) -> Box<[
     }
     let mut globs = Vec::with_capacity(list.len());
     for (i, pattern) in list.iter().enumerate() {
-        match PathGlob::compile(pattern) {
+        match PathGlob::compile(pattern, matching) {
             Ok(glob) => globs.push(glob),
             Err(message) => errors.push(FieldError::new(format!("paths[{i}]"), message)),
         }
@@ -568,6 +590,33 @@ mod tests {
         let path = normalize_path("/v1/repos/acme/%2e%2e/evil").unwrap();
         assert!(!get(&r, "a.example", &path));
         assert!(get(&r, "a.example", "/v1/repos/acme/x"));
+    }
+
+    #[test]
+    fn deny_rules_match_loosely_and_allow_rules_exactly() {
+        let deny =
+            rule("host: a.example\naction: deny\npaths: ['/repos/acme/secret/**', '/admin']");
+        let allow = rule("host: a.example\npaths: ['/repos/acme/secret/**', '/admin']");
+        for path in [
+            "/repos/acme//secret/x",
+            "/repos/acme/secret;x/x",
+            "/repos/acme/Secret/x",
+            "/admin/",
+            "/Admin;x//",
+        ] {
+            assert!(get(&deny, "a.example", path), "{path:?}");
+            assert!(!get(&allow, "a.example", path), "{path:?}");
+        }
+        for path in ["/repos/acme/secrets", "/admin/x", "/admins"] {
+            assert!(!get(&deny, "a.example", path), "{path:?}");
+        }
+        assert!(!deny.is_whole_host());
+        assert!(rule("host: a.example\naction: deny\npaths: ['//**']").is_whole_host());
+        assert!(!rule("host: a.example\npaths: ['//**']").is_whole_host());
+        assert_eq!(
+            rule("host: a.example\naction: deny\npaths: ['/Admin//']").describe(),
+            "deny any method https://a.example/Admin//"
+        );
     }
 
     #[test]
