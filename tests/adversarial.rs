@@ -1432,7 +1432,6 @@ async fn secrets_are_stripped_where_the_rule_says() {
 // Leaks through less obvious paths.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: response header names are not scrubbed; an upstream can return the credential as a header name (scrub/mod.rs scrub_headers)"]
 async fn credential_in_a_response_header_name_is_scrubbed() {
     let secret = test_secret();
     let ca = Arc::new(CertificateAuthority::generate().unwrap());
@@ -1470,7 +1469,6 @@ async fn credential_in_a_response_header_name_is_scrubbed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: responses are scrubbed only of the requesting task's credentials; another task's credential echoed by a shared upstream passes (pipeline.rs scrubber_for)"]
 async fn another_tasks_credential_echoed_by_a_shared_upstream() {
     let secret_a = test_secret();
     let secret_b = test_secret();
@@ -1522,7 +1520,6 @@ async fn another_tasks_credential_echoed_by_a_shared_upstream() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: the credential is fetched before the resolved address is checked, so a destination_refused request still mints one (pipeline.rs run_phases)"]
 async fn refused_destination_costs_no_credential_fetch() {
     let files = TempDir::new();
     let fetches = files.path().join("fetches.log");
@@ -1550,7 +1547,6 @@ async fn refused_destination_costs_no_credential_fetch() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: a task token the agent puts in the URL path is not detected and is written to the record's path (sanitize rules lack the cgt_ token format)"]
 async fn task_token_in_the_url_never_reaches_the_log_or_upstream() {
     let s = setup().await;
     // A prompt-injected agent trying to send its token out: to a host

@@ -239,7 +239,6 @@ async fn one_record_per_request_in_a_mixed_sequence() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: a tunnel closed between requests without TLS close_notify yields an extra client_disconnected record (h1.rs read_head)"]
 async fn tunnel_closed_between_requests_adds_no_record() {
     let s = setup().await;
     let mut tls = s.open_tunnel().await;

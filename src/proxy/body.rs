@@ -9,6 +9,7 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -20,6 +21,50 @@ use tokio::time::Sleep;
 use crate::audit::RecordGuard;
 use crate::reason::Reason;
 use crate::scrub::StreamScrubber;
+use crate::task::Task;
+
+/// Several scrubbers applied one after the other (the credentials of every
+/// task, then the requesting task's token).
+pub(crate) struct ScrubChain {
+    stages: Vec<StreamScrubber>,
+}
+
+impl ScrubChain {
+    /// Chains `stages` in order.
+    pub(crate) fn new(stages: Vec<StreamScrubber>) -> Self {
+        ScrubChain { stages }
+    }
+
+    /// Feeds a chunk through every stage; returns what is safe to emit and
+    /// the number of masked occurrences.
+    fn push(&mut self, chunk: &[u8]) -> (Bytes, usize) {
+        let mut data = Bytes::copy_from_slice(chunk);
+        let mut count = 0;
+        for stage in &mut self.stages {
+            let (out, n) = stage.push(&data);
+            data = out;
+            count += n;
+        }
+        (data, count)
+    }
+
+    /// Flushes every stage's held-back tail through the stages after it.
+    fn finish(&mut self) -> (Bytes, usize) {
+        let mut out = Vec::new();
+        let mut count = 0;
+        for i in 0..self.stages.len() {
+            let (mut data, n) = self.stages[i].finish();
+            count += n;
+            for later in &mut self.stages[i + 1..] {
+                let (next, n) = later.push(&data);
+                data = next;
+                count += n;
+            }
+            out.extend_from_slice(&data);
+        }
+        (Bytes::from(out), count)
+    }
+}
 
 /// A response body: either fixed bytes made by credgate, or a scrubbed
 /// upstream stream.
@@ -34,7 +79,8 @@ pub(crate) enum ProxyBody {
 /// The state of a streaming upstream body.
 pub(crate) struct UpstreamBody {
     inner: Incoming,
-    scrubber: StreamScrubber,
+    scrubber: ScrubChain,
+    task: Arc<Task>,
     record: RecordGuard,
     deadline: Pin<Box<Sleep>>,
     tail: Option<Bytes>,
@@ -51,13 +97,15 @@ impl ProxyBody {
     /// `record`; the whole body must arrive within `remaining`.
     pub(crate) fn upstream(
         inner: Incoming,
-        scrubber: StreamScrubber,
+        scrubber: ScrubChain,
         record: RecordGuard,
         remaining: Duration,
+        task: Arc<Task>,
     ) -> Self {
         ProxyBody::Upstream(Box::new(UpstreamBody {
             inner,
             scrubber,
+            task,
             record,
             deadline: Box::pin(tokio::time::sleep(remaining)),
             tail: None,
@@ -160,9 +208,15 @@ impl UpstreamBody {
 impl Drop for UpstreamBody {
     fn drop(&mut self) {
         if !self.finished {
+            let ended = self.task.ended().is_some();
             let rec = self.record.record();
-            rec.reason = Some(Reason::ClientDisconnected);
-            rec.message = Some("the agent went away before the response was complete".into());
+            if ended {
+                rec.reason = Some(Reason::TaskEnded);
+                rec.message = Some("the task ended while the response was streaming".into());
+            } else {
+                rec.reason = Some(Reason::ClientDisconnected);
+                rec.message = Some("the agent went away before the response was complete".into());
+            }
         }
     }
 }

@@ -7,11 +7,12 @@ use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 
-use super::upstream::{Resolve, Upstreams};
+use super::upstream::{CachingResolver, Resolve, Upstreams};
 use crate::audit::{AuditSink, DecisionRecord, Event};
 use crate::config::Config;
 use crate::credential::cache::CredentialCache;
 use crate::credential::Revocation;
+use crate::scrub::Scrubber;
 use crate::task::{EndReason, StartedTask, Task, TaskError, TaskService, TaskSpec, TaskStore};
 use crate::tls::{upstream_client_config, CertificateAuthority, LeafCache};
 
@@ -45,6 +46,9 @@ pub struct Gateway {
     /// `http://` + the proxy's bound address, used when the config sets no proxy_url.
     bound_proxy_url: String,
     pub(crate) resolver: Arc<dyn Resolve>,
+    /// Masks every credential held for any task; rebuilt when the set changes.
+    credential_scrubber: ArcSwap<(u64, Arc<Scrubber>)>,
+    rebuild: std::sync::Mutex<()>,
 }
 
 /// Why the gateway could not be built or reloaded.
@@ -67,6 +71,8 @@ impl Gateway {
         bound: std::net::SocketAddr,
         resolver: Arc<dyn Resolve>,
     ) -> Result<Arc<Gateway>, GatewayError> {
+        let resolver: Arc<dyn Resolve> =
+            Arc::new(CachingResolver::new(resolver, Duration::from_secs(30)));
         let snapshot = build_snapshot(config, 0, &resolver)?;
         let gateway = Arc::new(Gateway {
             snapshot: ArcSwap::from_pointee(snapshot),
@@ -77,6 +83,8 @@ impl Gateway {
             leaves: LeafCache::new(ca),
             bound_proxy_url: format!("http://{bound}"),
             resolver,
+            credential_scrubber: ArcSwap::from_pointee((0, Arc::new(Scrubber::new([])))),
+            rebuild: std::sync::Mutex::new(()),
         });
         gateway.start_ambient();
         Ok(gateway)
@@ -85,6 +93,31 @@ impl Gateway {
     /// The decision log.
     pub fn audit_sink(&self) -> &Arc<AuditSink> {
         &self.audit
+    }
+
+    /// A scrubber for every credential currently held for any task: a shared
+    /// upstream may echo one task's credential to another. Rebuilt (once,
+    /// however many requests ask) whenever a credential is issued or dropped.
+    pub(crate) fn credential_scrubber(&self) -> Arc<Scrubber> {
+        let wanted = self.credentials.global_generation();
+        let current = self.credential_scrubber.load();
+        if current.0 == wanted {
+            return current.1.clone();
+        }
+        let _rebuilding = self
+            .rebuild
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let wanted = self.credentials.global_generation();
+        let current = self.credential_scrubber.load();
+        if current.0 == wanted {
+            return current.1.clone();
+        }
+        let held = self.credentials.all_issued();
+        let scrubber = Arc::new(Scrubber::new(held.iter().flat_map(|c| c.secret_values())));
+        self.credential_scrubber
+            .store(Arc::new((wanted, scrubber.clone())));
+        scrubber
     }
 
     /// The configuration in force now.

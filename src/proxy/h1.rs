@@ -145,12 +145,14 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> H1Connection<IO> {
                 }
             }
             let was_empty = self.buf.is_empty();
-            if self.fill().await? == 0 {
-                return Err(if was_empty {
-                    H1Error::Closed
-                } else {
-                    H1Error::Io(io::ErrorKind::UnexpectedEof.into())
-                });
+            match self.fill().await {
+                Ok(n) if n > 0 => {}
+                // Nothing of a request arrived: a close between requests,
+                // however the transport reports it (TLS peers often skip
+                // close_notify), is not a request and leaves no record.
+                _ if was_empty => return Err(H1Error::Closed),
+                Ok(_) => return Err(H1Error::Io(io::ErrorKind::UnexpectedEof.into())),
+                Err(e) => return Err(H1Error::Io(e)),
             }
         }
     }

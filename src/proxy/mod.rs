@@ -4,9 +4,12 @@ mod address;
 mod body;
 mod gateway;
 mod h1;
+mod identify;
 pub(crate) mod pipeline;
+mod respond;
 mod rewind;
 mod server;
+mod target;
 pub mod upstream;
 
 pub use gateway::{Gateway, GatewayError, Snapshot};

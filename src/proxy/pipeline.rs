@@ -5,15 +5,19 @@
 //! ```
 //!
 //! The order is a security property:
-//! - *identify* first, so nothing is done for an unknown caller;
+//! - *identify* first, so nothing is done for an unknown caller. It runs in
+//!   the connection layer ([`super::identify::admit`]) as soon as the request
+//!   head is read, before the body, so an unauthenticated peer cannot make
+//!   credgate buffer anything; [`handle`] receives its result;
 //! - *sanitize* before *authorize*, so the rule is matched on the request as it
 //!   will be forwarded, and before *inject*, so stripping can never remove the
 //!   credential credgate adds, and the agent's own `Authorization` can never
 //!   survive next to it;
 //! - *authorize* before *credential*, so a denied request costs no DNS lookup,
-//!   no connection and no credential fetch;
+//!   no connection and no credential fetch; and the destination's addresses
+//!   are checked before a credential is fetched for it;
 //! - *scrub* on everything that flows back, because an upstream may echo what
-//!   it received;
+//!   it received — or what it received from another task;
 //! - *record* is not a step at the end but a guard created before the first
 //!   phase, whose `Drop` writes the record whatever path the request took.
 
@@ -22,25 +26,29 @@ use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderValue};
 use http::{request, Method, Response, StatusCode, Uri};
 use http_body_util::Full;
 
 use super::address::AddressPolicy;
-use super::body::ProxyBody;
+use super::body::{ProxyBody, ScrubChain};
 use super::gateway::{Gateway, Snapshot};
-use super::upstream::ConnectError;
+use super::identify::Identity;
+use super::respond::{deny, strip_response_hop_by_hop, Deny};
+use super::target::{authority_for, resolve_target, Target};
+use super::upstream::{check_destination, ConnectError};
 use crate::audit::{
-    CacheOutcome, CredentialInfo, RecordGuard, UpstreamInfo, Verdict as RecordVerdict,
+    CacheOutcome, CredentialInfo, DecisionRecord, RecordGuard, UpstreamInfo,
+    Verdict as RecordVerdict,
 };
 use crate::credential::cache::CacheStatus;
 use crate::credential::secret::Secret;
-use crate::credential::FetchContext;
-use crate::policy::{normalize_host, normalize_path, RequestTarget, Scheme, SecretAction, Verdict};
+use crate::credential::{Credential, CredentialDef, FetchContext};
+use crate::policy::{Scheme, ScopeRule, SecretAction, Verdict};
 use crate::reason::Reason;
 use crate::sanitize::{Finding, FindingLocation};
 use crate::scrub::Scrubber;
-use crate::task::{parse_proxy_authorization, AuthError, Task};
+use crate::task::Task;
 
 /// What a connection knows about itself.
 pub(crate) struct ConnContext {
@@ -48,15 +56,9 @@ pub(crate) struct ConnContext {
     pub(crate) peer: SocketAddr,
     /// Set inside an intercepted CONNECT tunnel.
     pub(crate) tunnel: Option<Tunnel>,
-    /// The scrubber last built on this connection, reused while the task's
-    /// credentials do not change (a keep-alive connection usually serves one task).
-    scrubber: Mutex<Option<CachedScrubber>>,
-}
-
-struct CachedScrubber {
-    task: String,
-    generation: u64,
-    scrubber: Arc<Scrubber>,
+    /// The scrubber for the task token last seen on this connection (a
+    /// keep-alive connection usually serves one task).
+    token_scrubber: Mutex<Option<(String, Arc<Scrubber>)>>,
 }
 
 /// An intercepted tunnel: the task authenticated on CONNECT and its target.
@@ -77,7 +79,7 @@ impl ConnContext {
         ConnContext {
             peer,
             tunnel: None,
-            scrubber: Mutex::new(None),
+            token_scrubber: Mutex::new(None),
         }
     }
 
@@ -86,42 +88,29 @@ impl ConnContext {
         ConnContext {
             peer,
             tunnel: Some(tunnel),
-            scrubber: Mutex::new(None),
+            token_scrubber: Mutex::new(None),
         }
     }
 }
 
-/// A denial: the reason, and words a person can act on.
-pub(crate) struct Deny {
-    reason: Reason,
-    message: String,
+/// A fresh request record. Until a phase says otherwise, it says the agent
+/// went away: that is what it means if the request never gets further.
+pub(crate) fn new_record(gw: &Gateway) -> RecordGuard {
+    let mut record = DecisionRecord::request(SystemTime::now());
+    record.decision = Some(RecordVerdict::Deny);
+    record.reason = Some(Reason::ClientDisconnected);
+    record.message = Some("the agent went away before the exchange finished".into());
+    RecordGuard::new(gw.audit.clone(), record)
 }
 
-impl Deny {
-    /// A denial for `reason`, explained by `message` (never a secret).
-    pub(crate) fn new(reason: Reason, message: impl Into<String>) -> Self {
-        Deny {
-            reason,
-            message: message.into(),
-        }
-    }
-}
-
-/// The target of a request, after normalisation and agreement checks.
-struct Target {
-    scheme: Scheme,
-    host: String,
-    port: u16,
-    path: String,
-    query: Option<String>,
-}
-
-/// Runs one request through every phase and returns the response for the
-/// agent. Never fails: every failure becomes a denial with a reason, recorded
-/// in `rec`, which is written when the response body is done (or dropped).
+/// Runs one admitted request through every phase and returns the response
+/// for the agent. Never fails: every failure becomes a denial with a reason,
+/// recorded in `rec`, which is written when the response body is done (or
+/// dropped).
 pub(crate) async fn handle(
     gw: &Gateway,
     conn: &ConnContext,
+    who: Identity,
     mut parts: request::Parts,
     body: Bytes,
     mut rec: RecordGuard,
@@ -131,30 +120,10 @@ pub(crate) async fn handle(
         let r = rec.record();
         r.method = Some(parts.method.to_string());
         r.bytes_in = body.len() as u64;
+        r.task = Some(who.task.id.clone());
+        r.agent = Some(who.task.agent.clone());
+        r.labels = who.task.labels.clone();
     }
-    // A record that cannot be written means the request must not happen.
-    if !gw.audit.healthy() {
-        return deny(
-            rec,
-            Deny::new(
-                Reason::AuditUnavailable,
-                "the decision log cannot be written",
-            ),
-        );
-    }
-
-    // identify
-    let (task, token) = match identify(gw, conn, &parts.headers) {
-        Ok(found) => found,
-        Err(e) => return deny(rec, Deny::new(e.reason(), auth_message(&e))),
-    };
-    {
-        let r = rec.record();
-        r.task = Some(task.id.clone());
-        r.agent = Some(task.agent.clone());
-        r.labels = task.labels.clone();
-    }
-
     let target = match resolve_target(conn, &parts) {
         Ok(t) => t,
         Err(d) => return deny(rec, d),
@@ -166,21 +135,9 @@ pub(crate) async fn handle(
         r.port = Some(target.port);
         r.path = Some(target.path.clone());
     }
-
-    let response = run_phases(
-        gw,
-        &snapshot,
-        conn,
-        &task,
-        token.as_ref(),
-        target,
-        &mut parts,
-        body,
-        &mut rec,
-    )
-    .await;
-    match response {
-        Ok(upstream) => respond_upstream(gw, &snapshot, conn, &task, token.as_ref(), upstream, rec),
+    let head_request = parts.method == Method::HEAD;
+    match run_phases(gw, &snapshot, &who.task, target, &mut parts, body, &mut rec).await {
+        Ok(upstream) => respond(gw, &snapshot, conn, &who, upstream, head_request, rec),
         Err(d) => deny(rec, d),
     }
 }
@@ -191,13 +148,11 @@ struct Upstream {
     started: Instant,
 }
 
-#[allow(clippy::too_many_arguments)]
+/// sanitize → authorize → credential → inject → forward.
 async fn run_phases(
     gw: &Gateway,
     snapshot: &Snapshot,
-    conn: &ConnContext,
     task: &Arc<Task>,
-    token: Option<&Secret>,
     mut target: Target,
     parts: &mut request::Parts,
     mut body: Bytes,
@@ -206,27 +161,22 @@ async fn run_phases(
     let config = &snapshot.config;
 
     // sanitize: strip what must never be forwarded, then look for secrets in what is left.
-    let stripped = config.sanitizer.strip_headers(&mut parts.headers);
+    rec.record().stripped = config.sanitizer.strip_headers(&mut parts.headers);
     parts.headers.remove(header::HOST);
-    rec.record().stripped = stripped;
-    let path_and_query = match &target.query {
-        Some(q) => format!("{}?{}", target.path, q),
-        None => target.path.clone(),
-    };
+    let path_and_query = target.path_and_query();
     let mut findings: Vec<Finding> = config.sanitizer.scan_target(&path_and_query);
     findings.extend(config.sanitizer.scan_headers(&parts.headers));
     findings.extend(config.sanitizer.scan_body(&body));
     if findings.iter().any(|f| f.location == FindingLocation::Url) {
         // The record must not carry the secret the agent put in the URL.
-        let redacted = config.sanitizer.redact_target(&target.path);
-        rec.record().path = Some(redacted);
+        rec.record().path = Some(config.sanitizer.redact_target(&target.path));
     }
     rec.record().findings = finding_ids(&findings);
 
     // authorize
     let mut decision = config
         .policy
-        .decide(&task.scopes, &request_target(&parts.method, &target));
+        .decide(&task.scopes, &target.for_policy(&parts.method));
     if !findings.is_empty() {
         let strip = decision.verdict == Verdict::Allow
             && decision
@@ -259,97 +209,39 @@ async fn run_phases(
         rec.record().path = Some(target.path.clone());
         decision = config
             .policy
-            .decide(&task.scopes, &request_target(&parts.method, &target));
+            .decide(&task.scopes, &target.for_policy(&parts.method));
     }
     rec.record().rule = decision.rule.as_ref().map(|r| r.id.to_string());
     if decision.verdict != Verdict::Allow {
         return Err(Deny::new(decision.reason, decision.message));
     }
     let rule = decision.rule.expect("an allow decision names its rule");
+    let (upstream_tls, address_policy) = route(&rule, &target)?;
 
-    // Where the request may go, and whether a credential may travel over it.
-    let upstream_tls = target.scheme == Scheme::Https || rule.upstream_tls;
-    let mut address_policy = if rule.allow_private {
-        AddressPolicy::AllowPrivate
-    } else {
-        AddressPolicy::PublicOnly
-    };
-    if rule.credential.is_some() && !upstream_tls {
-        if !rule.allow_private {
-            return Err(Deny::new(
-                Reason::CleartextInjectionRefused,
-                format!(
-                    "rule {} would send credential {} over cleartext http; set upstream_tls: true, or allow_private: true for a loopback upstream",
-                    rule.id,
-                    rule.credential.as_deref().unwrap_or_default()
-                ),
-            ));
-        }
-        address_policy = AddressPolicy::LoopbackOnly;
-    }
-
-    // credential
+    // credential: only for a destination the rule may reach, so a refused
+    // address costs no fetch.
     let credential = match &rule.credential {
         None => None,
         Some(name) => {
-            let Some(def) = config.credentials.get(name) else {
-                return Err(Deny::new(
-                    Reason::CredentialUnavailable,
-                    format!(
-                        "rule {} names credential {name}, which is not configured",
-                        rule.id
-                    ),
-                ));
-            };
-            let ctx = FetchContext {
-                task_id: task.id.clone(),
-                agent: task.agent.clone(),
-                labels: task.labels.clone(),
-                task_expires_at: task.expires_at,
-            };
-            let narrowing = format!("g{}", snapshot.generation);
-            match gw.credentials.get_or_fetch(def, &narrowing, &ctx).await {
-                Ok((cred, status)) => {
-                    rec.record().credential = Some(CredentialInfo {
-                        source: cred.source.to_string(),
-                        name: cred.name.clone(),
-                        id: cred.id.clone(),
-                        fingerprint: cred.fingerprint(),
-                        expires_at: cred.expires_at.map(crate::audit::format_timestamp),
-                        cache: Some(match status {
-                            CacheStatus::Hit => CacheOutcome::Hit,
-                            CacheStatus::Miss => CacheOutcome::Miss,
-                        }),
-                        standing: cred.standing,
-                    });
-                    Some((def.clone(), cred))
-                }
-                Err(e) => {
-                    return Err(Deny::new(
-                        Reason::CredentialUnavailable,
-                        format!("credential {name} could not be obtained: {e}"),
-                    ))
-                }
-            }
+            check_destination(
+                gw.resolver.as_ref(),
+                &target.host,
+                target.port,
+                address_policy,
+            )
+            .await
+            .map_err(|e| Deny::new(e.reason(), e.to_string()))?;
+            Some(fetch_credential(gw, snapshot, task, &rule, name, rec).await?)
         }
     };
 
     // inject
     let upstream_scheme = if upstream_tls { "https" } else { "http" };
     let authority = authority_for(&target.host, target.port, upstream_tls);
-    let uri = match &target.query {
-        Some(q) => format!("{upstream_scheme}://{authority}{}?{q}", target.path),
-        None => format!("{upstream_scheme}://{authority}{}", target.path),
-    };
-    parts.uri = match uri.parse::<Uri>() {
-        Ok(u) => u,
-        Err(_) => {
-            return Err(Deny::new(
-                Reason::BadRequest,
-                "the request target cannot be forwarded",
-            ))
-        }
-    };
+    let uri = format!("{upstream_scheme}://{authority}{}", target.path_and_query());
+    parts.uri = uri
+        .parse::<Uri>()
+        .map_err(|_| Deny::new(Reason::BadRequest, "the request target cannot be forwarded"))?;
     parts.version = http::Version::HTTP_11;
     if let Ok(host) = HeaderValue::from_str(&authority) {
         parts.headers.insert(header::HOST, host);
@@ -360,12 +252,17 @@ async fn run_phases(
         HeaderValue::from_static("identity"),
     );
     if let Some((def, cred)) = &credential {
-        if let Err(e) = def.injection.apply(cred, parts) {
-            return Err(Deny::new(
+        // A range of a response that reflects the credential would carry a
+        // piece of it too short to recognise; with a credential in play the
+        // whole representation comes back, scrubbed.
+        parts.headers.remove(header::RANGE);
+        parts.headers.remove(header::IF_RANGE);
+        def.injection.apply(cred, parts).map_err(|e| {
+            Deny::new(
                 Reason::CredentialUnavailable,
                 format!("credential {} could not be injected: {e}", def.name),
-            ));
-        }
+            )
+        })?;
     }
 
     // forward
@@ -387,275 +284,173 @@ async fn run_phases(
         Ok(Err(e)) => return Err(classify_upstream_error(&e)),
         Ok(Ok(r)) => r,
     };
-    let _ = (conn, token);
     Ok(Upstream { response, started })
 }
 
+/// Whether the upstream connection is TLS, and which addresses it may reach.
+/// A credential never travels in cleartext except to plain loopback.
+fn route(rule: &ScopeRule, target: &Target) -> Result<(bool, AddressPolicy), Deny> {
+    let upstream_tls = target.scheme == Scheme::Https || rule.upstream_tls;
+    let policy = if rule.allow_private {
+        AddressPolicy::AllowPrivate
+    } else {
+        AddressPolicy::PublicOnly
+    };
+    if rule.credential.is_none() || upstream_tls {
+        return Ok((upstream_tls, policy));
+    }
+    if !rule.allow_private {
+        return Err(Deny::new(
+            Reason::CleartextInjectionRefused,
+            format!(
+                "rule {} would send credential {} over cleartext http; set upstream_tls: true, or allow_private: true for a loopback upstream",
+                rule.id,
+                rule.credential.as_deref().unwrap_or_default()
+            ),
+        ));
+    }
+    Ok((false, AddressPolicy::LoopbackOnly))
+}
+
+/// Gets the rule's credential for the task from the cache (or its source)
+/// and notes it in the record, by fingerprint.
+async fn fetch_credential(
+    gw: &Gateway,
+    snapshot: &Snapshot,
+    task: &Task,
+    rule: &ScopeRule,
+    name: &str,
+    rec: &mut RecordGuard,
+) -> Result<(Arc<CredentialDef>, Arc<Credential>), Deny> {
+    let Some(def) = snapshot.config.credentials.get(name) else {
+        return Err(Deny::new(
+            Reason::CredentialUnavailable,
+            format!(
+                "rule {} names credential {name}, which is not configured",
+                rule.id
+            ),
+        ));
+    };
+    let ctx = FetchContext {
+        task_id: task.id.clone(),
+        agent: task.agent.clone(),
+        labels: task.labels.clone(),
+        task_expires_at: task.expires_at,
+    };
+    // The configuration generation is part of the key, so a reloaded
+    // definition is fetched anew.
+    let narrowing = format!("g{}", snapshot.generation);
+    let (cred, status) = gw
+        .credentials
+        .get_or_fetch(def, &narrowing, &ctx)
+        .await
+        .map_err(|e| {
+            Deny::new(
+                e.reason(),
+                format!("credential {name} could not be obtained: {e}"),
+            )
+        })?;
+    rec.record().credential = Some(CredentialInfo {
+        source: cred.source.to_string(),
+        name: cred.name.clone(),
+        id: cred.id.clone(),
+        fingerprint: cred.fingerprint(),
+        expires_at: cred.expires_at.map(crate::audit::format_timestamp),
+        cache: Some(match status {
+            CacheStatus::Hit => CacheOutcome::Hit,
+            CacheStatus::Miss => CacheOutcome::Miss,
+        }),
+        standing: cred.standing,
+    });
+    Ok((def.clone(), cred))
+}
+
 /// scrub: the response goes back with every credential in play masked.
-fn respond_upstream(
+fn respond(
     gw: &Gateway,
     snapshot: &Snapshot,
     conn: &ConnContext,
-    task: &Arc<Task>,
-    token: Option<&Secret>,
+    who: &Identity,
     upstream: Upstream,
+    head_request: bool,
     mut rec: RecordGuard,
 ) -> Response<ProxyBody> {
     let (mut parts, body) = upstream.response.into_parts();
-    {
-        let r = rec.record();
-        r.upstream = Some(UpstreamInfo {
-            status: Some(parts.status.as_u16()),
-            ms: Some(upstream.started.elapsed().as_millis() as u64),
-        });
-    }
+    rec.record().upstream = Some(UpstreamInfo {
+        status: Some(parts.status.as_u16()),
+        ms: Some(upstream.started.elapsed().as_millis() as u64),
+    });
     strip_response_hop_by_hop(&mut parts.headers);
-    if let Some(coding) = parts.headers.get(header::CONTENT_ENCODING) {
-        if !coding.as_bytes().eq_ignore_ascii_case(b"identity") {
-            // A compressed body cannot be scanned; passing it would let a
-            // credential through.
-            return deny(
-                rec,
-                Deny::new(
-                    Reason::ResponseUnscannable,
-                    "the upstream answered with a compressed body although credgate asked for identity encoding",
-                ),
-            );
-        }
+    // Every Content-Encoding line counts: one "identity" must not hide a "gzip".
+    let encoded = parts
+        .headers
+        .get_all(header::CONTENT_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .any(|coding| !coding.trim_ascii().eq_ignore_ascii_case(b"identity"));
+    if encoded {
+        // A compressed body cannot be scanned; passing it would let a
+        // credential through.
+        return deny(
+            rec,
+            Deny::new(
+                Reason::ResponseUnscannable,
+                "the upstream answered with an encoded body although credgate asked for identity encoding",
+            ),
+        );
     }
-    let scrubber = scrubber_for(gw, conn, task, token);
-    let scrubbed_headers = scrubber.scrub_headers(&mut parts.headers);
+    let mut scrubbers = vec![gw.credential_scrubber()];
+    if let Some(token) = &who.token {
+        scrubbers.push(token_scrubber(conn, &who.task, token));
+    }
+    let mut masked = 0;
+    for scrubber in &scrubbers {
+        masked += scrubber.scrub_headers(&mut parts.headers);
+    }
     {
         let r = rec.record();
         r.decision = Some(RecordVerdict::Allow);
         r.reason = Some(Reason::Allowed);
-        r.scrubbed += scrubbed_headers as u64;
+        r.message = None;
+        r.scrubbed += masked as u64;
+    }
+    let no_body = head_request
+        || parts.status.is_informational()
+        || parts.status == StatusCode::NO_CONTENT
+        || parts.status == StatusCode::NOT_MODIFIED;
+    if no_body {
+        // Nothing will be read from the body; the record is complete now.
+        drop(rec);
+        return Response::from_parts(parts, ProxyBody::full(Bytes::new()));
     }
     let remaining = snapshot
         .config
         .upstream
         .total_timeout
         .saturating_sub(upstream.started.elapsed());
-    let body = ProxyBody::upstream(body, scrubber.stream(), rec, remaining);
+    let chain = ScrubChain::new(scrubbers.iter().map(|s| s.stream()).collect());
+    let body = ProxyBody::upstream(body, chain, rec, remaining, who.task.clone());
     let mut response = Response::from_parts(parts, body);
     // The connection layer stops streaming when this task ends.
-    response.extensions_mut().insert(task.clone());
+    response.extensions_mut().insert(who.task.clone());
     response
 }
 
-/// The scrubber for this task's credentials and token, reused on the
-/// connection until the task is issued another credential.
-fn scrubber_for(
-    gw: &Gateway,
-    conn: &ConnContext,
-    task: &Task,
-    token: Option<&Secret>,
-) -> Arc<Scrubber> {
-    let generation = gw.credentials.generation(&task.id);
-    let mut cached = conn.scrubber.lock().expect("scrubber cache poisoned");
-    if let Some(c) = cached.as_ref() {
-        if c.task == task.id && c.generation == generation {
-            return c.scrubber.clone();
+/// A compact scrubber for the task token, kept on the connection while the
+/// connection serves the same task.
+fn token_scrubber(conn: &ConnContext, task: &Task, token: &Secret) -> Arc<Scrubber> {
+    let mut cached = conn
+        .token_scrubber
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((id, scrubber)) = cached.as_ref() {
+        if *id == task.id {
+            return scrubber.clone();
         }
     }
-    let credentials = gw.credentials.issued_for_task(&task.id);
-    let mut secrets: Vec<&[u8]> = credentials.iter().flat_map(|c| c.secret_values()).collect();
-    if let Some(t) = token {
-        secrets.push(t.expose());
-    }
-    let scrubber = Arc::new(Scrubber::new(secrets));
-    *cached = Some(CachedScrubber {
-        task: task.id.clone(),
-        generation,
-        scrubber: scrubber.clone(),
-    });
+    let scrubber = Arc::new(Scrubber::compact([token.expose()]));
+    *cached = Some((task.id.clone(), scrubber.clone()));
     scrubber
-}
-
-/// Finds the task: the tunnel's, the one named by `Proxy-Authorization`, or
-/// the ambient task for a loopback client.
-pub(crate) fn identify(
-    gw: &Gateway,
-    conn: &ConnContext,
-    headers: &HeaderMap,
-) -> Result<(Arc<Task>, Option<Secret>), AuthError> {
-    let now = SystemTime::now();
-    if let Some(tunnel) = &conn.tunnel {
-        if !tunnel.task.is_active(now) {
-            return Err(AuthError::Ended);
-        }
-        return Ok((tunnel.task.clone(), tunnel.token.clone()));
-    }
-    authenticate(gw, conn.peer, headers, now)
-}
-
-/// Authenticates a request outside any tunnel (also the CONNECT itself).
-pub(crate) fn authenticate(
-    gw: &Gateway,
-    peer: SocketAddr,
-    headers: &HeaderMap,
-    now: SystemTime,
-) -> Result<(Arc<Task>, Option<Secret>), AuthError> {
-    match headers.get(header::PROXY_AUTHORIZATION) {
-        Some(value) => {
-            let credential = parse_proxy_authorization(value)?;
-            let task = gw.tasks.authenticate(&credential, now)?;
-            let token = match credential {
-                crate::task::ProxyCredential::Basic { password, .. } => password,
-                crate::task::ProxyCredential::Bearer(token) => token,
-            };
-            Ok((task, Some(token)))
-        }
-        None => {
-            // The ambient task serves only the pod itself.
-            let ambient = gw.tasks.ambient().filter(|_| peer.ip().is_loopback());
-            match ambient {
-                Some(task) if task.is_active(now) => Ok((task, None)),
-                Some(_) => Err(AuthError::Ended),
-                None => Err(AuthError::Missing),
-            }
-        }
-    }
-}
-
-/// Words for a 407.
-pub(crate) fn auth_message(e: &AuthError) -> String {
-    match e {
-        AuthError::Missing => {
-            "no task token: send Proxy-Authorization (use the proxy URL from `credgate task start`)"
-                .into()
-        }
-        AuthError::Ended => "the task has ended; start a new task".into(),
-        _ => "the task token is not valid".into(),
-    }
-}
-
-fn request_target<'a>(method: &'a Method, target: &'a Target) -> RequestTarget<'a> {
-    RequestTarget {
-        method,
-        scheme: target.scheme,
-        host: &target.host,
-        port: target.port,
-        path: &target.path,
-    }
-}
-
-/// Works out scheme, host, port and path, and checks that every name the
-/// request gives for its destination agrees.
-fn resolve_target(conn: &ConnContext, parts: &request::Parts) -> Result<Target, Deny> {
-    let uri = &parts.uri;
-    let host_header = parts
-        .headers
-        .get(header::HOST)
-        .map(|h| h.to_str().unwrap_or("\u{0}"));
-    let (scheme, host, port) = match &conn.tunnel {
-        Some(tunnel) => {
-            // Inside a tunnel the origin is fixed by CONNECT; the request may
-            // only repeat it (absolute-form, Host, :authority).
-            let named = uri
-                .authority()
-                .map(|a| a.as_str())
-                .or(host_header)
-                .ok_or_else(|| Deny::new(Reason::BadRequest, "request without Host"))?;
-            let (h, p) = split_authority(named, 443)
-                .ok_or_else(|| Deny::new(Reason::BadRequest, "invalid Host"))?;
-            if h != tunnel.host || p != tunnel.port {
-                return Err(Deny::new(
-                    Reason::MisdirectedRequest,
-                    format!(
-                        "this tunnel was opened for {}:{}; the request names {h}:{p}",
-                        tunnel.host, tunnel.port
-                    ),
-                ));
-            }
-            if let (Some(a), Some(hh)) = (uri.authority(), host_header) {
-                if split_authority(hh, 443) != split_authority(a.as_str(), 443) {
-                    return Err(Deny::new(
-                        Reason::HostMismatch,
-                        "request URI and Host disagree",
-                    ));
-                }
-            }
-            (Scheme::Https, tunnel.host.clone(), tunnel.port)
-        }
-        None => {
-            let scheme =
-                match uri.scheme_str() {
-                    Some("http") => Scheme::Http,
-                    Some(_) => {
-                        return Err(Deny::new(
-                            Reason::BadRequest,
-                            "only http:// URLs are proxied directly; https goes through CONNECT",
-                        ))
-                    }
-                    None => return Err(Deny::new(
-                        Reason::BadRequest,
-                        "credgate is a forward proxy: send absolute-form requests (set HTTP_PROXY)",
-                    )),
-                };
-            let authority = uri
-                .authority()
-                .ok_or_else(|| Deny::new(Reason::BadRequest, "request URI without host"))?;
-            if authority.as_str().contains('@') {
-                return Err(Deny::new(
-                    Reason::BadRequest,
-                    "userinfo in the request URI is refused",
-                ));
-            }
-            let (h, p) = split_authority(authority.as_str(), 80)
-                .ok_or_else(|| Deny::new(Reason::BadRequest, "invalid host in the request URI"))?;
-            if let Some(hh) = host_header {
-                if split_authority(hh, 80) != Some((h.clone(), p)) {
-                    return Err(Deny::new(
-                        Reason::HostMismatch,
-                        format!("the request URI names {h}:{p} but Host names another origin"),
-                    ));
-                }
-            }
-            (scheme, h, p)
-        }
-    };
-    let raw_path = uri.path();
-    let path = normalize_path(raw_path).map_err(|e| Deny::new(e.reason(), e.to_string()))?;
-    Ok(Target {
-        scheme,
-        host,
-        port,
-        path,
-        query: uri.query().map(str::to_string),
-    })
-}
-
-/// `host[:port]` → normalised host and port.
-fn split_authority(authority: &str, default_port: u16) -> Option<(String, u16)> {
-    let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
-        let (h, after) = rest.split_once(']')?;
-        let port = match after {
-            "" => default_port,
-            p => p.strip_prefix(':')?.parse().ok()?,
-        };
-        (h, port)
-    } else {
-        match authority.rsplit_once(':') {
-            Some((h, p)) => (h, p.parse().ok()?),
-            None => (authority, default_port),
-        }
-    };
-    Some((normalize_host(host).ok()?, port))
-}
-
-/// `host:port` for the upstream URI and Host header, leaving out a default port.
-fn authority_for(host: &str, port: u16, tls: bool) -> String {
-    let host = if host.contains(':') {
-        format!("[{host}]")
-    } else {
-        host.to_string()
-    };
-    if (tls && port == 443) || (!tls && port == 80) {
-        host
-    } else {
-        format!("{host}:{port}")
-    }
 }
 
 fn classify_upstream_error(e: &hyper_util::client::legacy::Error) -> Deny {
@@ -686,92 +481,4 @@ fn describe_findings(findings: &[Finding]) -> String {
     parts.sort();
     parts.dedup();
     parts.join(", ")
-}
-
-/// Response headers that describe the upstream hop, not the message.
-fn strip_response_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<String> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|t| t.trim().to_ascii_lowercase())
-        .filter(|t| !t.is_empty())
-        .collect();
-    for name in named {
-        headers.remove(name.as_str());
-    }
-    for name in [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "proxy-authenticate",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    ] {
-        headers.remove(name);
-    }
-}
-
-/// Finishes the record as a denial and builds the response the agent sees.
-pub(crate) fn deny(mut rec: RecordGuard, d: Deny) -> Response<ProxyBody> {
-    let id = {
-        let r = rec.record();
-        r.decision = Some(RecordVerdict::Deny);
-        r.reason = Some(d.reason);
-        r.message = Some(d.message.clone());
-        r.id.clone()
-    };
-    error_response(d.reason, &d.message, &id)
-}
-
-/// A JSON error body naming the reason, the message and the record id.
-pub(crate) fn error_response(
-    reason: Reason,
-    message: &str,
-    record_id: &str,
-) -> Response<ProxyBody> {
-    let body = serde_json::json!({
-        "error": reason.as_str(),
-        "message": message,
-        "record": record_id,
-    });
-    let mut response = Response::new(ProxyBody::full(body.to_string() + "\n"));
-    *response.status_mut() = reason.status();
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    headers.insert(
-        "x-credgate-reason",
-        HeaderValue::from_static(reason.as_str()),
-    );
-    if reason.status() == StatusCode::PROXY_AUTHENTICATION_REQUIRED {
-        headers.insert(
-            header::PROXY_AUTHENTICATE,
-            HeaderValue::from_static("Basic realm=\"credgate\""),
-        );
-    }
-    response
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn authorities_split_and_normalise() {
-        assert_eq!(
-            split_authority("API.Example.com.:8443", 443),
-            Some(("api.example.com".into(), 8443))
-        );
-        assert_eq!(split_authority("[::1]:9", 443), Some(("::1".into(), 9)));
-        assert_eq!(split_authority("[::1]", 443), Some(("::1".into(), 443)));
-        assert_eq!(split_authority("a.example:x", 443), None);
-        assert_eq!(authority_for("::1", 443, true), "[::1]");
-        assert_eq!(authority_for("a.example", 8080, false), "a.example:8080");
-    }
 }

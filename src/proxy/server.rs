@@ -6,12 +6,16 @@
 //! the CONNECT host, and every request inside is authorised on its own, over
 //! HTTP/1.1 or HTTP/2 as ALPN decides. Nothing falls through to a blind
 //! tunnel unless a rule says `tunnel: true`.
+//!
+//! Every wait on the agent is bounded, and a request is admitted (task
+//! identified, decision log writable) before its body is read, so a peer
+//! without a task token cannot make credgate hold anything for long.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use bytes::BytesMut;
 use http::{Method, Request};
@@ -21,43 +25,83 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
 
 use super::address::AddressPolicy;
 use super::gateway::Gateway;
 use super::h1::{Framing, H1Connection, H1Error, RequestHead};
-use super::pipeline::{self, auth_message, authenticate, ConnContext, Deny, Tunnel};
+use super::identify::{admit, auth_message, authenticate};
+use super::pipeline::{self, new_record, ConnContext, Tunnel};
+use super::respond::{deny, CloseConnection, Deny};
 use super::rewind::Rewind;
 use super::upstream::dial;
-use crate::audit::{DecisionRecord, RecordGuard, Verdict as RecordVerdict};
+use crate::audit::{RecordGuard, Verdict as RecordVerdict};
 use crate::policy::normalize_host;
 use crate::reason::Reason;
 use crate::task::Task;
 
 /// TLS record type of a handshake: the first byte of every ClientHello.
 const TLS_HANDSHAKE: u8 = 0x16;
+/// Connections served at once; further agents wait in the accept queue.
+const MAX_CONNECTIONS: usize = 10_000;
+/// How long a connection may sit without sending the next request head.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a request body may take to arrive.
+const BODY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the TLS handshake after CONNECT may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
+/// Concurrent HTTP/2 streams per intercepted connection (each may buffer a body).
+const H2_MAX_STREAMS: u32 = 32;
+/// A blind tunnel with no traffic either way for this long is closed.
+const TUNNEL_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// At shutdown, how long open connections get to finish before they are cut.
+const DRAIN_GRACE: Duration = Duration::from_secs(5);
 
-/// Accepts agent connections until `shutdown` resolves.
+/// Accepts agent connections until `shutdown` resolves, then lets open
+/// connections finish (briefly) and cuts the rest, so every record of theirs
+/// is emitted before this returns.
 pub async fn serve(gw: Arc<Gateway>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut connections = JoinSet::new();
     loop {
         tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    tokio::spawn(handle_connection(gw.clone(), stream, peer));
+            permit = slots.clone().acquire_owned() => {
+                let Ok(permit) = permit else { break };
+                tokio::select! {
+                    accepted = listener.accept() => match accepted {
+                        Ok((stream, peer)) => {
+                            let gw = gw.clone();
+                            connections.spawn(async move {
+                                handle_connection(gw, stream, peer).await;
+                                drop(permit);
+                            });
+                        }
+                        Err(e) => {
+                            // Out of file descriptors and the like: back off instead of spinning.
+                            tracing::warn!(error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    },
+                    () = &mut shutdown => break,
                 }
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                }
-            },
-            () = &mut shutdown => return,
+            }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            () = &mut shutdown => break,
         }
     }
-}
-
-fn new_record(gw: &Gateway) -> RecordGuard {
-    RecordGuard::new(gw.audit.clone(), DecisionRecord::request(SystemTime::now()))
+    drop(listener);
+    let drained = tokio::time::timeout(DRAIN_GRACE, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        // Aborting drops each connection's futures, and with them their
+        // record guards: the records are emitted now, before the log closes.
+        connections.abort_all();
+        while connections.join_next().await.is_some() {}
+    }
 }
 
 async fn handle_connection(gw: Arc<Gateway>, stream: TcpStream, peer: SocketAddr) {
@@ -80,11 +124,11 @@ where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
     loop {
-        let head = match conn.read_head().await {
-            Ok(head) => head,
-            Err(H1Error::Closed) => return None,
-            Err(e) => {
-                let response = pipeline::deny(new_record(gw), Deny::new(e.reason(), e.to_string()));
+        let head = match tokio::time::timeout(IDLE_TIMEOUT, conn.read_head()).await {
+            Err(_) | Ok(Err(H1Error::Closed)) => return None,
+            Ok(Ok(head)) => head,
+            Ok(Err(e)) => {
+                let response = deny(new_record(gw), Deny::new(e.reason(), e.to_string()));
                 if e.reason() != Reason::ClientDisconnected {
                     let _ = conn.write_response(response, false, false).await;
                 }
@@ -97,14 +141,11 @@ where
             }
             let mut rec = new_record(gw);
             rec.record().method = Some("CONNECT".into());
-            let response = pipeline::deny(
-                rec,
-                Deny::new(
-                    Reason::MethodRefused,
-                    "CONNECT inside an intercepted tunnel is refused",
-                ),
+            let d = Deny::new(
+                Reason::MethodRefused,
+                "CONNECT inside an intercepted tunnel is refused",
             );
-            let _ = conn.write_response(response, false, false).await;
+            let _ = conn.write_response(deny(rec, d), false, false).await;
             return None;
         }
 
@@ -112,6 +153,20 @@ where
         // sending its body still leaves one.
         let mut rec = new_record(gw);
         rec.record().method = Some(head.parts.method.to_string());
+        // identify before the body is read: nothing is buffered for a caller
+        // that is not a live task. The unread body makes the connection
+        // unusable afterwards, so it closes.
+        let who = match admit(gw, ctx, &head.parts.headers) {
+            Ok(who) => who,
+            Err(d) => {
+                let keep_alive = head.keep_alive && head.framing == Framing::Empty;
+                let _ = conn.write_response(deny(rec, d), false, keep_alive).await;
+                if keep_alive {
+                    continue;
+                }
+                return None;
+            }
+        };
         if head.expect_continue
             && head.framing != Framing::Empty
             && conn.write_continue().await.is_err()
@@ -119,20 +174,30 @@ where
             return None;
         }
         let limit = gw.snapshot().config.sanitizer.max_body_scan();
-        let body = match conn.read_body(head.framing, limit).await {
-            Ok(body) => body,
-            Err(e) => {
-                let reason = e.reason();
-                let response = pipeline::deny(rec, Deny::new(reason, e.to_string()));
-                if reason != Reason::ClientDisconnected {
-                    let _ = conn.write_response(response, false, false).await;
+        let body =
+            match tokio::time::timeout(BODY_TIMEOUT, conn.read_body(head.framing, limit)).await {
+                Ok(Ok(body)) => body,
+                Ok(Err(e)) => {
+                    let reason = e.reason();
+                    let response = deny(rec, Deny::new(reason, e.to_string()));
+                    if reason != Reason::ClientDisconnected {
+                        let _ = conn.write_response(response, false, false).await;
+                    }
+                    return None;
                 }
-                return None;
-            }
-        };
+                Err(_) => {
+                    let d = Deny::new(
+                        Reason::BadRequest,
+                        "the request body did not arrive in time",
+                    );
+                    let _ = conn.write_response(deny(rec, d), false, false).await;
+                    return None;
+                }
+            };
         let head_only = head.parts.method == Method::HEAD;
-        let keep_alive = head.keep_alive;
-        let response = pipeline::handle(gw, ctx, head.parts, body, rec).await;
+        let response = pipeline::handle(gw, ctx, who, head.parts, body, rec).await;
+        let keep_alive =
+            head.keep_alive && response.extensions().get::<CloseConnection>().is_none();
         // Ending a task also cuts a response still streaming for it.
         let task = response.extensions().get::<Arc<Task>>().cloned();
         let written = match task {
@@ -155,8 +220,15 @@ async fn refuse<IO: AsyncRead + AsyncWrite + Unpin>(
     rec: RecordGuard,
     d: Deny,
 ) {
-    let response = pipeline::deny(rec, d);
-    let _ = conn.write_response(response, false, false).await;
+    let _ = conn.write_response(deny(rec, d), false, false).await;
+}
+
+/// Marks the CONNECT's record and lets it be written.
+fn conclude(mut rec: RecordGuard, verdict: RecordVerdict, reason: Reason, message: String) {
+    let r = rec.record();
+    r.decision = Some(verdict);
+    r.reason = Some(reason);
+    r.message = Some(message);
 }
 
 async fn handle_connect(
@@ -174,10 +246,11 @@ async fn handle_connect(
         );
         return refuse(&mut conn, rec, d).await;
     }
-    let (task, token) = match authenticate(&gw, peer, &head.parts.headers, SystemTime::now()) {
-        Ok(found) => found,
+    let who = match authenticate(&gw, peer, &head.parts.headers, SystemTime::now()) {
+        Ok(who) => who,
         Err(e) => return refuse(&mut conn, rec, Deny::new(e.reason(), auth_message(&e))).await,
     };
+    let task = who.task.clone();
     {
         let r = rec.record();
         r.task = Some(task.id.clone());
@@ -211,103 +284,49 @@ async fn handle_connect(
     drop(snapshot);
 
     if blind {
-        return blind_tunnel(&gw, conn, rec, &host, port, allow_private).await;
+        // Ending the task closes its tunnel, blind or not.
+        tokio::select! {
+            () = blind_tunnel(&gw, conn, rec, &host, port, allow_private) => {}
+            () = task.wait_ended() => {}
+        }
+        return;
     }
     if conn
         .write_raw(b"HTTP/1.1 200 Connection Established\r\n\r\n")
         .await
         .is_err()
     {
-        return; // the record says client_disconnected via the guard's defaults
+        return; // the record says the agent went away
     }
-    let (mut stream, mut buffered) = conn.into_parts();
-
-    // Only a TLS handshake may follow: anything else would be traffic that
-    // no rule has looked at.
-    while buffered.is_empty() {
-        match stream.read_buf(&mut buffered).await {
-            Ok(0) | Err(_) => {
-                let r = rec.record();
-                r.decision = Some(RecordVerdict::Allow);
-                r.reason = Some(Reason::ClientDisconnected);
-                r.message = Some("the agent closed the tunnel before TLS".into());
-                return;
-            }
-            Ok(_) => {}
-        }
-    }
-    if buffered[0] != TLS_HANDSHAKE {
-        let r = rec.record();
-        r.decision = Some(RecordVerdict::Deny);
-        r.reason = Some(Reason::TunnelRefused);
-        r.message = Some(
-            "bytes after CONNECT are not a TLS handshake; no rule allows a blind tunnel".into(),
+    let (stream, buffered) = conn.into_parts();
+    let Ok(intercepted) = tokio::time::timeout(
+        HANDSHAKE_TIMEOUT,
+        intercept(&gw, stream, buffered, &host, &mut rec),
+    )
+    .await
+    else {
+        let message = "the agent did not complete TLS in time".to_string();
+        return conclude(
+            rec,
+            RecordVerdict::Deny,
+            Reason::ClientDisconnected,
+            message,
         );
-        return;
-    }
-    let io = Rewind::new(buffered, stream);
-    let acceptor = tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io);
-    let start = match acceptor.await {
-        Ok(start) => start,
-        Err(e) => {
-            let r = rec.record();
-            r.decision = Some(RecordVerdict::Deny);
-            r.reason = Some(Reason::BadRequest);
-            r.message = Some(format!("invalid TLS ClientHello: {e}"));
-            return;
-        }
     };
-    if let Some(sni) = start.client_hello().server_name() {
-        if normalize_host(sni).ok().as_deref() != Some(host.as_str()) {
-            let r = rec.record();
-            r.decision = Some(RecordVerdict::Deny);
-            r.reason = Some(Reason::HostMismatch);
-            r.message = Some(format!(
-                "TLS server name {sni:?} differs from the CONNECT target {host}"
-            ));
-            return;
-        }
-    }
-    let server_config = match gw.leaves.server_config(&host).await {
-        Ok(c) => c,
-        Err(e) => {
-            let r = rec.record();
-            r.decision = Some(RecordVerdict::Deny);
-            r.reason = Some(Reason::Internal);
-            r.message = Some(format!("no certificate for {host}: {e}"));
-            return;
-        }
-    };
-    let tls = match start.into_stream(server_config).await {
-        Ok(tls) => tls,
-        Err(e) => {
-            let r = rec.record();
-            r.decision = Some(RecordVerdict::Deny);
-            r.reason = Some(Reason::ClientDisconnected);
-            r.message = Some(format!(
-                "TLS handshake with the agent failed (does it trust the credgate CA?): {e}"
-            ));
-            return;
-        }
-    };
+    let Some(tls) = intercepted else { return };
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-    {
-        let r = rec.record();
-        r.decision = Some(RecordVerdict::Allow);
-        r.reason = Some(Reason::Allowed);
-        r.message = Some(format!(
-            "tunnel intercepted ({})",
-            if h2 { "h2" } else { "http/1.1" }
-        ));
-    }
+    let message = format!(
+        "tunnel intercepted ({})",
+        if h2 { "h2" } else { "http/1.1" }
+    );
     // The CONNECT's own record is complete; each request inside gets its own.
-    drop(rec);
+    conclude(rec, RecordVerdict::Allow, Reason::Allowed, message);
 
     let ctx = Arc::new(ConnContext::tunnel(
         peer,
         Tunnel {
             task: task.clone(),
-            token,
+            token: who.token,
             host,
             port,
         },
@@ -323,6 +342,76 @@ async fn handle_connect(
     tokio::select! {
         () = serve => {}
         () = task.wait_ended() => {}
+    }
+}
+
+/// Accepts the agent's TLS for `host` after CONNECT. `None` when it is not
+/// TLS, names another server, or fails; the record says which.
+async fn intercept(
+    gw: &Gateway,
+    mut stream: TcpStream,
+    mut buffered: BytesMut,
+    host: &str,
+    rec: &mut RecordGuard,
+) -> Option<tokio_rustls::server::TlsStream<Rewind<TcpStream>>> {
+    let fail = |rec: &mut RecordGuard, reason: Reason, message: String| {
+        let r = rec.record();
+        r.decision = Some(RecordVerdict::Deny);
+        r.reason = Some(reason);
+        r.message = Some(message);
+        None
+    };
+    // Only a TLS handshake may follow: anything else would be traffic that
+    // no rule has looked at.
+    while buffered.is_empty() {
+        match stream.read_buf(&mut buffered).await {
+            Ok(0) | Err(_) => {
+                let message = "the agent closed the tunnel before TLS".to_string();
+                return fail(rec, Reason::ClientDisconnected, message);
+            }
+            Ok(_) => {}
+        }
+    }
+    if buffered[0] != TLS_HANDSHAKE {
+        let message = "bytes after CONNECT are not a TLS handshake; no rule allows a blind tunnel"
+            .to_string();
+        return fail(rec, Reason::TunnelRefused, message);
+    }
+    let io = Rewind::new(buffered, stream);
+    let acceptor = tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io);
+    let start = match acceptor.await {
+        Ok(start) => start,
+        Err(e) => {
+            return fail(
+                rec,
+                Reason::BadRequest,
+                format!("invalid TLS ClientHello: {e}"),
+            )
+        }
+    };
+    if let Some(sni) = start.client_hello().server_name() {
+        if normalize_host(sni).ok().as_deref() != Some(host) {
+            let message = format!("TLS server name {sni:?} differs from the CONNECT target {host}");
+            return fail(rec, Reason::HostMismatch, message);
+        }
+    }
+    let config = match gw.leaves.server_config(host).await {
+        Ok(c) => c,
+        Err(e) => {
+            return fail(
+                rec,
+                Reason::Internal,
+                format!("no certificate for {host}: {e}"),
+            )
+        }
+    };
+    match start.into_stream(config).await {
+        Ok(tls) => Some(tls),
+        Err(e) => fail(
+            rec,
+            Reason::ClientDisconnected,
+            format!("TLS handshake with the agent failed (does it trust the credgate CA?): {e}"),
+        ),
     }
 }
 
@@ -350,11 +439,17 @@ where
         async move {
             let mut rec = new_record(&gw);
             rec.record().method = Some(req.method().to_string());
+            let who = match admit(&gw, &ctx, req.headers()) {
+                Ok(who) => who,
+                Err(d) => return Ok::<_, Infallible>(deny(rec, d)),
+            };
             let (parts, body) = req.into_parts();
             let limit = gw.snapshot().config.sanitizer.max_body_scan();
-            let body = match Limited::new(body, limit).collect().await {
-                Ok(collected) => collected.to_bytes(),
-                Err(e) => {
+            let collected =
+                tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, limit).collect()).await;
+            let body = match collected {
+                Ok(Ok(collected)) => collected.to_bytes(),
+                Ok(Err(e)) => {
                     let d = if e
                         .downcast_ref::<http_body_util::LengthLimitError>()
                         .is_some()
@@ -369,13 +464,21 @@ where
                             "the request body did not arrive",
                         )
                     };
-                    return Ok::<_, Infallible>(pipeline::deny(rec, d));
+                    return Ok(deny(rec, d));
+                }
+                Err(_) => {
+                    let d = Deny::new(
+                        Reason::BadRequest,
+                        "the request body did not arrive in time",
+                    );
+                    return Ok(deny(rec, d));
                 }
             };
-            Ok(pipeline::handle(&gw, &ctx, parts, body, rec).await)
+            Ok(pipeline::handle(&gw, &ctx, who, parts, body, rec).await)
         }
     });
     let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+        .max_concurrent_streams(H2_MAX_STREAMS)
         .serve_connection(TokioIo::new(io), service)
         .await;
 }
@@ -415,11 +518,39 @@ async fn blind_tunnel(
     }
     let (stream, buffered) = conn.into_parts();
     let mut agent = Rewind::new(buffered, stream);
-    if let Ok((to_upstream, to_agent)) =
-        tokio::io::copy_bidirectional(&mut agent, &mut upstream).await
-    {
-        let r = rec.record();
-        r.bytes_in = to_upstream;
-        r.bytes_out = to_agent;
+    let (to_upstream, to_agent) = relay(&mut agent, &mut upstream).await;
+    let r = rec.record();
+    r.bytes_in = to_upstream;
+    r.bytes_out = to_agent;
+}
+
+/// Copies both ways until either side closes or nothing moves for
+/// [`TUNNEL_IDLE_TIMEOUT`]; returns the bytes copied each way.
+async fn relay(agent: &mut Rewind<TcpStream>, upstream: &mut TcpStream) -> (u64, u64) {
+    use tokio::io::AsyncWriteExt;
+    let (mut to_upstream, mut to_agent) = (0u64, 0u64);
+    let mut from_agent = [0u8; 16 * 1024];
+    let mut from_upstream = [0u8; 16 * 1024];
+    loop {
+        let step = tokio::time::timeout(TUNNEL_IDLE_TIMEOUT, async {
+            tokio::select! {
+                n = agent.read(&mut from_agent) => match n {
+                    Ok(0) | Err(_) => None,
+                    Ok(n) => upstream.write_all(&from_agent[..n]).await.ok().map(|()| (n as u64, 0)),
+                },
+                n = upstream.read(&mut from_upstream) => match n {
+                    Ok(0) | Err(_) => None,
+                    Ok(n) => agent.write_all(&from_upstream[..n]).await.ok().map(|()| (0, n as u64)),
+                },
+            }
+        })
+        .await;
+        match step {
+            Ok(Some((up, down))) => {
+                to_upstream += up;
+                to_agent += down;
+            }
+            _ => return (to_upstream, to_agent),
+        }
     }
 }

@@ -227,15 +227,67 @@ impl Resolve for SystemResolver {
     }
 }
 
-/// Resolves `host`, keeps the addresses `policy` permits, and connects to
-/// one of them. The address dialled is one of the addresses just checked:
-/// there is no second lookup for a rebinding resolver to answer differently.
-pub(crate) async fn dial(
+/// Remembers answers for a short while, so checking a destination before a
+/// credential is fetched and dialling it afterwards cost one lookup. Every
+/// use still checks the addresses it gets against the request's policy.
+pub(crate) struct CachingResolver {
+    inner: Arc<dyn Resolve>,
+    answers: moka::future::Cache<String, Arc<Vec<IpAddr>>>,
+}
+
+impl CachingResolver {
+    /// Caches `inner`'s answers for `ttl`.
+    pub(crate) fn new(inner: Arc<dyn Resolve>, ttl: Duration) -> Self {
+        CachingResolver {
+            inner,
+            answers: moka::future::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(ttl)
+                .build(),
+        }
+    }
+}
+
+impl Resolve for CachingResolver {
+    fn resolve<'a>(
+        &'a self,
+        host: &'a str,
+        port: u16,
+    ) -> crate::BoxFuture<'a, io::Result<Vec<SocketAddr>>> {
+        Box::pin(async move {
+            let ips = self
+                .answers
+                .try_get_with(host.to_string(), async {
+                    let addrs = self.inner.resolve(host, 0).await?;
+                    Ok::<_, io::Error>(Arc::new(
+                        addrs.into_iter().map(|a| a.ip()).collect::<Vec<_>>(),
+                    ))
+                })
+                .await
+                .map_err(|e| io::Error::new(e.kind(), e.to_string()))?;
+            Ok(ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect())
+        })
+    }
+}
+
+/// Resolves `host` and fails unless at least one address is one `policy`
+/// permits: run before a credential is fetched for the destination. The
+/// dial re-checks the address it actually uses.
+pub(crate) async fn check_destination(
     resolver: &dyn Resolve,
     host: &str,
     port: u16,
     policy: AddressPolicy,
-) -> Result<TcpStream, ConnectError> {
+) -> Result<(), ConnectError> {
+    permitted(resolver, host, port, policy).await.map(drop)
+}
+
+async fn permitted(
+    resolver: &dyn Resolve,
+    host: &str,
+    port: u16,
+    policy: AddressPolicy,
+) -> Result<Vec<SocketAddr>, ConnectError> {
     let candidates: Vec<SocketAddr> = match host.parse::<IpAddr>() {
         Ok(ip) => vec![SocketAddr::new(ip, port)],
         Err(_) => resolver
@@ -260,6 +312,19 @@ pub(crate) async fn dial(
             addrs,
         });
     }
+    Ok(allowed)
+}
+
+/// Resolves `host`, keeps the addresses `policy` permits, and connects to
+/// one of them. The address dialled is one of the addresses just checked:
+/// there is no second lookup for a rebinding resolver to answer differently.
+pub(crate) async fn dial(
+    resolver: &dyn Resolve,
+    host: &str,
+    port: u16,
+    policy: AddressPolicy,
+) -> Result<TcpStream, ConnectError> {
+    let allowed = permitted(resolver, host, port, policy).await?;
     let mut last_err = None;
     for addr in allowed {
         match TcpStream::connect(addr).await {

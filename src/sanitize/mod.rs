@@ -41,7 +41,7 @@ pub const DEFAULT_STRIP_HEADERS: &[&str] = headers::DEFAULT_STRIP;
 
 /// The ids of every detection rule, as they appear in [`Finding::rule`] and in
 /// decision records. The exact pattern of each is documented on the rule.
-pub const DETECTION_RULES: [&str; 8] = [
+pub const DETECTION_RULES: [&str; 9] = [
     Rule::AwsAccessKeyId.id(),
     Rule::GithubToken.id(),
     Rule::SlackToken.id(),
@@ -50,6 +50,7 @@ pub const DETECTION_RULES: [&str; 8] = [
     Rule::PrivateKey.id(),
     Rule::Jwt.id(),
     Rule::SecretQueryParam.id(),
+    Rule::CredgateTaskToken.id(),
 ];
 
 /// Query parameter names whose non-empty value counts as a secret

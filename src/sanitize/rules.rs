@@ -55,11 +55,14 @@ pub(crate) enum Rule {
     /// `passwd`, `secret`, `client_secret`, `auth`, `private_token`,
     /// `refresh_token`, `id_token`, with a non-empty value. URLs only.
     SecretQueryParam,
+    /// A credgate task token: `cgt_` then 32 or more of `[A-Za-z0-9_-]`. The
+    /// agent holds one; sending it anywhere but to credgate is a leak.
+    CredgateTaskToken,
 }
 
 impl Rule {
     /// Every rule, in the order findings are reported.
-    pub(crate) const ALL: [Rule; 8] = [
+    pub(crate) const ALL: [Rule; 9] = [
         Rule::AwsAccessKeyId,
         Rule::GithubToken,
         Rule::SlackToken,
@@ -68,6 +71,7 @@ impl Rule {
         Rule::PrivateKey,
         Rule::Jwt,
         Rule::SecretQueryParam,
+        Rule::CredgateTaskToken,
     ];
 
     /// The stable id used in findings and decision records.
@@ -81,6 +85,7 @@ impl Rule {
             Rule::PrivateKey => "private_key",
             Rule::Jwt => "jwt",
             Rule::SecretQueryParam => "secret_query_param",
+            Rule::CredgateTaskToken => "credgate_task_token",
         }
     }
 }
@@ -124,9 +129,10 @@ enum Kind {
     Openai,
     PrivateKey,
     Jwt,
+    TaskToken,
 }
 
-const KINDS: usize = 8;
+const KINDS: usize = 9;
 
 const PREFIXES: &[(&str, Kind)] = &[
     ("AKIA", Kind::Aws),
@@ -147,6 +153,7 @@ const PREFIXES: &[(&str, Kind)] = &[
     ("sk-", Kind::Openai),
     ("-----BEGIN ", Kind::PrivateKey),
     ("eyJ", Kind::Jwt),
+    ("cgt_", Kind::TaskToken),
 ];
 
 /// Leftmost-longest, so `sk-ant-` wins over `sk-` at the same position.
@@ -235,6 +242,9 @@ impl ScanState {
                 .map(|end| (Rule::OpenaiApiKey, end)),
             Kind::PrivateKey => private_key(hay, start).map(|end| (Rule::PrivateKey, end)),
             Kind::Jwt => self.jwt(hay, start).map(|end| (Rule::Jwt, end)),
+            Kind::TaskToken => self
+                .token_run(kind, hay, start + 4, is_key_char, |run| run.len() >= 32)
+                .map(|end| (Rule::CredgateTaskToken, end)),
         }
     }
 

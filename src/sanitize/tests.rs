@@ -127,7 +127,8 @@ fn every_rule_is_reachable_through_the_body() {
     let jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.dGVzdC1zZWNyZXQ";
     let body = format!(
         "{AWS} {GH} xoxp-0123456789-test-secret sk-TestSecret0123456789abcd \
-         sk-ant-api03-test-secret-000000000 -----BEGIN PRIVATE KEY-----x-----END PRIVATE KEY----- {jwt}"
+         sk-ant-api03-test-secret-000000000 -----BEGIN PRIVATE KEY-----x-----END PRIVATE KEY----- {jwt} \
+         cgt_test-secret-0123456789abcdef0123456789abcdef"
     );
     let mut expected: Vec<_> = DETECTION_RULES.to_vec();
     expected.retain(|id| *id != "secret_query_param");

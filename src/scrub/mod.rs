@@ -61,7 +61,8 @@ impl Scrubber {
     }
 
     fn build<'a>(secrets: impl IntoIterator<Item = &'a [u8]>, dfa_limit: usize) -> Scrubber {
-        let mut needles: Vec<variants::Needle> = secrets.into_iter().flat_map(variants::all).collect();
+        let mut needles: Vec<variants::Needle> =
+            secrets.into_iter().flat_map(variants::all).collect();
         needles.sort_unstable_by(|a, b| a.as_slice().cmp(b.as_slice()));
         needles.dedup_by(|a, b| a.as_slice() == b.as_slice());
         let max_needle_len = needles.iter().map(|n| n.len()).max().unwrap_or(0);

@@ -228,6 +228,7 @@ mod tests {
         // Force one shard so ending "b" prunes "a".
         let ledgers = Ledgers {
             shards: ledgers.shards.into_vec().into_iter().take(1).collect(),
+            changes: AtomicU64::new(0),
         };
         ledgers.end("a");
         tokio::time::advance(ENDED_RETENTION + Duration::from_secs(1)).await;

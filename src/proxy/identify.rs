@@ -1,0 +1,102 @@
+//! identify: which task a request belongs to.
+//!
+//! Runs in the connection layer as soon as a request head is read, before
+//! its body: an unauthenticated peer can make credgate buffer nothing.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use http::header::{self, HeaderMap};
+
+use super::gateway::Gateway;
+use super::pipeline::ConnContext;
+use super::respond::Deny;
+use crate::credential::secret::Secret;
+use crate::reason::Reason;
+use crate::task::{parse_proxy_authorization, AuthError, ProxyCredential, Task};
+
+/// The task a request runs under, and the token it presented (scrubbed from
+/// responses; `None` for the ambient task).
+pub(crate) struct Identity {
+    /// The task.
+    pub(crate) task: Arc<Task>,
+    /// The task token as presented.
+    pub(crate) token: Option<Secret>,
+}
+
+/// Admits a request: the decision log must be writable (a request that could
+/// not be recorded must not happen), and the caller must be a live task.
+pub(crate) fn admit(
+    gw: &Gateway,
+    conn: &ConnContext,
+    headers: &HeaderMap,
+) -> Result<Identity, Deny> {
+    if !gw.audit.healthy() {
+        return Err(Deny::new(
+            Reason::AuditUnavailable,
+            "the decision log cannot be written",
+        ));
+    }
+    identify(gw, conn, headers).map_err(|e| Deny::new(e.reason(), auth_message(&e)))
+}
+
+/// Finds the task: the tunnel's, the one named by `Proxy-Authorization`, or
+/// the ambient task for a loopback client.
+fn identify(gw: &Gateway, conn: &ConnContext, headers: &HeaderMap) -> Result<Identity, AuthError> {
+    let now = SystemTime::now();
+    if let Some(tunnel) = &conn.tunnel {
+        if !tunnel.task.is_active(now) {
+            return Err(AuthError::Ended);
+        }
+        return Ok(Identity {
+            task: tunnel.task.clone(),
+            token: tunnel.token.clone(),
+        });
+    }
+    authenticate(gw, conn.peer, headers, now)
+}
+
+/// Authenticates a request outside any tunnel (also the CONNECT itself).
+pub(crate) fn authenticate(
+    gw: &Gateway,
+    peer: SocketAddr,
+    headers: &HeaderMap,
+    now: SystemTime,
+) -> Result<Identity, AuthError> {
+    match headers.get(header::PROXY_AUTHORIZATION) {
+        Some(value) => {
+            let credential = parse_proxy_authorization(value)?;
+            let task = gw.tasks.authenticate(&credential, now)?;
+            let token = match credential {
+                ProxyCredential::Basic { password, .. } => password,
+                ProxyCredential::Bearer(token) => token,
+            };
+            Ok(Identity {
+                task,
+                token: Some(token),
+            })
+        }
+        None => {
+            // The ambient task serves only the pod itself.
+            let ambient = gw.tasks.ambient().filter(|_| peer.ip().is_loopback());
+            match ambient {
+                Some(task) if task.is_active(now) => Ok(Identity { task, token: None }),
+                Some(_) => Err(AuthError::Ended),
+                None => Err(AuthError::Missing),
+            }
+        }
+    }
+}
+
+/// Words for a 407.
+pub(crate) fn auth_message(e: &AuthError) -> String {
+    match e {
+        AuthError::Missing => {
+            "no task token: send Proxy-Authorization (use the proxy URL from `credgate task start`)"
+                .into()
+        }
+        AuthError::Ended => "the task has ended; start a new task".into(),
+        _ => "the task token is not valid".into(),
+    }
+}
