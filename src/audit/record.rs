@@ -2,10 +2,8 @@
 //! lifecycle event.
 //!
 //! Field names are a public contract: reviewers filter the log with `jq`, so
-//! a field that applies to the event is always present (as `null` when it is
-//! not known yet) and only the detail fields that are usually empty
-//! (`labels`, `stripped`, `findings`, `message`, `credential`, `upstream`)
-//! are left out when empty. Nothing in a record is ever a secret value:
+//! every field is always present (`null` or empty when it does not apply or
+//! is not known), except `message`, which is left out when there is none. Nothing in a record is ever a secret value:
 //! credentials appear by id and fingerprint only, paths never carry the query.
 
 use std::collections::BTreeMap;
@@ -174,7 +172,7 @@ pub struct DecisionRecord {
     #[serde(default)]
     pub agent: Option<String>,
     /// The task's labels (ticket, env, …).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default)]
     pub labels: BTreeMap<String, String>,
     /// The request method.
     #[serde(default)]
@@ -204,16 +202,16 @@ pub struct DecisionRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     /// Header names removed from the agent's request.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     pub stripped: Vec<String>,
     /// Ids of the secret-detection rules that matched the agent's request.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     pub findings: Vec<String>,
     /// The credential injected (or issued/revoked, on lifecycle events).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub credential: Option<CredentialInfo>,
     /// What the upstream answered, when the request was forwarded.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub upstream: Option<UpstreamInfo>,
     /// `true` when bytes were tunnelled blindly, without inspection or injection.
     #[serde(default)]
@@ -347,6 +345,11 @@ mod tests {
             "decision",
             "rule",
             "reason",
+            "labels",
+            "stripped",
+            "findings",
+            "credential",
+            "upstream",
             "tunnel",
             "bytes_in",
             "bytes_out",
@@ -355,19 +358,10 @@ mod tests {
         ] {
             assert!(obj.contains_key(key), "missing {key}: {v}");
         }
-        for key in [
-            "labels",
-            "stripped",
-            "findings",
-            "message",
-            "credential",
-            "upstream",
-        ] {
-            assert!(
-                !obj.contains_key(key),
-                "empty {key} should be left out: {v}"
-            );
-        }
+        assert!(
+            !obj.contains_key("message"),
+            "an absent message is left out: {v}"
+        );
         assert_eq!(obj["event"], "request");
     }
 
