@@ -9,13 +9,14 @@
 # Everything runs on 127.0.0.1. Every process started here is stopped by PID
 # on exit. Environment overrides: BENCH_DURATION (s), BENCH_REPS,
 # BENCH_LOAD_CPU / BENCH_PROXY_CPU (cores for load+origin / credgate),
-# CREDGATE_BIN (skip the build), BENCH_KEEP=1 (keep the work directory).
+# BENCH_HTTPS_PORT (default 443, see README), CREDGATE_BIN (skip the build),
+# BENCH_KEEP=1 (keep the work directory). Needs root and 127.0.0.1:443.
 
 set -euo pipefail
 export LC_ALL=C
 
 usage() {
-    sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 QUICK=0
