@@ -23,7 +23,8 @@ pub(crate) enum AddressPolicy {
 /// What kind of address this is, as far as the policy cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum AddressClass {
-    /// Routable on the public internet.
+    /// Anything not below: public unicast, and the documentation ranges
+    /// (TEST-NET, 2001:db8::/32), which reach nothing inside a network.
     Public,
     /// 127.0.0.0/8, ::1.
     Loopback,
@@ -79,8 +80,7 @@ fn classify_v4(ip: Ipv4Addr) -> AddressClass {
         || ip.is_link_local() // 169.254/16, includes the cloud metadata address
         || (a == 100 && (64..128).contains(&b)) // CGNAT 100.64/10
         || (a == 192 && b == 0 && c == 0) // IETF protocol assignments
-        || (a == 198 && (18..20).contains(&b)) // benchmarking 198.18/15
-        || ip.is_documentation();
+        || (a == 198 && (18..20).contains(&b)); // benchmarking 198.18/15
     if internal {
         AddressClass::Internal
     } else {
@@ -123,7 +123,6 @@ fn classify_v6(ip: Ipv6Addr) -> AddressClass {
     let internal = (seg[0] & 0xfe00) == 0xfc00 // unique local fc00::/7 (incl. fd00:ec2::254)
         || (seg[0] & 0xffc0) == 0xfe80 // link-local
         || (seg[0] & 0xffc0) == 0xfec0 // site-local (deprecated)
-        || (seg[0] == 0x2001 && seg[1] == 0x0db8) // documentation
         || (seg[0] == 0x0100 && seg[1..4] == [0, 0, 0]); // discard-only
     if internal {
         AddressClass::Internal
@@ -159,6 +158,7 @@ mod tests {
         assert_eq!(class("::"), AddressClass::Never);
         assert_eq!(class("224.0.0.1"), AddressClass::Never);
         assert_eq!(class("93.184.215.14"), AddressClass::Public);
+        assert_eq!(class("203.0.113.80"), AddressClass::Public);
         assert_eq!(class("2606:4700::1111"), AddressClass::Public);
     }
 
