@@ -130,6 +130,19 @@ async fn assert_injected_and_clean(s: &Setup, output: &str, requests: usize) {
         requests,
         "one record per request: {records:?}"
     );
+    let issued: Vec<_> = records
+        .iter()
+        .filter(|r| r.event == credgate::audit::Event::CredentialIssue)
+        .collect();
+    assert_eq!(
+        issued.len(),
+        1,
+        "one credential.issue record per task: {issued:?}"
+    );
+    assert_eq!(
+        issued[0].credential.as_ref().map(|c| c.name.as_str()),
+        Some("api")
+    );
     for r in allowed {
         assert_eq!(r.credential.as_ref().map(|c| c.name.as_str()), Some("api"));
         assert!(

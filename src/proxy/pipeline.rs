@@ -38,7 +38,7 @@ use super::respond::{deny, strip_response_hop_by_hop, Deny};
 use super::target::{authority_for, resolve_target, Target};
 use super::upstream::{check_destination, ConnectError};
 use crate::audit::{
-    CacheOutcome, CredentialInfo, DecisionRecord, RecordGuard, UpstreamInfo,
+    CacheOutcome, CredentialInfo, DecisionRecord, Event, RecordGuard, UpstreamInfo,
     Verdict as RecordVerdict,
 };
 use crate::credential::cache::CacheStatus;
@@ -350,17 +350,40 @@ async fn fetch_credential(
                 format!("credential {name} could not be obtained: {e}"),
             )
         })?;
-    rec.record().credential = Some(CredentialInfo {
+    let info = CredentialInfo {
         source: cred.source.to_string(),
         name: cred.name.clone(),
         id: cred.id.clone(),
         fingerprint: cred.fingerprint(),
         expires_at: cred.expires_at.map(crate::audit::format_timestamp),
+        cache: None,
+        standing: cred.standing,
+    };
+    if status == CacheStatus::Miss {
+        // This request ran the fetch: the issue is a lifecycle event of its own.
+        let mut issued = DecisionRecord::event(Event::CredentialIssue, SystemTime::now());
+        issued.task = Some(task.id.clone());
+        issued.agent = Some(task.agent.clone());
+        issued.labels = task.labels.clone();
+        issued.rule = Some(rule.id.to_string());
+        issued.credential = Some(info.clone());
+        issued.message = Some(
+            match cred
+                .expires_at
+                .and_then(|t| t.duration_since(SystemTime::now()).ok())
+            {
+                Some(ttl) => format!("issued for {}s", ttl.as_secs()),
+                None => "issued without expiry (standing)".to_string(),
+            },
+        );
+        gw.audit.emit(issued);
+    }
+    rec.record().credential = Some(CredentialInfo {
         cache: Some(match status {
             CacheStatus::Hit => CacheOutcome::Hit,
             CacheStatus::Miss => CacheOutcome::Miss,
         }),
-        standing: cred.standing,
+        ..info
     });
     Ok((def.clone(), cred))
 }

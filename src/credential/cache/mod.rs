@@ -31,6 +31,14 @@ use ledger::{Issued, Ledgers};
 /// How long before expiry a credential is refreshed when not configured.
 pub const DEFAULT_SKEW: Duration = Duration::from_secs(60);
 
+/// How long a failed fetch is remembered: requests in that window get the
+/// same error without calling the source again, so a failing source is not
+/// hammered by every request of a busy task.
+pub const NEGATIVE_TTL: Duration = Duration::from_secs(5);
+
+/// Attempts at revoking one credential before the failure is reported.
+const REVOKE_ATTEMPTS: u32 = 3;
+
 /// The bound on revoking a credential whose task ended during its fetch.
 const LATE_REVOKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -58,6 +66,8 @@ pub struct CredentialCache {
     skew: Duration,
     entries: Cache<CacheKey, Arc<Cached>>,
     ledgers: Ledgers<CacheKey>,
+    /// Recent failures, with when they happened (on tokio's clock).
+    failures: Cache<CacheKey, (Instant, CredentialError)>,
 }
 
 impl Default for CredentialCache {
@@ -75,13 +85,17 @@ impl CredentialCache {
             skew,
             entries: Cache::builder().expire_after(RefreshExpiry).build(),
             ledgers: Ledgers::new(),
+            failures: Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(NEGATIVE_TTL)
+                .build(),
         }
     }
 
     /// The credential `def` for the task in `ctx`, fetched if it is not
     /// cached or is due for refresh. Concurrent misses for the same key are
     /// coalesced into one fetch whose result (or error) every waiter gets.
-    /// Errors are not cached: the next call fetches again. `narrowing` is
+    /// An error is remembered for [`NEGATIVE_TTL`]. `narrowing` is
     /// part of the key (e.g. repository + permission; `""` when unused).
     pub async fn get_or_fetch(
         &self,
@@ -104,6 +118,11 @@ impl CredentialCache {
             return Err(task_ended(def, ctx));
         }
         let key = lookup.to_key();
+        if let Some((failed_at, error)) = self.failures.get(&key).await {
+            if failed_at.elapsed() < NEGATIVE_TTL {
+                return Err(error);
+            }
+        }
         let mut fetched = false;
         let result = self
             .entries
@@ -112,7 +131,18 @@ impl CredentialCache {
                 self.fetch_and_record(def, &key, ctx).await
             })
             .await;
-        let cached = result.map_err(Arc::unwrap_or_clone)?;
+        let cached = match result {
+            Ok(cached) => cached,
+            Err(error) => {
+                let error = Arc::unwrap_or_clone(error);
+                if fetched {
+                    self.failures
+                        .insert(key, (Instant::now(), error.clone()))
+                        .await;
+                }
+                return Err(error);
+            }
+        };
         // The task may have ended between recording this credential and moka
         // storing it; end_task revoked it, so make sure it is not served.
         if self.ledgers.has_ended(&ctx.task_id) {
@@ -258,7 +288,22 @@ async fn revoke(
     credential: Arc<Credential>,
     timeout: Duration,
 ) -> Result<Revocation, CredentialError> {
-    match tokio::time::timeout(timeout, source.revoke(&credential)).await {
+    // Retried within the overall bound: a revocation lost to a transient
+    // error would leave a credential alive until it expires.
+    let attempts = async {
+        let mut last = None;
+        for attempt in 0..REVOKE_ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
+            }
+            match source.revoke(&credential).await {
+                Ok(done) => return Ok(done),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.expect("at least one attempt"))
+    };
+    match tokio::time::timeout(timeout, attempts).await {
         Ok(outcome) => outcome,
         Err(_) => Err(CredentialError::RevokeTimeout {
             credential: credential.name.clone(),
@@ -293,6 +338,7 @@ mod tests {
         fail_first: usize,
         fetch_delay: Duration,
         revoke_delay: Duration,
+        revoke_fail_first: usize,
     }
 
     impl CredentialSource for CountingSource {
@@ -333,8 +379,15 @@ mod tests {
             _credential: &'a Credential,
         ) -> crate::BoxFuture<'a, Result<Revocation, CredentialError>> {
             Box::pin(async move {
-                self.revokes.fetch_add(1, Ordering::SeqCst);
+                let n = self.revokes.fetch_add(1, Ordering::SeqCst);
                 tokio::time::sleep(self.revoke_delay).await;
+                if n < self.revoke_fail_first {
+                    return Err(CredentialError::Source {
+                        credential: "api".into(),
+                        source_kind: "counting",
+                        message: format!("revocation failure {n}"),
+                    });
+                }
                 Ok(Revocation::Revoked)
             })
         }
@@ -457,7 +510,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn errors_propagate_to_every_waiter_and_are_not_cached() {
+    async fn errors_propagate_to_every_waiter_and_are_remembered_briefly() {
         let cache = Arc::new(CredentialCache::default());
         let (def, source) = def(CountingSource {
             fail_first: 1,
@@ -475,6 +528,15 @@ mod tests {
         }
         assert_eq!(fetches(&source), 1);
         assert_eq!(cache.generation("task-a"), 0);
+        // Within the negative window the error is served without a fetch…
+        let err = cache
+            .get_or_fetch(&def, "", &ctx("task-a"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.to_string(), "credential api (counting): failure 0");
+        assert_eq!(fetches(&source), 1);
+        // …and after it the source is asked again.
+        tokio::time::advance(NEGATIVE_TTL + Duration::from_millis(1)).await;
         let (_, status) = cache.get_or_fetch(&def, "", &ctx("task-a")).await.unwrap();
         assert_eq!((status, fetches(&source)), (CacheStatus::Miss, 2));
     }
@@ -492,6 +554,42 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, CredentialError::Expired { .. }), "{err:?}");
         assert!(cache.issued_for_task("task-a").is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn revocations_are_retried_then_reported() {
+        let cache = CredentialCache::default();
+        let (def, source) = def(CountingSource {
+            revoke_fail_first: 2,
+            ..Default::default()
+        });
+        cache.get_or_fetch(&def, "", &ctx("task-a")).await.unwrap();
+        let outcomes = cache.end_task("task-a", Duration::from_secs(5)).await;
+        assert!(
+            matches!(outcomes[0].1, Ok(Revocation::Revoked)),
+            "{:?}",
+            outcomes[0].1
+        );
+        assert_eq!(source.revokes.load(Ordering::SeqCst), 3);
+
+        let (def, source) = def_failing_revoke();
+        cache.get_or_fetch(&def, "", &ctx("task-b")).await.unwrap();
+        let outcomes = cache.end_task("task-b", Duration::from_secs(5)).await;
+        assert!(
+            outcomes[0].1.is_err(),
+            "a revocation that keeps failing is reported"
+        );
+        assert_eq!(
+            source.revokes.load(Ordering::SeqCst),
+            REVOKE_ATTEMPTS as usize
+        );
+    }
+
+    fn def_failing_revoke() -> (Arc<CredentialDef>, Arc<CountingSource>) {
+        def(CountingSource {
+            revoke_fail_first: usize::MAX,
+            ..Default::default()
+        })
     }
 
     #[tokio::test(start_paused = true)]
