@@ -447,6 +447,15 @@ impl Config {
                                 ));
                             }
                         }
+                        if let (Some(cred), Some(narrowing)) =
+                            (&raw_rule.credential, &raw_rule.narrowing)
+                        {
+                            if let Some(def) = credentials.get(cred) {
+                                if let Err(errors) = def.source.check_narrowing(narrowing) {
+                                    c.extend(&format!("{rule_path}.narrowing"), errors);
+                                }
+                            }
+                        }
                         match ScopeRule::compile(&name, i, &raw_rule) {
                             Ok(rule) => compiled.push(rule),
                             Err(errors) => c.extend(&rule_path, errors),

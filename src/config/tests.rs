@@ -137,3 +137,27 @@ scopes:
     assert!(text.contains("deny"), "{text}");
     assert!(!text.contains("test-secret"), "{text}");
 }
+
+#[test]
+fn narrowing_is_checked_by_the_credential_source() {
+    let joined = errors(
+        r#"
+credentials:
+  gh:
+    static: { env: GH_TOKEN }
+scopes:
+  s:
+    - host: api.github.com
+      credential: gh
+      narrowing: { repositories: [app] }
+    - host: api.github.com
+      narrowing: { repositories: [app] }
+"#,
+    )
+    .join("\n");
+    assert!(
+        joined.contains("scopes.s[0].narrowing: the static source cannot narrow its credential"),
+        "{joined}"
+    );
+    assert!(joined.contains("scopes.s[1].narrowing"), "{joined}");
+}

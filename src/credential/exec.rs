@@ -256,6 +256,7 @@ pub(crate) mod tests {
             agent: "agent-x".into(),
             labels: BTreeMap::new(),
             task_expires_at: SystemTime::now() + Duration::from_secs(900),
+            narrowing: Default::default(),
         }
     }
 

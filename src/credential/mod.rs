@@ -133,6 +133,29 @@ impl fmt::Debug for Credential {
 
 /// Who is asking for a credential: sources that mint per task (exec, token
 /// exchange, ...) use it to narrow what they issue.
+/// What a source may look at in the request a credential is for, to narrow
+/// the credential to it (e.g. the repository in a GitHub API path).
+#[derive(Debug, Clone, Copy)]
+pub struct RequestView<'a> {
+    /// The request method.
+    pub method: &'a http::Method,
+    /// The normalised host.
+    pub host: &'a str,
+    /// The normalised path (no query).
+    pub path: &'a str,
+}
+
+/// The narrowing of one credential fetch: what the source is asked to limit
+/// the credential to, and the stable key that tells cached credentials of
+/// different narrowings apart.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Narrowing {
+    /// Part of the cache key; `""` when the credential is not narrowed.
+    pub key: String,
+    /// The source's own description of the narrowing (`null` when none).
+    pub value: serde_json::Value,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FetchContext {
     /// The task the credential is for.
@@ -143,6 +166,8 @@ pub struct FetchContext {
     pub labels: BTreeMap<String, String>,
     /// When the task ends at the latest; a source may bound the credential's life by it.
     pub task_expires_at: SystemTime,
+    /// What the credential is narrowed to for this fetch.
+    pub narrowing: Narrowing,
 }
 
 /// Where credentials come from. One implementation per source kind; the cache
@@ -169,6 +194,31 @@ pub trait CredentialSource: Send + Sync {
     ) -> crate::BoxFuture<'a, Result<Revocation, CredentialError>> {
         let _ = credential;
         Box::pin(async { Ok(Revocation::NotSupported) })
+    }
+
+    /// Validates a rule's `narrowing:` block at config load. A source that
+    /// cannot narrow refuses any (field paths relative to `narrowing`).
+    fn check_narrowing(
+        &self,
+        narrowing: &serde_yaml::Value,
+    ) -> Result<(), Vec<crate::config::field::FieldError>> {
+        let _ = narrowing;
+        Err(vec![crate::config::field::FieldError::new(
+            "",
+            format!("the {} source cannot narrow its credential", self.kind()),
+        )])
+    }
+
+    /// The narrowing for one request, from the rule's block (already checked)
+    /// and the request. Called before the cache lookup: its key is part of
+    /// the cache key. Default: not narrowed.
+    fn narrow(
+        &self,
+        narrowing: Option<&serde_yaml::Value>,
+        request: &RequestView<'_>,
+    ) -> Result<Narrowing, CredentialError> {
+        let _ = (narrowing, request);
+        Ok(Narrowing::default())
     }
 }
 

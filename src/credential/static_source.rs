@@ -65,6 +65,7 @@ mod tests {
             agent: "agent".into(),
             labels: Default::default(),
             task_expires_at: SystemTime::now(),
+            narrowing: Default::default(),
         }
     }
 

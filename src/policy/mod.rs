@@ -70,6 +70,10 @@ pub struct RawRule {
     /// `block` (default) or `strip` a secret found in the agent's request.
     #[serde(default)]
     pub on_secret: Option<String>,
+    /// How to narrow the rule's credential for the requests it allows; its
+    /// shape belongs to the credential's source, which validates it.
+    #[serde(default)]
+    pub narrowing: Option<serde_yaml::Value>,
 }
 
 /// The scheme a request uses towards the upstream.

@@ -31,6 +31,9 @@ pub struct ScopeRule {
     pub upstream_tls: bool,
     /// What to do when the agent's request carries a secret.
     pub on_secret: SecretAction,
+    /// The rule's `narrowing:` block, as written; the credential's source
+    /// validates it at load and applies it per request.
+    pub narrowing: Option<Arc<serde_yaml::Value>>,
     host: HostPattern,
     port: Option<u16>,
     schemes: Schemes,
@@ -107,6 +110,12 @@ impl ScopeRule {
                 SecretAction::Block
             }
         };
+        if raw.narrowing.is_some() && raw.credential.is_none() {
+            errors.push(FieldError::new(
+                "narrowing",
+                "narrows a credential, so the rule must name one",
+            ));
+        }
         if let Some(name) = &raw.credential {
             if name.trim().is_empty() {
                 errors.push(FieldError::new("credential", "must name a credential"));
@@ -131,6 +140,7 @@ impl ScopeRule {
             allow_private: raw.allow_private,
             upstream_tls: raw.upstream_tls,
             on_secret,
+            narrowing: raw.narrowing.clone().map(Arc::new),
             host: host.expect("no errors means the host compiled"),
             port: raw.port,
             schemes,

@@ -43,7 +43,7 @@ use crate::audit::{
 };
 use crate::credential::cache::CacheStatus;
 use crate::credential::secret::Secret;
-use crate::credential::{Credential, CredentialDef, FetchContext};
+use crate::credential::{Credential, CredentialDef, FetchContext, RequestView};
 use crate::policy::{Scheme, ScopeRule, SecretAction, Verdict};
 use crate::reason::Reason;
 use crate::sanitize::{Finding, FindingLocation};
@@ -231,7 +231,10 @@ async fn run_phases(
             )
             .await
             .map_err(|e| Deny::new(e.reason(), e.to_string()))?;
-            Some(fetch_credential(gw, snapshot, task, &rule, name, rec).await?)
+            Some(
+                fetch_credential(gw, snapshot, task, &rule, name, &target, &parts.method, rec)
+                    .await?,
+            )
         }
     };
 
@@ -314,12 +317,15 @@ fn route(rule: &ScopeRule, target: &Target) -> Result<(bool, AddressPolicy), Den
 
 /// Gets the rule's credential for the task from the cache (or its source)
 /// and notes it in the record, by fingerprint.
+#[allow(clippy::too_many_arguments)]
 async fn fetch_credential(
     gw: &Gateway,
     snapshot: &Snapshot,
     task: &Task,
     rule: &ScopeRule,
     name: &str,
+    target: &Target,
+    method: &Method,
     rec: &mut RecordGuard,
 ) -> Result<(Arc<CredentialDef>, Arc<Credential>), Deny> {
     let Some(def) = snapshot.config.credentials.get(name) else {
@@ -331,18 +337,34 @@ async fn fetch_credential(
             ),
         ));
     };
+    let request = RequestView {
+        method,
+        host: &target.host,
+        path: &target.path,
+    };
+    let narrowing = def
+        .source
+        .narrow(rule.narrowing.as_deref(), &request)
+        .map_err(|e| {
+            Deny::new(
+                e.reason(),
+                format!("credential {name} cannot be narrowed for this request: {e}"),
+            )
+        })?;
+    // The configuration generation is part of the key, so a reloaded
+    // definition is fetched anew; the narrowing, so a credential narrowed
+    // for one request is never used for another it does not cover.
+    let key = format!("g{}|{}", snapshot.generation, narrowing.key);
     let ctx = FetchContext {
         task_id: task.id.clone(),
         agent: task.agent.clone(),
         labels: task.labels.clone(),
         task_expires_at: task.expires_at,
+        narrowing,
     };
-    // The configuration generation is part of the key, so a reloaded
-    // definition is fetched anew.
-    let narrowing = format!("g{}", snapshot.generation);
     let (cred, status) = gw
         .credentials
-        .get_or_fetch(def, &narrowing, &ctx)
+        .get_or_fetch(def, &key, &ctx)
         .await
         .map_err(|e| {
             Deny::new(
@@ -367,15 +389,18 @@ async fn fetch_credential(
         issued.labels = task.labels.clone();
         issued.rule = Some(rule.id.to_string());
         issued.credential = Some(info.clone());
-        issued.message = Some(
-            match cred
-                .expires_at
-                .and_then(|t| t.duration_since(SystemTime::now()).ok())
-            {
-                Some(ttl) => format!("issued for {}s", ttl.as_secs()),
-                None => "issued without expiry (standing)".to_string(),
-            },
-        );
+        let lifetime = match cred
+            .expires_at
+            .and_then(|t| t.duration_since(SystemTime::now()).ok())
+        {
+            Some(ttl) => format!("issued for {}s", ttl.as_secs()),
+            None => "issued without expiry (standing)".to_string(),
+        };
+        issued.message = Some(if ctx.narrowing.value.is_null() {
+            lifetime
+        } else {
+            format!("{lifetime}; narrowed to {}", ctx.narrowing.value)
+        });
         gw.audit.emit(issued);
     }
     rec.record().credential = Some(CredentialInfo {

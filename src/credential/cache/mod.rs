@@ -409,6 +409,7 @@ mod tests {
             agent: "agent".into(),
             labels: BTreeMap::new(),
             task_expires_at: SystemTime::now() + Duration::from_secs(3600),
+            narrowing: Default::default(),
         }
     }
 
