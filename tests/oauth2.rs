@@ -499,3 +499,29 @@ async fn the_token_never_reaches_the_agent_nor_the_decision_log() {
     assert!(!log.contains(&secret), "client secret in the decision log");
     assert!(!log.contains(&s.token), "task token in the decision log");
 }
+
+#[tokio::test]
+async fn an_unreachable_issuer_is_a_503_naming_the_source_and_url_not_the_secret() {
+    let secret = test_secret();
+    let down = format!("http://127.0.0.1:{}", closed_port().await);
+    let source = basic_source().replace("{issuer}", &down);
+    let s = setup(
+        vec![secret_client("basic", &secret, "client_secret_basic")],
+        &source,
+        &[("IDP_SECRET", &secret)],
+    )
+    .await;
+
+    let resp = s.get("/v1/report").await;
+    assert_eq!(resp.status, 503, "{}", resp.text());
+    assert_eq!(resp.reason(), Some("credential_unavailable"));
+    let text = resp.text();
+    assert!(text.contains("oauth2_client_credentials"), "{text}");
+    assert!(
+        text.contains(&format!("{down}/.well-known/openid-configuration")),
+        "the reason names the URL: {text}"
+    );
+    assert!(!text.contains(&secret));
+    assert!(s.upstream.received().is_empty());
+    assert!(!s.env.log_text().await.contains(&secret));
+}
