@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the real agent clients the integration tests drive (curl, Python
-# requests/httpx, Node with undici), then runs every test. Safe to re-run.
+# requests/httpx, Node with undici) and the real peers they talk to (an OAuth
+# 2.0 server), then runs every test. Safe to re-run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,6 +19,11 @@ if ! python3 -c 'import requests, httpx' >/dev/null 2>&1; then
 fi
 if [ ! -f tests/clients/node_modules/undici/package.json ]; then
   npm ci --silent --no-audit --no-fund --prefix tests/clients
+fi
+# The real OAuth 2.0 authorization server (oidc-provider, major version
+# pinned in its package.json) for the oauth2_client_credentials tests.
+if [ ! -f tests/peers/oidc/node_modules/oidc-provider/package.json ]; then
+  npm ci --silent --no-audit --no-fund --prefix tests/peers/oidc
 fi
 
 cargo test --locked "$@"

@@ -21,6 +21,7 @@ use serde::Deserialize;
 use crate::config::field::FieldError;
 use crate::config::units::parse_duration;
 use crate::credential::exec::{command_path, ExecSource, DEFAULT_TIMEOUT};
+use crate::credential::oauth2::{self, RawOAuth2ClientCredentials};
 use crate::credential::secret::{Environment, SecretRef};
 use crate::credential::static_source::StaticSource;
 use crate::credential::CredentialSource;
@@ -37,6 +38,10 @@ pub struct RawCredential {
     /// `exec: { command: [...], timeout: 10s }`: a command that mints the credential.
     #[serde(default)]
     pub exec: Option<RawExec>,
+    /// `oauth2_client_credentials: { token_url | issuer, client_id, ... }`:
+    /// a token minted per task by an OAuth 2.0 authorization server.
+    #[serde(default)]
+    pub oauth2_client_credentials: Option<RawOAuth2ClientCredentials>,
     /// How the credential is put into requests; `Authorization: Bearer {token}` when absent.
     #[serde(default)]
     pub inject: Option<RawInject>,
@@ -90,29 +95,40 @@ impl CredentialDef {
         if let Err(message) = check_name(name) {
             errors.push(FieldError::new("", message));
         }
-        let source: Option<Arc<dyn CredentialSource>> = match (&raw.static_, &raw.exec) {
-            (Some(secret_ref), None) => match secret_ref.resolve(env) {
-                Ok(secret) => Some(Arc::new(StaticSource::new(name, secret))),
-                Err(e) => {
-                    errors.push(FieldError::new("static", e.to_string()));
-                    None
-                }
-            },
-            (None, Some(exec)) => match compile_exec(name, exec, env) {
-                Ok(source) => Some(Arc::new(source)),
-                Err(errs) => {
-                    errors.extend(errs.into_iter().map(|e| e.under("exec")));
-                    None
-                }
-            },
-            _ => {
-                errors.push(FieldError::new(
+        let source: Option<Arc<dyn CredentialSource>> =
+            match (&raw.static_, &raw.exec, &raw.oauth2_client_credentials) {
+                (Some(secret_ref), None, None) => match secret_ref.resolve(env) {
+                    Ok(secret) => Some(Arc::new(StaticSource::new(name, secret))),
+                    Err(e) => {
+                        errors.push(FieldError::new("static", e.to_string()));
+                        None
+                    }
+                },
+                (None, Some(exec), None) => match compile_exec(name, exec, env) {
+                    Ok(source) => Some(Arc::new(source)),
+                    Err(errs) => {
+                        errors.extend(errs.into_iter().map(|e| e.under("exec")));
+                        None
+                    }
+                },
+                (None, None, Some(oauth2)) => match oauth2::compile(name, oauth2, env) {
+                    Ok(source) => Some(Arc::new(source)),
+                    Err(errs) => {
+                        errors.extend(
+                            errs.into_iter()
+                                .map(|e| e.under("oauth2_client_credentials")),
+                        );
+                        None
+                    }
+                },
+                _ => {
+                    errors.push(FieldError::new(
                     "",
-                    "credential needs exactly one source: static, exec",
+                    "credential needs exactly one source: static, exec, oauth2_client_credentials",
                 ));
-                None
-            }
-        };
+                    None
+                }
+            };
         let injection = Injection::compile(raw.inject.as_ref())
             .map_err(|errs| errors.extend(errs.into_iter().map(|e| e.under("inject"))))
             .ok();
@@ -284,7 +300,7 @@ mod tests {
             let errors = CredentialDef::compile("c", &raw(yaml), &env).unwrap_err();
             assert_eq!(
                 errors[0].message,
-                "credential needs exactly one source: static, exec"
+                "credential needs exactly one source: static, exec, oauth2_client_credentials"
             );
             assert_eq!(errors[0].path, "");
         }

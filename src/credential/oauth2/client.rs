@@ -1,0 +1,356 @@
+//! A small JSON-over-HTTP client for talking to an authorization server:
+//! form-encoded POSTs and JSON GETs, each bounded in time and size, over
+//! verified TLS, or plain HTTP to a loopback address only.
+
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, Method, Request, StatusCode, Uri};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls_pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+
+/// The most an authorization server's answer may hold; token responses and
+/// metadata documents are far smaller.
+pub(super) const MAX_RESPONSE_BYTES: usize = 256 * 1024;
+
+/// Checks that `url` is an absolute `https://` URL, or `http://` to a
+/// loopback host, without userinfo or fragment. Returns the parsed URI.
+pub(super) fn check_url(url: &str) -> Result<Uri, String> {
+    // Checked first, on the raw text, so no message below can echo a password.
+    let authority = url.split_once("://").map_or("", |(_, rest)| {
+        rest.split(['/', '?', '#']).next().unwrap_or("")
+    });
+    if authority.contains('@') {
+        return Err(
+            "the URL must not carry credentials (user:password@); use client_secret or private_key"
+                .into(),
+        );
+    }
+    let uri: Uri = url
+        .parse()
+        .map_err(|e| format!("{url:?} is not a URL: {e}"))?;
+    let Some(host) = uri.host() else {
+        return Err(format!("{url:?} is not an absolute URL"));
+    };
+    if url.contains('#') {
+        return Err(format!("{url:?} must not have a fragment"));
+    }
+    match uri.scheme_str() {
+        Some("https") => Ok(uri),
+        Some("http") if is_loopback_host(host) => Ok(uri),
+        Some("http") => Err(format!(
+            "{url:?} is plain http: only https is allowed, except to a loopback address"
+        )),
+        _ => Err(format!("{url:?} must be an https:// URL")),
+    }
+}
+
+/// `localhost`, `127.0.0.0/8` or `::1`.
+fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// What an authorization server answered.
+pub(super) struct HttpAnswer {
+    /// The status code.
+    pub(super) status: StatusCode,
+    /// The body, bounded by [`MAX_RESPONSE_BYTES`].
+    pub(super) body: Bytes,
+}
+
+/// Why a call to the authorization server failed. Messages name the URL,
+/// never a request or response body.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum HttpError {
+    /// The call did not complete in time.
+    #[error("{url} did not answer within {timeout:?}")]
+    Timeout {
+        /// The URL called.
+        url: String,
+        /// The bound.
+        timeout: Duration,
+    },
+    /// Connecting, sending or receiving failed.
+    #[error("calling {url} failed: {message}")]
+    Transport {
+        /// The URL called.
+        url: String,
+        /// What went wrong, from the connector or hyper.
+        message: String,
+    },
+    /// The answer was larger than [`MAX_RESPONSE_BYTES`] or broke off.
+    #[error("reading the answer of {url} failed: {message}")]
+    Body {
+        /// The URL called.
+        url: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// A pooled client for one authorization server configuration.
+#[derive(Clone)]
+pub(super) struct HttpClient {
+    client: Client<Connector, Full<Bytes>>,
+    timeout: Duration,
+}
+
+impl HttpClient {
+    /// A client trusting the webpki roots plus the PEM bundle `ca`, bounding
+    /// every call (connect, send, read the whole answer) by `timeout`.
+    pub(super) fn new(ca: Option<&Path>, timeout: Duration) -> Result<HttpClient, String> {
+        let tls = crate::tls::upstream_client_config(ca).map_err(|e| e.to_string())?;
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(4)
+            .build(Connector {
+                tls: TlsConnector::from(tls),
+            });
+        Ok(HttpClient { client, timeout })
+    }
+
+    /// `GET url` asking for JSON.
+    pub(super) async fn get_json(&self, url: &Uri) -> Result<HttpAnswer, HttpError> {
+        let request = Request::builder()
+            .method(Method::GET)
+            .uri(url.clone())
+            .header(header::ACCEPT, "application/json")
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| transport(url, e))?;
+        self.call(url, request).await
+    }
+
+    /// `POST url` with a form-encoded `form` body and optional
+    /// `Authorization` value (both may hold secrets and are never logged).
+    pub(super) async fn post_form(
+        &self,
+        url: &Uri,
+        form: String,
+        authorization: Option<String>,
+    ) -> Result<HttpAnswer, HttpError> {
+        let mut builder = Request::builder()
+            .method(Method::POST)
+            .uri(url.clone())
+            .header(header::ACCEPT, "application/json")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+        if let Some(value) = authorization {
+            let mut value =
+                http::HeaderValue::from_str(&value).map_err(|_| HttpError::Transport {
+                    url: url.to_string(),
+                    message: "the client authentication is not a valid header value".into(),
+                })?;
+            value.set_sensitive(true);
+            builder = builder.header(header::AUTHORIZATION, value);
+        }
+        let request = builder
+            .body(Full::new(Bytes::from(form)))
+            .map_err(|e| transport(url, e))?;
+        self.call(url, request).await
+    }
+
+    async fn call(
+        &self,
+        url: &Uri,
+        request: Request<Full<Bytes>>,
+    ) -> Result<HttpAnswer, HttpError> {
+        let exchange = async {
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(|e| transport(url, error_chain(&e)))?;
+            let status = response.status();
+            let body = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
+                .collect()
+                .await
+                .map_err(|e| HttpError::Body {
+                    url: url.to_string(),
+                    message: e.to_string(),
+                })?
+                .to_bytes();
+            Ok(HttpAnswer { status, body })
+        };
+        tokio::time::timeout(self.timeout, exchange)
+            .await
+            .map_err(|_| HttpError::Timeout {
+                url: url.to_string(),
+                timeout: self.timeout,
+            })?
+    }
+}
+
+fn transport(url: &Uri, message: impl ToString) -> HttpError {
+    HttpError::Transport {
+        url: url.to_string(),
+        message: message.to_string(),
+    }
+}
+
+/// The error and its causes, joined: hyper's own message says little.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Dials the authorization server: TLS for https, and plain TCP only to
+/// loopback addresses (checked on the address dialled, not only the name).
+#[derive(Clone)]
+struct Connector {
+    tls: TlsConnector,
+}
+
+impl tower_service::Service<Uri> for Connector {
+    type Response = Stream;
+    type Error = io::Error;
+    type Future = Pin<Box<dyn Future<Output = io::Result<Stream>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let tls = self.tls.clone();
+        Box::pin(async move {
+            let host = uri
+                .host()
+                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "URL has no host"))?
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string();
+            let secure = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
+            let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
+                .await?
+                .filter(|addr| secure || addr.ip().is_loopback())
+                .collect();
+            if addrs.is_empty() {
+                return Err(io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    format!(
+                        "{host} has no address credgate may reach over plain http (loopback only)"
+                    ),
+                ));
+            }
+            let mut last_error = None;
+            let mut stream = None;
+            for addr in addrs {
+                match TcpStream::connect(addr).await {
+                    Ok(s) => {
+                        stream = Some(s);
+                        break;
+                    }
+                    Err(e) => last_error = Some(e),
+                }
+            }
+            let Some(stream) = stream else {
+                return Err(last_error.expect("at least one address was tried"));
+            };
+            let _ = stream.set_nodelay(true);
+            if !secure {
+                return Ok(Stream::Plain(TokioIo::new(stream)));
+            }
+            let name = ServerName::try_from(host).map_err(|_| {
+                io::Error::new(io::ErrorKind::InvalidInput, "not a valid server name")
+            })?;
+            let tls = tls.connect(name, stream).await?;
+            Ok(Stream::Tls(Box::new(TokioIo::new(tls))))
+        })
+    }
+}
+
+/// A connection to the authorization server.
+enum Stream {
+    Plain(TokioIo<TcpStream>),
+    Tls(Box<TokioIo<TlsStream<TcpStream>>>),
+}
+
+impl Connection for Stream {
+    fn connected(&self) -> Connected {
+        Connected::new()
+    }
+}
+
+impl hyper::rt::Read for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl hyper::rt::Write for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn https_anywhere_plain_http_only_to_loopback() {
+        assert!(check_url("https://idp.example/oauth2/token").is_ok());
+        assert!(check_url("http://127.0.0.1:8080/token").is_ok());
+        assert!(check_url("http://[::1]:8080/token").is_ok());
+        assert!(check_url("http://localhost/token").is_ok());
+        for bad in [
+            "http://idp.example/token",
+            "http://10.0.0.1/token",
+            "ftp://idp.example/token",
+            "/token",
+            "https://user:pw@idp.example/token",
+            "https://idp.example/token#x",
+        ] {
+            assert!(check_url(bad).is_err(), "{bad}");
+        }
+        let err = check_url("https://user:test-secret@idp.example/token").unwrap_err();
+        assert!(!err.contains("test-secret"), "{err}");
+    }
+}
