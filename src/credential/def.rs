@@ -37,6 +37,10 @@ pub struct RawCredential {
     /// `exec: { command: [...], timeout: 10s }`: a command that mints the credential.
     #[serde(default)]
     pub exec: Option<RawExec>,
+    /// `vault: { address, auth, child_token, read }`: a secret read from
+    /// Vault / OpenBao under a child token minted per task.
+    #[serde(default)]
+    pub vault: Option<crate::credential::vault::RawVault>,
     /// How the credential is put into requests; `Authorization: Bearer {token}` when absent.
     #[serde(default)]
     pub inject: Option<RawInject>,
@@ -90,29 +94,45 @@ impl CredentialDef {
         if let Err(message) = check_name(name) {
             errors.push(FieldError::new("", message));
         }
-        let source: Option<Arc<dyn CredentialSource>> = match (&raw.static_, &raw.exec) {
-            (Some(secret_ref), None) => match secret_ref.resolve(env) {
-                Ok(secret) => Some(Arc::new(StaticSource::new(name, secret))),
-                Err(e) => {
-                    errors.push(FieldError::new("static", e.to_string()));
-                    None
-                }
-            },
-            (None, Some(exec)) => match compile_exec(name, exec, env) {
-                Ok(source) => Some(Arc::new(source)),
-                Err(errs) => {
-                    errors.extend(errs.into_iter().map(|e| e.under("exec")));
-                    None
-                }
-            },
-            _ => {
+        let sources = [
+            raw.static_.is_some(),
+            raw.exec.is_some(),
+            raw.vault.is_some(),
+        ];
+        let source: Option<Arc<dyn CredentialSource>> =
+            if sources.iter().filter(|s| **s).count() != 1 {
                 errors.push(FieldError::new(
                     "",
-                    "credential needs exactly one source: static, exec",
+                    "credential needs exactly one source: static, exec, vault",
                 ));
                 None
-            }
-        };
+            } else if let Some(secret_ref) = &raw.static_ {
+                match secret_ref.resolve(env) {
+                    Ok(secret) => Some(Arc::new(StaticSource::new(name, secret))),
+                    Err(e) => {
+                        errors.push(FieldError::new("static", e.to_string()));
+                        None
+                    }
+                }
+            } else if let Some(exec) = &raw.exec {
+                match compile_exec(name, exec, env) {
+                    Ok(source) => Some(Arc::new(source)),
+                    Err(errs) => {
+                        errors.extend(errs.into_iter().map(|e| e.under("exec")));
+                        None
+                    }
+                }
+            } else if let Some(vault) = &raw.vault {
+                match crate::credential::vault::compile(name, vault, env) {
+                    Ok(source) => Some(Arc::new(source)),
+                    Err(errs) => {
+                        errors.extend(errs.into_iter().map(|e| e.under("vault")));
+                        None
+                    }
+                }
+            } else {
+                None
+            };
         let injection = Injection::compile(raw.inject.as_ref())
             .map_err(|errs| errors.extend(errs.into_iter().map(|e| e.under("inject"))))
             .ok();
@@ -284,7 +304,7 @@ mod tests {
             let errors = CredentialDef::compile("c", &raw(yaml), &env).unwrap_err();
             assert_eq!(
                 errors[0].message,
-                "credential needs exactly one source: static, exec"
+                "credential needs exactly one source: static, exec, vault"
             );
             assert_eq!(errors[0].path, "");
         }

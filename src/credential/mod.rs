@@ -13,6 +13,7 @@ pub mod exec;
 pub mod exec_output;
 pub mod secret;
 pub mod static_source;
+pub mod vault;
 
 use std::collections::BTreeMap;
 use std::fmt;
