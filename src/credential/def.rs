@@ -42,6 +42,10 @@ pub struct RawCredential {
     /// a token minted per task by an OAuth 2.0 authorization server.
     #[serde(default)]
     pub oauth2_client_credentials: Option<RawOAuth2ClientCredentials>,
+    /// `vault: { address, auth, child_token, read }`: a secret read from
+    /// Vault / OpenBao under a child token minted per task.
+    #[serde(default)]
+    pub vault: Option<crate::credential::vault::RawVault>,
     /// How the credential is put into requests; `Authorization: Bearer {token}` when absent.
     #[serde(default)]
     pub inject: Option<RawInject>,
@@ -95,40 +99,58 @@ impl CredentialDef {
         if let Err(message) = check_name(name) {
             errors.push(FieldError::new("", message));
         }
-        let source: Option<Arc<dyn CredentialSource>> =
-            match (&raw.static_, &raw.exec, &raw.oauth2_client_credentials) {
-                (Some(secret_ref), None, None) => match secret_ref.resolve(env) {
-                    Ok(secret) => Some(Arc::new(StaticSource::new(name, secret))),
-                    Err(e) => {
-                        errors.push(FieldError::new("static", e.to_string()));
-                        None
-                    }
-                },
-                (None, Some(exec), None) => match compile_exec(name, exec, env) {
-                    Ok(source) => Some(Arc::new(source)),
-                    Err(errs) => {
-                        errors.extend(errs.into_iter().map(|e| e.under("exec")));
-                        None
-                    }
-                },
-                (None, None, Some(oauth2)) => match oauth2::compile(name, oauth2, env) {
-                    Ok(source) => Some(Arc::new(source)),
-                    Err(errs) => {
-                        errors.extend(
-                            errs.into_iter()
-                                .map(|e| e.under("oauth2_client_credentials")),
-                        );
-                        None
-                    }
-                },
-                _ => {
-                    errors.push(FieldError::new(
+        let sources = [
+            raw.static_.is_some(),
+            raw.exec.is_some(),
+            raw.oauth2_client_credentials.is_some(),
+            raw.vault.is_some(),
+        ];
+        let source: Option<Arc<dyn CredentialSource>> = if sources.iter().filter(|s| **s).count()
+            != 1
+        {
+            errors.push(FieldError::new(
                     "",
-                    "credential needs exactly one source: static, exec, oauth2_client_credentials",
+                    "credential needs exactly one source: static, exec, oauth2_client_credentials, vault",
                 ));
+            None
+        } else if let Some(secret_ref) = &raw.static_ {
+            match secret_ref.resolve(env) {
+                Ok(secret) => Some(Arc::new(StaticSource::new(name, secret))),
+                Err(e) => {
+                    errors.push(FieldError::new("static", e.to_string()));
                     None
                 }
-            };
+            }
+        } else if let Some(exec) = &raw.exec {
+            match compile_exec(name, exec, env) {
+                Ok(source) => Some(Arc::new(source)),
+                Err(errs) => {
+                    errors.extend(errs.into_iter().map(|e| e.under("exec")));
+                    None
+                }
+            }
+        } else if let Some(oauth2) = &raw.oauth2_client_credentials {
+            match oauth2::compile(name, oauth2, env) {
+                Ok(source) => Some(Arc::new(source)),
+                Err(errs) => {
+                    errors.extend(
+                        errs.into_iter()
+                            .map(|e| e.under("oauth2_client_credentials")),
+                    );
+                    None
+                }
+            }
+        } else if let Some(vault) = &raw.vault {
+            match crate::credential::vault::compile(name, vault, env) {
+                Ok(source) => Some(Arc::new(source)),
+                Err(errs) => {
+                    errors.extend(errs.into_iter().map(|e| e.under("vault")));
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let injection = Injection::compile(raw.inject.as_ref())
             .map_err(|errs| errors.extend(errs.into_iter().map(|e| e.under("inject"))))
             .ok();
@@ -300,7 +322,7 @@ mod tests {
             let errors = CredentialDef::compile("c", &raw(yaml), &env).unwrap_err();
             assert_eq!(
                 errors[0].message,
-                "credential needs exactly one source: static, exec, oauth2_client_credentials"
+                "credential needs exactly one source: static, exec, oauth2_client_credentials, vault"
             );
             assert_eq!(errors[0].path, "");
         }

@@ -14,6 +14,7 @@ pub mod exec_output;
 pub mod oauth2;
 pub mod secret;
 pub mod static_source;
+pub mod vault;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -1,0 +1,201 @@
+//! JSON over HTTP(S) to Vault: one pooled client, every call bounded in time.
+//!
+//! The Vault address is the operator's configuration, not something an agent
+//! chose, so it is dialled directly (no destination policy), over TLS that is
+//! always verified; cleartext is accepted only for loopback addresses, which
+//! config validation enforces before a client is built.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls_pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use zeroize::Zeroizing;
+
+use crate::credential::Secret;
+use crate::proxy::upstream::UpstreamStream;
+
+/// The most a Vault answer may hold; secrets and token documents are far smaller.
+const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// A client for one Vault server.
+pub(super) struct VaultHttp {
+    client: Client<VaultConnector, Full<Bytes>>,
+    /// `scheme://host:port`, no trailing slash.
+    address: String,
+    timeout: Duration,
+}
+
+/// What Vault answered: the status and the JSON document (`Null` when empty).
+pub(super) struct Answer {
+    pub(super) status: StatusCode,
+    pub(super) body: serde_json::Value,
+}
+
+impl Answer {
+    /// Vault's `errors` list joined, for messages; Vault's errors describe
+    /// the request (permission denied, invalid lease), never a secret.
+    pub(super) fn errors(&self) -> String {
+        let joined = self.body["errors"]
+            .as_array()
+            .map(|errors| {
+                errors
+                    .iter()
+                    .filter_map(|e| e.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            })
+            .unwrap_or_default();
+        let mut joined: String = joined.chars().take(200).collect();
+        if joined.is_empty() {
+            joined = "no error detail".into();
+        }
+        joined
+    }
+}
+
+impl VaultHttp {
+    /// A client for `address` (already validated), verifying TLS with `tls`.
+    pub(super) fn new(
+        address: &str,
+        tls: Arc<rustls::ClientConfig>,
+        timeout: Duration,
+    ) -> VaultHttp {
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(VaultConnector {
+                tls: TlsConnector::from(tls),
+                timeout,
+            });
+        VaultHttp {
+            client,
+            address: address.trim_end_matches('/').to_string(),
+            timeout,
+        }
+    }
+
+    /// Calls `/v1/{path}` with `token` as `X-Vault-Token` and `body` as JSON.
+    /// The error is a description without any value sent or received.
+    pub(super) async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&Secret>,
+        body: Option<&serde_json::Value>,
+    ) -> Result<Answer, String> {
+        let uri = format!("{}/v1/{path}", self.address);
+        let mut request = Request::builder().method(method).uri(&uri);
+        if let Some(token) = token {
+            let mut value = http::HeaderValue::from_bytes(token.expose())
+                .map_err(|_| "the Vault token is not a valid header value".to_string())?;
+            value.set_sensitive(true);
+            request = request.header("x-vault-token", value);
+        }
+        let payload = match body {
+            Some(body) => {
+                request = request.header("content-type", "application/json");
+                Bytes::from(serde_json::to_vec(body).map_err(|e| e.to_string())?)
+            }
+            None => Bytes::new(),
+        };
+        let request = request
+            .body(Full::new(payload))
+            .map_err(|e| format!("cannot build the request: {e}"))?;
+        let exchange = async {
+            let response =
+                self.client.request(request).await.map_err(|e| {
+                    format!("cannot reach Vault at {}: {}", self.address, chain(&e))
+                })?;
+            let status = response.status();
+            let mut bytes = Zeroizing::new(Vec::new());
+            let mut body = response.into_body();
+            while let Some(frame) = body.frame().await {
+                let frame = frame.map_err(|e| format!("reading Vault's answer failed: {e}"))?;
+                if let Some(data) = frame.data_ref() {
+                    if bytes.len() + data.len() > MAX_BODY_BYTES {
+                        return Err(format!(
+                            "Vault's answer is larger than {MAX_BODY_BYTES} bytes"
+                        ));
+                    }
+                    bytes.extend_from_slice(data);
+                }
+            }
+            let body = if bytes.iter().all(u8::is_ascii_whitespace) {
+                serde_json::Value::Null
+            } else {
+                serde_json::from_slice(&bytes)
+                    .map_err(|_| format!("Vault answered {status} with a body that is not JSON"))?
+            };
+            Ok(Answer { status, body })
+        };
+        tokio::time::timeout(self.timeout, exchange)
+            .await
+            .map_err(|_| format!("Vault did not answer within {:?}", self.timeout))?
+    }
+}
+
+/// An error and its sources, on one line.
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(e) = source {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    text
+}
+
+/// Dials the Vault server, speaking TLS for `https` URIs.
+#[derive(Clone)]
+struct VaultConnector {
+    tls: TlsConnector,
+    timeout: Duration,
+}
+
+impl tower_service::Service<Uri> for VaultConnector {
+    type Response = UpstreamStream;
+    type Error = io::Error;
+    type Future = Pin<Box<dyn Future<Output = io::Result<UpstreamStream>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            let host = uri
+                .host()
+                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no host"))?
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string();
+            let tls = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
+            let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+            let connect = async {
+                let stream = TcpStream::connect((host.as_str(), port)).await?;
+                if !tls {
+                    return Ok(UpstreamStream::Plain(TokioIo::new(stream)));
+                }
+                let name = ServerName::try_from(host.clone())
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+                let stream = this.tls.connect(name, stream).await?;
+                Ok(UpstreamStream::Tls(Box::new(TokioIo::new(stream))))
+            };
+            tokio::time::timeout(this.timeout, connect)
+                .await
+                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))?
+        })
+    }
+}

