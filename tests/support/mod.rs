@@ -1406,3 +1406,15 @@ pub async fn h2_exchange(
     let body = body.collect().await.unwrap().to_bytes().to_vec();
     (parts, body)
 }
+
+impl Env {
+    /// Like [`Env::stop`], but hands back the directory with the decision
+    /// log instead of removing it, so the log can be read after shutdown.
+    pub async fn stop_keeping_files(self) -> TempDir {
+        let Env { running, dir, .. } = self;
+        if let Some(r) = running {
+            r.shutdown().await;
+        }
+        dir
+    }
+}
