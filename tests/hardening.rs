@@ -490,7 +490,6 @@ async fn blind_tunnel_closes_when_its_task_ends() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: a blind tunnel cut by the end of its task (src/proxy/server.rs handle_connect select) records bytes_in/bytes_out 0 and reason allowed"]
 async fn blind_tunnel_cut_by_task_end_records_its_bytes() {
     let (port, _closed) = echo_server().await;
     let config = format!(
@@ -995,14 +994,22 @@ async fn request_waiting_upstream() -> (Env, String, TcpStream) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: on a plain connection, ending a task does not cut a request still waiting for its upstream (src/proxy/server.rs serve_h1 awaits pipeline::handle outside any select on task.wait_ended)"]
 async fn request_waiting_upstream_is_cut_when_its_task_ends() {
     let (env, id, mut stream) = request_waiting_upstream().await;
     env.end_task(&id).await;
+    // The agent is told why (407 task_ended), then the connection closes.
+    let answer = tokio::time::timeout(
+        Duration::from_secs(2),
+        read_until_quiet(&mut stream, Duration::from_millis(500)),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("the ended task's request is still waiting"));
+    assert!(answer.starts_with("HTTP/1.1 407"), "{answer}");
+    assert!(answer.contains("task_ended"), "{answer}");
     let more = closes_within(&mut stream, Duration::from_secs(2))
         .await
-        .unwrap_or_else(|e| panic!("the ended task's request is still waiting: {e}"));
-    assert_eq!(more, 0, "an answer after the task ended");
+        .unwrap_or_else(|e| panic!("the connection stays open after the task ended: {e}"));
+    assert_eq!(more, 0, "more bytes after the task-ended answer");
     let records = records_for(&env, "/waiting", 1).await;
     assert_eq!(records.len(), 1, "{records:#?}");
     assert_eq!(records[0].reason, Some(Reason::TaskEnded), "{records:#?}");
@@ -1010,7 +1017,6 @@ async fn request_waiting_upstream_is_cut_when_its_task_ends() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: Running::shutdown (src/cli/serve.rs) aborts the proxy serve task instead of awaiting its drain, so an in-flight request's record is written after the final flush"]
 async fn shutdown_leaves_one_record_for_a_request_waiting_upstream() {
     let (env, id, mut stream) = request_waiting_upstream().await;
     let audit = env.audit.clone();
@@ -1033,7 +1039,6 @@ async fn shutdown_leaves_one_record_for_a_request_waiting_upstream() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: Running::shutdown (src/cli/serve.rs) aborts the proxy serve task instead of awaiting its drain, so an in-flight request's record is written after the final flush"]
 async fn shutdown_leaves_one_record_for_a_streaming_response() {
     let s = setup().await;
     let mut stream = TcpStream::connect(s.env.proxy).await.unwrap();

@@ -36,6 +36,8 @@ pub struct Running {
     /// The admin API's bound address.
     pub admin_addr: SocketAddr,
     stop: watch::Sender<bool>,
+    /// The proxy listener: it drains its connections when stopped.
+    proxy: JoinHandle<()>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -82,11 +84,11 @@ impl Running {
             let _ = rx.wait_for(|s| *s).await;
         };
         let mut tasks = Vec::new();
-        tasks.push(tokio::spawn(crate::proxy::serve(
+        let proxy = tokio::spawn(crate::proxy::serve(
             gateway.clone(),
             proxy_listener,
             until_stopped(stopped.clone()),
-        )));
+        ));
         let service: Arc<dyn crate::task::TaskService> = gateway.clone();
         let admin_stop = until_stopped(stopped.clone());
         tasks.push(tokio::spawn(async move {
@@ -112,18 +114,22 @@ impl Running {
             proxy_addr,
             admin_addr,
             stop,
+            proxy,
             tasks,
         })
     }
 
-    /// Stops accepting, ends every task (revoking its credentials) and
-    /// flushes the decision log.
+    /// Stops accepting, ends every task (revoking its credentials, which
+    /// also closes their connections), lets the remaining connections drain
+    /// so their records are emitted, and only then flushes the decision log.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
-        self.gateway.shutdown().await;
+        self.gateway.end_all_tasks().await;
+        let _ = self.proxy.await;
         for task in self.tasks {
             task.abort();
         }
+        self.gateway.audit_sink().flush().await;
     }
 }
 

@@ -234,14 +234,13 @@ impl Gateway {
         self.tasks.purge_ended(now, KEEP_ENDED);
     }
 
-    /// Ends every task (revoking their credentials) and writes out the log.
-    pub async fn shutdown(&self) {
+    /// Ends every task at shutdown, revoking their credentials.
+    pub async fn end_all_tasks(&self) {
         for task in self.tasks.list() {
             if task.end(EndReason::Shutdown) {
                 self.finish_task(&task, EndReason::Shutdown).await;
             }
         }
-        self.audit.flush().await;
     }
 }
 

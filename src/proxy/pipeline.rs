@@ -136,7 +136,16 @@ pub(crate) async fn handle(
         r.path = Some(target.path.clone());
     }
     let head_request = parts.method == Method::HEAD;
-    match run_phases(gw, &snapshot, &who.task, target, &mut parts, body, &mut rec).await {
+    // Ending the task cuts a request still in flight (waiting for a
+    // credential or for the upstream), not only its later responses.
+    let outcome = tokio::select! {
+        outcome = run_phases(gw, &snapshot, &who.task, target, &mut parts, body, &mut rec) => outcome,
+        () = who.task.wait_ended() => Err(Deny::new(
+            Reason::TaskEnded,
+            "the task ended while the request was in flight",
+        )),
+    };
+    match outcome {
         Ok(upstream) => respond(gw, &snapshot, conn, &who, upstream, head_request, rec),
         Err(d) => deny(rec, d),
     }

@@ -88,6 +88,7 @@ pub(crate) fn error_response(
             | Reason::HostMismatch
             | Reason::MisdirectedRequest
             | Reason::BadRequest
+            | Reason::TaskEnded
     ) {
         response.extensions_mut().insert(CloseConnection);
     }

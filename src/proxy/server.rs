@@ -285,11 +285,7 @@ async fn handle_connect(
 
     if blind {
         // Ending the task closes its tunnel, blind or not.
-        tokio::select! {
-            () = blind_tunnel(&gw, conn, rec, &host, port, allow_private) => {}
-            () = task.wait_ended() => {}
-        }
-        return;
+        return blind_tunnel(&gw, conn, rec, &host, port, allow_private, &task).await;
     }
     if conn
         .write_raw(b"HTTP/1.1 200 Connection Established\r\n\r\n")
@@ -492,6 +488,7 @@ async fn blind_tunnel(
     host: &str,
     port: u16,
     allow_private: bool,
+    task: &Task,
 ) {
     let policy = if allow_private {
         AddressPolicy::AllowPrivate
@@ -518,20 +515,32 @@ async fn blind_tunnel(
     }
     let (stream, buffered) = conn.into_parts();
     let mut agent = Rewind::new(buffered, stream);
-    let (to_upstream, to_agent) = relay(&mut agent, &mut upstream).await;
+    let (to_upstream, to_agent, task_ended) = relay(&mut agent, &mut upstream, task).await;
     let r = rec.record();
     r.bytes_in = to_upstream;
     r.bytes_out = to_agent;
+    if task_ended {
+        r.reason = Some(Reason::TaskEnded);
+        r.message = Some("blind tunnel closed because its task ended".into());
+    }
 }
 
-/// Copies both ways until either side closes or nothing moves for
-/// [`TUNNEL_IDLE_TIMEOUT`]; returns the bytes copied each way.
-async fn relay(agent: &mut Rewind<TcpStream>, upstream: &mut TcpStream) -> (u64, u64) {
+/// Copies both ways until either side closes, nothing moves for
+/// [`TUNNEL_IDLE_TIMEOUT`], or the task ends; returns the bytes copied each
+/// way and whether the task's end closed it.
+async fn relay(
+    agent: &mut Rewind<TcpStream>,
+    upstream: &mut TcpStream,
+    task: &Task,
+) -> (u64, u64, bool) {
     use tokio::io::AsyncWriteExt;
     let (mut to_upstream, mut to_agent) = (0u64, 0u64);
     let mut from_agent = [0u8; 16 * 1024];
     let mut from_upstream = [0u8; 16 * 1024];
     loop {
+        if task.ended().is_some() {
+            return (to_upstream, to_agent, true);
+        }
         let step = tokio::time::timeout(TUNNEL_IDLE_TIMEOUT, async {
             tokio::select! {
                 n = agent.read(&mut from_agent) => match n {
@@ -542,6 +551,7 @@ async fn relay(agent: &mut Rewind<TcpStream>, upstream: &mut TcpStream) -> (u64,
                     Ok(0) | Err(_) => None,
                     Ok(n) => agent.write_all(&from_upstream[..n]).await.ok().map(|()| (0, n as u64)),
                 },
+                () = task.wait_ended() => None,
             }
         })
         .await;
@@ -550,7 +560,7 @@ async fn relay(agent: &mut Rewind<TcpStream>, upstream: &mut TcpStream) -> (u64,
                 to_upstream += up;
                 to_agent += down;
             }
-            _ => return (to_upstream, to_agent),
+            _ => return (to_upstream, to_agent, task.ended().is_some()),
         }
     }
 }

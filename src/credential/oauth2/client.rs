@@ -278,7 +278,6 @@ impl tower_service::Service<Uri> for Connector {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
