@@ -406,6 +406,29 @@ mod tests {
     }
 
     #[test]
+    fn github_app_reports_every_problem_under_its_key() {
+        let errors = CredentialDef::compile(
+            "github",
+            &raw("github_app: { app_id: 0, installation_id: 7, private_key: { env: NOT_SET }, api: 'http://api.github.com', timeout: 0s }"),
+            &BTreeMap::new(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            paths(&errors),
+            [
+                "github_app.app_id",
+                "github_app.api",
+                "github_app.private_key",
+                "github_app.timeout"
+            ]
+        );
+        assert!(serde_yaml::from_str::<RawCredential>(
+            "github_app: { app_id: 1, installation_id: 2, private_key: { env: K }, key_id: 3 }"
+        )
+        .is_err());
+    }
+
+    #[test]
     fn names_are_plain() {
         let env: BTreeMap<String, String> = [("T".to_string(), "test-secret".to_string())].into();
         let errors =
