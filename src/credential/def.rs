@@ -46,6 +46,10 @@ pub struct RawCredential {
     /// Vault / OpenBao under a child token minted per task.
     #[serde(default)]
     pub vault: Option<crate::credential::vault::RawVault>,
+    /// `github_app: { app_id, installation_id, private_key, api, ca }`:
+    /// GitHub App installation tokens minted per task, narrowed by rules.
+    #[serde(default)]
+    pub github_app: Option<crate::credential::github_app::RawGitHubApp>,
     /// How the credential is put into requests; `Authorization: Bearer {token}` when absent.
     #[serde(default)]
     pub inject: Option<RawInject>,
@@ -104,13 +108,14 @@ impl CredentialDef {
             raw.exec.is_some(),
             raw.oauth2_client_credentials.is_some(),
             raw.vault.is_some(),
+            raw.github_app.is_some(),
         ];
         let source: Option<Arc<dyn CredentialSource>> = if sources.iter().filter(|s| **s).count()
             != 1
         {
             errors.push(FieldError::new(
                     "",
-                    "credential needs exactly one source: static, exec, oauth2_client_credentials, vault",
+                    "credential needs exactly one source: static, exec, oauth2_client_credentials, vault, github_app",
                 ));
             None
         } else if let Some(secret_ref) = &raw.static_ {
@@ -145,6 +150,14 @@ impl CredentialDef {
                 Ok(source) => Some(Arc::new(source)),
                 Err(errs) => {
                     errors.extend(errs.into_iter().map(|e| e.under("vault")));
+                    None
+                }
+            }
+        } else if let Some(github) = &raw.github_app {
+            match crate::credential::github_app::compile(name, github, env) {
+                Ok(source) => Some(Arc::new(source)),
+                Err(errs) => {
+                    errors.extend(errs.into_iter().map(|e| e.under("github_app")));
                     None
                 }
             }
@@ -322,7 +335,7 @@ mod tests {
             let errors = CredentialDef::compile("c", &raw(yaml), &env).unwrap_err();
             assert_eq!(
                 errors[0].message,
-                "credential needs exactly one source: static, exec, oauth2_client_credentials, vault"
+                "credential needs exactly one source: static, exec, oauth2_client_credentials, vault, github_app"
             );
             assert_eq!(errors[0].path, "");
         }
@@ -390,6 +403,29 @@ mod tests {
         assert_eq!(def.source.kind(), "exec");
         assert!(matches!(def.injection, Injection::Header { .. }));
         assert_eq!(def.injection.describe(), "header X-Api-Key: {token}");
+    }
+
+    #[test]
+    fn github_app_reports_every_problem_under_its_key() {
+        let errors = CredentialDef::compile(
+            "github",
+            &raw("github_app: { app_id: 0, installation_id: 7, private_key: { env: NOT_SET }, api: 'http://api.github.com', timeout: 0s }"),
+            &BTreeMap::new(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            paths(&errors),
+            [
+                "github_app.app_id",
+                "github_app.api",
+                "github_app.private_key",
+                "github_app.timeout"
+            ]
+        );
+        assert!(serde_yaml::from_str::<RawCredential>(
+            "github_app: { app_id: 1, installation_id: 2, private_key: { env: K }, key_id: 3 }"
+        )
+        .is_err());
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod def;
 pub mod error;
 pub mod exec;
 pub mod exec_output;
+pub mod github_app;
 pub mod oauth2;
 pub mod secret;
 pub mod static_source;

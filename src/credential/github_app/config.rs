@@ -1,0 +1,166 @@
+//! `credentials.<name>.github_app` as written in the configuration, and its
+//! validation.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::config::field::FieldError;
+use crate::config::units::parse_duration;
+use crate::credential::secret::{Environment, SecretRef};
+
+use super::app_jwt::AppKey;
+use super::GitHubAppSource;
+
+/// The public GitHub API.
+const DEFAULT_API: &str = "https://api.github.com";
+
+/// How long one call to GitHub may take when `timeout` is not given.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The `github_app` source as written in the configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGitHubApp {
+    /// The GitHub App's id (the JWT's issuer).
+    pub app_id: u64,
+    /// The installation whose tokens are minted.
+    pub installation_id: u64,
+    /// The app's RSA private key (PEM), `{ env: NAME }` or `{ file: PATH }`.
+    pub private_key: SecretRef,
+    /// The REST API base: `https://api.github.com` when absent; for GitHub
+    /// Enterprise Server `https://ghe.example/api/v3`. `http://` only for a
+    /// loopback host.
+    #[serde(default)]
+    pub api: Option<String>,
+    /// A PEM bundle of extra CAs to verify the API's certificate with.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// How long one call to GitHub may take (`10s` when absent).
+    #[serde(default)]
+    pub timeout: Option<String>,
+}
+
+/// Validates `raw` and builds the source; every problem is reported, each
+/// with a path relative to `github_app`.
+pub(crate) fn compile(
+    name: &str,
+    raw: &RawGitHubApp,
+    env: &dyn Environment,
+) -> Result<GitHubAppSource, Vec<FieldError>> {
+    let mut errors = Vec::new();
+    if raw.app_id == 0 {
+        errors.push(FieldError::new("app_id", "must be the app's id (not 0)"));
+    }
+    if raw.installation_id == 0 {
+        errors.push(FieldError::new(
+            "installation_id",
+            "must be the installation's id (not 0)",
+        ));
+    }
+    let api = raw.api.as_deref().unwrap_or(DEFAULT_API);
+    if let Err(message) = check_api(api) {
+        errors.push(FieldError::new("api", message));
+    }
+    let key = match raw.private_key.resolve(env) {
+        Ok(pem) => match AppKey::from_pem(&pem) {
+            Ok(key) => Some(key),
+            Err(message) => {
+                errors.push(FieldError::new("private_key", message));
+                None
+            }
+        },
+        Err(e) => {
+            errors.push(FieldError::new("private_key", e.to_string()));
+            None
+        }
+    };
+    let tls = match crate::tls::upstream_client_config(raw.ca.as_deref()) {
+        Ok(tls) => Some(tls),
+        Err(e) => {
+            errors.push(FieldError::new("ca", e.to_string()));
+            None
+        }
+    };
+    let timeout = match raw.timeout.as_deref().map(parse_duration) {
+        None => DEFAULT_TIMEOUT,
+        Some(Ok(t)) if t >= Duration::from_secs(1) => t,
+        Some(Ok(_)) => {
+            errors.push(FieldError::new("timeout", "must be at least 1s"));
+            DEFAULT_TIMEOUT
+        }
+        Some(Err(message)) => {
+            errors.push(FieldError::new("timeout", message));
+            DEFAULT_TIMEOUT
+        }
+    };
+    match (key, tls) {
+        (Some(key), Some(tls)) if errors.is_empty() => Ok(GitHubAppSource::new(
+            name,
+            raw.app_id,
+            raw.installation_id,
+            key,
+            api,
+            tls,
+            timeout,
+        )),
+        _ => Err(errors),
+    }
+}
+
+/// `https://host[:port][/path]`, no query, no credentials; `http://` only
+/// for a loopback host.
+fn check_api(api: &str) -> Result<(), String> {
+    let uri: http::Uri = api.parse().map_err(|_| format!("{api:?} is not a URL"))?;
+    let host = uri.host().ok_or_else(|| format!("{api:?} has no host"))?;
+    if uri.query().is_some() || api.contains('#') {
+        return Err("must not have a query or fragment".into());
+    }
+    if api.contains('@') {
+        return Err("must not contain credentials".into());
+    }
+    match uri.scheme_str() {
+        Some("https") => Ok(()),
+        Some("http") if is_loopback(host) => Ok(()),
+        Some("http") => {
+            Err("plain http:// is allowed only for a loopback host; use https://".into())
+        }
+        _ => Err("must start with https://".into()),
+    }
+}
+
+fn is_loopback(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_urls() {
+        for ok in [
+            "https://api.github.com",
+            "https://ghe.example/api/v3",
+            "https://ghe.example:8443/api/v3/",
+            "http://127.0.0.1:9000",
+            "http://[::1]:9000/api/v3",
+            "http://localhost",
+        ] {
+            assert_eq!(check_api(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "http://api.github.com",
+            "ftp://api.github.com",
+            "api.github.com",
+            "https://user:pw@ghe.example",
+            "https://ghe.example/api/v3?x=1",
+        ] {
+            assert!(check_api(bad).is_err(), "{bad}");
+        }
+    }
+}

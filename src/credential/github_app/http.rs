@@ -1,0 +1,214 @@
+//! JSON over HTTP(S) to the GitHub REST API: one pooled client, every call
+//! bounded in time.
+//!
+//! The API base is the operator's configuration, not something an agent
+//! chose, so it is dialled directly (no destination policy), over TLS that is
+//! always verified; cleartext is accepted only for loopback hosts, which
+//! config validation enforces before a client is built.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, StatusCode, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls_pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use zeroize::Zeroizing;
+
+use crate::credential::Secret;
+use crate::proxy::upstream::UpstreamStream;
+
+/// The most an answer may hold; a token document is far smaller.
+const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// The REST API version the calls are written against.
+const API_VERSION: &str = "2022-11-28";
+
+/// A client for one GitHub API base (`https://api.github.com` or a GitHub
+/// Enterprise Server's `https://ghe.example/api/v3`).
+pub(super) struct GitHubHttp {
+    client: Client<GitHubConnector, Full<Bytes>>,
+    /// The base URL, no trailing slash.
+    api: String,
+    timeout: Duration,
+}
+
+/// What GitHub answered: the status and the JSON document (`Null` when empty).
+pub(super) struct Answer {
+    pub(super) status: StatusCode,
+    pub(super) body: serde_json::Value,
+}
+
+impl Answer {
+    /// GitHub's `message`, shortened, for errors; it describes the request
+    /// ("Bad credentials", "Not Found"), never a token.
+    pub(super) fn message(&self) -> String {
+        let message: String = self.body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .chars()
+            .take(200)
+            .collect();
+        if message.is_empty() {
+            "no error detail".into()
+        } else {
+            message
+        }
+    }
+}
+
+impl GitHubHttp {
+    /// A client for `api` (already validated), verifying TLS with `tls`.
+    pub(super) fn new(api: &str, tls: Arc<rustls::ClientConfig>, timeout: Duration) -> GitHubHttp {
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(GitHubConnector {
+                tls: TlsConnector::from(tls),
+                timeout,
+            });
+        GitHubHttp {
+            client,
+            api: api.trim_end_matches('/').to_string(),
+            timeout,
+        }
+    }
+
+    /// The base URL, for messages.
+    pub(super) fn api(&self) -> &str {
+        &self.api
+    }
+
+    /// Calls `{api}{path}` with `bearer` as `Authorization: Bearer` and
+    /// `body` as JSON. The error is a description without any value sent or
+    /// received.
+    pub(super) async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        bearer: &Secret,
+        body: Option<&serde_json::Value>,
+    ) -> Result<Answer, String> {
+        let uri = format!("{}{path}", self.api);
+        let mut authorization = Zeroizing::new(b"Bearer ".to_vec());
+        authorization.extend_from_slice(bearer.expose());
+        let mut authorization = HeaderValue::from_bytes(&authorization)
+            .map_err(|_| "the bearer token is not a valid header value".to_string())?;
+        authorization.set_sensitive(true);
+        let mut request = Request::builder()
+            .method(method)
+            .uri(&uri)
+            .header("accept", "application/vnd.github+json")
+            .header("x-github-api-version", API_VERSION)
+            .header(
+                "user-agent",
+                concat!("credgate/", env!("CARGO_PKG_VERSION")),
+            )
+            .header("authorization", authorization);
+        let payload = match body {
+            Some(body) => {
+                request = request.header("content-type", "application/json");
+                Bytes::from(serde_json::to_vec(body).map_err(|e| e.to_string())?)
+            }
+            None => Bytes::new(),
+        };
+        let request = request
+            .body(Full::new(payload))
+            .map_err(|e| format!("cannot build the request: {e}"))?;
+        let exchange = async {
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(|e| format!("cannot reach {}: {}", self.api, chain(&e)))?;
+            let status = response.status();
+            let mut bytes = Zeroizing::new(Vec::new());
+            let mut body = response.into_body();
+            while let Some(frame) = body.frame().await {
+                let frame = frame.map_err(|e| format!("reading GitHub's answer failed: {e}"))?;
+                if let Some(data) = frame.data_ref() {
+                    if bytes.len() + data.len() > MAX_BODY_BYTES {
+                        return Err(format!(
+                            "GitHub's answer is larger than {MAX_BODY_BYTES} bytes"
+                        ));
+                    }
+                    bytes.extend_from_slice(data);
+                }
+            }
+            let body = if bytes.iter().all(u8::is_ascii_whitespace) {
+                serde_json::Value::Null
+            } else {
+                // Not JSON (a proxy's error page, say): the status still
+                // tells what happened; the body is not shown.
+                serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null)
+            };
+            Ok(Answer { status, body })
+        };
+        tokio::time::timeout(self.timeout, exchange)
+            .await
+            .map_err(|_| format!("{} did not answer within {:?}", self.api, self.timeout))?
+    }
+}
+
+/// An error and its sources, on one line.
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(e) = source {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    text
+}
+
+/// Dials the API host, speaking TLS for `https` URIs.
+#[derive(Clone)]
+struct GitHubConnector {
+    tls: TlsConnector,
+    timeout: Duration,
+}
+
+impl tower_service::Service<Uri> for GitHubConnector {
+    type Response = UpstreamStream;
+    type Error = io::Error;
+    type Future = Pin<Box<dyn Future<Output = io::Result<UpstreamStream>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            let host = uri
+                .host()
+                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no host"))?
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string();
+            let tls = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
+            let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+            let connect = async {
+                let stream = TcpStream::connect((host.as_str(), port)).await?;
+                if !tls {
+                    return Ok(UpstreamStream::Plain(TokioIo::new(stream)));
+                }
+                let name = ServerName::try_from(host.clone())
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+                let stream = this.tls.connect(name, stream).await?;
+                Ok(UpstreamStream::Tls(Box::new(TokioIo::new(stream))))
+            };
+            tokio::time::timeout(this.timeout, connect)
+                .await
+                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))?
+        })
+    }
+}
