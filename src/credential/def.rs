@@ -46,6 +46,10 @@ pub struct RawCredential {
     /// Vault / OpenBao under a child token minted per task.
     #[serde(default)]
     pub vault: Option<crate::credential::vault::RawVault>,
+    /// `oauth2_token_exchange: { token_url | issuer, client_id, subject_token, ... }`:
+    /// a token obtained per task by RFC 8693 token exchange.
+    #[serde(default)]
+    pub oauth2_token_exchange: Option<crate::credential::token_exchange::RawTokenExchange>,
     /// How the credential is put into requests; `Authorization: Bearer {token}` when absent.
     #[serde(default)]
     pub inject: Option<RawInject>,
@@ -104,13 +108,14 @@ impl CredentialDef {
             raw.exec.is_some(),
             raw.oauth2_client_credentials.is_some(),
             raw.vault.is_some(),
+            raw.oauth2_token_exchange.is_some(),
         ];
         let source: Option<Arc<dyn CredentialSource>> = if sources.iter().filter(|s| **s).count()
             != 1
         {
             errors.push(FieldError::new(
                     "",
-                    "credential needs exactly one source: static, exec, oauth2_client_credentials, vault",
+                    "credential needs exactly one source: static, exec, oauth2_client_credentials, vault, oauth2_token_exchange",
                 ));
             None
         } else if let Some(secret_ref) = &raw.static_ {
@@ -145,6 +150,14 @@ impl CredentialDef {
                 Ok(source) => Some(Arc::new(source)),
                 Err(errs) => {
                     errors.extend(errs.into_iter().map(|e| e.under("vault")));
+                    None
+                }
+            }
+        } else if let Some(exchange) = &raw.oauth2_token_exchange {
+            match crate::credential::token_exchange::compile(name, exchange, env) {
+                Ok(source) => Some(Arc::new(source)),
+                Err(errs) => {
+                    errors.extend(errs.into_iter().map(|e| e.under("oauth2_token_exchange")));
                     None
                 }
             }
@@ -322,7 +335,7 @@ mod tests {
             let errors = CredentialDef::compile("c", &raw(yaml), &env).unwrap_err();
             assert_eq!(
                 errors[0].message,
-                "credential needs exactly one source: static, exec, oauth2_client_credentials, vault"
+                "credential needs exactly one source: static, exec, oauth2_client_credentials, vault, oauth2_token_exchange"
             );
             assert_eq!(errors[0].path, "");
         }
