@@ -25,7 +25,9 @@ if [ ! -f tests/clients/node_modules/undici/package.json ]; then
   npm ci --silent --no-audit --no-fund --prefix tests/clients
 fi
 # The real OAuth 2.0 authorization server (oidc-provider, major version
-# pinned in its package.json) for the oauth2_client_credentials tests.
+# pinned in its package.json) for the oauth2_client_credentials and
+# oauth2_token_exchange tests (the latter need nothing more: Node's own crypto
+# verifies the subject tokens).
 if [ ! -f tests/peers/oidc/node_modules/oidc-provider/package.json ]; then
   npm ci --silent --no-audit --no-fund --prefix tests/peers/oidc
 fi

@@ -6,6 +6,7 @@
 //! | --- | --- | --- |
 //! | `GET /healthz` | none | `200 ok` while the process serves |
 //! | `GET /readyz` | none | `200 ok`, or `503` with the reason from [`TaskService::ready`](crate::task::TaskService::ready) |
+//! | `GET /v1/jwks` | none | `200` with the public key set of the subject tokens credgate signs ([`task_jwt`](crate::credential::task_jwt)) |
 //! | `POST /v1/tasks` | admin token | `201` with id, token, expiry, proxy URL and the task view |
 //! | `GET /v1/tasks` | admin token | `200` with every task's view |
 //! | `GET /v1/tasks/{id}` | admin token | `200` view, or `404` |

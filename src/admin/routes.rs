@@ -66,6 +66,10 @@ where
             Ok(()) => text(StatusCode::OK, "ok\n"),
             Err(why) => error(StatusCode::SERVICE_UNAVAILABLE, "not_ready", why),
         }),
+        // Public keys only, for identity providers that verify the subject
+        // tokens credgate signs; open like a JWKS anywhere else.
+        "/v1/jwks" => only_get(&req)
+            .unwrap_or_else(|| json(StatusCode::OK, &crate::credential::task_jwt::jwks())),
         p if p == "/v1" || p.starts_with("/v1/") => {
             if !state.authorized(&req) {
                 let mut reply = error(

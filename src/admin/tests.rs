@@ -340,3 +340,23 @@ async fn an_empty_admin_token_is_refused() {
         .unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
 }
+
+#[tokio::test]
+async fn jwks_is_open_and_holds_public_keys_only() {
+    let h = Harness::start().await;
+    let (status, headers, body) = h.send(Method::GET, "/v1/jwks", None, None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(headers["content-type"], "application/json");
+    let jwks = json(&body);
+    let key = &jwks["keys"][0];
+    assert_eq!(key["kty"], "EC");
+    assert_eq!(key["alg"], "ES256");
+    assert_eq!(
+        key["kid"].as_str(),
+        Some(crate::credential::task_jwt::signer().unwrap().kid())
+    );
+    assert!(key.get("d").is_none(), "private key in the JWKS: {body}");
+    let (status, _, _) = h.send(Method::POST, "/v1/jwks", None, None).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    h.stop().await;
+}

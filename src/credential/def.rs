@@ -50,6 +50,10 @@ pub struct RawCredential {
     /// GitHub App installation tokens minted per task, narrowed by rules.
     #[serde(default)]
     pub github_app: Option<crate::credential::github_app::RawGitHubApp>,
+    /// `oauth2_token_exchange: { token_url | issuer, client_id, subject_token, ... }`:
+    /// a token obtained per task by RFC 8693 token exchange.
+    #[serde(default)]
+    pub oauth2_token_exchange: Option<crate::credential::token_exchange::RawTokenExchange>,
     /// How the credential is put into requests; `Authorization: Bearer {token}` when absent.
     #[serde(default)]
     pub inject: Option<RawInject>,
@@ -109,13 +113,14 @@ impl CredentialDef {
             raw.oauth2_client_credentials.is_some(),
             raw.vault.is_some(),
             raw.github_app.is_some(),
+            raw.oauth2_token_exchange.is_some(),
         ];
         let source: Option<Arc<dyn CredentialSource>> = if sources.iter().filter(|s| **s).count()
             != 1
         {
             errors.push(FieldError::new(
                     "",
-                    "credential needs exactly one source: static, exec, oauth2_client_credentials, vault, github_app",
+                    "credential needs exactly one source: static, exec, oauth2_client_credentials, vault, github_app, oauth2_token_exchange",
                 ));
             None
         } else if let Some(secret_ref) = &raw.static_ {
@@ -158,6 +163,14 @@ impl CredentialDef {
                 Ok(source) => Some(Arc::new(source)),
                 Err(errs) => {
                     errors.extend(errs.into_iter().map(|e| e.under("github_app")));
+                    None
+                }
+            }
+        } else if let Some(exchange) = &raw.oauth2_token_exchange {
+            match crate::credential::token_exchange::compile(name, exchange, env) {
+                Ok(source) => Some(Arc::new(source)),
+                Err(errs) => {
+                    errors.extend(errs.into_iter().map(|e| e.under("oauth2_token_exchange")));
                     None
                 }
             }
@@ -335,7 +348,7 @@ mod tests {
             let errors = CredentialDef::compile("c", &raw(yaml), &env).unwrap_err();
             assert_eq!(
                 errors[0].message,
-                "credential needs exactly one source: static, exec, oauth2_client_credentials, vault, github_app"
+                "credential needs exactly one source: static, exec, oauth2_client_credentials, vault, github_app, oauth2_token_exchange"
             );
             assert_eq!(errors[0].path, "");
         }

@@ -15,6 +15,8 @@ pub mod github_app;
 pub mod oauth2;
 pub mod secret;
 pub mod static_source;
+pub mod task_jwt;
+pub mod token_exchange;
 pub mod vault;
 
 use std::collections::BTreeMap;

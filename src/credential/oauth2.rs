@@ -138,6 +138,8 @@ struct Discovered {
 /// Mints a token per task from an OAuth 2.0 authorization server.
 pub struct OAuth2Source {
     credential: String,
+    /// The kind named in errors: this source's, or that of a source built on it.
+    kind: &'static str,
     client_id: String,
     auth: ClientAuth,
     scope: Vec<String>,
@@ -235,6 +237,7 @@ pub fn compile(
     };
     Ok(OAuth2Source {
         credential: name.to_string(),
+        kind: KIND,
         client_id: raw.client_id.clone(),
         auth,
         scope: raw.scope.clone(),
@@ -350,10 +353,18 @@ impl Form {
 }
 
 impl OAuth2Source {
-    fn error(&self, message: impl Into<String>) -> CredentialError {
+    /// The same client, reporting its errors as the source `kind` (for a
+    /// source that talks to the authorization server through this one).
+    pub(crate) fn with_kind(mut self, kind: &'static str) -> OAuth2Source {
+        self.kind = kind;
+        self
+    }
+
+    /// An error of this source, naming the credential and the source kind.
+    pub(crate) fn error(&self, message: impl Into<String>) -> CredentialError {
         CredentialError::Source {
             credential: self.credential.clone(),
-            source_kind: KIND,
+            source_kind: self.kind,
             message: message.into(),
         }
     }
@@ -508,10 +519,22 @@ impl OAuth2Source {
         }
     }
 
-    async fn mint(&self) -> Result<Credential, CredentialError> {
+    /// POSTs `grant_type` with `fields` (none of them the client
+    /// authentication, which is added here) to the token endpoint, followed
+    /// by the configured `scope`, `audience` and `resource`. Returns the
+    /// token endpoint and the body of a successful answer; a refusal is an
+    /// error naming the status and the OAuth error code only.
+    pub(crate) async fn token_request(
+        &self,
+        grant_type: &str,
+        fields: &[(&str, &str)],
+    ) -> Result<(Uri, bytes::Bytes), CredentialError> {
         let endpoints = self.endpoints().await?;
         let mut form = Form::default();
-        form.add("grant_type", "client_credentials");
+        form.add("grant_type", grant_type);
+        for (name, value) in fields {
+            form.add(name, value);
+        }
         if !self.scope.is_empty() {
             form.add("scope", &self.scope.join(" "));
         }
@@ -528,7 +551,7 @@ impl OAuth2Source {
             .post_form(&endpoints.token, form.0, authorization)
             .await
             .map_err(|e| self.error(e.to_string()))?;
-        let url = &endpoints.token;
+        let url = endpoints.token;
         if !answer.status.is_success() {
             return Err(self.error(format!(
                 "token request to {url} was refused: {}{}",
@@ -536,7 +559,17 @@ impl OAuth2Source {
                 oauth_error(&answer.body)
             )));
         }
-        let granted = check_token_response(&answer.body, &self.scope)
+        Ok((url, answer.body))
+    }
+
+    /// The scopes every token must be granted exactly.
+    pub(crate) fn scope(&self) -> &[String] {
+        &self.scope
+    }
+
+    async fn mint(&self) -> Result<Credential, CredentialError> {
+        let (url, body) = self.token_request("client_credentials", &[]).await?;
+        let granted = check_token_response(&body, &self.scope)
             .map_err(|problem| self.error(format!("token response from {url}: {problem}")))?;
         let expires_at = SystemTime::now() + granted.ttl;
         Ok(Credential {
@@ -549,7 +582,12 @@ impl OAuth2Source {
         })
     }
 
-    async fn revoke_token(&self, credential: &Credential) -> Result<Revocation, CredentialError> {
+    /// Revokes a token this client obtained (RFC 7009), when the server has
+    /// a revocation endpoint; `Revoked` only on the server's 200.
+    pub(crate) async fn revoke_token(
+        &self,
+        credential: &Credential,
+    ) -> Result<Revocation, CredentialError> {
         let CredentialValue::Token(token) = &credential.value else {
             return Ok(Revocation::NotSupported);
         };
@@ -610,14 +648,16 @@ fn oauth_error(body: &[u8]) -> String {
 
 /// An accepted token response.
 #[derive(Debug)]
-struct Granted {
-    token: Secret,
-    ttl: Duration,
+pub(crate) struct Granted {
+    /// The access token.
+    pub(crate) token: Secret,
+    /// How long it lives, from `expires_in`.
+    pub(crate) ttl: Duration,
 }
 
 /// Checks a token response (RFC 6749 §5.1) against what was asked for.
 /// Messages never contain the token.
-fn check_token_response(body: &[u8], asked: &[String]) -> Result<Granted, String> {
+pub(crate) fn check_token_response(body: &[u8], asked: &[String]) -> Result<Granted, String> {
     #[derive(Deserialize)]
     struct TokenResponse {
         access_token: Option<String>,
@@ -705,7 +745,7 @@ fn join(scopes: &BTreeSet<&str>) -> String {
 }
 
 /// A fresh record id per issued credential: `cred-` + 12 random hex digits.
-fn random_id() -> String {
+pub(crate) fn random_id() -> String {
     let mut id = String::from("cred-");
     for byte in random_bytes::<6>() {
         id.push_str(&format!("{byte:02x}"));
