@@ -46,6 +46,10 @@ pub struct RawCredential {
     /// Vault / OpenBao under a child token minted per task.
     #[serde(default)]
     pub vault: Option<crate::credential::vault::RawVault>,
+    /// `aws: { role_arn, region, duration, base, sts_endpoint }`: AWS
+    /// session keys minted per task by STS AssumeRole, for SigV4 re-signing.
+    #[serde(default)]
+    pub aws: Option<crate::credential::aws::RawAws>,
     /// How the credential is put into requests; `Authorization: Bearer {token}` when absent.
     #[serde(default)]
     pub inject: Option<RawInject>,
@@ -104,13 +108,14 @@ impl CredentialDef {
             raw.exec.is_some(),
             raw.oauth2_client_credentials.is_some(),
             raw.vault.is_some(),
+            raw.aws.is_some(),
         ];
         let source: Option<Arc<dyn CredentialSource>> = if sources.iter().filter(|s| **s).count()
             != 1
         {
             errors.push(FieldError::new(
                     "",
-                    "credential needs exactly one source: static, exec, oauth2_client_credentials, vault",
+                    "credential needs exactly one source: static, exec, oauth2_client_credentials, vault, aws",
                 ));
             None
         } else if let Some(secret_ref) = &raw.static_ {
@@ -145,6 +150,14 @@ impl CredentialDef {
                 Ok(source) => Some(Arc::new(source)),
                 Err(errs) => {
                     errors.extend(errs.into_iter().map(|e| e.under("vault")));
+                    None
+                }
+            }
+        } else if let Some(aws) = &raw.aws {
+            match crate::credential::aws::compile(name, aws, env) {
+                Ok(source) => Some(Arc::new(source)),
+                Err(errs) => {
+                    errors.extend(errs.into_iter().map(|e| e.under("aws")));
                     None
                 }
             }
