@@ -255,6 +255,13 @@ scopes:
       credential: s3-reports
       allow_private: true
       narrowing: {{ policy: {POLICY} }}
+    - host: 127.0.0.1
+      port: {moto}
+      schemes: [http]
+      methods: [PUT]
+      paths: ["/reports/uploads/*"]
+      credential: s3-reports
+      allow_private: true
 "#,
         role_arn = moto.role_arn,
         front = front.port,
@@ -453,6 +460,43 @@ async fn the_session_policy_of_the_narrowing_is_sent_to_sts() {
     assert_ne!(
         calls[0].param("RoleSessionName"),
         calls[1].param("RoleSessionName")
+    );
+    s.env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_body_is_signed_by_its_hash_and_stored() {
+    let s = setup().await;
+    let (id, token) = s.env.start_task(&["reports"]);
+    let content = format!("draft {}\n", random_hex(16));
+    let put = run_cli(curl([
+        "-i",
+        "-x",
+        &s.env.proxy_url(&id, &token),
+        "-X",
+        "PUT",
+        "-H",
+        "Content-Type: text/plain",
+        "--data-binary",
+        &content,
+        &format!("{}/reports/uploads/draft.txt", s.moto.endpoint()),
+    ]))
+    .await;
+    put.expect_code(0);
+    assert!(put.stdout.starts_with("HTTP/1.1 200"), "{}", put.all());
+    // Read it back through credgate (the GET rule).
+    let check = curl_get(&s, &id, &token, "/reports/uploads/draft.txt").await;
+    check.expect_code(0);
+    assert!(check.stdout.starts_with("HTTP/1.1 200"), "{}", check.all());
+    assert!(check.stdout.ends_with(&content), "{}", check.all());
+    let records = s.env.records().await;
+    let put_record = records
+        .iter()
+        .find(|r| r.method.as_deref() == Some("PUT"))
+        .unwrap();
+    assert_eq!(
+        put_record.upstream.as_ref().and_then(|u| u.status),
+        Some(200)
     );
     s.env.stop().await;
 }

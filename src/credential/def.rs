@@ -167,6 +167,21 @@ impl CredentialDef {
         let injection = Injection::compile(raw.inject.as_ref())
             .map_err(|errs| errors.extend(errs.into_iter().map(|e| e.under("inject"))))
             .ok();
+        // AWS keys can only be used by re-signing, and only AWS keys (from
+        // `aws`, or an `exec` printing credential_process JSON) can sign.
+        let sigv4 = matches!(injection, Some(Injection::SigV4(_)));
+        if raw.aws.is_some() && injection.is_some() && !sigv4 {
+            errors.push(FieldError::new(
+                "inject",
+                "an aws credential is injected by SigV4 re-signing: inject: { sigv4: { service, region } }",
+            ));
+        }
+        if sigv4 && raw.aws.is_none() && raw.exec.is_none() {
+            errors.push(FieldError::new(
+                "inject.sigv4",
+                "SigV4 re-signing needs AWS keys, from an aws (or exec) source",
+            ));
+        }
         match (source, injection) {
             (Some(source), Some(injection)) if errors.is_empty() => Ok(CredentialDef {
                 name: name.to_string(),
@@ -335,10 +350,52 @@ mod tests {
             let errors = CredentialDef::compile("c", &raw(yaml), &env).unwrap_err();
             assert_eq!(
                 errors[0].message,
-                "credential needs exactly one source: static, exec, oauth2_client_credentials, vault"
+                "credential needs exactly one source: static, exec, oauth2_client_credentials, vault, aws"
             );
             assert_eq!(errors[0].path, "");
         }
+    }
+
+    #[test]
+    fn aws_keys_go_with_sigv4_only() {
+        let env: std::collections::BTreeMap<String, String> = [
+            ("AWS_ACCESS_KEY_ID".to_string(), "AKIATESTBASE".to_string()),
+            (
+                "AWS_SECRET_ACCESS_KEY".to_string(),
+                "test-secret".to_string(),
+            ),
+            ("TOKEN".to_string(), "test-secret-token".to_string()),
+        ]
+        .into();
+        let aws = "aws: { role_arn: 'arn:aws:iam::123456789012:role/r', region: eu-west-1 }";
+        let paths = |yaml: &str| -> Vec<String> {
+            match CredentialDef::compile("c", &raw(yaml), &env) {
+                Ok(_) => vec![],
+                Err(errors) => errors.into_iter().map(|e| e.path).collect(),
+            }
+        };
+        assert!(paths(&format!("{{ {aws}, inject: {{ sigv4: {{}} }} }}")).is_empty());
+        assert_eq!(paths(&format!("{{ {aws} }}")), ["inject"]);
+        assert_eq!(
+            paths(&format!("{{ {aws}, inject: {{ header: X-Key }} }}")),
+            ["inject"]
+        );
+        assert_eq!(
+            paths("{ static: { env: TOKEN }, inject: { sigv4: { service: s3 } } }"),
+            ["inject.sigv4"]
+        );
+        assert_eq!(
+            paths(&format!(
+                "{{ {aws}, inject: {{ sigv4: {{ region: 'EU' }} }} }}"
+            )),
+            ["inject.sigv4.region"]
+        );
+        assert_eq!(
+            paths(&format!(
+                "{{ {aws}, static: {{ env: TOKEN }}, inject: {{ sigv4: {{}} }} }}"
+            )),
+            [""]
+        );
     }
 
     #[test]
