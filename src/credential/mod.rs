@@ -6,6 +6,7 @@
 //! concurrent fetches and revokes everything when the task ends. Values live
 //! in [`Secret`]s, so nothing here can print them.
 
+pub mod aws;
 pub mod cache;
 pub mod def;
 pub mod error;

@@ -6,12 +6,14 @@
 //! inject: { format: "token {token}" }          # header defaults to Authorization
 //! inject: { basic: { username: svc } }         # Authorization: Basic base64(svc:{token})
 //! inject: { query: api_key }                   # ?api_key={token}, percent-encoded
+//! inject: { sigv4: { service: s3, region: eu-west-1 } }  # AWS keys: re-sign the request
 //! ```
 //!
 //! Whatever the agent sent under the same header or query parameter is
 //! replaced, never merged, so an upstream can only ever see the injected value.
 
 pub mod query;
+pub mod sigv4;
 pub mod template;
 
 use base64::Engine as _;
@@ -38,6 +40,9 @@ pub struct RawInject {
     pub query: Option<String>,
     /// HTTP Basic auth with the token as password.
     pub basic: Option<RawBasic>,
+    /// AWS SigV4 re-signing with AWS keys (the `aws` source).
+    #[serde(default)]
+    pub sigv4: Option<sigv4::RawSigV4>,
 }
 
 /// `inject: { basic: { username: ... } }`.
@@ -68,6 +73,8 @@ pub enum Injection {
         /// The parameter name (unreserved characters only).
         param: String,
     },
+    /// Re-sign the request with AWS Signature Version 4 (AWS keys only).
+    SigV4(sigv4::SigV4),
 }
 
 /// Why a credential could not be put into a request. Never contains the value.
@@ -91,6 +98,14 @@ pub enum InjectError {
         credential: String,
         /// The header it was meant for.
         header: String,
+    },
+    /// The request could not be signed.
+    #[error("credential {credential}: SigV4 signing failed: {error}")]
+    Sign {
+        /// The credential's config name.
+        credential: String,
+        /// Why.
+        error: sigv4::SignError,
     },
     /// The request URI could not be rebuilt with the parameter.
     #[error("credential {credential}: the request URI cannot carry query parameter {param}")]
@@ -138,12 +153,28 @@ impl Injection {
             raw.header.is_some(),
             raw.query.is_some(),
             raw.basic.is_some(),
+            raw.sigv4.is_some(),
         ];
         if chosen.iter().filter(|c| **c).count() > 1 {
             return Err(vec![FieldError::new(
                 "",
-                "choose one of header, query, basic",
+                "choose one of header, query, basic, sigv4",
             )]);
+        }
+        if let Some(raw_sigv4) = &raw.sigv4 {
+            if raw.format.is_some() {
+                return Err(vec![FieldError::new(
+                    "format",
+                    "applies only to header injection",
+                )]);
+            }
+            return sigv4::SigV4::compile(raw_sigv4)
+                .map(Injection::SigV4)
+                .map_err(|errs| {
+                    errs.into_iter()
+                        .map(|(field, m)| FieldError::new(format!("sigv4.{field}"), m))
+                        .collect()
+                });
         }
         let mut errors = Vec::new();
         if raw.format.is_some() && (raw.query.is_some() || raw.basic.is_some()) {
@@ -183,11 +214,28 @@ impl Injection {
     /// values are marked sensitive so HTTP/2 never indexes them.
     ///
     /// Only token values can be injected this way; AWS keys are an error.
+    /// SigV4 signs as for an empty body: requests with a body go through
+    /// [`apply_with_body`](Injection::apply_with_body).
     pub fn apply(
         &self,
         credential: &Credential,
         parts: &mut http::request::Parts,
     ) -> Result<(), InjectError> {
+        self.apply_with_body(credential, parts, &[])
+    }
+
+    /// [`apply`](Injection::apply) for a request whose (buffered) body is
+    /// `body`: SigV4 signs its hash. `parts` must hold the final URI and
+    /// `Host`, since both are signed.
+    pub fn apply_with_body(
+        &self,
+        credential: &Credential,
+        parts: &mut http::request::Parts,
+        body: &[u8],
+    ) -> Result<(), InjectError> {
+        if let Injection::SigV4(settings) = self {
+            return sign_sigv4(settings, credential, parts, body);
+        }
         let token = match &credential.value {
             CredentialValue::Token(token) => token.expose(),
             other => {
@@ -231,6 +279,7 @@ impl Injection {
                     }
                 })?;
             }
+            Injection::SigV4(_) => unreachable!("signed above"),
         }
         Ok(())
     }
@@ -246,6 +295,11 @@ impl Injection {
                 format!("basic auth, username {username:?}, password {{token}}")
             }
             Injection::Query { param } => format!("query {param}={{token}}"),
+            Injection::SigV4(s) => format!(
+                "AWS SigV4 re-signing, service {}, region {}",
+                s.service.as_deref().unwrap_or("from the host"),
+                s.region.as_deref().unwrap_or("from the host")
+            ),
         }
     }
 
@@ -254,8 +308,59 @@ impl Injection {
             Injection::Header { .. } => "header",
             Injection::Basic { .. } => "basic",
             Injection::Query { .. } => "query",
+            Injection::SigV4(_) => "sigv4",
         }
     }
+}
+
+/// Signs `parts` with the AWS keys of `credential` for the service and
+/// region of `settings` (or of the request's host).
+fn sign_sigv4(
+    settings: &sigv4::SigV4,
+    credential: &Credential,
+    parts: &mut http::request::Parts,
+    body: &[u8],
+) -> Result<(), InjectError> {
+    let CredentialValue::Aws {
+        access_key_id,
+        secret_access_key,
+        session_token,
+    } = &credential.value
+    else {
+        return Err(InjectError::UnsupportedValue {
+            credential: credential.name.clone(),
+            kind: credential.value.kind(),
+            method: "sigv4",
+        });
+    };
+    let sign_error = |error| InjectError::Sign {
+        credential: credential.name.clone(),
+        error,
+    };
+    let host = parts
+        .headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(|h| h.rsplit_once(':').map_or(h, |(name, _)| name).to_string())
+        .or_else(|| parts.uri.host().map(str::to_string))
+        .unwrap_or_default();
+    let (service, region) = settings
+        .scope_for(&host)
+        .ok_or_else(|| sign_error(sigv4::SignError::UnknownScope(host.clone())))?;
+    let keys = sigv4::SigningKeys {
+        access_key_id,
+        secret_access_key,
+        session_token: session_token.as_ref(),
+    };
+    sigv4::sign(
+        parts,
+        body,
+        &keys,
+        &service,
+        &region,
+        std::time::SystemTime::now(),
+    )
+    .map_err(sign_error)
 }
 
 fn bearer() -> Injection {

@@ -269,12 +269,14 @@ async fn run_phases(
         // whole representation comes back, scrubbed.
         parts.headers.remove(header::RANGE);
         parts.headers.remove(header::IF_RANGE);
-        def.injection.apply(cred, parts).map_err(|e| {
-            Deny::new(
-                Reason::CredentialUnavailable,
-                format!("credential {} could not be injected: {e}", def.name),
-            )
-        })?;
+        def.injection
+            .apply_with_body(cred, parts, &body)
+            .map_err(|e| {
+                Deny::new(
+                    Reason::CredentialUnavailable,
+                    format!("credential {} could not be injected: {e}", def.name),
+                )
+            })?;
     }
 
     // forward

@@ -1,0 +1,502 @@
+//! The `aws` credential source and SigV4 re-signing against a real moto
+//! server in auth mode (`moto_server` from the `moto[server]` Python
+//! package), through the real proxy.
+//!
+//! moto verifies every signature once its first `SETUP_ACTIONS` requests
+//! (the IAM user, role, bucket and object, created with boto3) are done.
+//! credgate reaches STS through a small recording front that counts the
+//! calls and keeps what was sent and answered: moto does not enforce
+//! session policies, so the Policy credgate sent is asserted there, and the
+//! session keys STS answered are what must never reach the agent or the log.
+//!
+//! moto serves plain http on 127.0.0.1, so the rules say `schemes: [http]`
+//! and `allow_private: true` (credentials go in cleartext only to loopback).
+
+mod support;
+
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::Value;
+use support::*;
+
+/// The unauthenticated requests the setup script makes; every later one
+/// must carry a valid signature.
+const SETUP_ACTIONS: usize = 7;
+
+const SETUP: &str = r#"
+import boto3, json, sys
+ep = sys.argv[1]
+kw = dict(endpoint_url=ep, region_name="us-east-1",
+          aws_access_key_id="AKIASETUP0000000000", aws_secret_access_key="setup-only")
+iam = boto3.client("iam", **kw)
+iam.create_user(UserName="credgate")
+key = iam.create_access_key(UserName="credgate")["AccessKey"]
+iam.put_user_policy(UserName="credgate", PolicyName="assume", PolicyDocument=json.dumps(
+    {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole", "Resource": "*"}]}))
+role = iam.create_role(RoleName="agent-reports", AssumeRolePolicyDocument=json.dumps(
+    {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "sts:AssumeRole"}]}))["Role"]
+iam.put_role_policy(RoleName="agent-reports", PolicyName="s3", PolicyDocument=json.dumps(
+    {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))
+s3 = boto3.client("s3", **kw)
+s3.create_bucket(Bucket="reports")
+s3.put_object(Bucket="reports", Key="q1.txt", Body=sys.argv[2].encode())
+print(json.dumps({"role_arn": role["Arn"], "key_id": key["AccessKeyId"], "secret": key["SecretAccessKey"]}))
+"#;
+
+/// An agent using boto3 with keys of its own (dummy ones): prints the
+/// object, or `ERROR <code>` when S3 refuses.
+const AGENT: &str = r#"
+import boto3, sys
+from botocore.config import Config
+ep, key_id, secret, proxy = sys.argv[1:5]
+cfg = Config(proxies={"http": proxy}, retries={"max_attempts": 1}) if proxy else Config(retries={"max_attempts": 1})
+s3 = boto3.client("s3", endpoint_url=ep, region_name="us-east-1", config=cfg,
+                  aws_access_key_id=key_id, aws_secret_access_key=secret)
+try:
+    print(s3.get_object(Bucket="reports", Key="q1.txt")["Body"].read().decode())
+except s3.exceptions.ClientError as e:
+    print("ERROR", e.response["Error"]["Code"])
+"#;
+
+/// A moto server on 127.0.0.1 in auth mode, killed on drop.
+struct Moto {
+    child: Child,
+    port: u16,
+    role_arn: String,
+    key_id: String,
+    secret: String,
+    object: String,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Moto {
+    async fn start() -> Moto {
+        let port = closed_port().await;
+        let child = Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .env("INITIAL_NO_AUTH_ACTION_COUNT", SETUP_ACTIONS.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("cannot start moto_server (run tests/run.sh to install moto[server])");
+        let mut moto = Moto {
+            child,
+            port,
+            role_arn: String::new(),
+            key_id: String::new(),
+            secret: String::new(),
+            object: format!("quarterly report {}", random_hex(8)),
+        };
+        let ready = poll_until(Duration::from_secs(30), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+        })
+        .await;
+        assert!(ready.is_some(), "moto_server did not listen within 30s");
+        let out = python(&[SETUP, &moto.endpoint(), &moto.object]).await;
+        out.expect_code(0);
+        let setup: Value = serde_json::from_str(out.stdout.trim()).unwrap();
+        moto.role_arn = setup["role_arn"].as_str().unwrap().to_string();
+        moto.key_id = setup["key_id"].as_str().unwrap().to_string();
+        moto.secret = setup["secret"].as_str().unwrap().to_string();
+        moto
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+async fn python(args: &[&str]) -> Outcome {
+    let mut cmd = Command::new("python3");
+    cmd.arg("-c").args(args);
+    clean_env(&mut cmd);
+    run_cli(cmd).await
+}
+
+/// One STS call as the front saw it.
+#[derive(Debug, Clone)]
+struct StsCall {
+    form: String,
+    answer: String,
+}
+
+impl StsCall {
+    fn param(&self, name: &str) -> Option<String> {
+        self.form.split('&').find_map(|pair| {
+            let (n, v) = pair.split_once('=')?;
+            (n == name).then(|| {
+                percent_encoding::percent_decode_str(v)
+                    .decode_utf8_lossy()
+                    .into_owned()
+            })
+        })
+    }
+
+    fn answer_field(&self, name: &str) -> String {
+        let open = format!("<{name}>");
+        let start = self.answer.find(&open).expect(name) + open.len();
+        let end = start + self.answer[start..].find('<').unwrap();
+        self.answer[start..end].trim().to_string()
+    }
+}
+
+/// A plain-http front for moto's STS that records every call and passes
+/// it on unchanged (the Host header included, since it is signed).
+struct StsFront {
+    port: u16,
+    calls: Arc<Mutex<Vec<StsCall>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for StsFront {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl StsFront {
+    async fn start(moto_port: u16) -> StsFront {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let client: Client<HttpConnector, Full<Bytes>> =
+            Client::builder(TokioExecutor::new()).build_http();
+        let recorded = calls.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let client = client.clone();
+                let recorded = recorded.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(
+                        move |req: http::Request<hyper::body::Incoming>| {
+                            let client = client.clone();
+                            let recorded = recorded.clone();
+                            async move {
+                                let (mut parts, body) = req.into_parts();
+                                let body = body.collect().await?.to_bytes();
+                                parts.uri =
+                                    format!("http://127.0.0.1:{moto_port}/").parse().unwrap();
+                                let forwarded =
+                                    http::Request::from_parts(parts, Full::new(body.clone()));
+                                let response = client.request(forwarded).await.unwrap();
+                                let (parts, answer) = response.into_parts();
+                                let answer = answer.collect().await.unwrap().to_bytes();
+                                recorded.lock().unwrap().push(StsCall {
+                                    form: String::from_utf8_lossy(&body).into_owned(),
+                                    answer: String::from_utf8_lossy(&answer).into_owned(),
+                                });
+                                Ok::<_, hyper::Error>(http::Response::from_parts(
+                                    parts,
+                                    Full::new(answer),
+                                ))
+                            }
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        StsFront { port, calls, task }
+    }
+
+    fn calls(&self) -> Vec<StsCall> {
+        self.calls.lock().unwrap().clone()
+    }
+}
+
+const POLICY: &str = r#"{ Version: "2012-10-17", Statement: [ { Effect: Allow, Action: ["s3:GetObject"], Resource: ["arn:aws:s3:::reports/*"] } ] }"#;
+
+struct Setup {
+    moto: Moto,
+    front: StsFront,
+    env: Env,
+}
+
+async fn setup() -> Setup {
+    let moto = Moto::start().await;
+    let front = StsFront::start(moto.port).await;
+    let extra = format!(
+        r#"
+credentials:
+  s3-reports:
+    aws:
+      role_arn: {role_arn}
+      region: us-east-1
+      duration: 15m
+      base: env
+      sts_endpoint: http://127.0.0.1:{front}
+    inject: {{ sigv4: {{ service: s3, region: us-east-1 }} }}
+scopes:
+  reports:
+    - host: 127.0.0.1
+      port: {moto}
+      schemes: [http]
+      methods: [GET, HEAD]
+      paths: ["/reports/**"]
+      credential: s3-reports
+      allow_private: true
+      narrowing: {{ policy: {POLICY} }}
+    - host: 127.0.0.1
+      port: {moto}
+      schemes: [http]
+      methods: [PUT]
+      paths: ["/reports/uploads/*"]
+      credential: s3-reports
+      allow_private: true
+"#,
+        role_arn = moto.role_arn,
+        front = front.port,
+        moto = moto.port,
+    );
+    let env = Env::start(
+        &extra,
+        &[
+            ("AWS_ACCESS_KEY_ID", &moto.key_id),
+            ("AWS_SECRET_ACCESS_KEY", &moto.secret),
+        ],
+    )
+    .await;
+    Setup { moto, front, env }
+}
+
+/// `curl` through credgate, with `--aws-sigv4` and dummy keys of the agent's
+/// own (which credgate strips and replaces with its signature).
+async fn curl_get(s: &Setup, id: &str, token: &str, path: &str) -> Outcome {
+    let dummy = format!("AKIADUMMY{}:{}", random_hex(4), test_secret());
+    let cmd = curl([
+        "-i",
+        "-x",
+        &s.env.proxy_url(id, token),
+        "--aws-sigv4",
+        "aws:amz:us-east-1:s3",
+        "--user",
+        &dummy,
+        &format!("{}{path}", s.moto.endpoint()),
+    ]);
+    run_cli(cmd).await
+}
+
+fn issues(records: &[credgate::audit::DecisionRecord]) -> usize {
+    records
+        .iter()
+        .filter(|r| r.event.as_str() == "credential.issue")
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_and_boto3_read_s3_through_credgate_and_only_its_signature_is_accepted() {
+    let s = setup().await;
+    let dummy_id = format!("AKIADUMMY{}", random_hex(6).to_uppercase());
+    let dummy_secret = test_secret();
+
+    // The agent's own keys alone are refused by moto.
+    let direct = python(&[AGENT, &s.moto.endpoint(), &dummy_id, &dummy_secret, ""]).await;
+    direct.expect_code(0);
+    assert_eq!(
+        direct.stdout.trim(),
+        "ERROR InvalidAccessKeyId",
+        "{direct:?}"
+    );
+
+    let (id, token) = s.env.start_task(&["reports"]);
+    let by_curl = curl_get(&s, &id, &token, "/reports/q1.txt").await;
+    by_curl.expect_code(0);
+    assert!(
+        by_curl.stdout.starts_with("HTTP/1.1 200"),
+        "{}",
+        by_curl.all()
+    );
+    assert!(
+        by_curl.stdout.ends_with(&s.moto.object),
+        "{}",
+        by_curl.all()
+    );
+
+    let proxy = s.env.proxy_url(&id, &token);
+    let by_boto3 = python(&[AGENT, &s.moto.endpoint(), &dummy_id, &dummy_secret, &proxy]).await;
+    by_boto3.expect_code(0);
+    assert_eq!(by_boto3.stdout.trim(), s.moto.object, "{}", by_boto3.all());
+
+    // One session for the task, reused for both requests.
+    let calls = s.front.calls();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    let call = &calls[0];
+    assert_eq!(call.param("Action").as_deref(), Some("AssumeRole"));
+    assert_eq!(call.param("RoleArn"), Some(s.moto.role_arn.clone()));
+    assert_eq!(call.param("DurationSeconds").as_deref(), Some("900"));
+    let session = call.param("RoleSessionName").unwrap();
+    assert!(
+        session.starts_with("credgate-") && session.len() <= 64,
+        "{session}"
+    );
+
+    // Neither the session keys nor credgate's own keys reach the agent or the log.
+    let log = s.env.log_text().await;
+    let secrets = [
+        call.answer_field("AccessKeyId"),
+        call.answer_field("SecretAccessKey"),
+        call.answer_field("SessionToken"),
+        s.moto.key_id.clone(),
+        s.moto.secret.clone(),
+    ];
+    for secret in &secrets {
+        assert!(secret.len() >= 16, "{secret}");
+        assert!(!by_curl.all().contains(secret.as_str()));
+        assert!(!by_boto3.all().contains(secret.as_str()));
+        assert!(!log.contains(secret.as_str()), "secret in the decision log");
+    }
+    let records = s.env.records().await;
+    assert_eq!(issues(&records), 1);
+    let requests: Vec<_> = records
+        .iter()
+        .filter(|r| r.event.as_str() == "request")
+        .collect();
+    assert_eq!(requests.len(), 2);
+    for r in &requests {
+        assert_eq!(
+            r.upstream.as_ref().and_then(|u| u.status),
+            Some(200),
+            "{r:?}"
+        );
+        assert_eq!(r.credential.as_ref().unwrap().source, "aws");
+    }
+
+    // STS cannot end a session: the task end says so instead of claiming a revocation.
+    s.env.end_task(&id).await;
+    let records = s.env.records().await;
+    let revoke = records
+        .iter()
+        .find(|r| r.event.as_str() == "credential.revoke")
+        .expect("a credential.revoke record");
+    assert_eq!(
+        revoke.message.as_deref(),
+        Some("the source has no revocation; the credential expires on its own"),
+        "{revoke:?}"
+    );
+    assert!(revoke.credential.as_ref().unwrap().expires_at.is_some());
+    s.env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_outside_the_rule_is_denied_before_sts_is_called() {
+    let s = setup().await;
+    let (id, token) = s.env.start_task(&["reports"]);
+    // Another bucket, then a write: no rule allows either.
+    let other = curl_get(&s, &id, &token, "/payroll/q1.txt").await;
+    other.expect_code(0);
+    assert!(other.stdout.starts_with("HTTP/1.1 403"), "{}", other.all());
+    let put = run_cli(curl([
+        "-i",
+        "-x",
+        &s.env.proxy_url(&id, &token),
+        "-X",
+        "PUT",
+        "--data-binary",
+        "overwrite",
+        &format!("{}/reports/q1.txt", s.moto.endpoint()),
+    ]))
+    .await;
+    assert!(put.stdout.starts_with("HTTP/1.1 403"), "{}", put.all());
+    assert!(s.front.calls().is_empty(), "{:?}", s.front.calls());
+    let records = s.env.records().await;
+    assert_eq!(issues(&records), 0);
+    let denied = records
+        .iter()
+        .filter(|r| r.event.as_str() == "request" && r.upstream.is_none())
+        .count();
+    assert_eq!(denied, 2, "{records:?}");
+    // The object is unchanged: read it through the allowed rule.
+    let read = curl_get(&s, &id, &token, "/reports/q1.txt").await;
+    assert!(read.stdout.ends_with(&s.moto.object), "{}", read.all());
+    assert_eq!(s.front.calls().len(), 1);
+    s.env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_session_policy_of_the_narrowing_is_sent_to_sts() {
+    let s = setup().await;
+    let (id, token) = s.env.start_task(&["reports"]);
+    let read = curl_get(&s, &id, &token, "/reports/q1.txt").await;
+    assert!(read.stdout.ends_with(&s.moto.object), "{}", read.all());
+    let calls = s.front.calls();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    let policy: Value = serde_json::from_str(&calls[0].param("Policy").expect("a Policy")).unwrap();
+    assert_eq!(
+        policy,
+        serde_json::json!({
+            "Version": "2012-10-17",
+            "Statement": [{
+                "Effect": "Allow",
+                "Action": ["s3:GetObject"],
+                "Resource": ["arn:aws:s3:::reports/*"],
+            }],
+        })
+    );
+    // A second task gets a session of its own, never the first task's.
+    let (id2, token2) = s.env.start_task(&["reports"]);
+    let read2 = curl_get(&s, &id2, &token2, "/reports/q1.txt").await;
+    assert!(read2.stdout.ends_with(&s.moto.object), "{}", read2.all());
+    let calls = s.front.calls();
+    assert_eq!(calls.len(), 2);
+    assert_ne!(
+        calls[0].param("RoleSessionName"),
+        calls[1].param("RoleSessionName")
+    );
+    s.env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_body_is_signed_by_its_hash_and_stored() {
+    let s = setup().await;
+    let (id, token) = s.env.start_task(&["reports"]);
+    let content = format!("draft {}\n", random_hex(16));
+    let put = run_cli(curl([
+        "-i",
+        "-x",
+        &s.env.proxy_url(&id, &token),
+        "-X",
+        "PUT",
+        "-H",
+        "Content-Type: text/plain",
+        "--data-binary",
+        &content,
+        &format!("{}/reports/uploads/draft.txt", s.moto.endpoint()),
+    ]))
+    .await;
+    put.expect_code(0);
+    assert!(put.stdout.starts_with("HTTP/1.1 200"), "{}", put.all());
+    // Read it back through credgate (the GET rule).
+    let check = curl_get(&s, &id, &token, "/reports/uploads/draft.txt").await;
+    check.expect_code(0);
+    assert!(check.stdout.starts_with("HTTP/1.1 200"), "{}", check.all());
+    assert!(check.stdout.ends_with(&content), "{}", check.all());
+    let records = s.env.records().await;
+    let put_record = records
+        .iter()
+        .find(|r| r.method.as_deref() == Some("PUT"))
+        .unwrap();
+    assert_eq!(
+        put_record.upstream.as_ref().and_then(|u| u.status),
+        Some(200)
+    );
+    s.env.stop().await;
+}
