@@ -15,6 +15,7 @@ pub mod exec_output;
 pub mod github_app;
 pub mod oauth2;
 pub mod secret;
+pub(crate) mod source_http;
 pub mod static_source;
 pub mod task_jwt;
 pub mod token_exchange;

@@ -4,30 +4,23 @@
 //! it is dialled directly; TLS is always verified, and cleartext is used
 //! only when every address dialled is a loopback address.
 
-use std::future::Future;
-use std::io;
 use std::path::Path;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, StatusCode, Uri};
+use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls_pki_types::ServerName;
-use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
+use hyper_util::rt::TokioExecutor;
 
-use crate::proxy::upstream::UpstreamStream;
+use crate::credential::source_http::{error_chain, SourceConnector};
 
 /// The most an STS answer may hold; a credentials document is ~2 KiB.
 const MAX_ANSWER_BYTES: usize = 256 * 1024;
 
 /// A client for the STS endpoint.
 pub(super) struct StsHttp {
-    client: Client<StsConnector, Full<Bytes>>,
+    client: Client<SourceConnector, Full<Bytes>>,
     timeout: Duration,
 }
 
@@ -38,9 +31,7 @@ impl StsHttp {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(2)
-            .build(StsConnector {
-                tls: TlsConnector::from(tls),
-            });
+            .build(SourceConnector::new(tls));
         Ok(StsHttp { client, timeout })
     }
 
@@ -56,7 +47,7 @@ impl StsHttp {
                 .client
                 .request(request)
                 .await
-                .map_err(|e| format!("calling {url} failed: {}", chain(&e)))?;
+                .map_err(|e| format!("calling {url} failed: {}", error_chain(&e)))?;
             let status = response.status();
             let body = Limited::new(response.into_body(), MAX_ANSWER_BYTES)
                 .collect()
@@ -68,66 +59,5 @@ impl StsHttp {
         tokio::time::timeout(self.timeout, exchange)
             .await
             .map_err(|_| format!("{url} did not answer within {:?}", self.timeout))?
-    }
-}
-
-/// An error and its sources, on one line.
-fn chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(e) = source {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        source = e.source();
-    }
-    text
-}
-
-/// Dials the STS endpoint: TLS for https, plain TCP only to loopback addresses.
-#[derive(Clone)]
-struct StsConnector {
-    tls: TlsConnector,
-}
-
-impl tower_service::Service<Uri> for StsConnector {
-    type Response = UpstreamStream;
-    type Error = io::Error;
-    type Future = Pin<Box<dyn Future<Output = io::Result<UpstreamStream>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, uri: Uri) -> Self::Future {
-        let tls = self.tls.clone();
-        Box::pin(async move {
-            let host = uri
-                .host()
-                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "URL has no host"))?
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_string();
-            let secure = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
-            let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
-            let addrs: Vec<_> = tokio::net::lookup_host((host.as_str(), port))
-                .await?
-                .filter(|addr| secure || addr.ip().is_loopback())
-                .collect();
-            if addrs.is_empty() {
-                return Err(io::Error::new(
-                    io::ErrorKind::PermissionDenied,
-                    format!("{host} has no address credgate may reach (plain http: loopback only)"),
-                ));
-            }
-            let stream = TcpStream::connect(&addrs[..]).await?;
-            let _ = stream.set_nodelay(true);
-            if !secure {
-                return Ok(UpstreamStream::Plain(TokioIo::new(stream)));
-            }
-            let name = ServerName::try_from(host)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-            let stream = tls.connect(name, stream).await?;
-            Ok(UpstreamStream::Tls(Box::new(TokioIo::new(stream))))
-        })
     }
 }

@@ -2,24 +2,17 @@
 //! form-encoded POSTs and JSON GETs, each bounded in time and size, over
 //! verified TLS, or plain HTTP to a loopback address only.
 
-use std::future::Future;
-use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::path::Path;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls_pki_types::ServerName;
-use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
+use hyper_util::rt::TokioExecutor;
 
-use crate::proxy::upstream::UpstreamStream;
+use crate::credential::source_http::{error_chain, SourceConnector};
 
 /// The most an authorization server's answer may hold; token responses and
 /// metadata documents are far smaller.
@@ -105,7 +98,7 @@ pub(super) enum HttpError {
 /// A pooled client for one authorization server configuration.
 #[derive(Clone)]
 pub(super) struct HttpClient {
-    client: Client<Connector, Full<Bytes>>,
+    client: Client<SourceConnector, Full<Bytes>>,
     timeout: Duration,
 }
 
@@ -117,9 +110,7 @@ impl HttpClient {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(4)
-            .build(Connector {
-                tls: TlsConnector::from(tls),
-            });
+            .build(SourceConnector::new(tls));
         Ok(HttpClient { client, timeout })
     }
 
@@ -197,108 +188,5 @@ fn transport(url: &Uri, message: impl ToString) -> HttpError {
     HttpError::Transport {
         url: url.to_string(),
         message: message.to_string(),
-    }
-}
-
-/// The error and its causes, joined: hyper's own message says little.
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
-/// Dials the authorization server: TLS for https, and plain TCP only to
-/// loopback addresses (checked on the address dialled, not only the name).
-#[derive(Clone)]
-struct Connector {
-    tls: TlsConnector,
-}
-
-impl tower_service::Service<Uri> for Connector {
-    type Response = UpstreamStream;
-    type Error = io::Error;
-    type Future = Pin<Box<dyn Future<Output = io::Result<UpstreamStream>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, uri: Uri) -> Self::Future {
-        let tls = self.tls.clone();
-        Box::pin(async move {
-            let host = uri
-                .host()
-                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "URL has no host"))?
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_string();
-            let secure = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
-            let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
-                .await?
-                .filter(|addr| secure || addr.ip().is_loopback())
-                .collect();
-            if addrs.is_empty() {
-                return Err(io::Error::new(
-                    io::ErrorKind::PermissionDenied,
-                    format!(
-                        "{host} has no address credgate may reach over plain http (loopback only)"
-                    ),
-                ));
-            }
-            let mut last_error = None;
-            let mut stream = None;
-            for addr in addrs {
-                match TcpStream::connect(addr).await {
-                    Ok(s) => {
-                        stream = Some(s);
-                        break;
-                    }
-                    Err(e) => last_error = Some(e),
-                }
-            }
-            let Some(stream) = stream else {
-                return Err(last_error.expect("at least one address was tried"));
-            };
-            let _ = stream.set_nodelay(true);
-            if !secure {
-                return Ok(UpstreamStream::Plain(TokioIo::new(stream)));
-            }
-            let name = ServerName::try_from(host).map_err(|_| {
-                io::Error::new(io::ErrorKind::InvalidInput, "not a valid server name")
-            })?;
-            let tls = tls.connect(name, stream).await?;
-            Ok(UpstreamStream::Tls(Box::new(TokioIo::new(tls))))
-        })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn https_anywhere_plain_http_only_to_loopback() {
-        assert!(check_url("https://idp.example/oauth2/token").is_ok());
-        assert!(check_url("http://127.0.0.1:8080/token").is_ok());
-        assert!(check_url("http://[::1]:8080/token").is_ok());
-        assert!(check_url("http://localhost/token").is_ok());
-        for bad in [
-            "http://idp.example/token",
-            "http://10.0.0.1/token",
-            "ftp://idp.example/token",
-            "/token",
-            "https://user:pw@idp.example/token",
-            "https://idp.example/token#x",
-        ] {
-            assert!(check_url(bad).is_err(), "{bad}");
-        }
-        let err = check_url("https://user:test-secret@idp.example/token").unwrap_err();
-        assert!(!err.contains("test-secret"), "{err}");
     }
 }
