@@ -1,0 +1,195 @@
+#!/usr/bin/env python3
+"""Clients for the credgate benchmark that wrk and hey cannot be.
+
+  clients.py tunnels --proxy HOST:PORT --auth BASIC --target HOST:PORT --ca FILE
+                     --count N --ready FILE --hold SECONDS
+      Opens N CONNECT tunnels through the proxy, completes the intercepted TLS
+      handshake in each (verifying the proxy's CA) and sends one GET /bench in
+      each, then holds them all idle. Writes "open N" to --ready when they are
+      up, and exits after --hold seconds or when the ready file is removed.
+
+  clients.py burst --proxy HOST:PORT --auth BASIC --url URL --count N
+                   --secret S [--secret S ...]
+      Opens N connections to the proxy, then sends one absolute-form GET on
+      each at the same moment and prints one JSON line: statuses, latencies
+      (ms, sorted) and whether any response contained one of the secrets.
+
+Only the standard library; every wait is bounded.
+"""
+
+import argparse
+import json
+import os
+import socket
+import ssl
+import sys
+import threading
+import time
+
+TIMEOUT = 15.0
+
+
+def read_response(sock):
+    """Reads one HTTP/1.1 response with a Content-Length body; returns (status, body)."""
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("closed before the response head")
+        buf += chunk
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ")[1])
+    length = 0
+    chunked = False
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        name = name.strip().lower()
+        if name == "content-length":
+            length = int(value.strip())
+        elif name == "transfer-encoding" and "chunked" in value.lower():
+            chunked = True
+    if chunked:
+        while not rest.endswith(b"0\r\n\r\n"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("closed inside a chunked body")
+            rest += chunk
+        return status, rest
+    while len(rest) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("closed inside the response body")
+        rest += chunk
+    return status, rest[:length]
+
+
+def split_hostport(s):
+    host, _, port = s.rpartition(":")
+    return host, int(port)
+
+
+def tunnels(args):
+    proxy = split_hostport(args.proxy)
+    target_host, target_port = split_hostport(args.target)
+    authority = target_host if target_port == 443 else args.target
+    ctx = ssl.create_default_context(cafile=args.ca)
+    held = []
+    failures = 0
+    deadline = time.monotonic() + args.open_within
+    for _ in range(args.count):
+        if time.monotonic() > deadline:
+            failures += 1
+            break
+        raw = None
+        try:
+            raw = socket.create_connection(proxy, timeout=TIMEOUT)
+            raw.sendall(
+                (
+                    f"CONNECT {args.target} HTTP/1.1\r\nHost: {args.target}\r\n"
+                    f"Proxy-Authorization: Basic {args.auth}\r\n\r\n"
+                ).encode()
+            )
+            head = b""
+            while b"\r\n\r\n" not in head:
+                chunk = raw.recv(4096)
+                if not chunk:
+                    raise ConnectionError("proxy closed the CONNECT")
+                head += chunk
+            if b" 200" not in head.split(b"\r\n", 1)[0]:
+                raise ConnectionError(head.split(b"\r\n", 1)[0].decode("latin-1"))
+            tls = ctx.wrap_socket(raw, server_hostname=target_host)
+            tls.sendall(f"GET /bench HTTP/1.1\r\nHost: {authority}\r\n\r\n".encode())
+            status, _ = read_response(tls)
+            if status != 200:
+                raise ConnectionError(f"status {status}")
+            held.append(tls)
+        except (OSError, ValueError) as error:
+            failures += 1
+            if raw is not None:
+                raw.close()
+            print(f"tunnels: {error}", file=sys.stderr)
+            if failures > 10:
+                break
+    with open(args.ready, "w", encoding="ascii") as f:
+        f.write(f"open {len(held)} failed {failures}\n")
+    end = time.monotonic() + args.hold
+    while time.monotonic() < end and os.path.exists(args.ready):
+        time.sleep(0.1)
+    for s in held:
+        s.close()
+    return 0 if failures == 0 else 1
+
+
+def burst(args):
+    proxy = split_hostport(args.proxy)
+    url = args.url
+    host = url.split("/")[2]
+    request = (
+        f"GET {url} HTTP/1.1\r\nHost: {host}\r\n"
+        f"Proxy-Authorization: Basic {args.auth}\r\n\r\n"
+    ).encode()
+    socks = [socket.create_connection(proxy, timeout=TIMEOUT) for _ in range(args.count)]
+    results = [None] * args.count
+    barrier = threading.Barrier(args.count, timeout=TIMEOUT)
+    secrets = [s.encode() for s in args.secret]
+
+    def one(i):
+        try:
+            barrier.wait()
+            start = time.perf_counter()
+            socks[i].sendall(request)
+            status, body = read_response(socks[i])
+            ms = (time.perf_counter() - start) * 1000
+            leaked = any(s in body for s in secrets)
+            results[i] = (status, ms, leaked, b"auth=Bearer " in body)
+        except (OSError, ValueError, threading.BrokenBarrierError) as error:
+            results[i] = (0, 0.0, False, False)
+            print(f"burst: {error}", file=sys.stderr)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(args.count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(TIMEOUT * 2)
+    for s in socks:
+        s.close()
+    done = [r for r in results if r is not None]
+    print(
+        json.dumps(
+            {
+                "ok": sum(1 for r in done if r[0] == 200),
+                "count": args.count,
+                "latencies_ms": sorted(round(r[1], 3) for r in done if r[0] == 200),
+                "leaked": sum(1 for r in done if r[2]),
+                "injected": sum(1 for r in done if r[3]),
+            }
+        )
+    )
+    return 0
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("tunnels")
+    t.add_argument("--proxy", required=True)
+    t.add_argument("--auth", required=True)
+    t.add_argument("--target", required=True)
+    t.add_argument("--ca", required=True)
+    t.add_argument("--count", type=int, default=1000)
+    t.add_argument("--ready", required=True)
+    t.add_argument("--hold", type=float, default=60)
+    t.add_argument("--open-within", type=float, default=60)
+    b = sub.add_parser("burst")
+    b.add_argument("--proxy", required=True)
+    b.add_argument("--auth", required=True)
+    b.add_argument("--url", required=True)
+    b.add_argument("--count", type=int, default=100)
+    b.add_argument("--secret", action="append", default=[])
+    args = p.parse_args()
+    return tunnels(args) if args.cmd == "tunnels" else burst(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
