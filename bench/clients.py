@@ -2,17 +2,18 @@
 """Clients for the credgate benchmark that wrk and hey cannot be.
 
   clients.py tunnels --proxy HOST:PORT --auth BASIC --target HOST:PORT --ca FILE
-                     --count N --ready FILE --hold SECONDS
+                     --count N --ready FILE --hold SECONDS [--request]
       Opens N CONNECT tunnels through the proxy, completes the intercepted TLS
-      handshake in each (verifying the proxy's CA) and sends one GET /bench in
-      each, then holds them all idle. Writes "open N" to --ready when they are
+      handshake in each (verifying the proxy's CA), with --request sends one
+      GET /bench in each, then holds them all idle. Writes "open N" to --ready when they are
       up, and exits after --hold seconds or when the ready file is removed.
 
   clients.py burst --proxy HOST:PORT --auth BASIC --url URL --count N
                    --secret S [--secret S ...]
       Opens N connections to the proxy, then sends one absolute-form GET on
-      each at the same moment and prints one JSON line: statuses, latencies
-      (ms, sorted) and whether any response contained one of the secrets.
+      each, back to back from one thread, and prints one JSON line: statuses,
+      latencies (ms from each request's own send, sorted), how long sending
+      took, and whether any response contained one of the secrets.
 
 Only the standard library; every wait is bounded.
 """
@@ -20,10 +21,10 @@ Only the standard library; every wait is bounded.
 import argparse
 import json
 import os
+import selectors
 import socket
 import ssl
 import sys
-import threading
 import time
 
 TIMEOUT = 15.0
@@ -99,10 +100,11 @@ def tunnels(args):
             if b" 200" not in head.split(b"\r\n", 1)[0]:
                 raise ConnectionError(head.split(b"\r\n", 1)[0].decode("latin-1"))
             tls = ctx.wrap_socket(raw, server_hostname=target_host)
-            tls.sendall(f"GET /bench HTTP/1.1\r\nHost: {authority}\r\n\r\n".encode())
-            status, _ = read_response(tls)
-            if status != 200:
-                raise ConnectionError(f"status {status}")
+            if args.request:
+                tls.sendall(f"GET /bench HTTP/1.1\r\nHost: {authority}\r\n\r\n".encode())
+                status, _ = read_response(tls)
+                if status != 200:
+                    raise ConnectionError(f"status {status}")
             held.append(tls)
         except (OSError, ValueError) as error:
             failures += 1
@@ -121,7 +123,31 @@ def tunnels(args):
     return 0 if failures == 0 else 1
 
 
+def parse_complete(buf):
+    """(status, body) when buf holds a whole response, else None."""
+    if b"\r\n\r\n" not in buf:
+        return None
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ")[1])
+    length = 0
+    chunked = False
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        name = name.strip().lower()
+        if name == "content-length":
+            length = int(value.strip())
+        elif name == "transfer-encoding" and "chunked" in value.lower():
+            chunked = True
+    if chunked:
+        return (status, rest) if rest.endswith(b"0\r\n\r\n") else None
+    return (status, rest[:length]) if len(rest) >= length else None
+
+
 def burst(args):
+    """All requests from one thread: connect every socket first, then send
+    the requests back to back and time each response from its own send, so
+    that the client's scheduling does not land in the latencies."""
     proxy = split_hostport(args.proxy)
     url = args.url
     host = url.split("/")[2]
@@ -129,37 +155,52 @@ def burst(args):
         f"GET {url} HTTP/1.1\r\nHost: {host}\r\n"
         f"Proxy-Authorization: Basic {args.auth}\r\n\r\n"
     ).encode()
-    socks = [socket.create_connection(proxy, timeout=TIMEOUT) for _ in range(args.count)]
-    results = [None] * args.count
-    barrier = threading.Barrier(args.count, timeout=TIMEOUT)
     secrets = [s.encode() for s in args.secret]
-
-    def one(i):
-        try:
-            barrier.wait()
-            start = time.perf_counter()
-            socks[i].sendall(request)
-            status, body = read_response(socks[i])
-            ms = (time.perf_counter() - start) * 1000
-            leaked = any(s in body for s in secrets)
-            results[i] = (status, ms, leaked, b"auth=Bearer " in body)
-        except (OSError, ValueError, threading.BrokenBarrierError) as error:
-            results[i] = (0, 0.0, False, False)
-            print(f"burst: {error}", file=sys.stderr)
-
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(args.count)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(TIMEOUT * 2)
-    for s in socks:
-        s.close()
-    done = [r for r in results if r is not None]
+    socks = [socket.create_connection(proxy, timeout=TIMEOUT) for _ in range(args.count)]
+    sel = selectors.DefaultSelector()
+    sent = {}
+    bufs = {}
+    for i, sock in enumerate(socks):
+        sock.setblocking(False)
+        sel.register(sock, selectors.EVENT_READ, i)
+        bufs[i] = b""
+    for i, sock in enumerate(socks):
+        sent[i] = time.perf_counter()
+        sock.send(request)
+    results = {}
+    deadline = time.monotonic() + TIMEOUT
+    while len(results) < args.count and time.monotonic() < deadline:
+        for key, _ in sel.select(timeout=0.5):
+            i = key.data
+            now = time.perf_counter()
+            try:
+                chunk = key.fileobj.recv(65536)
+            except OSError:
+                chunk = b""
+            if not chunk:
+                results[i] = (0, 0.0, False, False)
+                sel.unregister(key.fileobj)
+                continue
+            bufs[i] += chunk
+            done = parse_complete(bufs[i])
+            if done is not None:
+                status, body = done
+                results[i] = (
+                    status,
+                    (now - sent[i]) * 1000,
+                    any(x in body for x in secrets),
+                    b"auth=Bearer " in body,
+                )
+                sel.unregister(key.fileobj)
+    for sock in socks:
+        sock.close()
+    done = list(results.values())
     print(
         json.dumps(
             {
                 "ok": sum(1 for r in done if r[0] == 200),
                 "count": args.count,
+                "send_ms": round((max(sent.values()) - min(sent.values())) * 1000, 3),
                 "latencies_ms": sorted(round(r[1], 3) for r in done if r[0] == 200),
                 "leaked": sum(1 for r in done if r[2]),
                 "injected": sum(1 for r in done if r[3]),
@@ -181,6 +222,7 @@ def main():
     t.add_argument("--ready", required=True)
     t.add_argument("--hold", type=float, default=60)
     t.add_argument("--open-within", type=float, default=60)
+    t.add_argument("--request", action="store_true")
     b = sub.add_parser("burst")
     b.add_argument("--proxy", required=True)
     b.add_argument("--auth", required=True)

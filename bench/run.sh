@@ -948,16 +948,18 @@ report() {
 
 # --- credgate alone ------------------------------------------------------------
 
-# credgate's RSS while TUNNELS intercepted tunnels are open and idle (each made
-# one request, then waits, like an agent's keep-alive connection).
-measure_tunnels() {
-    local ready="$WORK/tunnels.ready" i line tpid
-    TUNNEL_RSS_BEFORE=$(rss_kb "$CREDGATE_PID")
+# credgate's RSS while TUNNELS intercepted tunnels are open and idle: first
+# tunnels that only completed CONNECT and the TLS handshake, then tunnels that
+# each carried one request (an agent's idle keep-alive connection).
+# `open_tunnels NAME [--request]` sets TUN_OPEN, TUN_FAILED, TUN_RSS (KiB).
+open_tunnels() {
+    local name=$1 ready="$WORK/tunnels.ready" i line tpid
+    shift
     rm -f "$ready"
     taskset -c "$LOAD_CPU" python3 "$REPO/bench/clients.py" tunnels --proxy "$PROXY_ADDR" \
         --auth "$PROXY_BASIC" --target "127.0.0.1:$HTTPS_PORT" --ca "$WORK/credgate/ca/ca.crt" \
-        --count "$TUNNELS" --ready "$ready" --hold 120 --open-within 90 \
-        2>"$WORK/out/tunnels.err" &
+        --count "$TUNNELS" --ready "$ready" --hold 120 --open-within 90 "$@" \
+        2>"$WORK/out/tunnels-$name.err" &
     tpid=$!
     PIDS+=("$tpid")
     for ((i = 0; i < 1000; i++)); do
@@ -966,39 +968,64 @@ measure_tunnels() {
         sleep 0.1
     done
     line=$(cat "$ready" 2>/dev/null || true)
-    TUNNELS_OPEN=$(awk '{ print $2 + 0 }' <<<"${line:-open 0}")
-    TUNNELS_FAILED=$(awk '{ print ($4 == "" ? 1 : $4 + 0) }' <<<"${line:-open 0}")
+    TUN_OPEN=$(awk '{ print $2 + 0 }' <<<"${line:-open 0}")
+    TUN_FAILED=$(awk '{ print ($4 == "" ? 1 : $4 + 0) }' <<<"${line:-open 0}")
     sleep 1
-    TUNNEL_RSS=$(rss_kb "$CREDGATE_PID")
+    TUN_RSS=$(rss_kb "$CREDGATE_PID")
+    # Connections from credgate to the origin's HTTPS port while they are open.
+    TUN_UPSTREAM=$(ss -Htn state established "( dport = :$HTTPS_PORT )" 2>/dev/null | wc -l)
     rm -f "$ready"
     wait "$tpid" 2>/dev/null || true
     sleep 1
+}
+
+measure_tunnels() {
+    TUNNEL_RSS_BEFORE=$(rss_kb "$CREDGATE_PID")
+    open_tunnels handshake
+    TUNNELS_OPEN=$TUN_OPEN TUNNELS_FAILED=$TUN_FAILED TUNNEL_RSS=$TUN_RSS TUNNEL_UP=$TUN_UPSTREAM
     TUNNEL_RSS_AFTER=$(rss_kb "$CREDGATE_PID")
-    log "$(printf 'tunnels: %s open (%s failed); credgate RSS %d MiB before, %d MiB with them open, %d MiB after closing' \
-        "$TUNNELS_OPEN" "$TUNNELS_FAILED" $((TUNNEL_RSS_BEFORE / 1024)) $((TUNNEL_RSS / 1024)) $((TUNNEL_RSS_AFTER / 1024)))"
+    open_tunnels request --request
+    TUNNELS_REQ_OPEN=$TUN_OPEN TUNNELS_FAILED=$((TUNNELS_FAILED + TUN_FAILED)) TUNNEL_REQ_RSS=$TUN_RSS
+    TUNNEL_REQ_UP=$TUN_UPSTREAM
+    TUNNEL_REQ_RSS_AFTER=$(rss_kb "$CREDGATE_PID")
+    log "$(printf 'tunnels: credgate RSS %d MiB before; %s tunnels after the handshake: %d MiB, %d MiB once closed; %s tunnels with one request each: %d MiB, %d MiB once closed; %s failed' \
+        $((TUNNEL_RSS_BEFORE / 1024)) "$TUNNELS_OPEN" $((TUNNEL_RSS / 1024)) $((TUNNEL_RSS_AFTER / 1024)) \
+        "$TUNNELS_REQ_OPEN" $((TUNNEL_REQ_RSS / 1024)) $((TUNNEL_REQ_RSS_AFTER / 1024)) "$TUNNELS_FAILED")"
 }
 
 # A credential-cache miss: a new task whose credential comes from the exec
 # script (50 ms); 100 concurrent first requests, then 100 more with the
 # credential cached. One fetch must serve the first 100.
-measure_cache_miss() {
-    local d="$WORK/credgate" json id token basic before i t0 t1
+exec_task() {
+    local d="$WORK/credgate" json id token
     json=$("$BIN" task start --json --scope bench-exec --ttl 1h --agent bench-exec --label run=bench \
         --admin "http://$ADMIN_ADDR" --admin-token-file "$d/admin-token" --ca "$d/ca/ca.crt")
     id=$(sed -nE 's/^  "id": "([^"]+)",?$/\1/p' <<<"$json")
     token=$(sed -nE 's/^  "token": "([^"]+)",?$/\1/p' <<<"$json")
-    [[ -n $id && -n $token ]] || die "could not start the bench-exec task"
-    EXEC_TASK_TOKEN=$token
-    basic=$(printf '%s:%s' "$id" "$token" | base64 -w0)
+    [[ -n $id && -n $token ]] || die "could not start a bench-exec task"
+    EXEC_TASK_TOKENS+=("$token")
+    EXEC_BASIC=$(printf '%s:%s' "$id" "$token" | base64 -w0)
+}
+
+# `burst COUNT OUT`: COUNT concurrent requests as the last exec_task.
+burst() {
+    timeout 60 taskset -c "$LOAD_CPU" python3 "$REPO/bench/clients.py" burst --proxy "$PROXY_ADDR" \
+        --auth "$EXEC_BASIC" --url "http://127.0.0.1:$HTTP_PORT/bench" --count "$1" \
+        --secret "$EXEC_TOKEN" --secret "${EXEC_TASK_TOKENS[-1]}" >"$2" 2>>"$WORK/out/burst.err" || true
+}
+
+EXEC_TASK_TOKENS=()
+measure_cache_miss() {
+    local d="$WORK/credgate" before i t0 t1
+    # One request alone first (a task of its own), cold then cached.
+    exec_task
+    burst 1 "$WORK/out/solo-cold.json"
+    burst 1 "$WORK/out/solo-warm.json"
+    exec_task
     before=$(wc -l <"$EXEC_COUNTER")
-    burst() {
-        timeout 60 taskset -c "$LOAD_CPU" python3 "$REPO/bench/clients.py" burst --proxy "$PROXY_ADDR" \
-            --auth "$basic" --url "http://127.0.0.1:$HTTP_PORT/bench" --count 100 \
-            --secret "$EXEC_TOKEN" --secret "$token" >"$1" 2>>"$WORK/out/burst.err" || true
-    }
-    burst "$WORK/out/burst-cold.json"
+    burst 100 "$WORK/out/burst-cold.json"
     FETCHES_COLD=$(($(wc -l <"$EXEC_COUNTER") - before))
-    burst "$WORK/out/burst-warm.json"
+    burst 100 "$WORK/out/burst-warm.json"
     FETCHES_WARM=$(($(wc -l <"$EXEC_COUNTER") - before - FETCHES_COLD))
     # One source round trip: the same command run directly, median of 5.
     : >"$WORK/out/source-ms.txt"
@@ -1009,7 +1036,8 @@ measure_cache_miss() {
         echo "$(((t1 - t0) / 1000))" >>"$WORK/out/source-ms.txt"
     done
     SOURCE_MS=$(sort -n "$WORK/out/source-ms.txt" | sed -n 3p | awk '{ printf "%.1f", $1 / 1000 }')
-    CACHE_SUMMARY=$(python3 - "$WORK/out/burst-cold.json" "$WORK/out/burst-warm.json" <<'PY'
+    CACHE_SUMMARY=$(python3 - "$WORK/out/burst-cold.json" "$WORK/out/burst-warm.json" \
+        "$WORK/out/solo-cold.json" "$WORK/out/solo-warm.json" <<'PY'
 import json, sys
 def q(xs, f):
     return xs[min(len(xs) - 1, int(f * len(xs)))] if xs else 0.0
@@ -1024,8 +1052,10 @@ for path in sys.argv[1:]:
 print(" ".join(str(x) for x in out))
 PY
 )
-    read -r C_OK C_N C_INJ C_LEAK C_P50 C_MAX W_OK W_N W_INJ W_LEAK W_P50 W_MAX <<<"$CACHE_SUMMARY"
-    log "cache miss: $FETCHES_COLD fetch(es) for 100 concurrent first requests ($C_OK ok), p50 $C_P50 ms max $C_MAX ms; cached: $FETCHES_WARM fetch(es), p50 $W_P50 ms max $W_MAX ms; source alone $SOURCE_MS ms"
+    read -r C_OK C_N C_INJ C_LEAK C_P50 C_MAX W_OK W_N W_INJ W_LEAK W_P50 W_MAX \
+        SC_OK _ _ SC_LEAK SC_MS _ SW_OK _ _ SW_LEAK SW_MS _ <<<"$CACHE_SUMMARY"
+    C_LEAK=$((C_LEAK + SC_LEAK + SW_LEAK))
+    log "cache miss: one request alone $SC_MS ms cold, $SW_MS ms cached; $FETCHES_COLD fetch(es) for 100 concurrent first requests ($C_OK ok), p50 $C_P50 ms max $C_MAX ms; cached: $FETCHES_WARM fetch(es), p50 $W_P50 ms max $W_MAX ms; source alone $SOURCE_MS ms"
 }
 
 # credgate's RSS sampled every 5 s through a SOAK-second intercepted run at
@@ -1049,6 +1079,7 @@ measure_soak() {
 # The issue's targets, from the medians the report wrote.
 targets() {
     awk -v idle="$((RSS_IDLE / 1024))" -v tunnels="$((TUNNEL_RSS / 1024))" -v ntun="$TUNNELS_OPEN" \
+        -v rtunnels="$((TUNNEL_REQ_RSS / 1024))" -v nrtun="$TUNNELS_REQ_OPEN" \
         -v soak="${SOAK_RSS[*]}" -v soaks="$SOAK" '
         { rps[$1, $2] = $3; p50[$1, $2] = $4; cpu[$1, $2] = $5 }
         function row(what, value, goal, ok) {
@@ -1077,7 +1108,8 @@ targets() {
                 row("intercepted HTTPS req/s ÷ mitmproxy (50 conns)", sprintf("%.2f×", r), "≥ 20×", r >= 20)
             }
             row("RSS idle", idle " MiB", "≤ 20 MiB", idle <= 20)
-            row("RSS with " ntun " idle intercepted tunnels", tunnels " MiB", "≤ 64 MiB", tunnels <= 64 && ntun > 0)
+            row("RSS with " ntun " idle intercepted tunnels (after the handshake)", tunnels " MiB", "≤ 64 MiB", tunnels <= 64 && ntun > 0)
+            row("RSS with " nrtun " idle intercepted tunnels (after one request each)", rtunnels " MiB", "≤ 64 MiB", rtunnels <= 64 && nrtun > 0)
             n = split(soak, s, " ")
             if (n > 0) {
                 lo = hi = s[1]
@@ -1120,10 +1152,10 @@ for ((rep = 1; rep <= REPS; rep++)); do
     done
 done
 
-log "credgate alone: $TUNNELS idle tunnels, a credential-cache miss, RSS over ${SOAK} s"
+log "credgate alone: RSS over ${SOAK} s, $TUNNELS idle tunnels, a credential-cache miss"
+measure_soak
 measure_tunnels
 measure_cache_miss
-measure_soak
 
 DENIES=$(grep -c '"decision":"deny"' "$AUDIT" || true)
 # When a run stops, the load generators drop their connections: idle ones
@@ -1135,7 +1167,9 @@ DENIES=$((DENIES - DISCONNECTS))
 LEAKED_CRED=$(grep -c -F -- "$CREDENTIAL" "$AUDIT" || true)
 LEAKED_TOKEN=$(grep -c -F -- "$TASK_TOKEN" "$AUDIT" || true)
 LEAKED_CRED=$((LEAKED_CRED + $(grep -c -F -- "$EXEC_TOKEN" "$AUDIT" || true)))
-LEAKED_TOKEN=$((LEAKED_TOKEN + $(grep -c -F -- "$EXEC_TASK_TOKEN" "$AUDIT" || true)))
+for t in "${EXEC_TASK_TOKENS[@]}"; do
+    LEAKED_TOKEN=$((LEAKED_TOKEN + $(grep -c -F -- "$t" "$AUDIT" || true)))
+done
 AUDIT_BYTES=$(stat -c %s "$AUDIT")
 AUDIT_LINES=$(records)
 CG_ERRORS=$(grep -c -E ' (ERROR|WARN) ' "$WORK/credgate/stderr.log" || true)
@@ -1158,8 +1192,8 @@ echo
 echo "### credgate alone"
 echo
 echo "- new TLS handshakes through CONNECT: the \"new tunnel per request\" row above (hey -disable-keepalive: TCP connect, CONNECT, TLS handshake with a fresh leaf from the cache, one request)"
-echo "- $TUNNELS_OPEN idle intercepted tunnels open ($TUNNELS_FAILED failed to open): credgate RSS $((TUNNEL_RSS_BEFORE / 1024)) MiB before, $((TUNNEL_RSS / 1024)) MiB with them open, $((TUNNEL_RSS_AFTER / 1024)) MiB after they closed"
-echo "- credential-cache miss (exec source that sleeps 50 ms; the command alone takes $SOURCE_MS ms here): 100 concurrent first requests of a new task caused $FETCHES_COLD fetch(es), $C_OK/$C_N answered 200, latency p50 $C_P50 ms, max $C_MAX ms; the next 100 concurrent (cached) caused $FETCHES_WARM fetch(es), $W_OK/$W_N answered 200, p50 $W_P50 ms, max $W_MAX ms; added by the miss: p50 $(awk -v a="$C_P50" -v b="$W_P50" 'BEGIN { printf "%+.1f", a - b }') ms, max $(awk -v a="$C_MAX" -v b="$W_MAX" 'BEGIN { printf "%+.1f", a - b }') ms; credential or token in a response: $((C_LEAK + W_LEAK))"
+echo "- idle intercepted tunnels (CONNECT + TLS handshake, then nothing): credgate RSS $((TUNNEL_RSS_BEFORE / 1024)) MiB before, $((TUNNEL_RSS / 1024)) MiB with $TUNNELS_OPEN open, $((TUNNEL_RSS_AFTER / 1024)) MiB after they closed ($TUNNEL_UP connections to the origin while open); then $TUNNELS_REQ_OPEN tunnels that each carried one request: $((TUNNEL_REQ_RSS / 1024)) MiB with them open ($TUNNEL_REQ_UP connections to the origin), $((TUNNEL_REQ_RSS_AFTER / 1024)) MiB after they closed ($TUNNELS_FAILED failed to open)"
+echo "- credential-cache miss (exec source that sleeps 50 ms; the command alone takes $SOURCE_MS ms here): one request alone took $SC_MS ms with the cache cold, $SW_MS ms cached ($SC_OK + $SW_OK answered 200); 100 concurrent first requests of a new task caused $FETCHES_COLD fetch(es), $C_OK/$C_N answered 200, latency p50 $C_P50 ms, max $C_MAX ms; the next 100 concurrent (cached) caused $FETCHES_WARM fetch(es), $W_OK/$W_N answered 200, p50 $W_P50 ms, max $W_MAX ms; added by the miss: p50 $(awk -v a="$C_P50" -v b="$W_P50" 'BEGIN { printf "%+.1f", a - b }') ms, max $(awk -v a="$C_MAX" -v b="$W_MAX" 'BEGIN { printf "%+.1f", a - b }') ms; credential or token in a response: $((C_LEAK + W_LEAK))"
 echo "- RSS over a ${SOAK} s intercepted run at 50 connections ($SOAK_REQS requests, $SOAK_RPS req/s, non-2xx $SOAK_BAD, errors $SOAK_ERRS), MiB every 5 s: ${SOAK_RSS[*]}"
 echo
 echo "### Targets"
@@ -1173,10 +1207,11 @@ echo "- credgate WARN/ERROR log lines: $CG_ERRORS; load average after: $(cut -d'
 
 problems=$(awk '$8 > 0 || $9 > 0 { n++ } END { print n + 0 }' "$WORK/results.tsv")
 EXTRA=()
-((TUNNELS_FAILED == 0 && TUNNELS_OPEN == TUNNELS)) || EXTRA+=("tunnels: $TUNNELS_OPEN of $TUNNELS open, $TUNNELS_FAILED failed")
+((TUNNELS_FAILED == 0 && TUNNELS_OPEN == TUNNELS && TUNNELS_REQ_OPEN == TUNNELS)) ||
+    EXTRA+=("tunnels: $TUNNELS_OPEN and $TUNNELS_REQ_OPEN of $TUNNELS open, $TUNNELS_FAILED failed")
 ((FETCHES_COLD == 1 && FETCHES_WARM == 0)) ||
     EXTRA+=("cache miss: $FETCHES_COLD fetches for the first 100 requests, $FETCHES_WARM for the next 100 (expected 1 and 0)")
-((C_OK == 100 && W_OK == 100 && C_INJ == 100 && W_INJ == 100)) ||
+((C_OK == 100 && W_OK == 100 && C_INJ == 100 && W_INJ == 100 && SC_OK == 1 && SW_OK == 1)) ||
     EXTRA+=("cache miss: $C_OK + $W_OK of 200 requests answered 200, $C_INJ + $W_INJ injected")
 ((C_LEAK + W_LEAK == 0)) || EXTRA+=("cache miss: $((C_LEAK + W_LEAK)) responses carried the credential or the token")
 ((SOAK_BAD == 0 && SOAK_ERRS == 0 && SOAK_REQS > 0)) ||
