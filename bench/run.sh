@@ -550,7 +550,7 @@ static_resources:
           dns_cache_config: { name: cache, dns_lookup_family: V4_ONLY }
 EOC
     taskset -c "$PROXY_CPU" "$ENVOY_BIN" -c "$d/envoy.yaml" --concurrency 1 --disable-hot-restart \
-        -l warn --log-path "$d/envoy.log" 2>>"$d/envoy.log" &
+        -l warn --log-path "$d/envoy.log" 2>>"$d/stderr.log" &
     ENVOY_PID=$!
     PIDS+=("$ENVOY_PID")
     wait_peer envoy "$ENVOY_PID" "$ENVOY_PORT" "$d/envoy.log"
