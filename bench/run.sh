@@ -269,7 +269,7 @@ CLK_TCK=$(getconf CLK_TCK)
 umask 077
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/credgate-bench.XXXXXX")
 chmod 711 "$WORK"
-AUDIT="$WORK/credgate/decisions.jsonl"
+AUDIT=""
 
 # The origin's own CA and a certificate for 127.0.0.1; credgate trusts the CA
 # through upstream.extra_ca.
@@ -355,9 +355,13 @@ EOF
     die "nginx did not start"
 }
 
+# `start_credgate [NAME]`: an instance in $WORK/NAME (default credgate), with
+# its own CA, decision log and task; sets CREDGATE_PID, PROXY_ADDR, TASK_* …
 start_credgate() {
-    local d="$WORK/credgate" i line
+    local d="$WORK/${1:-credgate}" i line
     mkdir -p "$d"
+    CREDGATE_DIR=$d
+    AUDIT="$d/decisions.jsonl"
     "$BIN" ca init --out "$d/ca" >/dev/null
     # The credential-cache miss measurement: every fetch appends a line to a
     # counter file and takes 50 ms, like a token service one round trip away.
@@ -957,7 +961,7 @@ open_tunnels() {
     shift
     rm -f "$ready"
     taskset -c "$LOAD_CPU" python3 "$REPO/bench/clients.py" tunnels --proxy "$PROXY_ADDR" \
-        --auth "$PROXY_BASIC" --target "127.0.0.1:$HTTPS_PORT" --ca "$WORK/credgate/ca/ca.crt" \
+        --auth "$PROXY_BASIC" --target "127.0.0.1:$HTTPS_PORT" --ca "$CREDGATE_DIR/ca/ca.crt" \
         --count "$TUNNELS" --ready "$ready" --hold 120 --open-within 90 "$@" \
         2>"$WORK/out/tunnels-$name.err" &
     tpid=$!
@@ -973,13 +977,22 @@ open_tunnels() {
     sleep 1
     TUN_RSS=$(rss_kb "$CREDGATE_PID")
     # Connections from credgate to the origin's HTTPS port while they are open.
-    TUN_UPSTREAM=$(ss -Htn state established "( dport = :$HTTPS_PORT )" 2>/dev/null | wc -l)
+    TUN_UPSTREAM=$(ss -Htnp state established "( dport = :$HTTPS_PORT )" 2>/dev/null |
+        grep -c "pid=$CREDGATE_PID," || true)
     rm -f "$ready"
     wait "$tpid" 2>/dev/null || true
     sleep 1
 }
 
+# On a fresh credgate (same configuration, its own CA, log and task), so that
+# the heap left over from millions of requests does not count; started after
+# all other measurements and stopped at the end.
 measure_tunnels() {
+    local saved=("$CREDGATE_PID" "$PROXY_ADDR" "$ADMIN_ADDR" "$TASK_ID" "$TASK_TOKEN" "$PROXY_BASIC"
+        "$PROXY_URL" "$AUDIT" "$CREDGATE_DIR" "$EXEC_COUNTER" "$EXEC_TOKEN")
+    start_credgate credgate-tunnels
+    TUNNEL_AUDIT=$AUDIT TUNNEL_TASK_TOKEN=$TASK_TOKEN TUNNEL_EXEC_TOKEN=$EXEC_TOKEN
+    sleep 1
     TUNNEL_RSS_BEFORE=$(rss_kb "$CREDGATE_PID")
     open_tunnels handshake
     TUNNELS_OPEN=$TUN_OPEN TUNNELS_FAILED=$TUN_FAILED TUNNEL_RSS=$TUN_RSS TUNNEL_UP=$TUN_UPSTREAM
@@ -988,6 +1001,10 @@ measure_tunnels() {
     TUNNELS_REQ_OPEN=$TUN_OPEN TUNNELS_FAILED=$((TUNNELS_FAILED + TUN_FAILED)) TUNNEL_REQ_RSS=$TUN_RSS
     TUNNEL_REQ_UP=$TUN_UPSTREAM
     TUNNEL_REQ_RSS_AFTER=$(rss_kb "$CREDGATE_PID")
+    stop_pid "$CREDGATE_PID"
+    CREDGATE_PID=${saved[0]} PROXY_ADDR=${saved[1]} ADMIN_ADDR=${saved[2]} TASK_ID=${saved[3]}
+    TASK_TOKEN=${saved[4]} PROXY_BASIC=${saved[5]} PROXY_URL=${saved[6]} AUDIT=${saved[7]}
+    CREDGATE_DIR=${saved[8]} EXEC_COUNTER=${saved[9]} EXEC_TOKEN=${saved[10]}
     log "$(printf 'tunnels: credgate RSS %d MiB before; %s tunnels after the handshake: %d MiB, %d MiB once closed; %s tunnels with one request each: %d MiB, %d MiB once closed; %s failed' \
         $((TUNNEL_RSS_BEFORE / 1024)) "$TUNNELS_OPEN" $((TUNNEL_RSS / 1024)) $((TUNNEL_RSS_AFTER / 1024)) \
         "$TUNNELS_REQ_OPEN" $((TUNNEL_REQ_RSS / 1024)) $((TUNNEL_REQ_RSS_AFTER / 1024)) "$TUNNELS_FAILED")"
@@ -1152,10 +1169,10 @@ for ((rep = 1; rep <= REPS; rep++)); do
     done
 done
 
-log "credgate alone: RSS over ${SOAK} s, $TUNNELS idle tunnels, a credential-cache miss"
+log "credgate alone: RSS over ${SOAK} s, a credential-cache miss, $TUNNELS idle tunnels (fresh instance)"
 measure_soak
-measure_tunnels
 measure_cache_miss
+measure_tunnels
 
 DENIES=$(grep -c '"decision":"deny"' "$AUDIT" || true)
 # When a run stops, the load generators drop their connections: idle ones
@@ -1170,6 +1187,9 @@ LEAKED_CRED=$((LEAKED_CRED + $(grep -c -F -- "$EXEC_TOKEN" "$AUDIT" || true)))
 for t in "${EXEC_TASK_TOKENS[@]}"; do
     LEAKED_TOKEN=$((LEAKED_TOKEN + $(grep -c -F -- "$t" "$AUDIT" || true)))
 done
+# The fresh instance of the tunnel measurement has a log of its own.
+LEAKED_TOKEN=$((LEAKED_TOKEN + $(grep -c -F -e "$TUNNEL_TASK_TOKEN" -e "$TASK_TOKEN" "$TUNNEL_AUDIT" || true)))
+LEAKED_CRED=$((LEAKED_CRED + $(grep -c -F -e "$CREDENTIAL" -e "$TUNNEL_EXEC_TOKEN" "$TUNNEL_AUDIT" || true)))
 AUDIT_BYTES=$(stat -c %s "$AUDIT")
 AUDIT_LINES=$(records)
 CG_ERRORS=$(grep -c -E ' (ERROR|WARN) ' "$WORK/credgate/stderr.log" || true)
@@ -1192,7 +1212,7 @@ echo
 echo "### credgate alone"
 echo
 echo "- new TLS handshakes through CONNECT: the \"new tunnel per request\" row above (hey -disable-keepalive: TCP connect, CONNECT, TLS handshake with a fresh leaf from the cache, one request)"
-echo "- idle intercepted tunnels (CONNECT + TLS handshake, then nothing): credgate RSS $((TUNNEL_RSS_BEFORE / 1024)) MiB before, $((TUNNEL_RSS / 1024)) MiB with $TUNNELS_OPEN open, $((TUNNEL_RSS_AFTER / 1024)) MiB after they closed ($TUNNEL_UP connections to the origin while open); then $TUNNELS_REQ_OPEN tunnels that each carried one request: $((TUNNEL_REQ_RSS / 1024)) MiB with them open ($TUNNEL_REQ_UP connections to the origin), $((TUNNEL_REQ_RSS_AFTER / 1024)) MiB after they closed ($TUNNELS_FAILED failed to open)"
+echo "- idle intercepted tunnels (CONNECT + TLS handshake, then nothing), on a freshly started credgate: RSS $((TUNNEL_RSS_BEFORE / 1024)) MiB before, $((TUNNEL_RSS / 1024)) MiB with $TUNNELS_OPEN open, $((TUNNEL_RSS_AFTER / 1024)) MiB after they closed ($TUNNEL_UP connections to the origin while open); then $TUNNELS_REQ_OPEN tunnels that each carried one request: $((TUNNEL_REQ_RSS / 1024)) MiB with them open ($TUNNEL_REQ_UP connections to the origin), $((TUNNEL_REQ_RSS_AFTER / 1024)) MiB after they closed ($TUNNELS_FAILED failed to open)"
 echo "- credential-cache miss (exec source that sleeps 50 ms; the command alone takes $SOURCE_MS ms here): one request alone took $SC_MS ms with the cache cold, $SW_MS ms cached ($SC_OK + $SW_OK answered 200); 100 concurrent first requests of a new task caused $FETCHES_COLD fetch(es), $C_OK/$C_N answered 200, latency p50 $C_P50 ms, max $C_MAX ms; the next 100 concurrent (cached) caused $FETCHES_WARM fetch(es), $W_OK/$W_N answered 200, p50 $W_P50 ms, max $W_MAX ms; added by the miss: p50 $(awk -v a="$C_P50" -v b="$W_P50" 'BEGIN { printf "%+.1f", a - b }') ms, max $(awk -v a="$C_MAX" -v b="$W_MAX" 'BEGIN { printf "%+.1f", a - b }') ms; credential or token in a response: $((C_LEAK + W_LEAK))"
 echo "- RSS over a ${SOAK} s intercepted run at 50 connections ($SOAK_REQS requests, $SOAK_RPS req/s, non-2xx $SOAK_BAD, errors $SOAK_ERRS), MiB every 5 s: ${SOAK_RSS[*]}"
 echo
