@@ -235,6 +235,11 @@ rss_kb() {
     awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"
 }
 
+# KiB → MiB with one decimal.
+mib() {
+    awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'
+}
+
 hwm_kb() {
     awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"
 }
@@ -1005,9 +1010,9 @@ measure_tunnels() {
     CREDGATE_PID=${saved[0]} PROXY_ADDR=${saved[1]} ADMIN_ADDR=${saved[2]} TASK_ID=${saved[3]}
     TASK_TOKEN=${saved[4]} PROXY_BASIC=${saved[5]} PROXY_URL=${saved[6]} AUDIT=${saved[7]}
     CREDGATE_DIR=${saved[8]} EXEC_COUNTER=${saved[9]} EXEC_TOKEN=${saved[10]}
-    log "$(printf 'tunnels: credgate RSS %d MiB before; %s tunnels after the handshake: %d MiB, %d MiB once closed; %s tunnels with one request each: %d MiB, %d MiB once closed; %s failed' \
-        $((TUNNEL_RSS_BEFORE / 1024)) "$TUNNELS_OPEN" $((TUNNEL_RSS / 1024)) $((TUNNEL_RSS_AFTER / 1024)) \
-        "$TUNNELS_REQ_OPEN" $((TUNNEL_REQ_RSS / 1024)) $((TUNNEL_REQ_RSS_AFTER / 1024)) "$TUNNELS_FAILED")"
+    log "$(printf 'tunnels: credgate RSS %s MiB before; %s tunnels after the handshake: %s MiB, %s MiB once closed; %s tunnels with one request each: %s MiB, %s MiB once closed; %s failed' \
+        "$(mib "$TUNNEL_RSS_BEFORE")" "$TUNNELS_OPEN" "$(mib "$TUNNEL_RSS")" "$(mib "$TUNNEL_RSS_AFTER")" \
+        "$TUNNELS_REQ_OPEN" "$(mib "$TUNNEL_REQ_RSS")" "$(mib "$TUNNEL_REQ_RSS_AFTER")" "$TUNNELS_FAILED")"
 }
 
 # A credential-cache miss: a new task whose credential comes from the exec
@@ -1086,7 +1091,7 @@ measure_soak() {
     PIDS+=("$hpid")
     for ((i = 1; i <= SOAK / 5; i++)); do
         sleep 5
-        SOAK_RSS+=($(($(rss_kb "$CREDGATE_PID") / 1024)))
+        SOAK_RSS+=("$(mib "$(rss_kb "$CREDGATE_PID")")")
     done
     wait "$hpid" 2>/dev/null || true
     read -r SOAK_RPS _ _ SOAK_REQS SOAK_BAD SOAK_ERRS <<<"$(parse_hey "$out")"
@@ -1095,8 +1100,8 @@ measure_soak() {
 
 # The issue's targets, from the medians the report wrote.
 targets() {
-    awk -v idle="$((RSS_IDLE / 1024))" -v tunnels="$((TUNNEL_RSS / 1024))" -v ntun="$TUNNELS_OPEN" \
-        -v rtunnels="$((TUNNEL_REQ_RSS / 1024))" -v nrtun="$TUNNELS_REQ_OPEN" \
+    awk -v idle="$(mib "$RSS_IDLE")" -v tunnels="$(mib "$TUNNEL_RSS")" -v ntun="$TUNNELS_OPEN" \
+        -v rtunnels="$(mib "$TUNNEL_REQ_RSS")" -v nrtun="$TUNNELS_REQ_OPEN" \
         -v soak="${SOAK_RSS[*]}" -v soaks="$SOAK" '
         { rps[$1, $2] = $3; p50[$1, $2] = $4; cpu[$1, $2] = $5 }
         function row(what, value, goal, ok) {
@@ -1131,7 +1136,7 @@ targets() {
             if (n > 0) {
                 lo = hi = s[1]
                 for (i = 1; i <= n; i++) { if (s[i] < lo) lo = s[i]; if (s[i] > hi) hi = s[i] }
-                row("RSS over a " soaks " s run (every 5 s: " soak ")", "last − first " (s[n] - s[1]) " MiB", "flat (≤ 1 MiB growth)", s[n] - s[1] <= 1)
+                row("RSS over a " soaks " s run (MiB every 5 s: " soak ")", sprintf("last − first %+.1f MiB", s[n] - s[1]), "flat (≤ 1 MiB growth)", s[n] - s[1] <= 1)
             }
         }
     ' "$WORK/medians.tsv"
@@ -1212,7 +1217,7 @@ echo
 echo "### credgate alone"
 echo
 echo "- new TLS handshakes through CONNECT: the \"new tunnel per request\" row above (hey -disable-keepalive: TCP connect, CONNECT, TLS handshake with a fresh leaf from the cache, one request)"
-echo "- idle intercepted tunnels (CONNECT + TLS handshake, then nothing), on a freshly started credgate: RSS $((TUNNEL_RSS_BEFORE / 1024)) MiB before, $((TUNNEL_RSS / 1024)) MiB with $TUNNELS_OPEN open, $((TUNNEL_RSS_AFTER / 1024)) MiB after they closed ($TUNNEL_UP connections to the origin while open); then $TUNNELS_REQ_OPEN tunnels that each carried one request: $((TUNNEL_REQ_RSS / 1024)) MiB with them open ($TUNNEL_REQ_UP connections to the origin), $((TUNNEL_REQ_RSS_AFTER / 1024)) MiB after they closed ($TUNNELS_FAILED failed to open)"
+echo "- idle intercepted tunnels (CONNECT + TLS handshake, then nothing), on a freshly started credgate: RSS $(mib "$TUNNEL_RSS_BEFORE") MiB before, $(mib "$TUNNEL_RSS") MiB with $TUNNELS_OPEN open, $(mib "$TUNNEL_RSS_AFTER") MiB after they closed ($TUNNEL_UP connections to the origin while open); then $TUNNELS_REQ_OPEN tunnels that each carried one request: $(mib "$TUNNEL_REQ_RSS") MiB with them open ($TUNNEL_REQ_UP connections to the origin), $(mib "$TUNNEL_REQ_RSS_AFTER") MiB after they closed ($TUNNELS_FAILED failed to open)"
 echo "- credential-cache miss (exec source that sleeps 50 ms; the command alone takes $SOURCE_MS ms here): one request alone took $SC_MS ms with the cache cold, $SW_MS ms cached ($SC_OK + $SW_OK answered 200); 100 concurrent first requests of a new task caused $FETCHES_COLD fetch(es), $C_OK/$C_N answered 200, latency p50 $C_P50 ms, max $C_MAX ms; the next 100 concurrent (cached) caused $FETCHES_WARM fetch(es), $W_OK/$W_N answered 200, p50 $W_P50 ms, max $W_MAX ms; added by the miss: p50 $(awk -v a="$C_P50" -v b="$W_P50" 'BEGIN { printf "%+.1f", a - b }') ms, max $(awk -v a="$C_MAX" -v b="$W_MAX" 'BEGIN { printf "%+.1f", a - b }') ms; credential or token in a response: $((C_LEAK + W_LEAK))"
 echo "- RSS over a ${SOAK} s intercepted run at 50 connections ($SOAK_REQS requests, $SOAK_RPS req/s, non-2xx $SOAK_BAD, errors $SOAK_ERRS), MiB every 5 s: ${SOAK_RSS[*]}"
 echo
@@ -1220,7 +1225,7 @@ echo "### Targets"
 echo
 targets
 echo
-echo "- credgate RSS: $((RSS_IDLE / 1024)) MiB idle after start, peak (VmHWM) $(($(hwm_kb "$CREDGATE_PID") / 1024)) MiB"
+echo "- credgate RSS: $(mib "$RSS_IDLE") MiB idle after start, peak (VmHWM) $(mib "$(hwm_kb "$CREDGATE_PID")") MiB"
 echo "- decision log: $AUDIT_LINES records, $((AUDIT_BYTES / 1024 / 1024)) MiB ($((AUDIT_BYTES / (AUDIT_LINES > 0 ? AUDIT_LINES : 1))) bytes/record); deny records other than client_disconnected: $DENIES; client_disconnected: $DISCONNECTS ($IDLE_DISCONNECTS of them on connections with no request in them)"
 echo "- credential in the decision log: $LEAKED_CRED lines; task token in the decision log: $LEAKED_TOKEN lines"
 echo "- credgate WARN/ERROR log lines: $CG_ERRORS; load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
