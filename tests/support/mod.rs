@@ -140,34 +140,8 @@ pub fn base_config(dir: &Path, extra: &str) -> String {
 impl Env {
     /// Starts credgate with `extra` config and secrets from `vars`.
     pub async fn start(extra: &str, vars: &[(&str, &str)]) -> Env {
-        let dir = TempDir::new();
-        credgate::tls::init_ca(&dir.path().join("ca"), false).unwrap();
         let upstream_ca = Arc::new(CertificateAuthority::generate().unwrap());
-        std::fs::write(dir.path().join("upstream-ca.pem"), upstream_ca.cert_pem()).unwrap();
-        let text = base_config(dir.path(), extra);
-        let config_path = dir.path().join("credgate.yaml");
-        std::fs::write(&config_path, &text).unwrap();
-        let env: BTreeMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let config = Config::parse(&text, &env).unwrap_or_else(|e| panic!("{e}"));
-        let resolver = Arc::new(CountingResolver::default());
-        let running = Running::start_with(config, None, resolver.clone())
-            .await
-            .unwrap();
-        Env {
-            proxy: running.proxy_addr,
-            admin: running.admin_addr,
-            ca_cert: dir.path().join("ca/ca.crt"),
-            audit: dir.path().join("decisions.jsonl"),
-            admin_token_file: dir.path().join("admin-token"),
-            config_path,
-            running: Some(running),
-            resolver,
-            upstream_ca,
-            dir,
-        }
+        Env::start_trusting(upstream_ca, extra, vars).await
     }
 
     pub fn gateway(&self) -> &Arc<credgate::proxy::Gateway> {
@@ -318,44 +292,7 @@ impl Upstream {
                         return;
                     };
                     let service = service_fn(move |req: Request<Incoming>| {
-                        let handler = handler.clone();
-                        let rec = rec.clone();
-                        async move {
-                            let (parts, body) = req.into_parts();
-                            let body = body
-                                .collect()
-                                .await
-                                .map(|c| c.to_bytes())
-                                .unwrap_or_default();
-                            let got = Received {
-                                method: parts.method.to_string(),
-                                path_and_query: parts
-                                    .uri
-                                    .path_and_query()
-                                    .map(|p| p.to_string())
-                                    .unwrap_or_default(),
-                                headers: parts
-                                    .headers
-                                    .iter()
-                                    .map(|(k, v)| {
-                                        (
-                                            k.to_string(),
-                                            String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                                        )
-                                    })
-                                    .collect(),
-                                body: body.to_vec(),
-                            };
-                            let reply = handler(&got);
-                            rec.lock().unwrap().push(got);
-                            let mut builder = Response::builder().status(reply.status);
-                            for (k, v) in &reply.headers {
-                                builder = builder.header(k, v);
-                            }
-                            Ok::<_, std::convert::Infallible>(
-                                builder.body(ChunkedBody::new(reply.chunks)).unwrap(),
-                            )
-                        }
+                        record_and_reply(req, handler.clone(), rec.clone())
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(tls), service)
