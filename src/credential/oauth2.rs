@@ -579,6 +579,7 @@ impl OAuth2Source {
             value: CredentialValue::Token(granted.token),
             expires_at: Some(expires_at),
             standing: false,
+            renewed: None,
         })
     }
 

@@ -48,6 +48,7 @@ impl CredentialSource for StaticSource {
                 value: CredentialValue::Token(self.value.clone()),
                 expires_at: None,
                 standing: true,
+                renewed: None,
             })
         })
     }

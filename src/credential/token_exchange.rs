@@ -406,6 +406,7 @@ impl TokenExchangeSource {
             value: CredentialValue::Token(granted.token),
             expires_at: Some(SystemTime::now() + granted.ttl),
             standing: false,
+            renewed: None,
         })
     }
 }

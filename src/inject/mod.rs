@@ -447,6 +447,7 @@ mod tests {
             value: CredentialValue::Token(Secret::new(value)),
             expires_at: None,
             standing: false,
+            renewed: None,
         }
     }
 

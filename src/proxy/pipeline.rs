@@ -404,7 +404,10 @@ async fn fetch_credential(
             .expires_at
             .and_then(|t| t.duration_since(SystemTime::now()).ok())
         {
-            Some(ttl) => format!("issued for {}s", ttl.as_secs()),
+            Some(ttl) => match &cred.renewed {
+                Some(what) => format!("renewed ({what}) for {}s", ttl.as_secs()),
+                None => format!("issued for {}s", ttl.as_secs()),
+            },
             None => "issued without expiry (standing)".to_string(),
         };
         issued.message = Some(if ctx.narrowing.value.is_null() {

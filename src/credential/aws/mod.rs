@@ -534,6 +534,7 @@ impl AwsSource {
             },
             expires_at: Some(creds.expiration),
             standing: false,
+            renewed: None,
         })
     }
 

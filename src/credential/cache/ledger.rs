@@ -65,8 +65,10 @@ impl<K> Ledgers<K> {
 
     /// Records `issued` for the task and bumps its generation; dropping
     /// credentials that have expired at their source, which are of no use to
-    /// anyone any more. Returns `false`, recording nothing, when the task has
-    /// ended: the caller must revoke the credential itself.
+    /// anyone any more, and an earlier record of the same credential (a
+    /// renewal re-issues it under its id with a later expiry). Returns
+    /// `false`, recording nothing, when the task has ended: the caller must
+    /// revoke the credential itself.
     pub(super) fn record(&self, task_id: &str, issued: Issued<K>) -> bool {
         let mut shard = self.shard(task_id);
         let ledger = shard.entry(task_id.to_string()).or_default();
@@ -74,9 +76,11 @@ impl<K> Ledgers<K> {
             return false;
         }
         let now = SystemTime::now();
+        let same =
+            |c: &Credential| c.id == issued.credential.id && c.source == issued.credential.source;
         ledger
             .issued
-            .retain(|i| i.credential.expires_at.is_none_or(|at| at > now));
+            .retain(|i| i.credential.expires_at.is_none_or(|at| at > now) && !same(&i.credential));
         ledger.issued.push(issued);
         ledger.generation += 1;
         self.changes.fetch_add(1, Ordering::SeqCst);
@@ -166,6 +170,7 @@ mod tests {
                 value: CredentialValue::Token(Secret::new(format!("test-secret-{n}"))),
                 expires_at,
                 standing: expires_at.is_none(),
+                renewed: None,
             }),
             source: Arc::new(StaticSource::new("api", Secret::new("test-secret"))),
         }
@@ -206,6 +211,22 @@ mod tests {
             ids(&ledgers, "a"),
             ["cred-000000000002", "cred-000000000003"]
         );
+    }
+
+    #[test]
+    fn a_renewal_replaces_the_record_of_its_credential() {
+        let ledgers = Ledgers::new();
+        let soon = SystemTime::now() + Duration::from_secs(60);
+        let later = SystemTime::now() + Duration::from_secs(600);
+        ledgers.record("a", issued(1, Some(soon)));
+        ledgers.record("a", issued(2, Some(soon)));
+        ledgers.record("a", issued(1, Some(later)));
+        assert_eq!(
+            ids(&ledgers, "a"),
+            ["cred-000000000002", "cred-000000000001"]
+        );
+        assert_eq!(ledgers.credentials("a")[1].expires_at, Some(later));
+        assert_eq!(ledgers.generation("a"), 3, "a renewal is still a change");
     }
 
     #[test]

@@ -370,6 +370,7 @@ mod tests {
                     ))),
                     expires_at: self.ttl.map(|ttl| SystemTime::now() + ttl),
                     standing: self.ttl.is_none(),
+                    renewed: None,
                 })
             })
         }

@@ -131,6 +131,7 @@ impl GitHubAppSource {
             value: CredentialValue::Token(token),
             expires_at: Some(expires_at),
             standing: false,
+            renewed: None,
         })
     }
 

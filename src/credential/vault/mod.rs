@@ -9,11 +9,30 @@
 //! creates belongs to the child token, so revoking the token when the task
 //! ends revokes them all.
 //!
-//! Leases are not renewed: a credential expires with its lease (or its child
-//! token, whichever ends first), the cache re-fetches it before then, and the
-//! re-read yields a fresh lease under a child token that is still valid for
-//! the task. Renewal could not extend a lease past its `max_ttl` anyway, and
-//! a re-read keeps one code path for every secret engine.
+//! A credential expires with its lease (or its child token, whichever ends
+//! first), and the cache fetches again shortly before then. Leases are
+//! renewed while the task lives and needs them: the source remembers, per
+//! task (and narrowing), the last lease it read, and a fetch **renews** that
+//! lease (`PUT sys/leases/renew` under the child token that holds it, asking
+//! for the lease's first duration again, bounded by that token's and the
+//! task's remaining life) and hands back the same secret under the same
+//! credential id with the later expiry; the record says it was renewed and
+//! names the lease by its fingerprint. It **re-reads** the path instead,
+//! getting a new secret and lease, when
+//!
+//! - the last read gave no lease, or Vault said it is not renewable;
+//! - the lease has expired or is within [`RENEW_MARGIN`] of it;
+//! - the child token holding it is being replaced: a refresh uses a fresh
+//!   child token once the current one has less than two thirds of a new
+//!   one's life left, and a lease cannot outlive its token, so renewing it
+//!   there would buy nothing;
+//! - the renewal could not end later than the lease already does (the token,
+//!   the task or the lease's `max_ttl` is the limit);
+//! - or Vault refuses or fails the renewal, or grants no extension.
+//!
+//! See [`plan`]. No timer of its own drives this: the cache's refresh before
+//! expiry does. A lease replaced by a re-read stays valid until it expires
+//! or the task ends, and the task's end revokes it with its child token.
 //!
 //! Child tokens are held in [`Secret`]s, in a map by task; they are never
 //! logged, and errors name the source and the path, never a token.
@@ -30,7 +49,7 @@ use std::time::{Duration, SystemTime};
 use ::http::{Method, StatusCode};
 use serde_json::json;
 
-use crate::credential::secret::random_bytes;
+use crate::credential::secret::{fingerprint, random_bytes};
 use crate::credential::{
     Credential, CredentialError, CredentialSource, CredentialValue, FetchContext, Revocation,
     Secret,
@@ -44,6 +63,10 @@ use http::{Answer, VaultHttp};
 
 /// A login token is renewed by logging in again this long before it expires.
 const LOGIN_MARGIN: Duration = Duration::from_secs(30);
+
+/// A lease this close to its end is re-read rather than renewed: the renewal
+/// might arrive after it.
+const RENEW_MARGIN: Duration = Duration::from_secs(2);
 
 /// How credgate authenticates itself to Vault.
 pub(crate) enum Auth {
@@ -104,6 +127,7 @@ impl Read {
 }
 
 /// A token credgate holds: its own login, or a task's child token.
+#[derive(Clone)]
 struct HeldToken {
     token: Secret,
     accessor: String,
@@ -112,10 +136,80 @@ struct HeldToken {
 }
 
 /// The child tokens created for one task (usually one; more when a task
-/// outlives a child token's TTL), all revoked when the task ends.
+/// outlives a child token's TTL), all revoked when the task ends, and the
+/// last lease read for each narrowing of the credential, to renew it.
 #[derive(Default)]
 struct TaskTokens {
     tokens: Vec<HeldToken>,
+    leases: HashMap<String, HeldLease>,
+}
+
+/// A lease a read created, kept so that the next fetch can renew it.
+#[derive(Clone)]
+struct HeldLease {
+    lease_id: String,
+    renewable: bool,
+    /// What Vault granted at the read; a renewal asks for as much again.
+    granted: Duration,
+    /// When the lease ends (its token may end it earlier).
+    expires_at: SystemTime,
+    /// The accessor of the child token it was read under.
+    token_accessor: String,
+    /// The credential that carries it, re-issued on renewal.
+    credential_id: String,
+    value: Secret,
+}
+
+/// The lease part of a read's answer.
+struct ReadLease {
+    lease_id: String,
+    renewable: bool,
+    duration: Duration,
+}
+
+/// Whether a fetch renews the task's last lease or reads the path again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Plan {
+    /// `sys/leases/renew`, asking for `increment`.
+    Renew { increment: Duration },
+    /// Read the path again: a new secret and lease.
+    Reread,
+}
+
+/// The renew-vs-re-read rule (see the module documentation): renew `lease`
+/// only if it is renewable, not within [`RENEW_MARGIN`] of its end, held by
+/// `token` (the child token this fetch uses) and can end later than it does
+/// now. The increment is the lease's first duration, bounded by the token's
+/// and the task's remaining life.
+fn plan(
+    lease: Option<&HeldLease>,
+    token: &HeldToken,
+    task_expires_at: SystemTime,
+    now: SystemTime,
+) -> Plan {
+    let Some(lease) = lease else {
+        return Plan::Reread;
+    };
+    if !lease.renewable || lease.lease_id.is_empty() {
+        return Plan::Reread;
+    }
+    if lease.expires_at <= now + RENEW_MARGIN {
+        return Plan::Reread;
+    }
+    if token.accessor.is_empty() || token.accessor != lease.token_accessor {
+        return Plan::Reread;
+    }
+    let left = |at: SystemTime| at.duration_since(now).unwrap_or_default();
+    let mut increment = lease.granted.min(left(task_expires_at));
+    if let Some(token_end) = token.expires_at {
+        increment = increment.min(left(token_end));
+    }
+    // Whole seconds, as Vault counts them.
+    let increment = Duration::from_secs(increment.as_secs());
+    if now + increment <= lease.expires_at {
+        return Plan::Reread;
+    }
+    Plan::Renew { increment }
 }
 
 /// Reads secrets from Vault under per-task child tokens.
@@ -285,7 +379,7 @@ impl VaultSource {
         &self,
         ctx: &FetchContext,
         tokens: &mut TaskTokens,
-    ) -> Result<(Secret, Option<SystemTime>), CredentialError> {
+    ) -> Result<HeldToken, CredentialError> {
         let now = SystemTime::now();
         let remaining =
             ctx.task_expires_at
@@ -303,7 +397,7 @@ impl VaultSource {
             // Reuse while it has two thirds of a new token's life left, so a
             // refresh near expiry gets a fresh token rather than the same end.
             if left.is_none_or(|left| left * 3 >= ttl * 2) {
-                return Ok((latest.token.clone(), latest.expires_at));
+                return Ok(latest.clone());
             }
         }
         let parent = self.parent_token().await?;
@@ -337,9 +431,8 @@ impl VaultSource {
             )));
         }
         let held = self.token_from(&answer, path)?;
-        let out = (held.token.clone(), held.expires_at);
-        tokens.tokens.push(held);
-        Ok(out)
+        tokens.tokens.push(held.clone());
+        Ok(held)
     }
 
     fn task_lock(&self, task_id: &str) -> Arc<tokio::sync::Mutex<TaskTokens>> {
@@ -354,16 +447,56 @@ impl VaultSource {
     async fn fetch_for(&self, ctx: &FetchContext) -> Result<Credential, CredentialError> {
         let lock = self.task_lock(&ctx.task_id);
         let mut tokens = lock.lock().await;
-        let (child, token_expires) = self.child_token(ctx, &mut tokens).await?;
+        let child = self.child_token(ctx, &mut tokens).await?;
+        let key = &ctx.narrowing.key;
+        let last = tokens.leases.get(key).cloned();
         drop(tokens);
-        let read = self.read_under(&child, token_expires).await;
+        let now = SystemTime::now();
+        if let (Plan::Renew { increment }, Some(lease)) =
+            (plan(last.as_ref(), &child, ctx.task_expires_at, now), &last)
+        {
+            match self.renew(&child, lease, increment).await {
+                Ok(renewed) => {
+                    let credential = self.issue(ctx, renewed.clone(), &child);
+                    lock.lock().await.leases.insert(key.clone(), renewed);
+                    return Ok(credential);
+                }
+                Err(e) => tracing::warn!(
+                    credential = %self.credential,
+                    lease = %fingerprint(lease.lease_id.as_bytes()),
+                    error = %e,
+                    "renewing the lease failed; reading the secret again"
+                ),
+            }
+        }
+        let read = self.read_under(&child.token, child.expires_at).await;
         match read {
-            Ok((value, expires_at)) => {
+            Ok((value, expires_at, lease)) => {
                 let id = format!("cred-{}", hex(&random_bytes::<6>()));
                 self.issued
                     .lock()
                     .expect("vault issued map poisoned")
                     .insert(id.clone(), ctx.task_id.clone());
+                let mut tokens = lock.lock().await;
+                match lease {
+                    Some(lease) => {
+                        tokens.leases.insert(
+                            key.clone(),
+                            HeldLease {
+                                expires_at: now + lease.duration,
+                                lease_id: lease.lease_id,
+                                renewable: lease.renewable,
+                                granted: lease.duration,
+                                token_accessor: child.accessor.clone(),
+                                credential_id: id.clone(),
+                                value: value.clone(),
+                            },
+                        );
+                    }
+                    None => {
+                        tokens.leases.remove(key);
+                    }
+                }
                 Ok(Credential {
                     name: self.credential.clone(),
                     id,
@@ -371,6 +504,7 @@ impl VaultSource {
                     value: CredentialValue::Token(value),
                     expires_at,
                     standing: false,
+                    renewed: None,
                 })
             }
             Err(e) => {
@@ -378,6 +512,69 @@ impl VaultSource {
                 Err(e)
             }
         }
+    }
+
+    /// The credential a renewal re-issues: the lease's value and id, with
+    /// the renewed expiry (or the token's, if sooner).
+    fn issue(&self, ctx: &FetchContext, lease: HeldLease, child: &HeldToken) -> Credential {
+        self.issued
+            .lock()
+            .expect("vault issued map poisoned")
+            .insert(lease.credential_id.clone(), ctx.task_id.clone());
+        let expires_at = match child.expires_at {
+            Some(token_end) => lease.expires_at.min(token_end),
+            None => lease.expires_at,
+        };
+        Credential {
+            name: self.credential.clone(),
+            id: lease.credential_id,
+            source: "vault",
+            value: CredentialValue::Token(lease.value),
+            expires_at: Some(expires_at),
+            standing: false,
+            renewed: Some(format!("lease {}", fingerprint(lease.lease_id.as_bytes()))),
+        }
+    }
+
+    /// `PUT sys/leases/renew` under the child token that holds the lease;
+    /// the lease with its new end. A renewal that does not make the lease
+    /// end later than it did is an error: the caller re-reads.
+    async fn renew(
+        &self,
+        child: &HeldToken,
+        lease: &HeldLease,
+        increment: Duration,
+    ) -> Result<HeldLease, CredentialError> {
+        let path = "sys/leases/renew";
+        let body = json!({ "lease_id": lease.lease_id, "increment": increment.as_secs() });
+        let answer = self
+            .call(
+                "renewing the lease",
+                Method::PUT,
+                path,
+                Some(&child.token),
+                Some(&body),
+            )
+            .await?;
+        if !answer.status.is_success() {
+            return Err(self.error(format!(
+                "renewing the lease ({path}): Vault answered {} ({})",
+                answer.status,
+                answer.errors()
+            )));
+        }
+        let granted = answer.body["lease_duration"].as_u64().unwrap_or(0);
+        let expires_at = SystemTime::now() + Duration::from_secs(granted);
+        if granted == 0 || expires_at <= lease.expires_at {
+            return Err(self.error(format!(
+                "renewing the lease ({path}): Vault granted {granted}s, no later than it ended"
+            )));
+        }
+        Ok(HeldLease {
+            expires_at,
+            renewable: answer.body["renewable"].as_bool().unwrap_or(false),
+            ..lease.clone()
+        })
     }
 
     /// A child token that read nothing is revoked now: no credential of the
@@ -405,12 +602,13 @@ impl VaultSource {
             .any(|t| t == task_id)
     }
 
-    /// Reads the configured secret with `child`; the value and when it expires.
+    /// Reads the configured secret with `child`; the value, when it expires
+    /// and the lease Vault attached, if any.
     async fn read_under(
         &self,
         child: &Secret,
         token_expires: Option<SystemTime>,
-    ) -> Result<(Secret, Option<SystemTime>), CredentialError> {
+    ) -> Result<(Secret, Option<SystemTime>, Option<ReadLease>), CredentialError> {
         let (method, path, field, body) = match &self.read {
             Read::Kv2 { data_path, field } => (Method::GET, data_path, field, None),
             Read::Dynamic { path, field } => (Method::GET, path, field, None),
@@ -453,7 +651,15 @@ impl VaultSource {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        Ok((Secret::new(value), expires_at))
+        let held = answer.body["lease_id"]
+            .as_str()
+            .filter(|id| !id.is_empty() && lease > 0)
+            .map(|id| ReadLease {
+                lease_id: id.to_string(),
+                renewable: answer.body["renewable"].as_bool().unwrap_or(false),
+                duration: Duration::from_secs(lease),
+            });
+        Ok((Secret::new(value), expires_at, held))
     }
 
     /// Revokes every child token of the task that issued `credential`; done
@@ -474,6 +680,8 @@ impl VaultSource {
             self.revoke_token(held).await?;
             tokens.tokens.pop();
         }
+        // Their leases went with them.
+        tokens.leases.clear();
         drop(tokens);
         if !self.is_issued_for(&task_id) {
             self.tasks
@@ -563,5 +771,131 @@ impl CredentialSource for VaultSource {
         credential: &'a Credential,
     ) -> crate::BoxFuture<'a, Result<Revocation, CredentialError>> {
         Box::pin(self.revoke_for(credential))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINUTE: Duration = Duration::from_secs(60);
+
+    fn token(accessor: &str, life: Option<Duration>, now: SystemTime) -> HeldToken {
+        HeldToken {
+            token: Secret::new("test-secret-child"),
+            accessor: accessor.into(),
+            expires_at: life.map(|l| now + l),
+        }
+    }
+
+    /// A renewable 10-minute lease with `left` to go, read under `acc-1`.
+    fn lease(left: Duration, now: SystemTime) -> HeldLease {
+        HeldLease {
+            lease_id: "database/creds/ro/AbC".into(),
+            renewable: true,
+            granted: 10 * MINUTE,
+            expires_at: now + left,
+            token_accessor: "acc-1".into(),
+            credential_id: "cred-000000000001".into(),
+            value: Secret::new("test-secret-value"),
+        }
+    }
+
+    #[test]
+    fn renews_a_renewable_lease_under_its_token_for_its_first_duration() {
+        let now = SystemTime::now();
+        let child = token("acc-1", Some(60 * MINUTE), now);
+        let lease = lease(MINUTE, now);
+        assert_eq!(
+            plan(Some(&lease), &child, now + 120 * MINUTE, now),
+            Plan::Renew {
+                increment: 10 * MINUTE
+            }
+        );
+        // A token that does not expire bounds nothing.
+        let forever = token("acc-1", None, now);
+        assert_eq!(
+            plan(Some(&lease), &forever, now + 120 * MINUTE, now),
+            Plan::Renew {
+                increment: 10 * MINUTE
+            }
+        );
+    }
+
+    #[test]
+    fn the_increment_is_bounded_by_the_token_and_the_task() {
+        let now = SystemTime::now();
+        let lease = lease(MINUTE, now);
+        let short_token = token("acc-1", Some(5 * MINUTE), now);
+        assert_eq!(
+            plan(Some(&lease), &short_token, now + 120 * MINUTE, now),
+            Plan::Renew {
+                increment: 5 * MINUTE
+            }
+        );
+        let child = token("acc-1", Some(60 * MINUTE), now);
+        assert_eq!(
+            plan(
+                Some(&lease),
+                &child,
+                now + 3 * MINUTE + Duration::from_millis(500),
+                now
+            ),
+            Plan::Renew {
+                increment: 3 * MINUTE
+            }
+        );
+    }
+
+    #[test]
+    fn re_reads_when_renewal_is_impossible_or_useless() {
+        let now = SystemTime::now();
+        let child = token("acc-1", Some(60 * MINUTE), now);
+        let task_end = now + 120 * MINUTE;
+        // Nothing to renew: the last read had no lease.
+        assert_eq!(plan(None, &child, task_end, now), Plan::Reread);
+        // Vault said it is not renewable.
+        let fixed = HeldLease {
+            renewable: false,
+            ..lease(MINUTE, now)
+        };
+        assert_eq!(plan(Some(&fixed), &child, task_end, now), Plan::Reread);
+        // Expired, or too close to its end for a renewal to arrive in time.
+        for left in [Duration::ZERO, RENEW_MARGIN] {
+            assert_eq!(
+                plan(Some(&lease(left, now)), &child, task_end, now),
+                Plan::Reread
+            );
+        }
+        let expired = HeldLease {
+            expires_at: now - MINUTE,
+            ..lease(MINUTE, now)
+        };
+        assert_eq!(plan(Some(&expired), &child, task_end, now), Plan::Reread);
+        // The token holding it is being replaced by a fresh one.
+        let fresh = token("acc-2", Some(60 * MINUTE), now);
+        assert_eq!(
+            plan(Some(&lease(MINUTE, now)), &fresh, task_end, now),
+            Plan::Reread
+        );
+        let unknown = token("", Some(60 * MINUTE), now);
+        let no_accessor = HeldLease {
+            token_accessor: String::new(),
+            ..lease(MINUTE, now)
+        };
+        assert_eq!(
+            plan(Some(&no_accessor), &unknown, task_end, now),
+            Plan::Reread
+        );
+        // The token (or the task) ends before the lease would gain anything.
+        let ending = token("acc-1", Some(MINUTE), now);
+        assert_eq!(
+            plan(Some(&lease(2 * MINUTE, now)), &ending, task_end, now),
+            Plan::Reread
+        );
+        assert_eq!(
+            plan(Some(&lease(2 * MINUTE, now)), &child, now + MINUTE, now),
+            Plan::Reread
+        );
     }
 }
