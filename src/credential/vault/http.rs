@@ -5,32 +5,25 @@
 //! always verified; cleartext is accepted only for loopback addresses, which
 //! config validation enforces before a client is built.
 
-use std::future::Future;
-use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Method, Request, StatusCode, Uri};
+use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls_pki_types::ServerName;
-use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
+use hyper_util::rt::TokioExecutor;
 use zeroize::Zeroizing;
 
+use crate::credential::source_http::{error_chain, SourceConnector};
 use crate::credential::Secret;
-use crate::proxy::upstream::UpstreamStream;
 
 /// The most a Vault answer may hold; secrets and token documents are far smaller.
 const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// A client for one Vault server.
 pub(super) struct VaultHttp {
-    client: Client<VaultConnector, Full<Bytes>>,
+    client: Client<SourceConnector, Full<Bytes>>,
     /// `scheme://host:port`, no trailing slash.
     address: String,
     timeout: Duration,
@@ -73,10 +66,7 @@ impl VaultHttp {
     ) -> VaultHttp {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
-            .build(VaultConnector {
-                tls: TlsConnector::from(tls),
-                timeout,
-            });
+            .build(SourceConnector::new(tls));
         VaultHttp {
             client,
             address: address.trim_end_matches('/').to_string(),
@@ -112,10 +102,13 @@ impl VaultHttp {
             .body(Full::new(payload))
             .map_err(|e| format!("cannot build the request: {e}"))?;
         let exchange = async {
-            let response =
-                self.client.request(request).await.map_err(|e| {
-                    format!("cannot reach Vault at {}: {}", self.address, chain(&e))
-                })?;
+            let response = self.client.request(request).await.map_err(|e| {
+                format!(
+                    "cannot reach Vault at {}: {}",
+                    self.address,
+                    error_chain(&e)
+                )
+            })?;
             let status = response.status();
             let mut bytes = Zeroizing::new(Vec::new());
             let mut body = response.into_body();
@@ -141,61 +134,5 @@ impl VaultHttp {
         tokio::time::timeout(self.timeout, exchange)
             .await
             .map_err(|_| format!("Vault did not answer within {:?}", self.timeout))?
-    }
-}
-
-/// An error and its sources, on one line.
-fn chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(e) = source {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        source = e.source();
-    }
-    text
-}
-
-/// Dials the Vault server, speaking TLS for `https` URIs.
-#[derive(Clone)]
-struct VaultConnector {
-    tls: TlsConnector,
-    timeout: Duration,
-}
-
-impl tower_service::Service<Uri> for VaultConnector {
-    type Response = UpstreamStream;
-    type Error = io::Error;
-    type Future = Pin<Box<dyn Future<Output = io::Result<UpstreamStream>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, uri: Uri) -> Self::Future {
-        let this = self.clone();
-        Box::pin(async move {
-            let host = uri
-                .host()
-                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no host"))?
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_string();
-            let tls = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
-            let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
-            let connect = async {
-                let stream = TcpStream::connect((host.as_str(), port)).await?;
-                if !tls {
-                    return Ok(UpstreamStream::Plain(TokioIo::new(stream)));
-                }
-                let name = ServerName::try_from(host.clone())
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-                let stream = this.tls.connect(name, stream).await?;
-                Ok(UpstreamStream::Tls(Box::new(TokioIo::new(stream))))
-            };
-            tokio::time::timeout(this.timeout, connect)
-                .await
-                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))?
-        })
     }
 }
