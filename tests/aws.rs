@@ -83,11 +83,17 @@ impl Drop for Moto {
 }
 
 impl Moto {
+    /// moto checking every signature after the setup calls.
     async fn start() -> Moto {
+        Moto::start_with(SETUP_ACTIONS).await
+    }
+
+    /// moto checking signatures only after `no_auth_actions` calls.
+    async fn start_with(no_auth_actions: usize) -> Moto {
         let port = closed_port().await;
         let child = Command::new("moto_server")
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .env("INITIAL_NO_AUTH_ACTION_COUNT", SETUP_ACTIONS.to_string())
+            .env("INITIAL_NO_AUTH_ACTION_COUNT", no_auth_actions.to_string())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -498,5 +504,82 @@ async fn a_put_body_is_signed_by_its_hash_and_stored() {
         put_record.upstream.as_ref().and_then(|u| u.status),
         Some(200)
     );
+    s.env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_identity_base_keys_come_from_the_token_file() {
+    // AssumeRoleWithWebIdentity is an unsigned call; moto's signature-checking
+    // mode fails it (500, it looks for an Authorization header), so this test
+    // runs moto without signature checks: what it shows is that credgate
+    // reads the token file and assumes the role with the keys it gets.
+    let moto = Moto::start_with(1_000).await;
+    let front = StsFront::start(moto.port).await;
+    let dir = TempDir::new();
+    let token_file = dir.path().join("web-identity-token");
+    // An IRSA-style projected token; moto accepts any token, the test checks
+    // that credgate reads this file and asks for the role with it.
+    // JWT-shaped, as a projected service-account token is; the signature part
+    // marks it as a test value.
+    use base64::Engine;
+    let b64 = |v: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
+    let web_token = format!(
+        "{}.{}.test-secret-{}",
+        b64(r#"{"alg":"RS256","typ":"JWT"}"#),
+        b64(&format!(
+            r#"{{"sub":"system:serviceaccount:agents:credgate","aud":"sts.amazonaws.com","exp":{}}}"#,
+            4_102_444_800u64
+        )),
+        random_hex(16)
+    );
+    std::fs::write(&token_file, &web_token).unwrap();
+    let extra = format!(
+        r#"
+credentials:
+  s3-reports:
+    aws:
+      role_arn: {role_arn}
+      region: us-east-1
+      duration: 15m
+      base: {{ web_identity: {{ role_arn: {role_arn}, token_file: {token_file:?} }} }}
+      sts_endpoint: http://127.0.0.1:{front}
+    inject: {{ sigv4: {{ service: s3, region: us-east-1 }} }}
+scopes:
+  reports:
+    - host: 127.0.0.1
+      port: {moto}
+      schemes: [http]
+      methods: [GET]
+      paths: ["/reports/**"]
+      credential: s3-reports
+      allow_private: true
+"#,
+        role_arn = moto.role_arn,
+        token_file = token_file.display().to_string(),
+        front = front.port,
+        moto = moto.port,
+    );
+    let env = Env::start(&extra, &[]).await;
+    let s = Setup { moto, front, env };
+    let (id, token) = s.env.start_task(&["reports"]);
+    let got = curl_get(&s, &id, &token, "/reports/q1.txt").await;
+    got.expect_code(0);
+    assert!(got.stdout.starts_with("HTTP/1.1 200"), "{}", got.all());
+    assert!(got.stdout.ends_with(&s.moto.object), "{}", got.all());
+
+    let calls = s.front.calls();
+    let actions: Vec<_> = calls.iter().map(|c| c.param("Action")).collect();
+    assert_eq!(
+        actions,
+        [
+            Some("AssumeRoleWithWebIdentity".to_string()),
+            Some("AssumeRole".to_string())
+        ],
+        "{calls:?}"
+    );
+    assert_eq!(calls[0].param("WebIdentityToken"), Some(web_token.clone()));
+    let log = s.env.log_text().await;
+    assert!(!log.contains(&web_token), "web identity token in the log");
+    assert!(!got.all().contains(&web_token));
     s.env.stop().await;
 }
