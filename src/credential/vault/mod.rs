@@ -1,7 +1,9 @@
 //! The `vault` source: HashiCorp Vault or OpenBao.
 //!
 //! credgate authenticates itself (a token, an AppRole login, or a JWT /
-//! Kubernetes login whose token file is re-read on every login). For each
+//! Kubernetes login whose token file is re-read on every login). A login is
+//! kept until shortly before it expires; if Vault refuses it before then
+//! (it was revoked), credgate logs in again once and retries. For each
 //! task it then creates a **child token** (`auth/token/create`, with the
 //! configured policies, a TTL that never outlives the task, `no_parent:
 //! false` and the task in its metadata) and reads the secret *under that
@@ -400,7 +402,6 @@ impl VaultSource {
                 return Ok(latest.clone());
             }
         }
-        let parent = self.parent_token().await?;
         let body = json!({
             "policies": self.child.policies,
             "ttl": format!("{}s", ttl.as_secs()),
@@ -411,19 +412,30 @@ impl VaultSource {
             "meta": { "task_id": ctx.task_id, "agent": ctx.agent, "credential": self.credential },
         });
         let path = "auth/token/create";
-        let answer = self
-            .call(
-                "creating the task's child token",
-                Method::POST,
-                path,
-                Some(&parent),
-                Some(&body),
-            )
-            .await?;
-        if !answer.status.is_success() {
-            if answer.status == StatusCode::FORBIDDEN {
-                self.forget_login().await;
+        let mut relogged = false;
+        let answer = loop {
+            let parent = self.parent_token().await?;
+            let answer = self
+                .call(
+                    "creating the task's child token",
+                    Method::POST,
+                    path,
+                    Some(&parent),
+                    Some(&body),
+                )
+                .await?;
+            if answer.status != StatusCode::FORBIDDEN {
+                break answer;
             }
+            // A login Vault no longer honours (revoked, or ended early) is
+            // dropped; with a login method, log in again once and retry.
+            self.forget_login().await;
+            if relogged || matches!(self.auth, Auth::Token(_)) {
+                break answer;
+            }
+            relogged = true;
+        };
+        if !answer.status.is_success() {
             return Err(self.error(format!(
                 "creating the task's child token ({path}): Vault answered {} ({})",
                 answer.status,
