@@ -6,20 +6,13 @@
 
 mod support;
 
-use std::io::BufRead;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::Duration;
 
 use credgate::audit::Event;
 use credgate::tls::CertificateAuthority;
 use serde_json::{json, Value};
+use support::oidc::OidcServer;
 use support::*;
-
-const PEER_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/oidc");
-
-/// How long the authorization server may take to start.
-const PEER_START_LIMIT: Duration = Duration::from_secs(30);
 
 /// The resource server whose scopes cover everything the tests ask for.
 const REPORTS: &str = "https://reports.test/";
@@ -27,123 +20,32 @@ const REPORTS: &str = "https://reports.test/";
 /// `reports.write` too makes oidc-provider drop that scope silently.
 const NARROW: &str = "https://narrow.test/";
 
-/// A running oidc-provider on 127.0.0.1, killed on drop.
-struct OidcServer {
-    child: Child,
-    port: u16,
-    /// What the server wrote to stderr, for failure messages.
-    errors: Arc<std::sync::Mutex<String>>,
+/// The authorization server with `clients` (oidc-provider client metadata),
+/// the two resource servers, and its config file kept alive beside it.
+struct Idp {
+    server: OidcServer,
     _dir: TempDir,
 }
 
-impl Drop for OidcServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+impl std::ops::Deref for Idp {
+    type Target = OidcServer;
+    fn deref(&self) -> &OidcServer {
+        &self.server
     }
 }
 
-impl OidcServer {
-    /// Starts the server with `clients` (oidc-provider client metadata) and
-    /// waits, bounded, for it to print its port. Fails the test when it
-    /// cannot start: the peer is required, never skipped.
-    fn start(clients: Value) -> OidcServer {
-        assert!(
-            std::path::Path::new(PEER_DIR)
-                .join("node_modules/oidc-provider/package.json")
-                .exists(),
-            "oidc-provider is not installed: run `npm ci --prefix tests/peers/oidc` (tests/run.sh does)"
-        );
-        let dir = TempDir::new();
-        let config = json!({
-            "clients": clients,
-            "scopes": ["reports.read", "reports.write"],
-            "resources": {
-                REPORTS: { "scope": "reports.read reports.write", "format": "opaque" },
-                NARROW: { "scope": "reports.read", "format": "opaque" },
-            },
-        });
-        let path = dir.path().join("oidc.json");
-        std::fs::write(&path, config.to_string()).unwrap();
-        let mut child = Command::new("node")
-            .arg("server.js")
-            .arg(&path)
-            .current_dir(PEER_DIR)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("node starts (tests/run.sh installs it)");
-        let stdout = child.stdout.take().unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            // Keeps reading after the port: the server logs notices to
-            // stdout and dies of EPIPE when nobody reads them.
-            for line in std::io::BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-            {
-                if let Some(port) = line.strip_prefix("listening on ") {
-                    let _ = tx.send(port.trim().parse::<u16>().ok());
-                }
-            }
-            let _ = tx.send(None);
-        });
-        let errors = Arc::new(std::sync::Mutex::new(String::new()));
-        let sink = errors.clone();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr)
-                .lines()
-                .map_while(Result::ok)
-            {
-                sink.lock().unwrap().push_str(&(line + "\n"));
-            }
-        });
-        let port = match rx.recv_timeout(PEER_START_LIMIT) {
-            Ok(Some(port)) => port,
-            other => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "oidc-provider did not start ({other:?}):\n{}",
-                    errors.lock().unwrap()
-                );
-            }
-        };
-        OidcServer {
-            child,
-            port,
-            errors,
-            _dir: dir,
-        }
-    }
-
-    fn issuer(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    /// RFC 7662 introspection of `token`, authenticated as the separate
-    /// `introspector` client.
-    async fn introspect(&self, token: &str, introspector_secret: &str) -> Value {
-        let out = run_cli(curl([
-            "--fail-with-body",
-            "-u",
-            &format!("introspector:{introspector_secret}"),
-            "--data-urlencode",
-            &format!("token={token}"),
-            &format!("{}/token/introspection", self.issuer()),
-        ]))
-        .await;
-        assert_eq!(
-            out.code,
-            Some(0),
-            "introspection failed: {}\n--- oidc-provider stderr\n{}",
-            out.all(),
-            self.errors.lock().unwrap()
-        );
-        serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", out.stdout))
-    }
+fn start_idp(clients: Value) -> Idp {
+    let dir = TempDir::new();
+    let config = json!({
+        "clients": clients,
+        "scopes": ["reports.read", "reports.write"],
+        "resources": {
+            REPORTS: { "scope": "reports.read reports.write", "format": "opaque" },
+            NARROW: { "scope": "reports.read", "format": "opaque" },
+        },
+    });
+    let server = OidcServer::start(&dir, config);
+    Idp { server, _dir: dir }
 }
 
 fn secret_client(id: &str, secret: &str, method: &str) -> Value {
@@ -161,7 +63,7 @@ fn secret_client(id: &str, secret: &str, method: &str) -> Value {
 /// The authorization server, credgate and an echoing TLS upstream for
 /// `reports.test`, with one task holding scope `reports`.
 struct Setup {
-    idp: OidcServer,
+    idp: Idp,
     env: Env,
     upstream: Upstream,
     introspector_secret: String,
@@ -179,7 +81,7 @@ async fn setup(clients: Vec<Value>, source: &str, vars: &[(&str, &str)]) -> Setu
         &introspector_secret,
         "client_secret_basic",
     ));
-    let idp = OidcServer::start(Value::Array(clients));
+    let idp = start_idp(Value::Array(clients));
     let ca = Arc::new(CertificateAuthority::generate().unwrap());
     let upstream = Upstream::start_tls(ca.clone(), "reports.test", echo_handler()).await;
     let extra = format!(
