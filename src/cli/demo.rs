@@ -211,7 +211,10 @@ async fn run_in(dir: &Path) -> anyhow::Result<i32> {
         println!("✗ a secret appeared in the decision log");
         failures += 1;
     }
-    if let Some(line) = text.lines().find(|l| l.contains("\"demo-api\"")) {
+    if let Some(line) = text
+        .lines()
+        .find(|l| l.contains("\"event\":\"request\"") && l.contains("\"demo-api\""))
+    {
         println!("\nOne record in full:\n{line}");
     }
     if failures == 0 {
