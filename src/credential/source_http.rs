@@ -9,12 +9,17 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
-use http::Uri;
-use hyper_util::rt::TokioIo;
+use bytes::Bytes;
+use http::{Request, StatusCode, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
+use zeroize::Zeroizing;
 
 use crate::proxy::upstream::UpstreamStream;
 
@@ -93,4 +98,61 @@ pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
         source = e.source();
     }
     text
+}
+
+/// The most a source's answer may hold; token documents and secrets are far
+/// smaller.
+pub(crate) const MAX_ANSWER_BYTES: usize = 1024 * 1024;
+
+/// A pooled client for one source: every exchange bounded in time and in
+/// size, the answer held in memory that is zeroed when dropped (it usually
+/// carries a credential).
+pub(crate) struct SourceClient {
+    client: Client<SourceConnector, Full<Bytes>>,
+    timeout: Duration,
+}
+
+impl SourceClient {
+    /// Verifies servers with `tls`; each exchange must finish within `timeout`.
+    pub(crate) fn new(tls: Arc<rustls::ClientConfig>, timeout: Duration) -> Self {
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(SourceConnector::new(tls));
+        SourceClient { client, timeout }
+    }
+
+    /// Sends `request` and reads the whole answer. Errors name `server` (a
+    /// URL or a product name), never a value sent or received.
+    pub(crate) async fn send(
+        &self,
+        request: Request<Full<Bytes>>,
+        server: &str,
+    ) -> Result<(StatusCode, Zeroizing<Vec<u8>>), String> {
+        let exchange = async {
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(|e| format!("cannot reach {server}: {}", error_chain(&e)))?;
+            let status = response.status();
+            let mut bytes = Zeroizing::new(Vec::new());
+            let mut body = response.into_body();
+            while let Some(frame) = body.frame().await {
+                let frame =
+                    frame.map_err(|e| format!("reading the answer of {server} failed: {e}"))?;
+                if let Some(data) = frame.data_ref() {
+                    if bytes.len() + data.len() > MAX_ANSWER_BYTES {
+                        return Err(format!(
+                            "the answer of {server} is larger than {MAX_ANSWER_BYTES} bytes"
+                        ));
+                    }
+                    bytes.extend_from_slice(data);
+                }
+            }
+            Ok((status, bytes))
+        };
+        tokio::time::timeout(self.timeout, exchange)
+            .await
+            .map_err(|_| format!("{server} did not answer within {:?}", self.timeout))?
+    }
 }

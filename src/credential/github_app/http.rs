@@ -11,16 +11,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use http_body_util::Full;
 use zeroize::Zeroizing;
 
-use crate::credential::source_http::{error_chain, SourceConnector};
+use crate::credential::source_http::SourceClient;
 use crate::credential::Secret;
-
-/// The most an answer may hold; a token document is far smaller.
-const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// The REST API version the calls are written against.
 const API_VERSION: &str = "2022-11-28";
@@ -28,10 +23,9 @@ const API_VERSION: &str = "2022-11-28";
 /// A client for one GitHub API base (`https://api.github.com` or a GitHub
 /// Enterprise Server's `https://ghe.example/api/v3`).
 pub(super) struct GitHubHttp {
-    client: Client<SourceConnector, Full<Bytes>>,
+    client: SourceClient,
     /// The base URL, no trailing slash.
     api: String,
-    timeout: Duration,
 }
 
 /// What GitHub answered: the status and the JSON document (`Null` when empty).
@@ -61,13 +55,9 @@ impl Answer {
 impl GitHubHttp {
     /// A client for `api` (already validated), verifying TLS with `tls`.
     pub(super) fn new(api: &str, tls: Arc<rustls::ClientConfig>, timeout: Duration) -> GitHubHttp {
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(SourceConnector::new(tls));
         GitHubHttp {
-            client,
+            client: SourceClient::new(tls, timeout),
             api: api.trim_end_matches('/').to_string(),
-            timeout,
         }
     }
 
@@ -112,37 +102,14 @@ impl GitHubHttp {
         let request = request
             .body(Full::new(payload))
             .map_err(|e| format!("cannot build the request: {e}"))?;
-        let exchange = async {
-            let response = self
-                .client
-                .request(request)
-                .await
-                .map_err(|e| format!("cannot reach {}: {}", self.api, error_chain(&e)))?;
-            let status = response.status();
-            let mut bytes = Zeroizing::new(Vec::new());
-            let mut body = response.into_body();
-            while let Some(frame) = body.frame().await {
-                let frame = frame.map_err(|e| format!("reading GitHub's answer failed: {e}"))?;
-                if let Some(data) = frame.data_ref() {
-                    if bytes.len() + data.len() > MAX_BODY_BYTES {
-                        return Err(format!(
-                            "GitHub's answer is larger than {MAX_BODY_BYTES} bytes"
-                        ));
-                    }
-                    bytes.extend_from_slice(data);
-                }
-            }
-            let body = if bytes.iter().all(u8::is_ascii_whitespace) {
-                serde_json::Value::Null
-            } else {
-                // Not JSON (a proxy's error page, say): the status still
-                // tells what happened; the body is not shown.
-                serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null)
-            };
-            Ok(Answer { status, body })
+        let (status, bytes) = self.client.send(request, &self.api).await?;
+        let body = if bytes.iter().all(u8::is_ascii_whitespace) {
+            serde_json::Value::Null
+        } else {
+            // Not JSON (a proxy's error page, say): the status still tells
+            // what happened; the body is not shown.
+            serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null)
         };
-        tokio::time::timeout(self.timeout, exchange)
-            .await
-            .map_err(|_| format!("{} did not answer within {:?}", self.api, self.timeout))?
+        Ok(Answer { status, body })
     }
 }

@@ -10,23 +10,16 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
-use zeroize::Zeroizing;
+use http_body_util::Full;
 
-use crate::credential::source_http::{error_chain, SourceConnector};
+use crate::credential::source_http::SourceClient;
 use crate::credential::Secret;
-
-/// The most a Vault answer may hold; secrets and token documents are far smaller.
-const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// A client for one Vault server.
 pub(super) struct VaultHttp {
-    client: Client<SourceConnector, Full<Bytes>>,
+    client: SourceClient,
     /// `scheme://host:port`, no trailing slash.
     address: String,
-    timeout: Duration,
 }
 
 /// What Vault answered: the status and the JSON document (`Null` when empty).
@@ -64,13 +57,9 @@ impl VaultHttp {
         tls: Arc<rustls::ClientConfig>,
         timeout: Duration,
     ) -> VaultHttp {
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(SourceConnector::new(tls));
         VaultHttp {
-            client,
+            client: SourceClient::new(tls, timeout),
             address: address.trim_end_matches('/').to_string(),
-            timeout,
         }
     }
 
@@ -101,38 +90,16 @@ impl VaultHttp {
         let request = request
             .body(Full::new(payload))
             .map_err(|e| format!("cannot build the request: {e}"))?;
-        let exchange = async {
-            let response = self.client.request(request).await.map_err(|e| {
-                format!(
-                    "cannot reach Vault at {}: {}",
-                    self.address,
-                    error_chain(&e)
-                )
-            })?;
-            let status = response.status();
-            let mut bytes = Zeroizing::new(Vec::new());
-            let mut body = response.into_body();
-            while let Some(frame) = body.frame().await {
-                let frame = frame.map_err(|e| format!("reading Vault's answer failed: {e}"))?;
-                if let Some(data) = frame.data_ref() {
-                    if bytes.len() + data.len() > MAX_BODY_BYTES {
-                        return Err(format!(
-                            "Vault's answer is larger than {MAX_BODY_BYTES} bytes"
-                        ));
-                    }
-                    bytes.extend_from_slice(data);
-                }
-            }
-            let body = if bytes.iter().all(u8::is_ascii_whitespace) {
-                serde_json::Value::Null
-            } else {
-                serde_json::from_slice(&bytes)
-                    .map_err(|_| format!("Vault answered {status} with a body that is not JSON"))?
-            };
-            Ok(Answer { status, body })
+        let (status, bytes) = self
+            .client
+            .send(request, &format!("Vault at {}", self.address))
+            .await?;
+        let body = if bytes.iter().all(u8::is_ascii_whitespace) {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .map_err(|_| format!("Vault answered {status} with a body that is not JSON"))?
         };
-        tokio::time::timeout(self.timeout, exchange)
-            .await
-            .map_err(|_| format!("Vault did not answer within {:?}", self.timeout))?
+        Ok(Answer { status, body })
     }
 }
