@@ -15,9 +15,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use tokio::time::Sleep;
 
+use super::client::ResponseBody;
 use crate::audit::RecordGuard;
 use crate::reason::Reason;
 use crate::scrub::StreamScrubber;
@@ -37,8 +37,8 @@ impl ScrubChain {
 
     /// Feeds a chunk through every stage; returns what is safe to emit and
     /// the number of masked occurrences.
-    fn push(&mut self, chunk: &[u8]) -> (Bytes, usize) {
-        let mut data = Bytes::copy_from_slice(chunk);
+    fn push(&mut self, chunk: Bytes) -> (Bytes, usize) {
+        let mut data = chunk;
         let mut count = 0;
         for stage in &mut self.stages {
             let (out, n) = stage.push(&data);
@@ -78,7 +78,7 @@ pub(crate) enum ProxyBody {
 
 /// The state of a streaming upstream body.
 pub(crate) struct UpstreamBody {
-    inner: Incoming,
+    inner: ResponseBody,
     scrubber: ScrubChain,
     task: Arc<Task>,
     record: RecordGuard,
@@ -96,7 +96,7 @@ impl ProxyBody {
     /// Streams `inner` through `scrubber`, filling and finally emitting
     /// `record`; the whole body must arrive within `remaining`.
     pub(crate) fn upstream(
-        inner: Incoming,
+        inner: ResponseBody,
         scrubber: ScrubChain,
         record: RecordGuard,
         remaining: Duration,
@@ -173,7 +173,7 @@ impl UpstreamBody {
                     let Ok(data) = frame.into_data() else {
                         continue;
                     };
-                    let (out, count) = self.scrubber.push(&data);
+                    let (out, count) = self.scrubber.push(data);
                     let rec = self.record.record();
                     rec.scrubbed += count as u64;
                     rec.bytes_out += out.len() as u64;

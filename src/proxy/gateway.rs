@@ -232,6 +232,7 @@ impl Gateway {
             }
         }
         self.tasks.purge_ended(now, KEEP_ENDED);
+        self.snapshot().upstreams.sweep();
     }
 
     /// Ends every task at shutdown, revoking their credentials.

@@ -388,7 +388,7 @@ fn is_connection_level(name: &HeaderName) -> bool {
         || name == "proxy-connection"
 }
 
-fn parse_chunk_size(line: &[u8]) -> Result<u64, H1Error> {
+pub(super) fn parse_chunk_size(line: &[u8]) -> Result<u64, H1Error> {
     let digits_end = line
         .iter()
         .position(|b| !b.is_ascii_hexdigit())

@@ -2,6 +2,7 @@
 
 mod address;
 mod body;
+mod client;
 mod gateway;
 mod h1;
 mod identify;

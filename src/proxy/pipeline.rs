@@ -28,15 +28,15 @@ use std::time::{Instant, SystemTime};
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{request, Method, Response, StatusCode, Uri};
-use http_body_util::Full;
 
 use super::address::AddressPolicy;
 use super::body::{ProxyBody, ScrubChain};
+use super::client::{ResponseBody, SendError};
 use super::gateway::{Gateway, Snapshot};
 use super::identify::Identity;
 use super::respond::{deny, strip_response_hop_by_hop, Deny};
 use super::target::{authority_for, resolve_target, Target};
-use super::upstream::{check_destination, ConnectError};
+use super::upstream::check_destination;
 use crate::audit::{
     CacheOutcome, CredentialInfo, DecisionRecord, Event, RecordGuard, UpstreamInfo,
     Verdict as RecordVerdict,
@@ -153,7 +153,7 @@ pub(crate) async fn handle(
 
 /// An upstream response, waiting to be scrubbed.
 struct Upstream {
-    response: Response<hyper::body::Incoming>,
+    response: Response<ResponseBody>,
     started: Instant,
 }
 
@@ -280,11 +280,13 @@ async fn run_phases(
     }
 
     // forward
-    let request = http::Request::from_parts(parts.clone(), Full::new(body));
     let client = snapshot.upstreams.client(address_policy);
     let started = Instant::now();
-    let sent =
-        tokio::time::timeout(config.upstream.first_byte_timeout, client.request(request)).await;
+    let sent = tokio::time::timeout(
+        config.upstream.first_byte_timeout,
+        client.send(parts, &body),
+    )
+    .await;
     let response = match sent {
         Err(_) => {
             return Err(Deny::new(
@@ -515,11 +517,14 @@ fn token_scrubber(conn: &ConnContext, task: &Task, token: &Secret) -> Arc<Scrubb
     scrubber
 }
 
-fn classify_upstream_error(e: &hyper_util::client::legacy::Error) -> Deny {
-    if let Some(connect) = ConnectError::find(e) {
-        return Deny::new(connect.reason(), connect.to_string());
+fn classify_upstream_error(e: &SendError) -> Deny {
+    match e {
+        SendError::Connect(connect) => Deny::new(connect.reason(), connect.to_string()),
+        SendError::Broken(what) => Deny::new(
+            Reason::UpstreamError,
+            format!("the upstream broke the exchange: {what}"),
+        ),
     }
-    Deny::new(Reason::UpstreamError, "the upstream broke the exchange")
 }
 
 fn finding_ids(findings: &[Finding]) -> Vec<String> {

@@ -1,7 +1,6 @@
 //! The upstream client: pooled, TLS-verifying, never following redirects,
 //! and dialling only addresses the request's rule permits.
 
-use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
@@ -9,22 +8,19 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::Uri;
-use http_body_util::Full;
 use hyper_util::client::legacy::connect::{Connected, Connection};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
 use super::address::AddressPolicy;
+use super::client::{Client, Io};
 use crate::reason::Reason;
 
-/// Request bodies are buffered (sanitize must see them whole) and sent as one.
-pub(crate) type UpstreamClient = Client<GuardedConnector, Full<Bytes>>;
+/// The client for one address policy.
+pub(crate) type UpstreamClient = Client;
 
 /// One pooled client per address policy, so a connection opened under a
 /// permissive rule is never reused for a request under a stricter one.
@@ -43,21 +39,25 @@ impl Upstreams {
         connect_timeout: Duration,
     ) -> Self {
         let build = |policy| {
-            Client::builder(TokioExecutor::new())
-                .pool_idle_timeout(Duration::from_secs(60))
-                .pool_max_idle_per_host(64)
-                .build(GuardedConnector {
-                    resolver: resolver.clone(),
-                    policy,
-                    tls: TlsConnector::from(tls.clone()),
-                    connect_timeout,
-                })
+            Client::new(GuardedConnector::new(
+                resolver.clone(),
+                policy,
+                tls.clone(),
+                connect_timeout,
+            ))
         };
         Upstreams {
             public: build(AddressPolicy::PublicOnly),
             private: build(AddressPolicy::AllowPrivate),
             loopback: build(AddressPolicy::LoopbackOnly),
         }
+    }
+
+    /// Closes pooled connections that have been idle too long.
+    pub(crate) fn sweep(&self) {
+        self.public.sweep();
+        self.private.sweep();
+        self.loopback.sweep();
     }
 
     /// The client for requests under `policy`.
@@ -125,18 +125,6 @@ impl ConnectError {
             }
         }
     }
-
-    /// Finds a `ConnectError` in an error's source chain.
-    pub(crate) fn find<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a ConnectError> {
-        let mut current = Some(err);
-        while let Some(e) = current {
-            if let Some(found) = e.downcast_ref::<ConnectError>() {
-                return Some(found);
-            }
-            current = e.source();
-        }
-        None
-    }
 }
 
 /// Resolves, checks the resolved addresses against the policy, dials only a
@@ -146,46 +134,35 @@ pub(crate) struct GuardedConnector {
     resolver: Arc<dyn Resolve>,
     policy: AddressPolicy,
     tls: TlsConnector,
-    connect_timeout: Duration,
-}
-
-impl tower_service::Service<Uri> for GuardedConnector {
-    type Response = UpstreamStream;
-    type Error = ConnectError;
-    type Future = Pin<Box<dyn Future<Output = Result<UpstreamStream, ConnectError>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, uri: Uri) -> Self::Future {
-        let this = self.clone();
-        Box::pin(async move {
-            let host = uri
-                .host()
-                .ok_or(ConnectError::NoHost)?
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_string();
-            let tls = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
-            let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
-            tokio::time::timeout(this.connect_timeout, this.connect(&host, port, tls))
-                .await
-                .map_err(|_| ConnectError::Timeout(host.clone()))?
-        })
-    }
+    pub(crate) connect_timeout: Duration,
 }
 
 impl GuardedConnector {
-    async fn connect(
+    /// Dials under `policy`; TLS verified by `tls`.
+    pub(crate) fn new(
+        resolver: Arc<dyn Resolve>,
+        policy: AddressPolicy,
+        tls: Arc<rustls::ClientConfig>,
+        connect_timeout: Duration,
+    ) -> Self {
+        GuardedConnector {
+            resolver,
+            policy,
+            tls: TlsConnector::from(tls),
+            connect_timeout,
+        }
+    }
+
+    /// Dials `host:port` at an address the policy permits, with TLS when asked.
+    pub(crate) async fn connect(
         &self,
         host: &str,
         port: u16,
         tls: bool,
-    ) -> Result<UpstreamStream, ConnectError> {
+    ) -> Result<Io, ConnectError> {
         let stream = dial(self.resolver.as_ref(), host, port, self.policy).await?;
         if !tls {
-            return Ok(UpstreamStream::Plain(TokioIo::new(stream)));
+            return Ok(Io::Plain(stream));
         }
         let name = ServerName::try_from(host.to_string()).map_err(|_| ConnectError::Tls {
             host: host.to_string(),
@@ -199,7 +176,7 @@ impl GuardedConnector {
                 host: host.to_string(),
                 source,
             })?;
-        Ok(UpstreamStream::Tls(Box::new(TokioIo::new(tls))))
+        Ok(Io::Tls(Box::new(tls)))
     }
 }
 
