@@ -33,12 +33,6 @@ enum Command {
     Demo(cli::demo::DemoArgs),
 }
 
-/// A global allocator that keeps the proxy's many short-lived allocations
-/// (request heads, records, scrub buffers) off glibc's locks and
-/// consolidation passes: about a tenth of the CPU per request in bench/.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// One thread per core credgate may use (its affinity and cgroup quota,
 /// as the standard library reads them). With one core, a current-thread
 /// runtime: there is nothing to steal work from, and its scheduler costs
