@@ -27,6 +27,8 @@ use crate::reason::Reason;
 
 /// The largest request head accepted.
 const MAX_HEAD: usize = 64 * 1024;
+/// What an idle connection reads its next request head into, at first.
+const IDLE_BUFFER: usize = 1024;
 /// The most header fields accepted in one head.
 const MAX_HEADERS: usize = 128;
 /// The largest trailer section accepted (and discarded) after a chunked body.
@@ -107,7 +109,14 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> H1Connection<IO> {
     }
 
     async fn fill(&mut self) -> io::Result<usize> {
-        if self.buf.capacity() - self.buf.len() < 4096 {
+        if self.buf.is_empty() {
+            // Waiting for a request: an idle keep-alive connection (there
+            // may be thousands) holds a small buffer, not a large one.
+            if self.buf.capacity() > IDLE_BUFFER {
+                self.buf = BytesMut::new();
+            }
+            self.buf.reserve(IDLE_BUFFER);
+        } else if self.buf.capacity() - self.buf.len() < 4096 {
             self.buf.reserve(8192);
         }
         self.io.read_buf(&mut self.buf).await
