@@ -7,56 +7,76 @@
 
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::OnceLock;
 
 use serde::Deserialize;
 use zeroize::Zeroize;
 
 /// Bytes that must never reach the agent, a log line or a record.
-pub struct Secret(Box<[u8]>);
+pub struct Secret {
+    value: Box<[u8]>,
+    /// The fingerprint, computed on first use: a long-lived credential is
+    /// named in every request's record, and hashing it each time is waste.
+    /// Derived from the value by a one-way hash, so not secret itself.
+    fingerprint: OnceLock<[u8; FINGERPRINT_LEN]>,
+}
+
+/// Length of a fingerprint: `sha256:` + 12 hex digits.
+const FINGERPRINT_LEN: usize = 19;
 
 impl Secret {
     /// Wraps the bytes; the caller's copy is moved, not duplicated.
     pub fn new(value: impl Into<Vec<u8>>) -> Self {
-        Secret(value.into().into_boxed_slice())
+        Secret {
+            value: value.into().into_boxed_slice(),
+            fingerprint: OnceLock::new(),
+        }
     }
 
     /// The raw value, for the few places that must send it (injection) or
     /// look for it (scrubbing, token comparison).
     pub fn expose(&self) -> &[u8] {
-        &self.0
+        &self.value
     }
 
     /// The value as UTF-8 text, when it is text.
     pub fn expose_str(&self) -> Option<&str> {
-        std::str::from_utf8(&self.0).ok()
+        std::str::from_utf8(&self.value).ok()
     }
 
     /// `true` when the secret holds no bytes.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.value.is_empty()
     }
 
     /// `sha256:` followed by the first 12 hex digits of the SHA-256 of the
     /// value: enough to correlate records, useless to recover the value.
     pub fn fingerprint(&self) -> String {
-        fingerprint(&self.0)
+        let bytes = self
+            .fingerprint
+            .get_or_init(|| fingerprint_bytes(&self.value));
+        // Only ASCII is ever written into the buffer.
+        String::from_utf8_lossy(bytes).into_owned()
     }
 
     /// Compares with `other` in time independent of where they differ.
     pub fn ct_eq(&self, other: &[u8]) -> bool {
-        constant_time_eq(&self.0, other)
+        constant_time_eq(&self.value, other)
     }
 }
 
 impl Clone for Secret {
     fn clone(&self) -> Self {
-        Secret(self.0.clone())
+        Secret {
+            value: self.value.clone(),
+            fingerprint: self.fingerprint.clone(),
+        }
     }
 }
 
 impl Drop for Secret {
     fn drop(&mut self) {
-        self.0.zeroize();
+        self.value.zeroize();
     }
 }
 
@@ -76,11 +96,18 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
 
 /// `sha256:` + 12 lowercase hex digits of the SHA-256 of `data`.
 pub fn fingerprint(data: &[u8]) -> String {
+    String::from_utf8_lossy(&fingerprint_bytes(data)).into_owned()
+}
+
+/// [`fingerprint`] as ASCII bytes, without an allocation.
+fn fingerprint_bytes(data: &[u8]) -> [u8; FINGERPRINT_LEN] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let digest = sha256(data);
-    let mut out = String::with_capacity(19);
-    out.push_str("sha256:");
-    for byte in &digest[..6] {
-        out.push_str(&format!("{byte:02x}"));
+    let mut out = [0u8; FINGERPRINT_LEN];
+    out[..7].copy_from_slice(b"sha256:");
+    for (i, byte) in digest[..6].iter().enumerate() {
+        out[7 + 2 * i] = HEX[usize::from(byte >> 4)];
+        out[8 + 2 * i] = HEX[usize::from(byte & 0x0f)];
     }
     out
 }
@@ -239,6 +266,17 @@ mod tests {
         assert_eq!(s.expose(), b"test-secret-1");
         let err = SecretRef::Env("NOPE".into()).resolve(&env).unwrap_err();
         assert!(err.to_string().contains("NOPE"));
+    }
+
+    #[test]
+    fn fingerprint_is_sha256_prefix_and_cached_value_matches() {
+        let s = Secret::new("test-secret-fingerprint");
+        let digest = sha256(b"test-secret-fingerprint");
+        let hex: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(s.fingerprint(), format!("sha256:{hex}"));
+        assert_eq!(s.fingerprint(), s.fingerprint());
+        assert_eq!(s.clone().fingerprint(), s.fingerprint());
+        assert_eq!(fingerprint(b"test-secret-fingerprint"), s.fingerprint());
     }
 
     #[test]
