@@ -248,6 +248,186 @@ impl DecisionRecord {
     }
 }
 
+impl DecisionRecord {
+    /// Appends the record as one line of JSON, newline included: exactly the
+    /// bytes `serde_json::to_writer` writes for it, followed by `\n`.
+    ///
+    /// Written by hand because the writer thread encodes every record: the
+    /// field names are constants that need no escaping, and most values
+    /// need none either, which a generic serializer cannot know.
+    pub(crate) fn write_json_line(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"ts\":");
+        json_str(out, &self.ts);
+        out.extend_from_slice(b",\"id\":");
+        json_str(out, &self.id);
+        out.extend_from_slice(b",\"event\":\"");
+        out.extend_from_slice(self.event.as_str().as_bytes());
+        out.extend_from_slice(b"\",\"task\":");
+        json_opt_str(out, self.task.as_deref());
+        out.extend_from_slice(b",\"agent\":");
+        json_opt_str(out, self.agent.as_deref());
+        out.extend_from_slice(b",\"labels\":{");
+        for (i, (key, value)) in self.labels.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            json_str(out, key);
+            out.push(b':');
+            json_str(out, value);
+        }
+        out.extend_from_slice(b"},\"method\":");
+        json_opt_str(out, self.method.as_deref());
+        out.extend_from_slice(b",\"scheme\":");
+        json_opt_str(out, self.scheme.as_deref());
+        out.extend_from_slice(b",\"host\":");
+        json_opt_str(out, self.host.as_deref());
+        out.extend_from_slice(b",\"port\":");
+        json_opt_u64(out, self.port.map(u64::from));
+        out.extend_from_slice(b",\"path\":");
+        json_opt_str(out, self.path.as_deref());
+        out.extend_from_slice(b",\"decision\":");
+        json_opt_str(out, self.decision.map(Verdict::as_str));
+        out.extend_from_slice(b",\"rule\":");
+        json_opt_str(out, self.rule.as_deref());
+        out.extend_from_slice(b",\"reason\":");
+        json_opt_str(out, self.reason.map(Reason::as_str));
+        if let Some(message) = &self.message {
+            out.extend_from_slice(b",\"message\":");
+            json_str(out, message);
+        }
+        out.extend_from_slice(b",\"stripped\":");
+        json_str_list(out, &self.stripped);
+        out.extend_from_slice(b",\"findings\":");
+        json_str_list(out, &self.findings);
+        out.extend_from_slice(b",\"credential\":");
+        match &self.credential {
+            None => out.extend_from_slice(b"null"),
+            Some(c) => {
+                out.extend_from_slice(b"{\"source\":");
+                json_str(out, &c.source);
+                out.extend_from_slice(b",\"name\":");
+                json_str(out, &c.name);
+                out.extend_from_slice(b",\"id\":");
+                json_str(out, &c.id);
+                out.extend_from_slice(b",\"fingerprint\":");
+                json_str(out, &c.fingerprint);
+                out.extend_from_slice(b",\"expires_at\":");
+                json_opt_str(out, c.expires_at.as_deref());
+                if let Some(cache) = c.cache {
+                    out.extend_from_slice(match cache {
+                        CacheOutcome::Hit => b",\"cache\":\"hit\"".as_slice(),
+                        CacheOutcome::Miss => b",\"cache\":\"miss\"".as_slice(),
+                    });
+                }
+                out.extend_from_slice(b",\"standing\":");
+                json_bool(out, c.standing);
+                out.push(b'}');
+            }
+        }
+        out.extend_from_slice(b",\"upstream\":");
+        match &self.upstream {
+            None => out.extend_from_slice(b"null"),
+            Some(u) => {
+                out.extend_from_slice(b"{\"status\":");
+                json_opt_u64(out, u.status.map(u64::from));
+                out.extend_from_slice(b",\"ms\":");
+                json_opt_u64(out, u.ms);
+                out.push(b'}');
+            }
+        }
+        out.extend_from_slice(b",\"tunnel\":");
+        json_bool(out, self.tunnel);
+        out.extend_from_slice(b",\"bytes_in\":");
+        json_u64(out, self.bytes_in);
+        out.extend_from_slice(b",\"bytes_out\":");
+        json_u64(out, self.bytes_out);
+        out.extend_from_slice(b",\"scrubbed\":");
+        json_u64(out, self.scrubbed);
+        out.extend_from_slice(b",\"duration_ms\":");
+        json_u64(out, self.duration_ms);
+        out.extend_from_slice(b"}\n");
+    }
+}
+
+/// A JSON string, escaped the way serde_json escapes: `"`, `\\`, and the
+/// control characters below U+0020 (short forms where JSON has them,
+/// `\u00xx` otherwise). Everything else, non-ASCII included, is copied.
+fn json_str(out: &mut Vec<u8>, text: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bytes = text.as_bytes();
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let short = match b {
+            b'"' => b'"',
+            b'\\' => b'\\',
+            0x08 => b'b',
+            0x09 => b't',
+            0x0a => b'n',
+            0x0c => b'f',
+            0x0d => b'r',
+            0x00..=0x1f => b'u',
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        out.push(b'\\');
+        out.push(short);
+        if short == b'u' {
+            out.extend_from_slice(b"00");
+            out.push(HEX[usize::from(b >> 4)]);
+            out.push(HEX[usize::from(b & 0x0f)]);
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+fn json_opt_str(out: &mut Vec<u8>, text: Option<&str>) {
+    match text {
+        Some(text) => json_str(out, text),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+fn json_str_list(out: &mut Vec<u8>, items: &[String]) {
+    out.push(b'[');
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        json_str(out, item);
+    }
+    out.push(b']');
+}
+
+fn json_u64(out: &mut Vec<u8>, value: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = value;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+}
+
+fn json_opt_u64(out: &mut Vec<u8>, value: Option<u64>) {
+    match value {
+        Some(value) => json_u64(out, value),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+fn json_bool(out: &mut Vec<u8>, value: bool) {
+    out.extend_from_slice(if value { b"true" } else { b"false" });
+}
+
 /// `now` as RFC 3339 UTC with milliseconds (`2026-11-23T14:05:01.123Z`).
 ///
 /// Clamped to the range the format can express, so a wildly wrong system
@@ -259,19 +439,78 @@ pub fn format_timestamp(now: SystemTime) -> String {
         .duration_since(UNIX_EPOCH)
         .unwrap_or(Duration::ZERO)
         .min(LATEST);
-    humantime::format_rfc3339_millis(UNIX_EPOCH + since_epoch).to_string()
+    let secs = since_epoch.as_secs();
+    let millis = since_epoch.subsec_millis();
+    let (year, month, day) = civil_from_days(secs / 86_400);
+    let of_day = secs % 86_400;
+    let mut out = *b"0000-00-00T00:00:00.000Z";
+    put_digits(&mut out[0..4], u64::from(year));
+    put_digits(&mut out[5..7], u64::from(month));
+    put_digits(&mut out[8..10], u64::from(day));
+    put_digits(&mut out[11..13], of_day / 3600);
+    put_digits(&mut out[14..16], of_day / 60 % 60);
+    put_digits(&mut out[17..19], of_day % 60);
+    put_digits(&mut out[20..23], u64::from(millis));
+    // Only ASCII digits and punctuation were written.
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Writes `value` as decimal digits filling `out`, zero-padded on the left.
+fn put_digits(out: &mut [u8], mut value: u64) {
+    for slot in out.iter_mut().rev() {
+        *slot = b'0' + (value % 10) as u8;
+        value /= 10;
+    }
+}
+
+/// The proleptic Gregorian (year, month, day) of `days` since 1970-01-01
+/// (H. Hinnant's `civil_from_days`, for non-negative day counts).
+fn civil_from_days(days: u64) -> (u32, u32, u32) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = (yoe + era * 400 + u64::from(month <= 2)) as u32;
+    (year, month, day)
+}
+
+/// How many record ids one refill of the thread's random buffer yields.
+const IDS_PER_REFILL: usize = 64;
+
+thread_local! {
+    /// Random bytes from the CSPRNG, handed out eight at a time: one call
+    /// into the generator per [`IDS_PER_REFILL`] records instead of one per
+    /// record. Ids are public (they are in the log), so the buffer needs no
+    /// zeroizing; each byte is used once.
+    static ID_BYTES: std::cell::RefCell<([u8; 8 * IDS_PER_REFILL], usize)> =
+        const { std::cell::RefCell::new(([0; 8 * IDS_PER_REFILL], 8 * IDS_PER_REFILL)) };
 }
 
 /// 16 lowercase hex digits from the CSPRNG: unique enough that two records
 /// never share an id, unguessable so ids cannot be forged into a log.
 pub fn new_record_id() -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut id = String::with_capacity(16);
-    for byte in random_bytes::<8>() {
-        id.push(HEX[usize::from(byte >> 4)] as char);
-        id.push(HEX[usize::from(byte & 0x0f)] as char);
+    let bytes: [u8; 8] = ID_BYTES.with_borrow_mut(|(buf, used)| {
+        if *used == buf.len() {
+            *buf = random_bytes::<{ 8 * IDS_PER_REFILL }>();
+            *used = 0;
+        }
+        let mut next = [0u8; 8];
+        next.copy_from_slice(&buf[*used..*used + 8]);
+        *used += 8;
+        next
+    });
+    let mut id = [0u8; 16];
+    for (i, byte) in bytes.iter().enumerate() {
+        id[2 * i] = HEX[usize::from(byte >> 4)];
+        id[2 * i + 1] = HEX[usize::from(byte & 0x0f)];
     }
-    id
+    // Only hex digits were written.
+    String::from_utf8_lossy(&id).into_owned()
 }
 
 #[cfg(test)]
@@ -289,6 +528,47 @@ mod tests {
             "2026-11-23T14:05:01.123Z"
         );
         assert_eq!(format_timestamp(at(0)), "1970-01-01T00:00:00.000Z");
+    }
+
+    #[test]
+    fn timestamp_agrees_with_humantime_across_the_calendar() {
+        // Leap days, century rules, month and year ends, the far future.
+        let mut ms: u64 = 0;
+        let mut step: u64 = 1;
+        while ms <= 253_402_300_799_999 {
+            let t = at(ms);
+            assert_eq!(
+                format_timestamp(t),
+                humantime::format_rfc3339_millis(t).to_string(),
+                "{ms}"
+            );
+            ms += step;
+            step = step * 3 / 2 + 86_399_999;
+        }
+        for day in [
+            "2000-02-29T23:59:59.999Z",
+            "2100-03-01T00:00:00.000Z",
+            "2024-12-31T12:00:00.500Z",
+            "1999-12-31T23:59:59.001Z",
+        ] {
+            let t = humantime::parse_rfc3339(day).unwrap();
+            assert_eq!(format_timestamp(t), day);
+        }
+    }
+
+    #[test]
+    fn ids_stay_distinct_across_refills_and_threads() {
+        let mut ids: std::collections::HashSet<String> =
+            (0..IDS_PER_REFILL * 5).map(|_| new_record_id()).collect();
+        let other = std::thread::spawn(|| {
+            (0..IDS_PER_REFILL * 2)
+                .map(|_| new_record_id())
+                .collect::<Vec<_>>()
+        })
+        .join()
+        .unwrap();
+        ids.extend(other);
+        assert_eq!(ids.len(), IDS_PER_REFILL * 7);
     }
 
     #[test]
@@ -394,6 +674,78 @@ mod tests {
         assert!(!line.contains('\n'));
         let back: DecisionRecord = serde_json::from_str(&line).unwrap();
         assert_eq!(back, r);
+    }
+
+    /// The hand-written encoder must produce serde_json's bytes exactly.
+    fn assert_same_json(r: &DecisionRecord) {
+        let mut line = Vec::new();
+        r.write_json_line(&mut line);
+        let mut expected = serde_json::to_vec(r).unwrap();
+        expected.push(b'\n');
+        assert_eq!(
+            String::from_utf8(line).unwrap(),
+            String::from_utf8(expected).unwrap()
+        );
+    }
+
+    #[test]
+    fn json_line_is_what_serde_json_writes() {
+        assert_same_json(&DecisionRecord::request(at(0)));
+        assert_same_json(&DecisionRecord::default());
+        let awkward: String = (0u8..0x80).map(char::from).collect::<String>()
+            + "\u{7f}é\u{2028}\u{1F600}</script>\\\"";
+        for event in [
+            Event::Request,
+            Event::TaskStart,
+            Event::TaskEnd,
+            Event::CredentialIssue,
+            Event::CredentialRevoke,
+        ] {
+            let mut r = DecisionRecord::event(event, at(1_795_442_701_123));
+            r.task = Some("task-3f2a".into());
+            r.agent = Some(awkward.clone());
+            r.labels.insert("ticket".into(), "OPS-1".into());
+            r.labels.insert(awkward.clone(), awkward.clone());
+            r.labels.insert(String::new(), String::new());
+            r.method = Some("GET".into());
+            r.scheme = Some("https".into());
+            r.host = Some("api.example.com".into());
+            r.port = Some(u16::MAX);
+            r.path = Some(awkward.clone());
+            r.decision = Some(Verdict::Allow);
+            r.rule = Some("scope[0]".into());
+            r.reason = Some(Reason::UpstreamTlsFailed);
+            r.message = Some(awkward.clone());
+            r.stripped = vec!["authorization".into(), awkward.clone()];
+            r.findings = vec!["aws-key".into()];
+            r.tunnel = true;
+            r.bytes_in = u64::MAX;
+            r.bytes_out = 10;
+            r.scrubbed = 1;
+            r.duration_ms = 1234;
+            assert_same_json(&r);
+            for cache in [None, Some(CacheOutcome::Hit), Some(CacheOutcome::Miss)] {
+                r.credential = Some(CredentialInfo {
+                    source: "github_app".into(),
+                    name: awkward.clone(),
+                    id: "cred-1".into(),
+                    fingerprint: "sha256:0123456789ab".into(),
+                    expires_at: cache.map(|_| "2026-11-23T15:05:01.000Z".into()),
+                    cache,
+                    standing: cache.is_none(),
+                });
+                r.upstream = Some(UpstreamInfo {
+                    status: cache.map(|_| 200),
+                    ms: Some(0),
+                });
+                r.decision = Some(Verdict::Deny);
+                assert_same_json(&r);
+            }
+            r.message = None;
+            r.credential = Some(CredentialInfo::default());
+            r.upstream = Some(UpstreamInfo::default());
+            assert_same_json(&r);
+        }
     }
 
     #[test]

@@ -123,16 +123,7 @@ impl Writer {
     }
 
     fn push(&mut self, record: &DecisionRecord) {
-        let start = self.batch.len();
-        match serde_json::to_writer(&mut self.batch, record) {
-            Ok(()) => self.batch.push(b'\n'),
-            Err(error) => {
-                // Unreachable for this record type (string keys, no custom
-                // serialisers); reported rather than silently skipped.
-                self.batch.truncate(start);
-                tracing::error!(id = %record.id, %error, "decision record could not be serialised");
-            }
-        }
+        record.write_json_line(&mut self.batch);
         self.batch_records += 1;
     }
 
