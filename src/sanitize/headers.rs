@@ -147,25 +147,41 @@ impl StripList {
     /// Removes hop-by-hop headers, every header a `Connection` header names,
     /// and every listed header. Returns the removed names, sorted, unique.
     pub(crate) fn strip(&self, headers: &mut HeaderMap) -> Vec<String> {
-        let mut doomed: Vec<HeaderName> = Vec::new();
-        for value in headers.get_all(header::CONNECTION) {
-            for option in value.as_bytes().split(|b| *b == b',') {
-                if let Ok(name) = HeaderName::from_bytes(option.trim_ascii()) {
-                    doomed.push(name);
-                }
-            }
-        }
-        doomed.extend(HOP_BY_HOP.iter().cloned());
-        doomed.extend(REINTERPRETING.iter().cloned());
-        doomed.extend(headers.keys().filter(|name| self.matches(name)).cloned());
+        // One pass over the names present: most requests carry a handful of
+        // headers and few of them go, so asking the map about every name
+        // that might be doomed costs more than looking at what is there.
+        let has_connection = headers.contains_key(header::CONNECTION);
+        let mut doomed: Vec<HeaderName> = headers
+            .keys()
+            .filter(|name| {
+                HOP_BY_HOP.contains(name)
+                    || REINTERPRETING.contains(name)
+                    || self.matches(name)
+                    || (has_connection && named_by_connection(headers, name))
+            })
+            .cloned()
+            .collect();
         doomed.sort_unstable_by(|a, b| a.as_str().cmp(b.as_str()));
-        doomed.dedup();
+        for name in &doomed {
+            headers.remove(name);
+        }
         doomed
             .into_iter()
-            .filter(|name| headers.remove(name).is_some())
             .map(|name| name.as_str().to_owned())
             .collect()
     }
+}
+
+/// Whether a `Connection` header lists `name` (header names are
+/// case-insensitive; `name` is already lowercase).
+fn named_by_connection(headers: &HeaderMap, name: &HeaderName) -> bool {
+    headers.get_all(header::CONNECTION).iter().any(|value| {
+        value.as_bytes().split(|b| *b == b',').any(|option| {
+            option
+                .trim_ascii()
+                .eq_ignore_ascii_case(name.as_str().as_bytes())
+        })
+    })
 }
 
 #[cfg(test)]
@@ -269,6 +285,21 @@ mod tests {
             headers.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
             ["x-kept"]
         );
+    }
+
+    #[test]
+    fn connection_options_match_names_case_insensitively_and_only_whole() {
+        let list = StripList::compile(Some(&[]), &[]).unwrap();
+        let mut headers = map(&[
+            ("Connection", "X-UPPER,, x-part , bad name, x-é"),
+            ("x-upper", "1"),
+            ("x-part", "2"),
+            ("x-partial", "3"),
+            ("x-pa", "4"),
+        ]);
+        let removed = list.strip(&mut headers);
+        assert_eq!(removed, strings(&["connection", "x-part", "x-upper"]));
+        assert_eq!(headers.len(), 2);
     }
 
     #[test]
