@@ -67,12 +67,34 @@ pub fn normalize_host(raw: &str) -> Result<String, TargetError> {
     if last_label_is_numeric(&ascii) {
         // Resolvers accept `127.1`, `0x7f.1` and `2130706433` as IPv4; only
         // the dotted-quad form is let through, in its canonical spelling.
-        return ascii
+        let addr = ascii
             .parse::<Ipv4Addr>()
-            .map(|addr| addr.to_string())
-            .map_err(|_| TargetError::AmbiguousNumericHost);
+            .map_err(|_| TargetError::AmbiguousNumericHost)?;
+        // Usually the name already is the canonical spelling; then it is
+        // kept rather than formatted anew.
+        if is_canonical_dotted_quad(&ascii) {
+            return Ok(ascii);
+        }
+        return Ok(addr.to_string());
     }
     Ok(ascii)
+}
+
+/// Four decimal labels without leading zeros: how `Ipv4Addr` writes itself.
+fn is_canonical_dotted_quad(name: &str) -> bool {
+    let mut labels = 0;
+    for label in name.split('.') {
+        labels += 1;
+        let canonical = match label.as_bytes() {
+            [] => false,
+            [b'0', _, ..] => false,
+            digits => digits.len() <= 3 && digits.iter().all(u8::is_ascii_digit),
+        };
+        if !canonical {
+            return false;
+        }
+    }
+    labels == 4
 }
 
 fn normalize_ipv6(text: &str) -> Result<String, TargetError> {
@@ -210,6 +232,25 @@ mod tests {
 
     fn norm(raw: &str) -> String {
         normalize_host(raw).unwrap_or_else(|e| panic!("{raw:?}: {e}"))
+    }
+
+    #[test]
+    fn dotted_quads_come_back_as_ipv4addr_writes_them() {
+        for raw in [
+            "0.0.0.0",
+            "10.0.0.1",
+            "127.0.0.1",
+            "192.168.100.200",
+            "255.255.255.255",
+            "1.20.255.0",
+        ] {
+            let addr: Ipv4Addr = raw.parse().unwrap();
+            assert_eq!(norm(raw), addr.to_string());
+            assert!(is_canonical_dotted_quad(raw), "{raw}");
+        }
+        for raw in ["01.2.3.4", "1.2.3", "1.2.3.4.5", "1..3.4", "1.2.3.1000", ""] {
+            assert!(!is_canonical_dotted_quad(raw), "{raw}");
+        }
     }
 
     #[test]

@@ -74,7 +74,9 @@ pub(crate) fn resolve_target(conn: &ConnContext, parts: &request::Parts) -> Resu
                 ));
             }
             if let (Some(a), Some(hh)) = (uri.authority(), host_header) {
-                if split_authority(hh, 443) != split_authority(a.as_str(), 443) {
+                // Spelled the same, they agree; only otherwise normalise both.
+                if hh != a.as_str() && split_authority(hh, 443) != split_authority(a.as_str(), 443)
+                {
                     return Err(Deny::new(
                         Reason::HostMismatch,
                         "request URI and Host disagree",
@@ -110,7 +112,11 @@ pub(crate) fn resolve_target(conn: &ConnContext, parts: &request::Parts) -> Resu
             let (h, p) = split_authority(authority.as_str(), 80)
                 .ok_or_else(|| Deny::new(Reason::BadRequest, "invalid host in the request URI"))?;
             if let Some(hh) = host_header {
-                if split_authority(hh, 80) != Some((h.clone(), p)) {
+                // Spelled the same, they agree; only otherwise normalise the Host.
+                let agrees = hh == authority.as_str()
+                    || split_authority(hh, 80)
+                        .is_some_and(|(hh_host, hh_port)| hh_host == h && hh_port == p);
+                if !agrees {
                     return Err(Deny::new(
                         Reason::HostMismatch,
                         format!("the request URI names {h}:{p} but Host names another origin"),
