@@ -205,6 +205,55 @@ fn header_values_are_scrubbed_and_names_kept() {
 }
 
 #[test]
+fn a_secret_split_across_two_headers_is_not_a_match() {
+    // The one-pass pre-check joins names and values; what it finds across a
+    // join must not be masked or counted.
+    let scrubber = Scrubber::new([b"test-secret-abcdef".as_slice()]);
+    let mut headers = HeaderMap::new();
+    headers.insert("x-a", HeaderValue::from_static("test-secret"));
+    headers.insert("x-b", HeaderValue::from_static("-abcdef"));
+    headers.insert("test-secret-abcdef-name", HeaderValue::from_static("v"));
+    assert_eq!(scrubber.scrub_headers(&mut headers), 1);
+    assert_eq!(headers.len(), 2, "the header named by the secret goes");
+    assert_eq!(headers["x-a"], "test-secret");
+    assert_eq!(headers["x-b"], "-abcdef");
+}
+
+#[test]
+fn prefilter_choice_does_not_change_what_is_masked() {
+    // All lowercase and digits: searched without a prefilter. With an
+    // uppercase letter or '_': with one. Both mask the same forms.
+    let plain = b"test-secret-lowercase-0123".as_slice();
+    let mixed = b"test-secret-Mixed_Case-0123".as_slice();
+    assert!(!prefilter_pays(&variants::all(plain)));
+    assert!(prefilter_pays(&variants::all(mixed)));
+    for secret in [plain, mixed] {
+        let scrubber = Arc::new(Scrubber::new([secret]));
+        let b64 = STANDARD.encode(secret);
+        let body = format!(
+            "a={} b={} c={}",
+            String::from_utf8_lossy(secret),
+            b64,
+            String::from_utf8_lossy(secret)
+        );
+        let (out, count) = scrubbed(&scrubber, body.as_bytes());
+        assert_eq!(count, 3, "{body}");
+        assert!(!contains(&out, secret) && !contains(&out, b64.as_bytes()));
+        let mut stream = scrubber.stream();
+        let mut streamed = Vec::new();
+        for chunk in body.as_bytes().chunks(5) {
+            streamed.extend_from_slice(&stream.push(chunk).0);
+        }
+        streamed.extend_from_slice(&stream.finish().0);
+        assert_eq!(streamed, out);
+        let mut headers = HeaderMap::new();
+        headers.insert("x-echo", HeaderValue::from_str(&body).unwrap());
+        assert_eq!(scrubber.scrub_headers(&mut headers), 3);
+        assert_eq!(headers["x-echo"].as_bytes(), out.as_slice());
+    }
+}
+
+#[test]
 fn debug_output_shows_no_secret() {
     let scrubber = Arc::new(Scrubber::new([TOKEN]));
     let mut stream = scrubber.stream();
