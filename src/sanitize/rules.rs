@@ -164,9 +164,30 @@ static PREFIX_AUTOMATON: LazyLock<AhoCorasick> = LazyLock::new(|| {
         .expect("the fixed prefix set is a valid automaton")
 });
 
+/// Whether `hay` has, anywhere, the first two bytes of one of [`PREFIXES`]:
+/// a check much cheaper than a search, which most header names and values
+/// (and many bodies) fail, so the search is skipped.
+fn may_hold_prefix(hay: &[u8]) -> bool {
+    hay.windows(2).any(|pair| {
+        matches!(
+            (pair[0], pair[1]),
+            (b'A', b'K' | b'S')
+                | (b'g', b'h' | b'i')
+                | (b'x', b'o')
+                | (b's', b'k')
+                | (b'-', b'-')
+                | (b'e', b'y')
+                | (b'c', b'g')
+        )
+    })
+}
+
 /// Calls `on_match` with the rule and byte range of every secret in `hay`,
 /// left to right, without overlaps.
 pub(crate) fn scan(hay: &[u8], mut on_match: impl FnMut(Rule, Range<usize>)) {
+    if !may_hold_prefix(hay) {
+        return;
+    }
     let automaton = &*PREFIX_AUTOMATON;
     let mut state = ScanState::default();
     let mut pos = 0;
@@ -400,6 +421,19 @@ fn looks_random(run: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_pair_check_lets_every_prefix_through() {
+        for (prefix, _) in PREFIXES {
+            assert!(may_hold_prefix(prefix.as_bytes()), "{prefix}");
+            assert!(
+                may_hold_prefix(format!("x {prefix}").as_bytes()),
+                "{prefix}"
+            );
+        }
+        assert!(!may_hold_prefix(b"application/json; charset=utf-8"));
+        assert!(!may_hold_prefix(b""));
+    }
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use base64::Engine;
 
