@@ -1,7 +1,7 @@
 //! What the agent gets when credgate says no: a JSON body naming the stable
 //! reason, a message a person can act on, and the record id.
 
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Response, StatusCode};
 
 use super::body::ProxyBody;
@@ -31,29 +31,37 @@ impl Deny {
 }
 
 /// Response headers that describe the upstream hop, not the message.
+const RESPONSE_HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Removes the hop-by-hop headers of a response, and every header its
+/// `Connection` header names.
 pub(crate) fn strip_response_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<String> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|t| t.trim().to_ascii_lowercase())
-        .filter(|t| !t.is_empty())
+    let mut doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| RESPONSE_HOP_BY_HOP.contains(name))
+        .cloned()
         .collect();
-    for name in named {
-        headers.remove(name.as_str());
+    if doomed.is_empty() {
+        return;
     }
-    for name in [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "proxy-authenticate",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    ] {
-        headers.remove(name);
+    doomed.extend(
+        headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim_ascii()).ok()),
+    );
+    for name in doomed {
+        headers.remove(&name);
     }
 }
 
@@ -108,4 +116,40 @@ pub(crate) fn error_response(
         );
     }
     response
+}
+
+#[cfg(test)]
+mod hop_tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_connection_named_response_headers_are_removed() {
+        let mut headers = HeaderMap::new();
+        for (name, value) in [
+            ("connection", "keep-alive, X-Upstream-Hop"),
+            ("keep-alive", "timeout=5"),
+            ("x-upstream-hop", "1"),
+            ("transfer-encoding", "chunked"),
+            ("trailer", "x-t"),
+            ("upgrade", "h2c"),
+            ("proxy-authenticate", "Basic"),
+            ("content-type", "text/plain"),
+            ("x-kept", "2"),
+        ] {
+            headers.append(name, HeaderValue::from_static(value));
+        }
+        strip_response_hop_by_hop(&mut headers);
+        let mut left: Vec<&str> = headers.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["content-type", "x-kept"]);
+    }
+
+    #[test]
+    fn a_response_without_hop_by_hop_headers_is_left_alone() {
+        let mut headers = HeaderMap::new();
+        headers.append("content-type", HeaderValue::from_static("text/plain"));
+        headers.append("x-upstream-hop", HeaderValue::from_static("1"));
+        strip_response_hop_by_hop(&mut headers);
+        assert_eq!(headers.len(), 2);
+    }
 }
