@@ -1063,3 +1063,42 @@ async fn shutdown_leaves_one_record_for_a_streaming_response() {
     let log = std::fs::read_to_string(&audit).unwrap();
     assert!(!log.contains(&s.secret) && !log.contains(&s.token));
 }
+
+// A keep-alive connection is authenticated per request, not once.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_request_on_a_keep_alive_connection_is_authenticated_anew() {
+    let s = setup().await;
+    let (other_id, other_token) = s.env.start_task(&["api"]);
+    let other_auth = proxy_auth(&other_id, &other_token);
+    let wrong_auth = proxy_auth(&s.id, &test_secret());
+    let a = s.plain_authority();
+    let request = |path: &str, auth: &str| {
+        format!("GET http://{a}{path} HTTP/1.1\r\nHost: {a}\r\nProxy-Authorization: {auth}\r\n\r\n")
+            .into_bytes()
+    };
+    let mut stream = TcpStream::connect(s.env.proxy).await.unwrap();
+
+    let resp = exchange(&mut stream, &request("/open/first", &s.auth)).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    // Another task's token on the same connection is that task.
+    let resp = exchange(&mut stream, &request("/open/other", &other_auth)).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    // A wrong token for the first task's id is refused, whatever came before.
+    let resp = exchange(&mut stream, &request("/open/wrong", &wrong_auth)).await;
+    assert_refused(&resp, 407, "task_token_invalid");
+    let first = only_record_for(&s.env, "/open/first").await;
+    let other = only_record_for(&s.env, "/open/other").await;
+    assert_eq!(first.task.as_deref(), Some(s.id.as_str()), "{first:?}");
+    assert_eq!(other.task.as_deref(), Some(other_id.as_str()), "{other:?}");
+
+    // The first task again, then it ends: the same header, on a connection
+    // where it was accepted, is refused from then on.
+    let mut stream = TcpStream::connect(s.env.proxy).await.unwrap();
+    let resp = exchange(&mut stream, &request("/open/before-end", &s.auth)).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    s.env.end_task(&s.id).await;
+    let resp = exchange(&mut stream, &request("/open/after-end", &s.auth)).await;
+    assert_refused(&resp, 407, "task_ended");
+    s.env.stop().await;
+}

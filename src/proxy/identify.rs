@@ -10,7 +10,7 @@ use std::time::SystemTime;
 use http::header::{self, HeaderMap};
 
 use super::gateway::Gateway;
-use super::pipeline::ConnContext;
+use super::pipeline::{Authenticated, ConnContext};
 use super::respond::Deny;
 use crate::credential::secret::Secret;
 use crate::reason::Reason;
@@ -54,7 +54,39 @@ fn identify(gw: &Gateway, conn: &ConnContext, headers: &HeaderMap) -> Result<Ide
             token: tunnel.token.clone(),
         });
     }
-    authenticate(gw, conn.peer, headers, now)
+    let presented = headers.get(header::PROXY_AUTHORIZATION);
+    if let Some(value) = presented {
+        let mut last = conn
+            .authenticated
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(known) = last.as_ref() {
+            // The same header as last time on this connection: the same
+            // task, whose state is still checked on every request.
+            if known.header.ct_eq(value.as_bytes()) {
+                if !known.task.is_active(now) {
+                    return Err(AuthError::Ended);
+                }
+                return Ok(Identity {
+                    task: known.task.clone(),
+                    token: Some(known.token.clone()),
+                });
+            }
+            *last = None;
+        }
+    }
+    let who = authenticate(gw, conn.peer, headers, now)?;
+    if let (Some(value), Some(token)) = (presented, &who.token) {
+        *conn
+            .authenticated
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Authenticated {
+            header: Secret::new(value.as_bytes()),
+            task: who.task.clone(),
+            token: token.clone(),
+        });
+    }
+    Ok(who)
 }
 
 /// Authenticates a request outside any tunnel (also the CONNECT itself).

@@ -59,6 +59,19 @@ pub(crate) struct ConnContext {
     /// The scrubber for the task token last seen on this connection (a
     /// keep-alive connection usually serves one task).
     token_scrubber: Mutex<Option<(String, Arc<Scrubber>)>>,
+    /// The `Proxy-Authorization` that last authenticated on this connection,
+    /// and whom: a keep-alive connection presents the same one each time.
+    pub(crate) authenticated: Mutex<Option<Authenticated>>,
+}
+
+/// A `Proxy-Authorization` value as presented, and the task it proved.
+pub(crate) struct Authenticated {
+    /// The header value, kept like a secret (it carries the task token).
+    pub(crate) header: Secret,
+    /// The task it authenticated.
+    pub(crate) task: Arc<Task>,
+    /// The task token it carried.
+    pub(crate) token: Secret,
 }
 
 /// An intercepted tunnel: the task authenticated on CONNECT and its target.
@@ -80,6 +93,7 @@ impl ConnContext {
             peer,
             tunnel: None,
             token_scrubber: Mutex::new(None),
+            authenticated: Mutex::new(None),
         }
     }
 
@@ -89,6 +103,7 @@ impl ConnContext {
             peer,
             tunnel: Some(tunnel),
             token_scrubber: Mutex::new(None),
+            authenticated: Mutex::new(None),
         }
     }
 }
