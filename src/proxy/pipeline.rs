@@ -133,7 +133,6 @@ pub(crate) async fn handle(
     let snapshot = gw.snapshot();
     {
         let r = rec.record();
-        r.method = Some(parts.method.to_string());
         r.bytes_in = body.len() as u64;
         r.task = Some(who.task.id.clone());
         r.agent = Some(who.task.agent.clone());
