@@ -405,10 +405,9 @@ async fn read_head(conn: &mut Conn, head_request: bool) -> Result<Head, Failure>
     loop {
         if !conn.buf.is_empty() {
             answered = true;
-            match parse_head(&conn.buf)? {
+            match parse_head(&mut conn.buf)? {
                 None => {}
-                Some((len, response)) => {
-                    conn.buf.advance(len);
+                Some(response) => {
                     let status = response.status();
                     if status == StatusCode::SWITCHING_PROTOCOLS {
                         return Err(Failure::protocol(
@@ -456,21 +455,34 @@ async fn read_head(conn: &mut Conn, head_request: bool) -> Result<Head, Failure>
     }
 }
 
-/// Parses a complete response head at the start of `buf`, returning its
-/// length; `None` when more bytes are needed.
-fn parse_head(buf: &[u8]) -> Result<Option<(usize, Response<()>)>, Failure> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut parsed = httparse::Response::new(&mut headers);
-    let len = match parsed.parse(buf) {
-        Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(e) => {
-            return Err(Failure::protocol(format!(
-                "the upstream's response head is malformed ({e})"
-            )))
+/// Parses a complete response head at the start of `buf` and takes it off
+/// the buffer; `None` when more bytes are needed. Header values are slices
+/// of the head's bytes, not copies.
+fn parse_head(buf: &mut BytesMut) -> Result<Option<Response<()>>, Failure> {
+    // Where each header's name and value sit in the head.
+    let mut spans: Vec<(usize, usize, usize, usize)> = Vec::new();
+    let (len, version, code) = {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut parsed = httparse::Response::new(&mut headers);
+        let len = match parsed.parse(buf) {
+            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(e) => {
+                return Err(Failure::protocol(format!(
+                    "the upstream's response head is malformed ({e})"
+                )))
+            }
+        };
+        let base = buf.as_ptr() as usize;
+        spans.reserve_exact(parsed.headers.len());
+        for h in parsed.headers.iter() {
+            let name = h.name.as_ptr() as usize - base;
+            let value = h.value.as_ptr() as usize - base;
+            spans.push((name, name + h.name.len(), value, value + h.value.len()));
         }
+        (len, parsed.version, parsed.code)
     };
-    let version = match parsed.version {
+    let version = match version {
         Some(1) => Version::HTTP_11,
         Some(0) => Version::HTTP_10,
         _ => {
@@ -479,15 +491,15 @@ fn parse_head(buf: &[u8]) -> Result<Option<(usize, Response<()>)>, Failure> {
             ))
         }
     };
-    let status = parsed
-        .code
+    let status = code
         .and_then(|c| StatusCode::from_u16(c).ok())
         .ok_or_else(|| Failure::protocol("the upstream's status code is invalid"))?;
-    let mut map = HeaderMap::with_capacity(parsed.headers.len());
-    for h in parsed.headers.iter() {
-        let name = HeaderName::from_bytes(h.name.as_bytes())
+    let head = buf.split_to(len).freeze();
+    let mut map = HeaderMap::with_capacity(spans.len());
+    for &(name_start, name_end, value_start, value_end) in &spans {
+        let name = HeaderName::from_bytes(&head[name_start..name_end])
             .map_err(|_| Failure::protocol("the upstream sent an invalid header name"))?;
-        let value = HeaderValue::from_bytes(h.value)
+        let value = HeaderValue::from_maybe_shared(head.slice(value_start..value_end))
             .map_err(|_| Failure::protocol("the upstream sent an invalid header value"))?;
         map.append(name, value);
     }
@@ -495,7 +507,7 @@ fn parse_head(buf: &[u8]) -> Result<Option<(usize, Response<()>)>, Failure> {
     *response.status_mut() = status;
     *response.version_mut() = version;
     *response.headers_mut() = map;
-    Ok(Some((len, response)))
+    Ok(Some(response))
 }
 
 /// How a response body is delimited (RFC 9112 §6.3), and whether the

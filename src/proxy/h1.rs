@@ -135,9 +135,9 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> H1Connection<IO> {
                 let mut req = httparse::Request::new(&mut headers);
                 match req.parse(&self.buf) {
                     Ok(httparse::Status::Complete(len)) => {
-                        let head = build_head(&req)?;
-                        self.buf.advance(len);
-                        return Ok(head);
+                        let spans = Spans::of(&req, self.buf.as_ptr());
+                        let head = self.buf.split_to(len).freeze();
+                        return build_head(&spans, &head);
                     }
                     Ok(httparse::Status::Partial) => {}
                     Err(httparse::Error::TooManyHeaders) => {
@@ -415,26 +415,63 @@ pub(super) fn parse_chunk_size(line: &[u8]) -> Result<u64, H1Error> {
     u64::from_str_radix(text, 16).map_err(|_| H1Error::Framing("invalid chunk size"))
 }
 
-fn build_head(req: &httparse::Request<'_, '_>) -> Result<RequestHead, H1Error> {
-    let method = Method::from_bytes(req.method.unwrap_or_default().as_bytes())
+/// Where the parts of a parsed request head sit in its bytes, so the head
+/// can be taken off the buffer whole and its values shared, not copied.
+struct Spans {
+    method: (usize, usize),
+    target: (usize, usize),
+    version: Option<u8>,
+    headers: Vec<(usize, usize, usize, usize)>,
+}
+
+impl Spans {
+    fn of(req: &httparse::Request<'_, '_>, base: *const u8) -> Self {
+        let base = base as usize;
+        let span = |part: &[u8]| {
+            let start = part.as_ptr() as usize - base;
+            (start, start + part.len())
+        };
+        let mut spans = Spans {
+            method: req.method.map_or((0, 0), |m| span(m.as_bytes())),
+            target: req.path.map_or((0, 0), |p| span(p.as_bytes())),
+            version: req.version,
+            headers: Vec::with_capacity(req.headers.len()),
+        };
+        for h in req.headers.iter() {
+            let (name_start, name_end) = span(h.name.as_bytes());
+            let (value_start, value_end) = span(h.value);
+            spans
+                .headers
+                .push((name_start, name_end, value_start, value_end));
+        }
+        spans
+    }
+}
+
+fn build_head(spans: &Spans, head: &Bytes) -> Result<RequestHead, H1Error> {
+    let method = Method::from_bytes(&head[spans.method.0..spans.method.1])
         .map_err(|_| H1Error::Malformed("invalid method".into()))?;
-    let version = match req.version {
+    let version = match spans.version {
         Some(1) => Version::HTTP_11,
         Some(0) => Version::HTTP_10,
         _ => return Err(H1Error::Malformed("unsupported HTTP version".into())),
     };
-    let target = req.path.unwrap_or_default();
 
-    let mut headers = HeaderMap::with_capacity(req.headers.len());
+    let mut headers = HeaderMap::with_capacity(spans.headers.len());
     let mut content_length: Option<u64> = None;
     let mut transfer_encoding = 0usize;
     let mut chunked = false;
     let mut hosts = 0usize;
     let mut expect_continue = false;
-    for h in req.headers.iter() {
-        let name = HeaderName::from_bytes(h.name.as_bytes())
-            .map_err(|_| H1Error::Malformed(format!("invalid header name {:?}", h.name)))?;
-        let value = HeaderValue::from_bytes(h.value)
+    for &(name_start, name_end, value_start, value_end) in &spans.headers {
+        let raw_name = &head[name_start..name_end];
+        let name = HeaderName::from_bytes(raw_name).map_err(|_| {
+            H1Error::Malformed(format!(
+                "invalid header name {:?}",
+                String::from_utf8_lossy(raw_name)
+            ))
+        })?;
+        let value = HeaderValue::from_maybe_shared(head.slice(value_start..value_end))
             .map_err(|_| H1Error::Malformed(format!("invalid value in header {name}")))?;
         if name == header::CONTENT_LENGTH {
             if content_length.is_some() {
@@ -486,8 +523,7 @@ fn build_head(req: &httparse::Request<'_, '_>) -> Result<RequestHead, H1Error> {
     if let Some(h) = builder.headers_mut() {
         *h = headers;
     }
-    let uri: http::Uri = target
-        .parse()
+    let uri = http::Uri::from_maybe_shared(head.slice(spans.target.0..spans.target.1))
         .map_err(|_| H1Error::Malformed("invalid request target".into()))?;
     let (parts, ()) = builder
         .uri(uri)
