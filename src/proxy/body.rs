@@ -114,6 +114,17 @@ impl ProxyBody {
     }
 }
 
+impl ProxyBody {
+    /// The task an upstream body streams for: the connection layer stops
+    /// streaming when it ends.
+    pub(crate) fn task(&self) -> Option<&Arc<Task>> {
+        match self {
+            ProxyBody::Full(_) => None,
+            ProxyBody::Upstream(body) => Some(&body.task),
+        }
+    }
+}
+
 impl Body for ProxyBody {
     type Data = Bytes;
     type Error = io::Error;

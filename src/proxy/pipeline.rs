@@ -508,10 +508,7 @@ fn respond(
         .saturating_sub(upstream.started.elapsed());
     let chain = ScrubChain::new(scrubbers.iter().map(|s| s.stream()).collect());
     let body = ProxyBody::upstream(body, chain, rec, remaining, who.task.clone());
-    let mut response = Response::from_parts(parts, body);
-    // The connection layer stops streaming when this task ends.
-    response.extensions_mut().insert(who.task.clone());
-    response
+    Response::from_parts(parts, body)
 }
 
 /// A compact scrubber for the task token, kept on the connection while the

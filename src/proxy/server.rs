@@ -199,7 +199,7 @@ where
         let keep_alive =
             head.keep_alive && response.extensions().get::<CloseConnection>().is_none();
         // Ending a task also cuts a response still streaming for it.
-        let task = response.extensions().get::<Arc<Task>>().cloned();
+        let task = response.body().task().cloned();
         let written = match task {
             Some(task) => tokio::select! {
                 written = conn.write_response(response, head_only, keep_alive) => written,

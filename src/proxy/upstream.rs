@@ -256,6 +256,12 @@ pub(crate) async fn check_destination(
     port: u16,
     policy: AddressPolicy,
 ) -> Result<(), ConnectError> {
+    // An address literal needs no lookup and no list.
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        if policy.permits(ip) {
+            return Ok(());
+        }
+    }
     permitted(resolver, host, port, policy).await.map(drop)
 }
 
