@@ -170,7 +170,7 @@ pub async fn run(args: &ServeArgs) -> anyhow::Result<()> {
     // Signal handlers and the watcher exist before the listeners
     // are bound, so a signal sent right after the announcement is handled.
     let (reload_tx, mut reload_rx) = tokio::sync::mpsc::unbounded_channel::<&'static str>();
-    let _watcher = watch_config(&args.config, reload_tx.clone());
+    let watcher = watch_config(&args.config, reload_tx.clone());
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
@@ -200,6 +200,7 @@ pub async fn run(args: &ServeArgs) -> anyhow::Result<()> {
             }
         }
     }
+    watcher.abort();
     eprintln!("credgate: shutting down; ending tasks and revoking their credentials");
     running.shutdown().await;
     Ok(())
@@ -231,35 +232,50 @@ async fn reload(gateway: &Gateway, path: &Path, why: &str) {
     }
 }
 
-/// Watches the config file's directory (editors replace files by rename) and
-/// signals a reload when the file changes.
+/// How often the configuration file is looked at for changes.
+const WATCH_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Signals a reload when the configuration file changes: its metadata is
+/// read once a second (following symlinks, so a replaced file, a rename
+/// over it and a Kubernetes ConfigMap's symlink swap all count). A
+/// directory watch would also wake for every write of a decision log kept
+/// next to the configuration, a thousand times a second under load.
 fn watch_config(
     path: &Path,
     tx: tokio::sync::mpsc::UnboundedSender<&'static str>,
-) -> Option<notify::RecommendedWatcher> {
-    use notify::Watcher;
-    let file_name = path.file_name()?.to_owned();
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if let Ok(event) = event {
-            let ours = event
-                .paths
-                .iter()
-                .any(|p| p.file_name() == Some(&file_name));
-            if ours && (event.kind.is_modify() || event.kind.is_create()) {
-                let _ = tx.send("file change");
+) -> JoinHandle<()> {
+    let path = path.to_path_buf();
+    tokio::spawn(async move {
+        let mut last = file_state(&path);
+        let mut tick = tokio::time::interval(WATCH_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let now = file_state(&path);
+            if now != last {
+                last = now;
+                // A file gone for a moment (mid-rename) is not a change yet.
+                if now.is_some() && tx.send("file change").is_err() {
+                    return;
+                }
             }
         }
     })
-    .ok()?;
-    match watcher.watch(&dir, notify::RecursiveMode::NonRecursive) {
-        Ok(()) => Some(watcher),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot watch the configuration file; reload with SIGHUP");
-            None
-        }
-    }
+}
+
+/// What identifies a version of a file: which inode, its size, and when it
+/// and its metadata last changed.
+fn file_state(path: &Path) -> Option<(u64, u64, u64, i64, i64, i64, i64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some((
+        m.dev(),
+        m.ino(),
+        m.size(),
+        m.mtime(),
+        m.mtime_nsec(),
+        m.ctime(),
+        m.ctime_nsec(),
+    ))
 }
