@@ -72,6 +72,16 @@ fn handler() -> Handler {
                 ],
                 chunks: text(UNSCANNABLE_BODY),
             },
+            "connection-hides-encoding" => Reply {
+                status: 200,
+                // A Connection header naming Content-Encoding must not make
+                // the encoding disappear before the body is judged.
+                headers: vec![
+                    ("content-encoding".into(), "gzip".into()),
+                    ("connection".into(), "content-encoding".into()),
+                ],
+                chunks: text(UNSCANNABLE_BODY),
+            },
             "identity-encoded" => Reply {
                 status: 200,
                 headers: vec![("content-encoding".into(), "identity".into())],
@@ -597,6 +607,14 @@ async fn a_second_content_encoding_line_makes_the_response_unscannable() {
     let r = only_record_for(&s.env, "/cred/double-encoded").await;
     assert_eq!(r.decision, Some(Verdict::Deny), "{r:?}");
     assert_eq!(r.reason, Some(Reason::ResponseUnscannable), "{r:?}");
+
+    let (_stream, resp) = send_plain(
+        &s.env,
+        &s.plain_request("GET", "/cred/connection-hides-encoding", ""),
+    )
+    .await;
+    assert_refused(&resp, 502, "response_unscannable");
+    assert!(!resp.text().contains(UNSCANNABLE_BODY), "{}", resp.text());
 
     let mut tls = s.open_tunnel().await;
     let resp = exchange(

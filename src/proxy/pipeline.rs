@@ -458,14 +458,16 @@ fn respond(
         status: Some(parts.status.as_u16()),
         ms: Some(upstream.started.elapsed().as_millis() as u64),
     });
-    strip_response_hop_by_hop(&mut parts.headers);
-    // Every Content-Encoding line counts: one "identity" must not hide a "gzip".
+    // Every Content-Encoding line counts: one "identity" must not hide a
+    // "gzip". Judged before the hop-by-hop headers go, so a Connection header
+    // naming Content-Encoding cannot make it disappear.
     let encoded = parts
         .headers
         .get_all(header::CONTENT_ENCODING)
         .iter()
         .flat_map(|v| v.as_bytes().split(|b| *b == b','))
         .any(|coding| !coding.trim_ascii().eq_ignore_ascii_case(b"identity"));
+    strip_response_hop_by_hop(&mut parts.headers);
     if encoded {
         // A compressed body cannot be scanned; passing it would let a
         // credential through.
