@@ -262,6 +262,9 @@ async fn handle_connect(
         let d = Deny::new(Reason::BadRequest, "CONNECT needs a host:port target");
         return refuse(&mut conn, rec, d).await;
     };
+    // The head shares the bytes it was read from, Proxy-Authorization
+    // included: it goes now, not when the tunnel closes.
+    drop(head);
     {
         let r = rec.record();
         r.host = Some(host.clone());
