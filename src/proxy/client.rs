@@ -388,15 +388,85 @@ async fn exchange(
     body: &[u8],
     head_request: bool,
 ) -> Result<Head, Failure> {
-    let written = async {
+    let sent: io::Result<bool> = async {
         conn.io.write_all(&message.bytes).await?;
-        if !message.body_inline {
-            conn.io.write_all(body).await?;
+        let early = !message.body_inline && write_body(conn, body).await?;
+        if !early {
+            conn.io.flush().await?;
         }
-        conn.io.flush().await
-    };
-    written.await.map_err(|e| Failure::io(false, &e))?;
-    read_head(conn, head_request).await
+        Ok(early)
+    }
+    .await;
+    let early = sent.map_err(|e| Failure::io(!conn.buf.is_empty(), &e))?;
+    let mut head = read_head(conn, head_request).await?;
+    if early {
+        // The rest of the request body was never sent.
+        head.reuse = false;
+    }
+    Ok(head)
+}
+
+/// Writes a large request body while watching the connection: an upstream
+/// may answer (413, 401, ...) before it has read the whole body, and then
+/// stop reading. Returns `true` when a final response arrived first; its
+/// bytes are in `conn.buf` and the body is not sent further.
+async fn write_body(conn: &mut Conn, body: &[u8]) -> io::Result<bool> {
+    let mut written = 0;
+    std::future::poll_fn(|cx| {
+        while written < body.len() {
+            match Pin::new(&mut conn.io).poll_write(cx, &body[written..]) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => written += n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => loop {
+                    // The upstream is not reading: has it answered?
+                    let mut chunk = [0u8; 4096];
+                    let mut read = ReadBuf::new(&mut chunk);
+                    match Pin::new(&mut conn.io).poll_read(cx, &mut read) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                        Poll::Ready(Ok(())) if read.filled().is_empty() => {
+                            return Poll::Ready(Err(io::Error::new(
+                                io::ErrorKind::UnexpectedEof,
+                                "the upstream closed the connection during the request body",
+                            )))
+                        }
+                        Poll::Ready(Ok(())) => {
+                            conn.buf.extend_from_slice(read.filled());
+                            if final_answer(&mut conn.buf) {
+                                return Poll::Ready(Ok(true));
+                            }
+                        }
+                    }
+                },
+            }
+        }
+        Poll::Ready(Ok(false))
+    })
+    .await
+}
+
+/// Whether `buf` holds the start of a final answer: a complete non-interim
+/// head, or something [`read_head`] will refuse. Interim responses are taken
+/// off, as `read_head` would skip them.
+fn final_answer(buf: &mut BytesMut) -> bool {
+    loop {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut parsed = httparse::Response::new(&mut headers);
+        match parsed.parse(buf) {
+            Ok(httparse::Status::Complete(len)) => {
+                let interim = parsed
+                    .code
+                    .is_some_and(|c| (100..200).contains(&c) && c != 101);
+                if !interim {
+                    return true;
+                }
+                buf.advance(len);
+            }
+            Ok(httparse::Status::Partial) => return buf.len() > MAX_HEAD,
+            Err(_) => return true,
+        }
+    }
 }
 
 async fn read_head(conn: &mut Conn, head_request: bool) -> Result<Head, Failure> {
@@ -465,6 +535,11 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Response<()>>, Failure> {
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut parsed = httparse::Response::new(&mut headers);
         let len = match parsed.parse(buf) {
+            Ok(httparse::Status::Complete(len)) if len > MAX_HEAD => {
+                return Err(Failure::protocol(format!(
+                    "the upstream's response head is larger than {MAX_HEAD} bytes"
+                )))
+            }
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) => return Ok(None),
             Err(e) => {
@@ -826,6 +901,8 @@ mod tests {
         AnswerClose(&'static [u8]),
         /// Reads a request and closes without answering.
         Drop,
+        /// Reads a request head only, writes these bytes, and reads no more.
+        AnswerBeforeBody(&'static [u8]),
     }
 
     /// Serves connection `i` with `script[i]` (the last script repeats);
@@ -844,6 +921,13 @@ mod tests {
                 let log = log.clone();
                 tokio::spawn(async move {
                     for act in acts {
+                        if let Act::AnswerBeforeBody(bytes) = act {
+                            let head = read_head_only(&mut stream).await.unwrap();
+                            log.lock().unwrap().push((i, head));
+                            stream.write_all(bytes).await.unwrap();
+                            tokio::time::sleep(Duration::from_secs(30)).await;
+                            return;
+                        }
                         let Some(request) = read_request(&mut stream).await else {
                             return;
                         };
@@ -854,7 +938,7 @@ mod tests {
                                 stream.write_all(bytes).await.unwrap();
                                 return;
                             }
-                            Act::Drop => return,
+                            Act::Drop | Act::AnswerBeforeBody(_) => return,
                         }
                     }
                     // Keep the connection open until the client closes it.
@@ -866,8 +950,8 @@ mod tests {
         (addr, seen)
     }
 
-    /// Reads one request head and its Content-Length body.
-    async fn read_request(stream: &mut TcpStream) -> Option<String> {
+    /// Reads one request head.
+    async fn read_head_only(stream: &mut TcpStream) -> Option<String> {
         let mut data = Vec::new();
         let mut byte = [0u8; 1];
         while !data.ends_with(b"\r\n\r\n") {
@@ -876,7 +960,12 @@ mod tests {
             }
             data.push(byte[0]);
         }
-        let head = String::from_utf8(data).unwrap();
+        Some(String::from_utf8(data).unwrap())
+    }
+
+    /// Reads one request head and its Content-Length body.
+    async fn read_request(stream: &mut TcpStream) -> Option<String> {
+        let head = read_head_only(stream).await?;
         let length = head
             .lines()
             .find_map(|l| l.strip_prefix("content-length: "))
@@ -1175,5 +1264,34 @@ mod tests {
         }
         client.sweep();
         assert_eq!(client.pool.idle_count(), 0);
+    }
+
+    #[tokio::test]
+    async fn an_answer_before_the_whole_body_is_returned_and_the_connection_dropped() {
+        let (addr, seen) = upstream(vec![vec![Act::AnswerBeforeBody(
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 413 Payload Too Large\r\ncontent-length: 8\r\n\r\ntoo big!",
+        )]])
+        .await;
+        let client = client();
+        // Far more than the socket buffers take: the write would block for good.
+        let body = Bytes::from(vec![b'x'; 32 * 1024 * 1024]);
+        let sent = tokio::time::timeout(
+            Duration::from_secs(10),
+            client.send(&request(Method::POST, &addr, "/upload"), &body),
+        )
+        .await
+        .expect("the early answer is returned, not waited past");
+        let Ok(response) = sent else {
+            panic!("the early answer is a response, not an error");
+        };
+        assert_eq!(response.status(), 413);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"too big!");
+        assert_eq!(
+            client.pool.idle_count(),
+            0,
+            "a half-sent request's connection is not reused"
+        );
+        assert_eq!(seen.lock().unwrap().len(), 1);
     }
 }
