@@ -109,16 +109,19 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> H1Connection<IO> {
     }
 
     async fn fill(&mut self) -> io::Result<usize> {
-        if self.buf.is_empty() {
-            // Waiting for a request: an idle keep-alive connection (there
-            // may be thousands) holds a small buffer, not a large one.
-            if self.buf.capacity() > IDLE_BUFFER {
-                self.buf = BytesMut::new();
-            }
-            self.buf.reserve(IDLE_BUFFER);
-        } else if self.buf.capacity() - self.buf.len() < 4096 {
+        if self.buf.capacity() - self.buf.len() < 4096 {
             self.buf.reserve(8192);
         }
+        self.io.read_buf(&mut self.buf).await
+    }
+
+    /// Waits for the next request with nothing buffered: an idle keep-alive
+    /// connection (there may be thousands) holds a small buffer, not a large one.
+    async fn fill_idle(&mut self) -> io::Result<usize> {
+        if self.buf.capacity() > IDLE_BUFFER {
+            self.buf = BytesMut::new();
+        }
+        self.buf.reserve(IDLE_BUFFER);
         self.io.read_buf(&mut self.buf).await
     }
 
@@ -154,7 +157,12 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> H1Connection<IO> {
                 }
             }
             let was_empty = self.buf.is_empty();
-            match self.fill().await {
+            let read = if was_empty {
+                self.fill_idle().await
+            } else {
+                self.fill().await
+            };
+            match read {
                 Ok(n) if n > 0 => {}
                 // Nothing of a request arrived: a close between requests,
                 // however the transport reports it (TLS peers often skip
