@@ -37,8 +37,7 @@ impl ScrubChain {
 
     /// Feeds a chunk through every stage; returns what is safe to emit and
     /// the number of masked occurrences.
-    fn push(&mut self, chunk: Bytes) -> (Bytes, usize) {
-        let mut data = chunk;
+    fn push(&mut self, mut data: Bytes) -> (Bytes, usize) {
         let mut count = 0;
         for stage in &mut self.stages {
             let (out, n) = stage.push(&data);
@@ -112,9 +111,7 @@ impl ProxyBody {
             finished: false,
         }))
     }
-}
 
-impl ProxyBody {
     /// The task an upstream body streams for: the connection layer stops
     /// streaming when it ends.
     pub(crate) fn task(&self) -> Option<&Arc<Task>> {
