@@ -15,13 +15,13 @@ use bytes::Bytes;
 use http::{Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use zeroize::Zeroizing;
 
-use crate::proxy::upstream::UpstreamStream;
+use crate::proxy::upstream::{Io, UpstreamStream};
 
 /// The connector every source's HTTP client is built on.
 #[derive(Clone)]
@@ -73,13 +73,13 @@ impl tower_service::Service<Uri> for SourceConnector {
             let stream = TcpStream::connect(&addrs[..]).await?;
             let _ = stream.set_nodelay(true);
             if !secure {
-                return Ok(UpstreamStream::Plain(TokioIo::new(stream)));
+                return Ok(UpstreamStream::new(Io::Plain(stream)));
             }
             let name = ServerName::try_from(host).map_err(|_| {
                 io::Error::new(io::ErrorKind::InvalidInput, "not a valid server name")
             })?;
             let stream = tls.connect(name, stream).await?;
-            Ok(UpstreamStream::Tls(Box::new(TokioIo::new(stream))))
+            Ok(UpstreamStream::new(Io::Tls(Box::new(stream))))
         })
     }
 }

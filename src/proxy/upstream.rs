@@ -12,11 +12,11 @@ use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::TokioIo;
 use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
-use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
 use super::address::AddressPolicy;
-use super::client::{Client, Io};
+use super::client::Client;
+pub(crate) use super::client::Io;
 use crate::reason::Reason;
 
 /// The client for one address policy.
@@ -321,12 +321,14 @@ pub(crate) async fn dial(
     Err(last_err.expect("at least one address was tried"))
 }
 
-/// A connection to an upstream, plain or TLS.
-pub(crate) enum UpstreamStream {
-    /// Cleartext (only for rules that allow it).
-    Plain(TokioIo<TcpStream>),
-    /// TLS, verified.
-    Tls(Box<TokioIo<TlsStream<TcpStream>>>),
+/// A connection to an upstream for hyper's client (the credential sources'
+/// HTTP calls), plain or TLS.
+pub(crate) struct UpstreamStream(TokioIo<Io>);
+
+impl UpstreamStream {
+    pub(crate) fn new(io: Io) -> Self {
+        UpstreamStream(TokioIo::new(io))
+    }
 }
 
 impl Connection for UpstreamStream {
@@ -341,10 +343,7 @@ impl hyper::rt::Read for UpstreamStream {
         cx: &mut Context<'_>,
         buf: hyper::rt::ReadBufCursor<'_>,
     ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            UpstreamStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
+        Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
     }
 }
 
@@ -354,23 +353,14 @@ impl hyper::rt::Write for UpstreamStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            UpstreamStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
+        Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            UpstreamStream::Plain(s) => Pin::new(s).poll_flush(cx),
-            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
+        Pin::new(&mut self.get_mut().0).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            UpstreamStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
+        Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
     }
 }
