@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
 
 use super::client::ResponseBody;
 use crate::audit::RecordGuard;
@@ -41,6 +41,18 @@ impl ScrubChain {
         let mut count = 0;
         for stage in &mut self.stages {
             let (out, n) = stage.push(&data);
+            data = out;
+            count += n;
+        }
+        (data, count)
+    }
+
+    /// Feeds the chunk that ends the body through every stage; returns all
+    /// that is left to emit and the number of masked occurrences.
+    fn push_last(&mut self, mut data: Bytes) -> (Bytes, usize) {
+        let mut count = 0;
+        for stage in &mut self.stages {
+            let (out, n) = stage.push_last(data);
             data = out;
             count += n;
         }
@@ -81,7 +93,11 @@ pub(crate) struct UpstreamBody {
     scrubber: ScrubChain,
     task: Arc<Task>,
     record: RecordGuard,
-    deadline: Pin<Box<Sleep>>,
+    /// When the whole body must have arrived.
+    deadline: Instant,
+    /// Wakes the body at `deadline`; armed only once the upstream makes it
+    /// wait, so a body that is already there costs no timer.
+    timer: Option<Pin<Box<Sleep>>>,
     tail: Option<Bytes>,
     finished: bool,
 }
@@ -106,7 +122,11 @@ impl ProxyBody {
             scrubber,
             task,
             record,
-            deadline: Box::pin(tokio::time::sleep(remaining)),
+            // A timeout too long to add is as good as none (about 30 years).
+            deadline: Instant::now()
+                .checked_add(remaining)
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(1 << 30)),
+            timer: None,
             tail: None,
             finished: false,
         }))
@@ -162,7 +182,7 @@ impl UpstreamBody {
         if self.finished {
             return Poll::Ready(None);
         }
-        if self.deadline.as_mut().poll(cx).is_ready() {
+        if Instant::now() >= self.deadline {
             self.finished = true;
             let rec = self.record.record();
             rec.reason = Some(Reason::UpstreamTimeout);
@@ -175,17 +195,37 @@ impl UpstreamBody {
         }
         loop {
             match Pin::new(&mut self.inner).poll_frame(cx) {
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    let deadline = self.deadline;
+                    let timer = self
+                        .timer
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                    if timer.as_mut().poll(cx).is_ready() {
+                        // Due: the next poll reports the timeout.
+                        cx.waker().wake_by_ref();
+                    }
+                    return Poll::Pending;
+                }
                 Poll::Ready(Some(Ok(frame))) => {
                     // Trailers are dropped: they are not scanned, so they must not pass.
                     let Ok(data) = frame.into_data() else {
                         continue;
                     };
-                    let (out, count) = self.scrubber.push(data);
+                    let last = self.inner.is_end_stream();
+                    let (out, count) = if last {
+                        // Usually the whole body: scrubbed in one pass.
+                        self.finished = true;
+                        self.scrubber.push_last(data)
+                    } else {
+                        self.scrubber.push(data)
+                    };
                     let rec = self.record.record();
                     rec.scrubbed += count as u64;
                     rec.bytes_out += out.len() as u64;
                     if out.is_empty() {
+                        if last {
+                            return Poll::Ready(None);
+                        }
                         continue;
                     }
                     return Poll::Ready(Some(Ok(Frame::data(out))));

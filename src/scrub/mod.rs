@@ -30,6 +30,7 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
+use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue};
 
 pub use stream::StreamScrubber;
@@ -109,6 +110,20 @@ impl Scrubber {
             buf[span].fill(b'*');
         }
         count
+    }
+
+    /// Masks every occurrence in `data`: the same bytes back when there is
+    /// none, a masked copy otherwise. Returns how many were masked.
+    pub fn scrub_bytes(&self, data: Bytes) -> (Bytes, usize) {
+        let (spans, count) = self.find_all(&data, 0);
+        if spans.is_empty() {
+            return (data, count);
+        }
+        let mut masked = BytesMut::from(&data[..]);
+        for span in spans {
+            masked[span].fill(b'*');
+        }
+        (masked.freeze(), count)
     }
 
     /// Scrubs every header value (names are left alone); returns how many
@@ -215,17 +230,27 @@ fn any_header_may_match(automaton: &AhoCorasick, headers: &HeaderMap) -> bool {
         .iter()
         .map(|(name, value)| name.as_str().len() + value.len() + 2)
         .sum();
-    let mut joined = Vec::with_capacity(total);
+    // Most responses' headers fit on the stack.
+    let mut small = [0u8; 1024];
+    let mut large = Vec::new();
+    let joined: &mut [u8] = if total <= small.len() {
+        &mut small[..total]
+    } else {
+        large.resize(total, 0);
+        &mut large
+    };
+    let mut at = 0;
     for (name, value) in headers {
-        joined.extend_from_slice(name.as_str().as_bytes());
-        joined.push(b'\n');
-        joined.extend_from_slice(value.as_bytes());
-        joined.push(b'\n');
+        for part in [name.as_str().as_bytes(), value.as_bytes()] {
+            joined[at..at + part.len()].copy_from_slice(part);
+            joined[at + part.len()] = b'\n';
+            at += part.len() + 1;
+        }
     }
-    let found = automaton.is_match(&joined);
+    let found = automaton.is_match(&*joined);
     if found {
         // The copy may hold a secret the caller is about to mask.
-        zeroize::Zeroize::zeroize(&mut joined);
+        zeroize::Zeroize::zeroize(joined);
     }
     found
 }

@@ -44,6 +44,24 @@ impl StreamScrubber {
         (self.emit(ready), count)
     }
 
+    /// Feeds the chunk that ends the body: returns everything left to emit,
+    /// scrubbed, and how many new occurrences were masked. A body that
+    /// arrives whole is scrubbed in one pass, without holding anything back.
+    pub fn push_last(&mut self, chunk: Bytes) -> (Bytes, usize) {
+        if self.pending.is_empty() {
+            return self.scrubber.scrub_bytes(chunk);
+        }
+        let (mut out, count) = self.push(&chunk);
+        let (tail, _) = self.finish();
+        if !tail.is_empty() {
+            let mut joined = BytesMut::with_capacity(out.len() + tail.len());
+            joined.extend_from_slice(&out);
+            joined.extend_from_slice(&tail);
+            out = joined.freeze();
+        }
+        (out, count)
+    }
+
     /// End of body: returns the held-back tail, scrubbed, and the number of
     /// occurrences masked now (always 0: every match in the tail was counted
     /// by the push that completed it).

@@ -287,6 +287,23 @@ fn stream_through(scrubber: &Arc<Scrubber>, chunks: &[&[u8]]) -> (Vec<u8>, usize
     (out, count + n)
 }
 
+/// Like [`stream_through`], with the last chunk marked as the end of the body.
+fn stream_through_ending(scrubber: &Arc<Scrubber>, chunks: &[&[u8]]) -> (Vec<u8>, usize) {
+    let mut stream = scrubber.stream();
+    let (mut out, mut count) = (Vec::new(), 0);
+    let Some((last, rest)) = chunks.split_last() else {
+        return (out, 0);
+    };
+    for chunk in rest {
+        let (bytes, n) = stream.push(chunk);
+        out.extend_from_slice(&bytes);
+        count += n;
+    }
+    let (bytes, n) = stream.push_last(Bytes::copy_from_slice(last));
+    out.extend_from_slice(&bytes);
+    (out, count + n)
+}
+
 #[test]
 fn random_chunkings_give_the_one_shot_result() {
     let scrubber = Arc::new(Scrubber::new([SECRET, TOKEN, b"ab12ab12ab".as_slice()]));
@@ -304,14 +321,26 @@ fn random_chunkings_give_the_one_shot_result() {
             chunks.push(chunk);
             rest = tail;
         }
-        let (out, count) = stream_through(&scrubber, &chunks);
-        assert_eq!(out.len(), body.len(), "round {round}");
-        assert!(
-            out == expected,
-            "round {round}: output differs from one-shot"
-        );
-        assert_eq!(count, expected_count, "round {round}");
+        for (out, count) in [
+            stream_through(&scrubber, &chunks),
+            stream_through_ending(&scrubber, &chunks),
+        ] {
+            assert_eq!(out.len(), body.len(), "round {round}");
+            assert!(
+                out == expected,
+                "round {round}: output differs from one-shot"
+            );
+            assert_eq!(count, expected_count, "round {round}");
+        }
     }
+    // A body that arrives whole is scrubbed in one pass.
+    assert_eq!(
+        stream_through_ending(&scrubber, &[&body]),
+        (expected, expected_count)
+    );
+    let clean = Bytes::from_static(b"nothing to mask here");
+    let (out, count) = scrubber.stream().push_last(clean.clone());
+    assert_eq!((out, count), (clean, 0));
 }
 
 #[test]
@@ -320,9 +349,13 @@ fn a_secret_split_at_any_byte_is_masked() {
     let body = b"before test-secret-task-token after";
     for split in 0..=body.len() {
         let (head, tail) = body.split_at(split);
-        let (out, count) = stream_through(&scrubber, &[head, tail]);
-        assert_eq!(out, b"before ********************** after", "split {split}");
-        assert_eq!(count, 1);
+        for (out, count) in [
+            stream_through(&scrubber, &[head, tail]),
+            stream_through_ending(&scrubber, &[head, tail]),
+        ] {
+            assert_eq!(out, b"before ********************** after", "split {split}");
+            assert_eq!(count, 1);
+        }
     }
 }
 
