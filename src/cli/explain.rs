@@ -97,16 +97,14 @@ pub fn explain(
             }
         ));
     }
-    let decision = config.policy.decide(
-        scopes,
-        &RequestTarget {
-            method: &method,
-            scheme,
-            host: &host,
-            port,
-            path: &path,
-        },
-    );
+    let target = RequestTarget {
+        method: &method,
+        scheme,
+        host: &host,
+        port,
+        path: &path,
+    };
+    let decision = config.policy.decide(scopes, &target);
     let allowed = decision.verdict == Verdict::Allow && findings.is_empty();
     out.push_str(&format!(
         "decision: {}\nreason: {}\n",
@@ -117,8 +115,9 @@ pub fn explain(
         },
         decision.reason
     ));
-    if !decision.message.is_empty() {
-        out.push_str(&format!("why: {}\n", decision.message));
+    let why = decision.why(&target);
+    if !why.is_empty() {
+        out.push_str(&format!("why: {why}\n"));
     }
     if let Some(rule) = &decision.rule {
         out.push_str(&format!("rule: {} ({})\n", rule.id, rule.describe()));

@@ -35,6 +35,8 @@ pub struct Decision {
     pub reason: Reason,
     /// One actionable sentence, safe to show the agent: it names rules,
     /// scopes, method and URL without query or fragment, never a secret.
+    /// Empty when a rule allows a request: [`Decision::why`] writes that
+    /// sentence where it is shown.
     pub message: String,
 }
 
@@ -45,6 +47,17 @@ impl Decision {
             rule: Some(Arc::clone(rule)),
             reason: Reason::Allowed,
             message,
+        }
+    }
+
+    /// The message, or for an allow decision the sentence saying which rule
+    /// allows `target`.
+    pub fn why(&self, target: &RequestTarget<'_>) -> String {
+        match (&self.verdict, &self.rule) {
+            (Verdict::Allow, Some(rule)) if self.message.is_empty() => {
+                rule_message(&rule.id, " allows ", target)
+            }
+            _ => self.message.clone(),
         }
     }
 
@@ -262,7 +275,9 @@ impl Policy {
             }
         }
         match allowed {
-            Some(rule) => Decision::allow(rule, rule_message(&rule.id, " allows ", target)),
+            // The allow sentence is built only where it is shown
+            // ([`Decision::why`]), not on every forwarded request.
+            Some(rule) => Decision::allow(rule, String::new()),
             None => {
                 let mut message = self.no_rule_prefix(task_scopes);
                 message.push_str(" allows ");
@@ -395,6 +410,18 @@ mod tests {
         );
         assert_eq!(d.verdict, Verdict::Allow);
         assert_eq!(d.reason, Reason::Allowed);
+        let method = Method::GET;
+        let target = RequestTarget {
+            method: &method,
+            scheme: Scheme::Https,
+            host: "api.github.com",
+            port: 443,
+            path: "/repos/acme/x/issues/1",
+        };
+        assert_eq!(
+            d.why(&target),
+            "rule github-read[0] allows GET https://api.github.com/repos/acme/x/issues/1"
+        );
         let rule = d.rule.unwrap();
         assert_eq!(&*rule.id, "github-read[0]");
         assert_eq!(rule.credential.as_deref(), Some("github"));
