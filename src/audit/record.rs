@@ -358,7 +358,7 @@ fn json_str(out: &mut Vec<u8>, text: &str) {
     out.reserve(bytes.len() + 2);
     out.push(b'"');
     // Almost every value (ids, names, hosts, paths) needs no escape at all.
-    if !bytes.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\') {
+    if !needs_escape(bytes) {
         out.extend_from_slice(bytes);
         out.push(b'"');
         return;
@@ -388,6 +388,31 @@ fn json_str(out: &mut Vec<u8>, text: &str) {
     }
     out.extend_from_slice(&bytes[start..]);
     out.push(b'"');
+}
+
+/// Whether any byte is `"`, `\\` or below U+0020; eight bytes per step.
+fn needs_escape(bytes: &[u8]) -> bool {
+    const ONES: u64 = u64::from_le_bytes([1; 8]);
+    const HIGH: u64 = ONES << 7;
+    // High bit of a byte set when that byte of `x` is zero (exact as a
+    // yes/no over the word).
+    fn zero_byte(x: u64) -> u64 {
+        x.wrapping_sub(ONES) & !x & HIGH
+    }
+    let mut words = bytes.chunks_exact(8);
+    for word in &mut words {
+        let x = u64::from_le_bytes(word.try_into().expect("eight bytes"));
+        let control = x.wrapping_sub(ONES * 0x20) & !x & HIGH;
+        let quote = zero_byte(x ^ (ONES * u64::from(b'"')));
+        let backslash = zero_byte(x ^ (ONES * u64::from(b'\\')));
+        if control | quote | backslash != 0 {
+            return true;
+        }
+    }
+    words
+        .remainder()
+        .iter()
+        .any(|&b| b < 0x20 || b == b'"' || b == b'\\')
 }
 
 fn json_opt_str(out: &mut Vec<u8>, text: Option<&str>) {
@@ -692,6 +717,20 @@ mod tests {
             String::from_utf8(line).unwrap(),
             String::from_utf8(expected).unwrap()
         );
+    }
+
+    #[test]
+    fn every_byte_at_every_offset_is_escaped_as_serde_json_does() {
+        // The word-at-a-time check must see each byte wherever it falls.
+        for byte in 0u8..0x80 {
+            for at in 0..19 {
+                let mut text = "a".repeat(19);
+                text.replace_range(at..=at, char::from(byte).encode_utf8(&mut [0; 4]));
+                let mut out = Vec::new();
+                json_str(&mut out, &text);
+                assert_eq!(out, serde_json::to_vec(&text).unwrap(), "{byte:#x} at {at}");
+            }
+        }
     }
 
     #[test]
