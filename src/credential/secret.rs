@@ -56,7 +56,7 @@ impl Secret {
             .fingerprint
             .get_or_init(|| fingerprint_bytes(&self.value));
         // Only ASCII is ever written into the buffer.
-        String::from_utf8_lossy(bytes).into_owned()
+        String::from_utf8(bytes.to_vec()).expect("a fingerprint is ASCII")
     }
 
     /// Compares with `other` in time independent of where they differ.

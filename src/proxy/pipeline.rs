@@ -27,7 +27,7 @@ use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
-use http::{request, Method, Response, StatusCode, Uri};
+use http::{request, Method, Response, StatusCode};
 
 use super::address::AddressPolicy;
 use super::body::{ProxyBody, ScrubChain};
@@ -35,7 +35,7 @@ use super::client::{ResponseBody, SendError};
 use super::gateway::{Gateway, Snapshot};
 use super::identify::Identity;
 use super::respond::{deny, strip_response_hop_by_hop, Deny};
-use super::target::{authority_for, resolve_target, Target};
+use super::target::{authority_for, resolve_target, upstream_uri, Target};
 use super::upstream::check_destination;
 use crate::audit::{
     CacheOutcome, CredentialInfo, DecisionRecord, Event, RecordGuard, UpstreamInfo,
@@ -234,7 +234,7 @@ async fn run_phases(
             .policy
             .decide(&task.scopes, &target.for_policy(&parts.method));
     }
-    rec.record().rule = decision.rule.as_ref().map(|r| r.id.to_string());
+    rec.record().rule = decision.rule.as_ref().map(|r| String::from(&*r.id));
     if decision.verdict != Verdict::Allow {
         return Err(Deny::new(decision.reason, decision.message));
     }
@@ -262,15 +262,14 @@ async fn run_phases(
     };
 
     // inject
-    let upstream_scheme = if upstream_tls { "https" } else { "http" };
     let authority = authority_for(&target.host, target.port, upstream_tls);
-    let uri = format!("{upstream_scheme}://{authority}{}", target.path_and_query());
-    parts.uri = uri
-        .parse::<Uri>()
-        .map_err(|_| Deny::new(Reason::BadRequest, "the request target cannot be forwarded"))?;
+    parts.uri = upstream_uri(&parts.uri, &target, upstream_tls, authority)
+        .ok_or_else(|| Deny::new(Reason::BadRequest, "the request target cannot be forwarded"))?;
     parts.version = http::Version::HTTP_11;
-    if let Ok(host) = HeaderValue::from_str(&authority) {
-        parts.headers.insert(header::HOST, host);
+    if let Some(authority) = parts.uri.authority() {
+        if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
+            parts.headers.insert(header::HOST, host);
+        }
     }
     // Bodies must come back scannable: ask for no content coding.
     parts.headers.insert(
@@ -381,25 +380,74 @@ async fn fetch_credential(
     // The configuration generation is part of the key, so a reloaded
     // definition is fetched anew; the narrowing, so a credential narrowed
     // for one request is never used for another it does not cover.
-    let key = format!("g{}|{}", snapshot.generation, narrowing.key);
-    let ctx = FetchContext {
-        task_id: task.id.clone(),
-        agent: task.agent.clone(),
-        labels: task.labels.clone(),
-        task_expires_at: task.expires_at,
-        narrowing,
+    let key = cache_key(snapshot.generation, &narrowing.key);
+    let cached = gw.credentials.cached(def, &key, &task.id).await;
+    let (cred, status) = match cached {
+        Some(cred) => (cred, CacheStatus::Hit),
+        None => {
+            let ctx = FetchContext {
+                task_id: task.id.clone(),
+                agent: task.agent.clone(),
+                labels: task.labels.clone(),
+                task_expires_at: task.expires_at,
+                narrowing,
+            };
+            gw.credentials
+                .get_or_fetch(def, &key, &ctx)
+                .await
+                .map_err(|e| {
+                    Deny::new(
+                        e.reason(),
+                        format!("credential {name} could not be obtained: {e}"),
+                    )
+                })
+                .inspect(|(cred, status)| {
+                    if *status == CacheStatus::Miss {
+                        record_issue(gw, task, rule, cred, &ctx);
+                    }
+                })?
+        }
     };
-    let (cred, status) = gw
-        .credentials
-        .get_or_fetch(def, &key, &ctx)
-        .await
-        .map_err(|e| {
-            Deny::new(
-                e.reason(),
-                format!("credential {name} could not be obtained: {e}"),
-            )
-        })?;
     let info = CredentialInfo {
+        source: cred.source.to_string(),
+        name: cred.name.clone(),
+        id: cred.id.clone(),
+        fingerprint: cred.fingerprint(),
+        expires_at: cred.expires_at.map(crate::audit::format_timestamp),
+        cache: Some(match status {
+            CacheStatus::Hit => CacheOutcome::Hit,
+            CacheStatus::Miss => CacheOutcome::Miss,
+        }),
+        standing: cred.standing,
+    };
+    rec.record().credential = Some(info);
+    Ok((def.clone(), cred))
+}
+
+/// The cache key: configuration generation and narrowing.
+fn cache_key(generation: u64, narrowing: &str) -> String {
+    use std::fmt::Write;
+    let mut key = String::with_capacity(narrowing.len() + 22);
+    let _ = write!(key, "g{generation}|");
+    key.push_str(narrowing);
+    key
+}
+
+/// The request that fetched a credential writes its issue as a lifecycle
+/// event of its own.
+fn record_issue(
+    gw: &Gateway,
+    task: &Task,
+    rule: &ScopeRule,
+    cred: &Credential,
+    ctx: &FetchContext,
+) {
+    let mut issued = DecisionRecord::event(Event::CredentialIssue, SystemTime::now());
+    issued.task = Some(task.id.clone());
+    issued.agent = Some(task.agent.clone());
+    issued.labels = task.labels.clone();
+    issued.rule = Some(rule.id.to_string());
+    issued.credential = Some(CredentialInfo {
         source: cred.source.to_string(),
         name: cred.name.clone(),
         id: cred.id.clone(),
@@ -407,40 +455,23 @@ async fn fetch_credential(
         expires_at: cred.expires_at.map(crate::audit::format_timestamp),
         cache: None,
         standing: cred.standing,
-    };
-    if status == CacheStatus::Miss {
-        // This request ran the fetch: the issue is a lifecycle event of its own.
-        let mut issued = DecisionRecord::event(Event::CredentialIssue, SystemTime::now());
-        issued.task = Some(task.id.clone());
-        issued.agent = Some(task.agent.clone());
-        issued.labels = task.labels.clone();
-        issued.rule = Some(rule.id.to_string());
-        issued.credential = Some(info.clone());
-        let lifetime = match cred
-            .expires_at
-            .and_then(|t| t.duration_since(SystemTime::now()).ok())
-        {
-            Some(ttl) => match &cred.renewed {
-                Some(what) => format!("renewed ({what}) for {}s", ttl.as_secs()),
-                None => format!("issued for {}s", ttl.as_secs()),
-            },
-            None => "issued without expiry (standing)".to_string(),
-        };
-        issued.message = Some(if ctx.narrowing.value.is_null() {
-            lifetime
-        } else {
-            format!("{lifetime}; narrowed to {}", ctx.narrowing.value)
-        });
-        gw.audit.emit(issued);
-    }
-    rec.record().credential = Some(CredentialInfo {
-        cache: Some(match status {
-            CacheStatus::Hit => CacheOutcome::Hit,
-            CacheStatus::Miss => CacheOutcome::Miss,
-        }),
-        ..info
     });
-    Ok((def.clone(), cred))
+    let lifetime = match cred
+        .expires_at
+        .and_then(|t| t.duration_since(SystemTime::now()).ok())
+    {
+        Some(ttl) => match &cred.renewed {
+            Some(what) => format!("renewed ({what}) for {}s", ttl.as_secs()),
+            None => format!("issued for {}s", ttl.as_secs()),
+        },
+        None => "issued without expiry (standing)".to_string(),
+    };
+    issued.message = Some(if ctx.narrowing.value.is_null() {
+        lifetime
+    } else {
+        format!("{lifetime}; narrowed to {}", ctx.narrowing.value)
+    });
+    gw.audit.emit(issued);
 }
 
 /// scrub: the response goes back with every credential in play masked.
@@ -479,13 +510,17 @@ fn respond(
             ),
         );
     }
-    let mut scrubbers = vec![gw.credential_scrubber()];
-    if let Some(token) = &who.token {
-        scrubbers.push(token_scrubber(conn, &who.task, token));
-    }
+    let credentials = gw.credential_scrubber();
+    let token = who
+        .token
+        .as_ref()
+        .map(|token| token_scrubber(conn, &who.task, token));
+    let scrubbers = std::iter::once(credentials).chain(token);
     let mut masked = 0;
-    for scrubber in &scrubbers {
+    let mut stages = Vec::with_capacity(2);
+    for scrubber in scrubbers {
         masked += scrubber.scrub_headers(&mut parts.headers);
+        stages.push(scrubber.stream());
     }
     {
         let r = rec.record();
@@ -508,7 +543,7 @@ fn respond(
         .upstream
         .total_timeout
         .saturating_sub(upstream.started.elapsed());
-    let chain = ScrubChain::new(scrubbers.iter().map(|s| s.stream()).collect());
+    let chain = ScrubChain::new(stages);
     let body = ProxyBody::upstream(body, chain, rec, remaining, who.task.clone());
     Response::from_parts(parts, body)
 }

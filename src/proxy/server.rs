@@ -152,7 +152,7 @@ where
         // The record exists from here on, so a client that disconnects while
         // sending its body still leaves one.
         let mut rec = new_record(gw);
-        rec.record().method = Some(head.parts.method.to_string());
+        rec.record().method = Some(head.parts.method.as_str().to_owned());
         // identify before the body is read: nothing is buffered for a caller
         // that is not a live task. The unread body makes the connection
         // unusable afterwards, so it closes.
@@ -278,7 +278,7 @@ async fn handle_connect(
         .config
         .policy
         .connect_decision(&task.scopes, &host, port);
-    rec.record().rule = decision.rule.as_ref().map(|r| r.id.to_string());
+    rec.record().rule = decision.rule.as_ref().map(|r| String::from(&*r.id));
     if decision.verdict != crate::policy::Verdict::Allow {
         return refuse(&mut conn, rec, Deny::new(decision.reason, decision.message)).await;
     }
@@ -437,7 +437,7 @@ where
         let ctx = ctx.clone();
         async move {
             let mut rec = new_record(&gw);
-            rec.record().method = Some(req.method().to_string());
+            rec.record().method = Some(req.method().as_str().to_owned());
             let who = match admit(&gw, &ctx, req.headers()) {
                 Ok(who) => who,
                 Err(d) => return Ok::<_, Infallible>(deny(rec, d)),

@@ -2,7 +2,11 @@
 //! name the request gives for its destination (absolute URI, `Host`,
 //! `:authority`, the CONNECT target) required to agree.
 
+use std::borrow::Cow;
+
+use bytes::Bytes;
 use http::header;
+use http::uri::{self, Uri};
 use http::{request, Method};
 
 use super::pipeline::ConnContext;
@@ -37,10 +41,10 @@ impl Target {
     }
 
     /// Path and query, as forwarded.
-    pub(crate) fn path_and_query(&self) -> String {
+    pub(crate) fn path_and_query(&self) -> Cow<'_, str> {
         match &self.query {
-            Some(q) => format!("{}?{}", self.path, q),
-            None => self.path.clone(),
+            Some(q) => Cow::Owned(format!("{}?{}", self.path, q)),
+            None => Cow::Borrowed(&self.path),
         }
     }
 }
@@ -157,16 +161,69 @@ pub(crate) fn split_authority(authority: &str, default_port: u16) -> Option<(Str
 
 /// `host:port` for the upstream URI and Host header, leaving out a default port.
 pub(crate) fn authority_for(host: &str, port: u16, tls: bool) -> String {
-    let host = if host.contains(':') {
-        format!("[{host}]")
+    let mut out = String::with_capacity(host.len() + 8);
+    if host.contains(':') {
+        out.push('[');
+        out.push_str(host);
+        out.push(']');
     } else {
-        host.to_string()
-    };
-    if (tls && port == 443) || (!tls && port == 80) {
-        host
-    } else {
-        format!("{host}:{port}")
+        out.push_str(host);
     }
+    if !((tls && port == 443) || (!tls && port == 80)) {
+        out.push(':');
+        out.push_str(itoa_u16(port).as_str());
+    }
+    out
+}
+
+/// The upstream request's absolute URI: scheme, `authority`, and the
+/// normalised path and query — the agent's own bytes when normalising left
+/// them as they were. `None` when they do not make a valid URI.
+pub(crate) fn upstream_uri(
+    agent: &Uri,
+    target: &Target,
+    tls: bool,
+    authority: String,
+) -> Option<Uri> {
+    let mut uri = uri::Parts::default();
+    uri.scheme = Some(if tls {
+        uri::Scheme::HTTPS
+    } else {
+        uri::Scheme::HTTP
+    });
+    uri.authority = Some(uri::Authority::from_maybe_shared(Bytes::from(authority)).ok()?);
+    let unchanged = agent.path() == target.path && agent.query() == target.query.as_deref();
+    uri.path_and_query = Some(match agent.path_and_query() {
+        Some(agent_bytes) if unchanged => agent_bytes.clone(),
+        _ => uri::PathAndQuery::try_from(&*target.path_and_query()).ok()?,
+    });
+    Uri::from_parts(uri).ok()
+}
+
+/// A port's decimal digits, without the formatting machinery.
+struct PortDigits {
+    digits: [u8; 5],
+    start: usize,
+}
+
+impl PortDigits {
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.digits[self.start..]).expect("ASCII digits")
+    }
+}
+
+fn itoa_u16(mut port: u16) -> PortDigits {
+    let mut digits = [0u8; 5];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (port % 10) as u8;
+        port /= 10;
+        if port == 0 {
+            break;
+        }
+    }
+    PortDigits { digits, start }
 }
 
 #[cfg(test)]
@@ -184,5 +241,62 @@ mod tests {
         assert_eq!(split_authority("a.example:x", 443), None);
         assert_eq!(authority_for("::1", 443, true), "[::1]");
         assert_eq!(authority_for("a.example", 8080, false), "a.example:8080");
+        assert_eq!(authority_for("a.example", 80, true), "a.example:80");
+        assert_eq!(authority_for("a.example", 443, false), "a.example:443");
+        assert_eq!(authority_for("a.example", 0, false), "a.example:0");
+        assert_eq!(authority_for("a.example", 65535, true), "a.example:65535");
+        assert_eq!(authority_for("::1", 8443, true), "[::1]:8443");
+    }
+
+    fn target(path: &str, query: Option<&str>) -> Target {
+        Target {
+            scheme: Scheme::Http,
+            host: "api.example".into(),
+            port: 8080,
+            path: path.into(),
+            query: query.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn the_upstream_uri_carries_the_normalised_target() {
+        let agent: Uri = "http://API.example:8080/a/./b?x=1".parse().unwrap();
+        let uri = upstream_uri(
+            &agent,
+            &target("/a/b", Some("x=1")),
+            false,
+            "api.example:8080".into(),
+        );
+        assert_eq!(uri.unwrap().to_string(), "http://api.example:8080/a/b?x=1");
+
+        let agent: Uri = "/a/b?x=1".parse().unwrap();
+        let uri = upstream_uri(
+            &agent,
+            &target("/a/b", Some("x=1")),
+            true,
+            "api.example:8080".into(),
+        );
+        assert_eq!(uri.unwrap().to_string(), "https://api.example:8080/a/b?x=1");
+
+        // A query the pipeline redacted is what goes out, not the agent's.
+        let agent: Uri = "http://api.example/a?key=v".parse().unwrap();
+        let uri = upstream_uri(
+            &agent,
+            &target("/a", Some("key=REDACTED")),
+            false,
+            "api.example".into(),
+        );
+        assert_eq!(
+            uri.unwrap().to_string(),
+            "http://api.example/a?key=REDACTED"
+        );
+        let uri = upstream_uri(&agent, &target("/a", None), false, "api.example".into());
+        assert_eq!(uri.unwrap().to_string(), "http://api.example/a");
+
+        let agent: Uri = "http://api.example".parse().unwrap();
+        let uri = upstream_uri(&agent, &target("/", None), false, "api.example".into());
+        assert_eq!(uri.unwrap().to_string(), "http://api.example/");
+
+        assert!(upstream_uri(&agent, &target("/", None), false, "bad host".into()).is_none());
     }
 }

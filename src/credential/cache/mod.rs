@@ -92,6 +92,24 @@ impl CredentialCache {
         }
     }
 
+    /// The credential `def` for `task_id` if it is cached and not due for
+    /// refresh: the common case, answered without building the
+    /// [`FetchContext`] that [`get_or_fetch`](Self::get_or_fetch) needs.
+    pub async fn cached(
+        &self,
+        def: &CredentialDef,
+        narrowing: &str,
+        task_id: &str,
+    ) -> Option<Arc<Credential>> {
+        let lookup = KeyRef {
+            task_id,
+            credential: &def.name,
+            narrowing,
+        };
+        let cached = self.entries.get(&lookup).await?;
+        (!cached.is_due(Instant::now())).then(|| cached.credential.clone())
+    }
+
     /// The credential `def` for the task in `ctx`, fetched if it is not
     /// cached or is due for refresh. Concurrent misses for the same key are
     /// coalesced into one fetch whose result (or error) every waiter gets.
