@@ -35,6 +35,9 @@ pub fn normalize_host(raw: &str) -> Result<String, TargetError> {
     if raw.len() > MAX_RAW_HOST {
         return Err(TargetError::HostTooLong);
     }
+    if is_canonical(raw.as_bytes()) {
+        return Ok(raw.to_owned());
+    }
     if let Some(inner) = raw.strip_prefix('[') {
         let inner = inner
             .strip_suffix(']')
@@ -78,6 +81,50 @@ pub fn normalize_host(raw: &str) -> Result<String, TargetError> {
         return Ok(addr.to_string());
     }
     Ok(ascii)
+}
+
+/// Whether `raw` already is what [`normalize_host`] would return, checked in
+/// one pass: the usual request names a host the way it is meant to be
+/// written. True for lowercase LDH labels of DNS lengths with no punycode
+/// label and a last label that is not numeric, and for a dotted quad in its
+/// canonical spelling; anything else takes the full path.
+fn is_canonical(raw: &[u8]) -> bool {
+    if raw.len() > MAX_HOST {
+        return false;
+    }
+    let mut labels = 0;
+    let mut quad = true; // every label so far is a canonical IPv4 octet
+    let mut last: &[u8] = &[];
+    for label in raw.split(|b| *b == b'.') {
+        if label.is_empty() || label.len() > MAX_LABEL || label.starts_with(b"xn--") {
+            return false;
+        }
+        let mut digits = true;
+        for &b in label {
+            if b.is_ascii_digit() {
+                continue;
+            }
+            if !(b.is_ascii_lowercase() || b == b'-') {
+                return false;
+            }
+            digits = false;
+        }
+        quad &= digits
+            && label.len() <= 3
+            && (label.len() == 1 || label[0] != b'0')
+            && label.iter().fold(0u16, |n, d| n * 10 + u16::from(d - b'0')) <= 255;
+        labels += 1;
+        last = label;
+    }
+    let numeric = last.iter().all(u8::is_ascii_digit)
+        || last
+            .strip_prefix(b"0x")
+            .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit));
+    if numeric {
+        quad && labels == 4
+    } else {
+        true
+    }
 }
 
 /// Four decimal labels without leading zeros: how `Ipv4Addr` writes itself.
@@ -232,6 +279,49 @@ mod tests {
 
     fn norm(raw: &str) -> String {
         normalize_host(raw).unwrap_or_else(|e| panic!("{raw:?}: {e}"))
+    }
+
+    #[test]
+    fn the_canonical_shortcut_agrees_with_the_full_path() {
+        for raw in ["127.0.0.1", "api.github.com", "a-b.example", "0.0.0.0", "x"] {
+            assert!(is_canonical(raw.as_bytes()), "{raw:?}");
+            assert_eq!(norm(raw), raw);
+        }
+        for raw in [
+            "API.github.com",
+            "example.",
+            "127.1",
+            "127.0.0.01",
+            "256.0.0.1",
+            "1.2.3.4.5",
+            "a.0x1f",
+            "a.0x",
+            "xn--nxasmq6b.example",
+            "a..b",
+            "[::1]",
+            "::1",
+            "a_b.example",
+        ] {
+            assert!(!is_canonical(raw.as_bytes()), "{raw:?}");
+        }
+        // Whatever the shortcut takes, the full path returns unchanged.
+        let alphabet = b"ab0129.-xnA:";
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut taken = 0;
+        for _ in 0..200_000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let len = (seed % 16) as usize;
+            let raw: String = (0..len)
+                .map(|i| alphabet[((seed >> (4 + 3 * i)) % alphabet.len() as u64) as usize] as char)
+                .collect();
+            if is_canonical(raw.as_bytes()) {
+                taken += 1;
+                assert_eq!(normalize_host(&raw).as_deref(), Ok(raw.as_str()));
+            }
+        }
+        assert!(taken > 1000, "the shortcut took {taken} names");
     }
 
     #[test]
