@@ -45,22 +45,36 @@ const RESPONSE_HOP_BY_HOP: [HeaderName; 8] = [
 /// Removes the hop-by-hop headers of a response, and every header its
 /// `Connection` header names.
 pub(crate) fn strip_response_hop_by_hop(headers: &mut HeaderMap) {
-    let mut doomed: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| RESPONSE_HOP_BY_HOP.contains(name))
-        .cloned()
-        .collect();
-    if doomed.is_empty() {
+    // Which hop-by-hop names are present, found in one pass without a copy.
+    let mut present = 0u8;
+    for name in headers.keys() {
+        if let Some(i) = RESPONSE_HOP_BY_HOP.iter().position(|hop| hop == name) {
+            present |= 1 << i;
+        }
+    }
+    if present == 0 {
         return;
     }
-    doomed.extend(
-        headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-            .filter_map(|t| HeaderName::from_bytes(t.trim_ascii()).ok()),
-    );
-    for name in doomed {
+    // Usually `Connection` lists only hop-by-hop names (`keep-alive`), which
+    // go anyway; any other name it lists goes too.
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|option| {
+            !RESPONSE_HOP_BY_HOP
+                .iter()
+                .any(|hop| option.eq_ignore_ascii_case(hop.as_str().as_bytes()))
+        })
+        .filter_map(|option| HeaderName::from_bytes(option).ok())
+        .collect();
+    for (i, hop) in RESPONSE_HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(hop);
+        }
+    }
+    for name in named {
         headers.remove(&name);
     }
 }
@@ -126,7 +140,7 @@ mod hop_tests {
     fn hop_by_hop_and_connection_named_response_headers_are_removed() {
         let mut headers = HeaderMap::new();
         for (name, value) in [
-            ("connection", "keep-alive, X-Upstream-Hop"),
+            ("connection", "keep-alive, X-Upstream-Hop, Upgrade"),
             ("keep-alive", "timeout=5"),
             ("x-upstream-hop", "1"),
             ("transfer-encoding", "chunked"),

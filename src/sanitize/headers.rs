@@ -1,8 +1,6 @@
 //! Which request headers never leave credgate: hop-by-hop headers, whatever
 //! `Connection` names, and the configured secret-bearing headers.
 
-use std::collections::HashSet;
-
 use http::header::{self, HeaderMap, HeaderName};
 
 use crate::config::field::FieldError;
@@ -66,7 +64,9 @@ const REINTERPRETING: [HeaderName; 5] = [
 /// The compiled strip list: exact names and `prefix*` wildcards.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct StripList {
-    exact: HashSet<HeaderName>,
+    /// A few dozen names at most: a scan compares fewer bytes than hashing
+    /// every header name of every request would.
+    exact: Vec<HeaderName>,
     prefixes: Vec<Box<str>>,
 }
 
@@ -129,8 +129,8 @@ impl StripList {
             if !self.prefixes.iter().any(|p| **p == *name) {
                 self.prefixes.push(name.into());
             }
-        } else {
-            self.exact.insert(parsed);
+        } else if !self.exact.contains(&parsed) {
+            self.exact.push(parsed);
         }
         Ok(())
     }
@@ -151,7 +151,7 @@ impl StripList {
         // headers and few of them go, so asking the map about every name
         // that might be doomed costs more than looking at what is there.
         let has_connection = headers.contains_key(header::CONNECTION);
-        let mut doomed: Vec<HeaderName> = headers
+        let mut doomed: Vec<String> = headers
             .keys()
             .filter(|name| {
                 HOP_BY_HOP.contains(name)
@@ -159,16 +159,13 @@ impl StripList {
                     || self.matches(name)
                     || (has_connection && named_by_connection(headers, name))
             })
-            .cloned()
+            .map(|name| name.as_str().to_owned())
             .collect();
-        doomed.sort_unstable_by(|a, b| a.as_str().cmp(b.as_str()));
+        doomed.sort_unstable();
         for name in &doomed {
-            headers.remove(name);
+            headers.remove(name.as_str());
         }
         doomed
-            .into_iter()
-            .map(|name| name.as_str().to_owned())
-            .collect()
     }
 }
 
