@@ -96,7 +96,7 @@ impl AsyncWrite for Io {
 }
 
 /// Where a pooled connection goes.
-#[derive(Clone, PartialEq, Eq, Hash)]
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
 struct Destination {
     tls: bool,
     host: String,
@@ -164,9 +164,8 @@ impl Pool {
                 }
                 stale.push(conn);
             }
-            if list.is_empty() {
-                idle.remove(to);
-            }
+            // An emptied list stays for the connection's return; the sweep
+            // removes it if nothing comes back.
             found
         };
         // Closed outside the lock.
@@ -705,7 +704,8 @@ impl ResponseBody {
         self.decode = Decode::Done;
         if let Some(conn) = self.conn.take() {
             if self.reuse && conn.buf.is_empty() {
-                self.pool.checkin(self.to.clone(), conn);
+                // The body is done with its destination.
+                self.pool.checkin(std::mem::take(&mut self.to), conn);
             }
         }
     }
