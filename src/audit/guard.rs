@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use super::record::DecisionRecord;
 use super::sink::AuditSink;
+use crate::reason::Reason;
 
 /// Holds a request's record while the pipeline fills it in, and emits it
 /// when dropped: on return, on `?`, on panic, and when the request's future
@@ -37,9 +38,15 @@ impl RecordGuard {
     }
 }
 
+/// The message of a record that ends as `client_disconnected` without one.
+const AGENT_WENT_AWAY: &str = "the agent went away before the exchange finished";
+
 impl Drop for RecordGuard {
     fn drop(&mut self) {
         if let Some(mut record) = self.record.take() {
+            if record.reason == Some(Reason::ClientDisconnected) && record.message.is_none() {
+                record.message = Some(AGENT_WENT_AWAY.into());
+            }
             record.duration_ms =
                 u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
             self.sink.emit(record);
@@ -51,7 +58,6 @@ impl Drop for RecordGuard {
 mod tests {
     use super::*;
     use crate::audit::record::Verdict;
-    use crate::reason::Reason;
     use std::time::{Duration, SystemTime};
 
     fn guard(sink: &Arc<AuditSink>, task: &str) -> RecordGuard {
@@ -75,6 +81,28 @@ mod tests {
         assert_eq!(records[0].task.as_deref(), Some("task-a"));
         assert_eq!(records[0].reason, Some(Reason::NoMatchingRule));
         assert!(records[0].duration_ms >= 15, "{}", records[0].duration_ms);
+    }
+
+    #[tokio::test]
+    async fn a_record_left_as_client_disconnected_says_so() {
+        let sink = AuditSink::memory();
+        for message in [None, Some("the agent went away mid-body")] {
+            let mut g = guard(&sink, "task-gone");
+            g.record().reason = Some(Reason::ClientDisconnected);
+            g.record().message = message.map(String::from);
+        }
+        let mut g = guard(&sink, "task-done");
+        g.record().reason = Some(Reason::Allowed);
+        drop(g);
+        let messages: Vec<Option<String>> = sink.records().into_iter().map(|r| r.message).collect();
+        assert_eq!(
+            messages,
+            [
+                Some(AGENT_WENT_AWAY.to_string()),
+                Some("the agent went away mid-body".to_string()),
+                None
+            ]
+        );
     }
 
     #[tokio::test]

@@ -22,7 +22,7 @@ pub(crate) struct Identity {
     /// The task.
     pub(crate) task: Arc<Task>,
     /// The task token as presented.
-    pub(crate) token: Option<Secret>,
+    pub(crate) token: Option<Arc<Secret>>,
 }
 
 /// Admits a request: the decision log must be writable (a request that could
@@ -106,7 +106,7 @@ pub(crate) fn authenticate(
             };
             Ok(Identity {
                 task,
-                token: Some(token),
+                token: Some(Arc::new(token)),
             })
         }
         None => {

@@ -71,7 +71,7 @@ pub(crate) struct Authenticated {
     /// The task it authenticated.
     pub(crate) task: Arc<Task>,
     /// The task token it carried.
-    pub(crate) token: Secret,
+    pub(crate) token: Arc<Secret>,
 }
 
 /// An intercepted tunnel: the task authenticated on CONNECT and its target.
@@ -79,7 +79,7 @@ pub(crate) struct Tunnel {
     /// The task that opened the tunnel.
     pub(crate) task: Arc<Task>,
     /// The task token presented on CONNECT (scrubbed from responses).
-    pub(crate) token: Option<Secret>,
+    pub(crate) token: Option<Arc<Secret>>,
     /// Normalised CONNECT host.
     pub(crate) host: String,
     /// CONNECT port.
@@ -113,8 +113,9 @@ impl ConnContext {
 pub(crate) fn new_record(gw: &Gateway) -> RecordGuard {
     let mut record = DecisionRecord::request(SystemTime::now());
     record.decision = Some(RecordVerdict::Deny);
+    // Until the pipeline learns better, the agent went away (the guard
+    // writes the sentence for it, if no other is set by then).
     record.reason = Some(Reason::ClientDisconnected);
-    record.message = Some("the agent went away before the exchange finished".into());
     RecordGuard::new(gw.audit.clone(), record)
 }
 
