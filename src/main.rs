@@ -5,6 +5,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use credgate::cli;
 
+/// A faster allocator for the many small, short-lived allocations of the
+/// request path, freed as often on another thread (the record writer's).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// credgate: a task-scoped egress proxy that keeps credentials away from AI agents.
 #[derive(Debug, Parser)]
 #[command(name = "credgate", version, about)]
