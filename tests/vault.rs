@@ -349,11 +349,11 @@ async fn kv_secret_is_injected_and_never_reaches_the_agent_or_the_log() {
             "a secret is in the decision log"
         );
     }
-    let records = s.env.request_records().await;
-    let kv: Vec<_> = records
-        .iter()
-        .filter(|r| r.credential.as_ref().is_some_and(|c| c.name == "kv"))
-        .collect();
+    // A record is written once its response has gone out: wait for both.
+    let is_kv =
+        |r: &credgate::audit::DecisionRecord| r.credential.as_ref().is_some_and(|c| c.name == "kv");
+    let records = s.env.wait_for_records(2, is_kv).await;
+    let kv: Vec<_> = records.iter().filter(|r| is_kv(r)).collect();
     assert_eq!(kv.len(), 2, "{records:?}");
     let cred = kv[0].credential.as_ref().unwrap();
     assert_eq!(cred.source, "vault");
