@@ -14,6 +14,7 @@ pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod credential;
+mod decimal;
 pub mod inject;
 pub mod policy;
 pub mod proxy;

@@ -9,11 +9,13 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
 use crate::credential::secret::random_bytes;
+use crate::decimal::Decimal;
 use crate::reason::Reason;
 
 /// What a record is about.
@@ -171,9 +173,9 @@ pub struct DecisionRecord {
     /// The agent name the task was created for.
     #[serde(default)]
     pub agent: Option<String>,
-    /// The task's labels (ticket, env, …).
+    /// The task's labels (ticket, env, …), shared with the task.
     #[serde(default)]
-    pub labels: BTreeMap<String, String>,
+    pub labels: Arc<BTreeMap<String, String>>,
     /// The request method.
     #[serde(default)]
     pub method: Option<String>,
@@ -434,18 +436,7 @@ fn json_str_list(out: &mut Vec<u8>, items: &[String]) {
 }
 
 fn json_u64(out: &mut Vec<u8>, value: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    let mut rest = value;
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[at..]);
+    out.extend_from_slice(Decimal::new(value).as_bytes());
 }
 
 fn json_opt_u64(out: &mut Vec<u8>, value: Option<u64>) {
@@ -680,7 +671,7 @@ mod tests {
     fn full_record_round_trips_with_documented_spellings() {
         let mut r = DecisionRecord::event(Event::TaskStart, at(0));
         r.task = Some("task-3f2a".into());
-        r.labels.insert("ticket".into(), "OPS-1".into());
+        Arc::make_mut(&mut r.labels).insert("ticket".into(), "OPS-1".into());
         r.decision = Some(Verdict::Deny);
         r.reason = Some(Reason::NoMatchingRule);
         r.stripped = vec!["authorization".into()];
@@ -749,9 +740,9 @@ mod tests {
             let mut r = DecisionRecord::event(event, at(1_795_442_701_123));
             r.task = Some("task-3f2a".into());
             r.agent = Some(awkward.clone());
-            r.labels.insert("ticket".into(), "OPS-1".into());
-            r.labels.insert(awkward.clone(), awkward.clone());
-            r.labels.insert(String::new(), String::new());
+            Arc::make_mut(&mut r.labels).insert("ticket".into(), "OPS-1".into());
+            Arc::make_mut(&mut r.labels).insert(awkward.clone(), awkward.clone());
+            Arc::make_mut(&mut r.labels).insert(String::new(), String::new());
             r.method = Some("GET".into());
             r.scheme = Some("https".into());
             r.host = Some("api.example.com".into());

@@ -23,6 +23,7 @@ use http::{Method, Response, Version};
 use http_body::Body;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use crate::decimal::Decimal;
 use crate::reason::Reason;
 
 /// The largest request head accepted.
@@ -305,7 +306,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> H1Connection<IO> {
             push_header(&mut out, name.as_str().as_bytes(), value.as_bytes());
         }
         if let Some(len) = length {
-            push_header(&mut out, b"content-length", len.to_string().as_bytes());
+            push_header(&mut out, b"content-length", Decimal::new(len).as_bytes());
         }
         if chunked {
             push_header(&mut out, b"transfer-encoding", b"chunked");

@@ -44,6 +44,7 @@ use crate::audit::{
 use crate::credential::cache::CacheStatus;
 use crate::credential::secret::Secret;
 use crate::credential::{Credential, CredentialDef, FetchContext, RequestView};
+use crate::decimal::Decimal;
 use crate::policy::{Scheme, ScopeRule, SecretAction, Verdict};
 use crate::reason::Reason;
 use crate::sanitize::{Finding, FindingLocation};
@@ -389,7 +390,7 @@ async fn fetch_credential(
             let ctx = FetchContext {
                 task_id: task.id.clone(),
                 agent: task.agent.clone(),
-                labels: task.labels.clone(),
+                labels: (*task.labels).clone(),
                 task_expires_at: task.expires_at,
                 narrowing,
             };
@@ -427,9 +428,11 @@ async fn fetch_credential(
 
 /// The cache key: configuration generation and narrowing.
 fn cache_key(generation: u64, narrowing: &str) -> String {
-    use std::fmt::Write;
-    let mut key = String::with_capacity(narrowing.len() + 22);
-    let _ = write!(key, "g{generation}|");
+    let generation = Decimal::new(generation);
+    let mut key = String::with_capacity(narrowing.len() + generation.as_str().len() + 2);
+    key.push('g');
+    key.push_str(generation.as_str());
+    key.push('|');
     key.push_str(narrowing);
     key
 }

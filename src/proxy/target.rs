@@ -11,6 +11,7 @@ use http::{request, Method};
 
 use super::pipeline::ConnContext;
 use super::respond::Deny;
+use crate::decimal::Decimal;
 use crate::policy::{normalize_host, normalize_path, RequestTarget, Scheme};
 use crate::reason::Reason;
 
@@ -171,7 +172,7 @@ pub(crate) fn authority_for(host: &str, port: u16, tls: bool) -> String {
     }
     if !((tls && port == 443) || (!tls && port == 80)) {
         out.push(':');
-        out.push_str(itoa_u16(port).as_str());
+        out.push_str(Decimal::new(port.into()).as_str());
     }
     out
 }
@@ -198,32 +199,6 @@ pub(crate) fn upstream_uri(
         _ => uri::PathAndQuery::try_from(&*target.path_and_query()).ok()?,
     });
     Uri::from_parts(uri).ok()
-}
-
-/// A port's decimal digits, without the formatting machinery.
-struct PortDigits {
-    digits: [u8; 5],
-    start: usize,
-}
-
-impl PortDigits {
-    fn as_str(&self) -> &str {
-        std::str::from_utf8(&self.digits[self.start..]).expect("ASCII digits")
-    }
-}
-
-fn itoa_u16(mut port: u16) -> PortDigits {
-    let mut digits = [0u8; 5];
-    let mut start = digits.len();
-    loop {
-        start -= 1;
-        digits[start] = b'0' + (port % 10) as u8;
-        port /= 10;
-        if port == 0 {
-            break;
-        }
-    }
-    PortDigits { digits, start }
 }
 
 #[cfg(test)]
@@ -260,43 +235,58 @@ mod tests {
 
     #[test]
     fn the_upstream_uri_carries_the_normalised_target() {
-        let agent: Uri = "http://API.example:8080/a/./b?x=1".parse().unwrap();
-        let uri = upstream_uri(
-            &agent,
-            &target("/a/b", Some("x=1")),
-            false,
-            "api.example:8080".into(),
-        );
-        assert_eq!(uri.unwrap().to_string(), "http://api.example:8080/a/b?x=1");
-
-        let agent: Uri = "/a/b?x=1".parse().unwrap();
-        let uri = upstream_uri(
-            &agent,
-            &target("/a/b", Some("x=1")),
-            true,
-            "api.example:8080".into(),
-        );
-        assert_eq!(uri.unwrap().to_string(), "https://api.example:8080/a/b?x=1");
-
-        // A query the pipeline redacted is what goes out, not the agent's.
-        let agent: Uri = "http://api.example/a?key=v".parse().unwrap();
-        let uri = upstream_uri(
-            &agent,
-            &target("/a", Some("key=REDACTED")),
-            false,
-            "api.example".into(),
-        );
-        assert_eq!(
-            uri.unwrap().to_string(),
-            "http://api.example/a?key=REDACTED"
-        );
-        let uri = upstream_uri(&agent, &target("/a", None), false, "api.example".into());
-        assert_eq!(uri.unwrap().to_string(), "http://api.example/a");
-
+        for (agent, path, query, tls, authority, expected) in [
+            (
+                "http://API.example:8080/a/./b?x=1",
+                "/a/b",
+                Some("x=1"),
+                false,
+                "api.example:8080",
+                "http://api.example:8080/a/b?x=1",
+            ),
+            (
+                "/a/b?x=1",
+                "/a/b",
+                Some("x=1"),
+                true,
+                "api.example:8080",
+                "https://api.example:8080/a/b?x=1",
+            ),
+            // A query the pipeline redacted is what goes out, not the agent's.
+            (
+                "http://api.example/a?key=v",
+                "/a",
+                Some("key=REDACTED"),
+                false,
+                "api.example",
+                "http://api.example/a?key=REDACTED",
+            ),
+            (
+                "http://api.example/a?key=v",
+                "/a",
+                None,
+                false,
+                "api.example",
+                "http://api.example/a",
+            ),
+            (
+                "http://api.example",
+                "/",
+                None,
+                false,
+                "api.example",
+                "http://api.example/",
+            ),
+        ] {
+            let agent: Uri = agent.parse().unwrap();
+            let uri = upstream_uri(&agent, &target(path, query), tls, authority.into());
+            assert_eq!(
+                uri.map(|u| u.to_string()).as_deref(),
+                Some(expected),
+                "{agent}"
+            );
+        }
         let agent: Uri = "http://api.example".parse().unwrap();
-        let uri = upstream_uri(&agent, &target("/", None), false, "api.example".into());
-        assert_eq!(uri.unwrap().to_string(), "http://api.example/");
-
         assert!(upstream_uri(&agent, &target("/", None), false, "bad host".into()).is_none());
     }
 }

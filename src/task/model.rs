@@ -1,6 +1,7 @@
 //! The task itself, its lifecycle and its API view.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
@@ -77,8 +78,8 @@ pub struct Task {
     pub agent: String,
     /// The scope names granted to the task.
     pub scopes: Vec<String>,
-    /// Labels from the spec.
-    pub labels: BTreeMap<String, String>,
+    /// Labels from the spec, shared with every record of the task.
+    pub labels: Arc<BTreeMap<String, String>>,
     /// When the task was created.
     pub created_at: SystemTime,
     /// The first instant at which the task is no longer active.
@@ -114,7 +115,7 @@ impl Task {
             id,
             agent: spec.agent,
             scopes: spec.scopes,
-            labels: spec.labels,
+            labels: Arc::new(spec.labels),
             created_at: now,
             expires_at,
             ambient,
@@ -194,7 +195,7 @@ impl Task {
             id: self.id.clone(),
             agent: self.agent.clone(),
             scopes: self.scopes.clone(),
-            labels: self.labels.clone(),
+            labels: (*self.labels).clone(),
             created_at: rfc3339(self.created_at),
             expires_at: rfc3339(self.expires_at),
             state: self.state_at(now),

@@ -91,7 +91,7 @@ fn describe(record: &DecisionRecord) -> String {
             if let Some(agent) = &record.agent {
                 text.push_str(&format!(" agent={agent}"));
             }
-            for (key, value) in &record.labels {
+            for (key, value) in record.labels.iter() {
                 text.push_str(&format!(" {key}={value}"));
             }
             printable(&text)
@@ -250,7 +250,7 @@ mod tests {
 
         let mut start = DecisionRecord::event(Event::TaskStart, std::time::SystemTime::now());
         start.agent = Some("coder".into());
-        start.labels.insert("ticket".into(), "OPS-1".into());
+        std::sync::Arc::make_mut(&mut start.labels).insert("ticket".into(), "OPS-1".into());
         assert!(HumanFormat::new()
             .format(&start)
             .contains("task.start agent=coder ticket=OPS-1"));
