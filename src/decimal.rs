@@ -8,6 +8,7 @@ pub(crate) struct Decimal {
 }
 
 impl Decimal {
+    #[inline]
     pub(crate) fn new(mut value: u64) -> Decimal {
         let mut digits = [0u8; 20];
         let mut start = digits.len();
@@ -22,10 +23,12 @@ impl Decimal {
         Decimal { digits, start }
     }
 
+    #[inline]
     pub(crate) fn as_bytes(&self) -> &[u8] {
         &self.digits[self.start..]
     }
 
+    #[inline]
     pub(crate) fn as_str(&self) -> &str {
         std::str::from_utf8(self.as_bytes()).expect("ASCII digits")
     }

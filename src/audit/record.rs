@@ -194,9 +194,10 @@ pub struct DecisionRecord {
     /// Allow or deny.
     #[serde(default)]
     pub decision: Option<Verdict>,
-    /// The rule that decided, as `scope[index]` or the rule's name.
+    /// The rule that decided, as `scope[index]` or the rule's name (shared
+    /// with the rule).
     #[serde(default)]
-    pub rule: Option<String>,
+    pub rule: Option<Arc<str>>,
     /// Why the request ended the way it did.
     #[serde(default)]
     pub reason: Option<Reason>,
@@ -211,7 +212,7 @@ pub struct DecisionRecord {
     pub findings: Vec<String>,
     /// The credential injected (or issued/revoked, on lifecycle events).
     #[serde(default)]
-    pub credential: Option<CredentialInfo>,
+    pub credential: Option<Arc<CredentialInfo>>,
     /// What the upstream answered, when the request was forwarded.
     #[serde(default)]
     pub upstream: Option<UpstreamInfo>,
@@ -675,7 +676,7 @@ mod tests {
         r.decision = Some(Verdict::Deny);
         r.reason = Some(Reason::NoMatchingRule);
         r.stripped = vec!["authorization".into()];
-        r.credential = Some(CredentialInfo {
+        r.credential = Some(Arc::new(CredentialInfo {
             source: "github_app".into(),
             name: "github".into(),
             id: "cred-1".into(),
@@ -683,7 +684,7 @@ mod tests {
             expires_at: Some("2026-11-23T15:05:01.000Z".into()),
             cache: Some(CacheOutcome::Hit),
             standing: false,
-        });
+        }));
         r.upstream = Some(UpstreamInfo {
             status: Some(200),
             ms: Some(12),
@@ -761,7 +762,7 @@ mod tests {
             r.duration_ms = 1234;
             assert_same_json(&r);
             for cache in [None, Some(CacheOutcome::Hit), Some(CacheOutcome::Miss)] {
-                r.credential = Some(CredentialInfo {
+                r.credential = Some(Arc::new(CredentialInfo {
                     source: "github_app".into(),
                     name: awkward.clone(),
                     id: "cred-1".into(),
@@ -769,7 +770,7 @@ mod tests {
                     expires_at: cache.map(|_| "2026-11-23T15:05:01.000Z".into()),
                     cache,
                     standing: cache.is_none(),
-                });
+                }));
                 r.upstream = Some(UpstreamInfo {
                     status: cache.map(|_| 200),
                     ms: Some(0),
@@ -778,7 +779,7 @@ mod tests {
                 assert_same_json(&r);
             }
             r.message = None;
-            r.credential = Some(CredentialInfo::default());
+            r.credential = Some(Arc::new(CredentialInfo::default()));
             r.upstream = Some(UpstreamInfo::default());
             assert_same_json(&r);
         }

@@ -25,6 +25,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::SystemTime;
 
+use crate::audit::{CacheOutcome, CredentialInfo};
+
 pub use cache::{CacheStatus, CredentialCache};
 pub use def::{CredentialDef, RawCredential, RawExec};
 pub use error::CredentialError;
@@ -99,6 +101,20 @@ impl fmt::Debug for CredentialValue {
 }
 
 impl Credential {
+    /// How records name this credential: by source, name, id and
+    /// fingerprint, never by its value. `cache` is left out on lifecycle events.
+    pub fn record_info(&self, cache: Option<CacheOutcome>) -> CredentialInfo {
+        CredentialInfo {
+            source: self.source.to_string(),
+            name: self.name.clone(),
+            id: self.id.clone(),
+            fingerprint: self.fingerprint(),
+            expires_at: self.expires_at.map(crate::audit::format_timestamp),
+            cache,
+            standing: self.standing,
+        }
+    }
+
     /// The fingerprint records carry instead of the value: of the token, or of
     /// the secret access key for AWS keys.
     pub fn fingerprint(&self) -> String {

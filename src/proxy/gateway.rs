@@ -197,15 +197,7 @@ impl Gateway {
             rec.task = Some(task.id.clone());
             rec.agent = Some(task.agent.clone());
             rec.labels = task.labels.clone();
-            rec.credential = Some(crate::audit::CredentialInfo {
-                source: credential.source.to_string(),
-                name: credential.name.clone(),
-                id: credential.id.clone(),
-                fingerprint: credential.fingerprint(),
-                expires_at: credential.expires_at.map(crate::audit::format_timestamp),
-                cache: None,
-                standing: credential.standing,
-            });
+            rec.credential = Some(Arc::new(credential.record_info(None)));
             rec.message = Some(match outcome {
                 Ok(Revocation::Revoked) => "revoked at the source".to_string(),
                 Ok(Revocation::NotSupported) => {

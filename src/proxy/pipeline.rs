@@ -38,8 +38,7 @@ use super::respond::{deny, strip_response_hop_by_hop, Deny};
 use super::target::{authority_for, resolve_target, upstream_uri, Target};
 use super::upstream::check_destination;
 use crate::audit::{
-    CacheOutcome, CredentialInfo, DecisionRecord, Event, RecordGuard, UpstreamInfo,
-    Verdict as RecordVerdict,
+    CacheOutcome, DecisionRecord, Event, RecordGuard, UpstreamInfo, Verdict as RecordVerdict,
 };
 use crate::credential::cache::CacheStatus;
 use crate::credential::secret::Secret;
@@ -48,7 +47,6 @@ use crate::decimal::Decimal;
 use crate::policy::{Scheme, ScopeRule, SecretAction, Verdict};
 use crate::reason::Reason;
 use crate::sanitize::{Finding, FindingLocation};
-use crate::scrub::Scrubber;
 use crate::task::Task;
 
 /// What a connection knows about itself.
@@ -57,9 +55,6 @@ pub(crate) struct ConnContext {
     pub(crate) peer: SocketAddr,
     /// Set inside an intercepted CONNECT tunnel.
     pub(crate) tunnel: Option<Tunnel>,
-    /// The scrubber for the task token last seen on this connection (a
-    /// keep-alive connection usually serves one task).
-    token_scrubber: Mutex<Option<(String, Arc<Scrubber>)>>,
     /// The `Proxy-Authorization` that last authenticated on this connection,
     /// and whom: a keep-alive connection presents the same one each time.
     pub(crate) authenticated: Mutex<Option<Authenticated>>,
@@ -93,7 +88,6 @@ impl ConnContext {
         ConnContext {
             peer,
             tunnel: None,
-            token_scrubber: Mutex::new(None),
             authenticated: Mutex::new(None),
         }
     }
@@ -103,7 +97,6 @@ impl ConnContext {
         ConnContext {
             peer,
             tunnel: Some(tunnel),
-            token_scrubber: Mutex::new(None),
             authenticated: Mutex::new(None),
         }
     }
@@ -162,7 +155,7 @@ pub(crate) async fn handle(
         )),
     };
     match outcome {
-        Ok(upstream) => respond(gw, &snapshot, conn, &who, upstream, head_request, rec),
+        Ok(upstream) => respond(gw, &snapshot, &who, upstream, head_request, rec),
         Err(d) => deny(rec, d),
     }
 }
@@ -236,7 +229,7 @@ async fn run_phases(
             .policy
             .decide(&task.scopes, &target.for_policy(&parts.method));
     }
-    rec.record().rule = decision.rule.as_ref().map(|r| String::from(&*r.id));
+    rec.record().rule = decision.rule.as_ref().map(|r| r.id.clone());
     if decision.verdict != Verdict::Allow {
         return Err(Deny::new(decision.reason, decision.message));
     }
@@ -383,9 +376,8 @@ async fn fetch_credential(
     // definition is fetched anew; the narrowing, so a credential narrowed
     // for one request is never used for another it does not cover.
     let key = cache_key(snapshot.generation, &narrowing.key);
-    let cached = gw.credentials.cached(def, &key, &task.id).await;
-    let (cred, status) = match cached {
-        Some(cred) => (cred, CacheStatus::Hit),
+    let (cred, info) = match gw.credentials.cached(def, &key, &task.id).await {
+        Some(hit) => hit,
         None => {
             let ctx = FetchContext {
                 task_id: task.id.clone(),
@@ -394,33 +386,26 @@ async fn fetch_credential(
                 task_expires_at: task.expires_at,
                 narrowing,
             };
-            gw.credentials
-                .get_or_fetch(def, &key, &ctx)
-                .await
-                .map_err(|e| {
-                    Deny::new(
-                        e.reason(),
-                        format!("credential {name} could not be obtained: {e}"),
-                    )
-                })
-                .inspect(|(cred, status)| {
-                    if *status == CacheStatus::Miss {
-                        record_issue(gw, task, rule, cred, &ctx);
-                    }
-                })?
+            let (cred, status) =
+                gw.credentials
+                    .get_or_fetch(def, &key, &ctx)
+                    .await
+                    .map_err(|e| {
+                        Deny::new(
+                            e.reason(),
+                            format!("credential {name} could not be obtained: {e}"),
+                        )
+                    })?;
+            let outcome = match status {
+                CacheStatus::Hit => CacheOutcome::Hit,
+                CacheStatus::Miss => {
+                    record_issue(gw, task, rule, &cred, &ctx);
+                    CacheOutcome::Miss
+                }
+            };
+            let info = Arc::new(cred.record_info(Some(outcome)));
+            (cred, info)
         }
-    };
-    let info = CredentialInfo {
-        source: cred.source.to_string(),
-        name: cred.name.clone(),
-        id: cred.id.clone(),
-        fingerprint: cred.fingerprint(),
-        expires_at: cred.expires_at.map(crate::audit::format_timestamp),
-        cache: Some(match status {
-            CacheStatus::Hit => CacheOutcome::Hit,
-            CacheStatus::Miss => CacheOutcome::Miss,
-        }),
-        standing: cred.standing,
     };
     rec.record().credential = Some(info);
     Ok((def.clone(), cred))
@@ -450,16 +435,8 @@ fn record_issue(
     issued.task = Some(task.id.clone());
     issued.agent = Some(task.agent.clone());
     issued.labels = task.labels.clone();
-    issued.rule = Some(rule.id.to_string());
-    issued.credential = Some(CredentialInfo {
-        source: cred.source.to_string(),
-        name: cred.name.clone(),
-        id: cred.id.clone(),
-        fingerprint: cred.fingerprint(),
-        expires_at: cred.expires_at.map(crate::audit::format_timestamp),
-        cache: None,
-        standing: cred.standing,
-    });
+    issued.rule = Some(rule.id.clone());
+    issued.credential = Some(Arc::new(cred.record_info(None)));
     let lifetime = match cred
         .expires_at
         .and_then(|t| t.duration_since(SystemTime::now()).ok())
@@ -482,7 +459,6 @@ fn record_issue(
 fn respond(
     gw: &Gateway,
     snapshot: &Snapshot,
-    conn: &ConnContext,
     who: &Identity,
     upstream: Upstream,
     head_request: bool,
@@ -518,7 +494,7 @@ fn respond(
     let token = who
         .token
         .as_ref()
-        .map(|token| token_scrubber(conn, &who.task, token));
+        .map(|token| who.task.token_scrubber(token));
     let scrubbers = std::iter::once(credentials).chain(token);
     let mut masked = 0;
     let mut stages = Vec::with_capacity(2);
@@ -550,23 +526,6 @@ fn respond(
     let chain = ScrubChain::new(stages);
     let body = ProxyBody::upstream(body, chain, rec, remaining, who.task.clone());
     Response::from_parts(parts, body)
-}
-
-/// A compact scrubber for the task token, kept on the connection while the
-/// connection serves the same task.
-fn token_scrubber(conn: &ConnContext, task: &Task, token: &Secret) -> Arc<Scrubber> {
-    let mut cached = conn
-        .token_scrubber
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if let Some((id, scrubber)) = cached.as_ref() {
-        if *id == task.id {
-            return scrubber.clone();
-        }
-    }
-    let scrubber = Arc::new(Scrubber::compact([token.expose()]));
-    *cached = Some((task.id.clone(), scrubber.clone()));
-    scrubber
 }
 
 fn classify_upstream_error(e: &SendError) -> Deny {

@@ -278,7 +278,7 @@ async fn handle_connect(
         .config
         .policy
         .connect_decision(&task.scopes, &host, port);
-    rec.record().rule = decision.rule.as_ref().map(|r| String::from(&*r.id));
+    rec.record().rule = decision.rule.as_ref().map(|r| r.id.clone());
     if decision.verdict != crate::policy::Verdict::Allow {
         return refuse(&mut conn, rec, Deny::new(decision.reason, decision.message)).await;
     }

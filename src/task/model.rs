@@ -1,11 +1,14 @@
 //! The task itself, its lifecycle and its API view.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
+
+use crate::credential::Secret;
+use crate::scrub::Scrubber;
 
 /// The lifetime a task gets when its spec names none and nothing else decides.
 ///
@@ -91,6 +94,10 @@ pub struct Task {
     /// `None` while the task runs. A watch channel so that connections can
     /// wait for the end without polling and late subscribers still see it.
     end: watch::Sender<Option<Ending>>,
+    /// Masks the task token in responses; built on the first response, from
+    /// the token that request presented (any token that authenticates for
+    /// this task is its token).
+    token_scrubber: OnceLock<Arc<Scrubber>>,
 }
 
 impl Task {
@@ -121,7 +128,16 @@ impl Task {
             ambient,
             token_hash,
             end: watch::Sender::new(None),
+            token_scrubber: OnceLock::new(),
         }
+    }
+
+    /// The scrubber for the task token, `token` as presented by a request of
+    /// this task. Built once per task and shared by all its connections.
+    pub(crate) fn token_scrubber(&self, token: &Secret) -> Arc<Scrubber> {
+        self.token_scrubber
+            .get_or_init(|| Arc::new(Scrubber::compact([token.expose()])))
+            .clone()
     }
 
     /// The stored token digest, for constant-time comparison by the store.

@@ -153,6 +153,8 @@ pub fn printable(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
     use crate::audit::record::{CredentialInfo, UpstreamInfo};
     use crate::reason::Reason;
@@ -211,10 +213,10 @@ mod tests {
                 status: Some(201),
                 ms: Some(3),
             }),
-            credential: Some(CredentialInfo {
+            credential: Some(Arc::new(CredentialInfo {
                 name: "internal-api".into(),
                 ..CredentialInfo::default()
-            }),
+            })),
             ..deny()
         };
         let line = HumanFormat::new().format(&r);
@@ -238,19 +240,19 @@ mod tests {
         let mut revoke =
             DecisionRecord::event(Event::CredentialRevoke, std::time::SystemTime::now());
         revoke.task = Some("task-3f2a".into());
-        revoke.credential = Some(CredentialInfo {
+        revoke.credential = Some(Arc::new(CredentialInfo {
             source: "github_app".into(),
             name: "github".into(),
             id: "cred-7".into(),
             fingerprint: "sha256:0123456789ab".into(),
             ..CredentialInfo::default()
-        });
+        }));
         let line = HumanFormat::new().format(&revoke);
         assert!(line.contains("-      task-3f2a   credential.revoke github (github_app) id=cred-7 sha256:0123456789ab"), "{line}");
 
         let mut start = DecisionRecord::event(Event::TaskStart, std::time::SystemTime::now());
         start.agent = Some("coder".into());
-        std::sync::Arc::make_mut(&mut start.labels).insert("ticket".into(), "OPS-1".into());
+        Arc::make_mut(&mut start.labels).insert("ticket".into(), "OPS-1".into());
         assert!(HumanFormat::new()
             .format(&start)
             .contains("task.start agent=coder ticket=OPS-1"));

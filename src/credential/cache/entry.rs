@@ -6,6 +6,7 @@ use std::time::Duration;
 use moka::{Equivalent, Expiry};
 use tokio::time::Instant;
 
+use crate::audit::CredentialInfo;
 use crate::credential::Credential;
 
 /// The task, credential and narrowing an entry belongs to. The task is part
@@ -47,6 +48,9 @@ impl KeyRef<'_> {
 /// One entry: the credential and when it is due for refresh.
 pub(super) struct Cached {
     pub(super) credential: Arc<Credential>,
+    /// What the record of a request served from this entry says of the
+    /// credential, built once.
+    pub(super) hit_info: Arc<CredentialInfo>,
     /// From insertion until the entry must be refreshed; `None`: never.
     pub(super) refresh_after: Option<Duration>,
     /// The same point on tokio's clock.

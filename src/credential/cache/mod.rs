@@ -22,6 +22,7 @@ use moka::future::Cache;
 use moka::ops::compute::Op;
 use tokio::time::Instant;
 
+use crate::audit::{CacheOutcome, CredentialInfo};
 use crate::credential::{
     Credential, CredentialDef, CredentialError, CredentialSource, FetchContext, Revocation,
 };
@@ -93,21 +94,23 @@ impl CredentialCache {
     }
 
     /// The credential `def` for `task_id` if it is cached and not due for
-    /// refresh: the common case, answered without building the
-    /// [`FetchContext`] that [`get_or_fetch`](Self::get_or_fetch) needs.
+    /// refresh, with what a record says of it: the common case, answered
+    /// without building the [`FetchContext`] that
+    /// [`get_or_fetch`](Self::get_or_fetch) needs.
     pub async fn cached(
         &self,
         def: &CredentialDef,
         narrowing: &str,
         task_id: &str,
-    ) -> Option<Arc<Credential>> {
+    ) -> Option<(Arc<Credential>, Arc<CredentialInfo>)> {
         let lookup = KeyRef {
             task_id,
             credential: &def.name,
             narrowing,
         };
         let cached = self.entries.get(&lookup).await?;
-        (!cached.is_due(Instant::now())).then(|| cached.credential.clone())
+        (!cached.is_due(Instant::now()))
+            .then(|| (cached.credential.clone(), cached.hit_info.clone()))
     }
 
     /// The credential `def` for the task in `ctx`, fetched if it is not
@@ -286,6 +289,7 @@ impl CredentialCache {
             return Err(task_ended(def, ctx));
         }
         Ok(Arc::new(Cached {
+            hit_info: Arc::new(credential.record_info(Some(CacheOutcome::Hit))),
             credential,
             refresh_after,
             refresh_at: refresh_after.map(|d| Instant::now() + d),
