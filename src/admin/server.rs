@@ -53,6 +53,8 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok((stream, _peer)) => {
                     connections.spawn(serve_connection(stream, state.clone(), closing_rx.clone()));
+                    // Also when connections keep arriving (see the proxy's loop).
+                    while connections.try_join_next().is_some() {}
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "admin listener: accept failed");

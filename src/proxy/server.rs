@@ -77,6 +77,10 @@ pub async fn serve(gw: Arc<Gateway>, listener: TcpListener, shutdown: impl Futur
                                 handle_connection(gw, stream, peer).await;
                                 drop(permit);
                             });
+                            // A finished connection's task stays allocated
+                            // until it is reaped; when connections keep
+                            // arriving, the branch below is not enough.
+                            while connections.try_join_next().is_some() {}
                         }
                         Err(e) => {
                             // Out of file descriptors and the like: back off instead of spinning.
