@@ -39,10 +39,12 @@ if [[ $QUICK == 1 ]]; then
     DURATION=${BENCH_DURATION:-2}
     REPS=${BENCH_REPS:-1}
     SOAK=${BENCH_SOAK:-10}
+    FLOOD=5
 else
     DURATION=${BENCH_DURATION:-8}
     REPS=${BENCH_REPS:-3}
     SOAK=${BENCH_SOAK:-60}
+    FLOOD=10
 fi
 WARMUP=1
 CONNS=(1 50)
@@ -1098,6 +1100,21 @@ measure_soak() {
     log "soak: ${SOAK} s at 50 connections, $SOAK_REQS requests ($SOAK_RPS req/s), non-2xx $SOAK_BAD, errors $SOAK_ERRS; credgate RSS MiB every 5 s: ${SOAK_RSS[*]}"
 }
 
+# credgate's RSS before and after FLOOD seconds of CONNECTs at 50 connections
+# whose TLS handshake it refuses: hey names the server "127.0.0.1:PORT",
+# which is not a valid server name. Each is a short connection that ends in a
+# deny, the churn a misbehaving agent can cause; memory must not grow with it.
+measure_refused_flood() {
+    local out="$WORK/out/refused.txt"
+    REFUSED_RSS_BEFORE=$(rss_kb "$CREDGATE_PID")
+    SSL_CERT_FILE=$WORK/credgate/ca/ca.crt timeout $((FLOOD + 30)) taskset -c "$LOAD_CPU" hey -cpus 1 \
+        -c 50 -z "${FLOOD}s" -x "$PROXY_URL" "https://127.0.0.1:$HTTPS_PORT/bench" >"$out" 2>&1 || true
+    REFUSED_RSS_AFTER=$(rss_kb "$CREDGATE_PID")
+    # hey's error lines: "  [count]<TAB>Get ...: remote error: ..."
+    REFUSED_N=$(awk -F'\t' '$1 ~ /^  \[[0-9]+\]$/ && $2 ~ /^Get / { gsub(/[][ ]/, "", $1); n += $1 } END { print n + 0 }' "$out")
+    log "refused handshakes: $REFUSED_N in ${FLOOD} s; credgate RSS $(mib "$REFUSED_RSS_BEFORE") -> $(mib "$REFUSED_RSS_AFTER") MiB"
+}
+
 # The issue's targets, from the medians the report wrote.
 targets() {
     awk -v idle="$(mib "$RSS_IDLE")" -v tunnels="$(mib "$TUNNEL_RSS")" -v ntun="$TUNNELS_OPEN" \
@@ -1198,6 +1215,8 @@ LEAKED_CRED=$((LEAKED_CRED + $(grep -c -F -e "$CREDENTIAL" -e "$TUNNEL_EXEC_TOKE
 AUDIT_BYTES=$(stat -c %s "$AUDIT")
 AUDIT_LINES=$(records)
 CG_ERRORS=$(grep -c -E ' (ERROR|WARN) ' "$WORK/credgate/stderr.log" || true)
+# Last: its deny records are expected, and counted above already.
+measure_refused_flood
 
 echo
 echo "## credgate benchmark — $(date -u +%Y-%m-%dT%H:%MZ)"
@@ -1220,6 +1239,7 @@ echo "- new TLS handshakes through CONNECT: the \"new tunnel per request\" row a
 echo "- idle intercepted tunnels (CONNECT + TLS handshake, then nothing), on a freshly started credgate: RSS $(mib "$TUNNEL_RSS_BEFORE") MiB before, $(mib "$TUNNEL_RSS") MiB with $TUNNELS_OPEN open, $(mib "$TUNNEL_RSS_AFTER") MiB after they closed ($TUNNEL_UP connections to the origin while open); then $TUNNELS_REQ_OPEN tunnels that each carried one request: $(mib "$TUNNEL_REQ_RSS") MiB with them open ($TUNNEL_REQ_UP connections to the origin), $(mib "$TUNNEL_REQ_RSS_AFTER") MiB after they closed ($TUNNELS_FAILED failed to open)"
 echo "- credential-cache miss (exec source that sleeps 50 ms; the command alone takes $SOURCE_MS ms here): one request alone took $SC_MS ms with the cache cold, $SW_MS ms cached ($SC_OK + $SW_OK answered 200); 100 concurrent first requests of a new task caused $FETCHES_COLD fetch(es), $C_OK/$C_N answered 200, latency p50 $C_P50 ms, max $C_MAX ms; the next 100 concurrent (cached) caused $FETCHES_WARM fetch(es), $W_OK/$W_N answered 200, p50 $W_P50 ms, max $W_MAX ms; added by the miss: p50 $(awk -v a="$C_P50" -v b="$W_P50" 'BEGIN { printf "%+.1f", a - b }') ms, max $(awk -v a="$C_MAX" -v b="$W_MAX" 'BEGIN { printf "%+.1f", a - b }') ms; credential or token in a response: $((C_LEAK + W_LEAK))"
 echo "- RSS over a ${SOAK} s intercepted run at 50 connections ($SOAK_REQS requests, $SOAK_RPS req/s, non-2xx $SOAK_BAD, errors $SOAK_ERRS), MiB every 5 s: ${SOAK_RSS[*]}"
+echo "- refused TLS handshakes through CONNECT (hey names the server \"127.0.0.1:$HTTPS_PORT\", which credgate refuses): $REFUSED_N in ${FLOOD} s at 50 connections; RSS $(mib "$REFUSED_RSS_BEFORE") MiB before, $(mib "$REFUSED_RSS_AFTER") MiB after"
 echo
 echo "### Targets"
 echo
@@ -1241,6 +1261,8 @@ EXTRA=()
 ((C_LEAK + W_LEAK == 0)) || EXTRA+=("cache miss: $((C_LEAK + W_LEAK)) responses carried the credential or the token")
 ((SOAK_BAD == 0 && SOAK_ERRS == 0 && SOAK_REQS > 0)) ||
     EXTRA+=("soak: $SOAK_REQS requests, non-2xx $SOAK_BAD, errors $SOAK_ERRS")
+((REFUSED_N > 0 && REFUSED_RSS_AFTER - REFUSED_RSS_BEFORE <= 1024)) ||
+    EXTRA+=("refused handshakes: $REFUSED_N refused, RSS $(mib "$REFUSED_RSS_BEFORE") -> $(mib "$REFUSED_RSS_AFTER") MiB (expected some, and growth of at most 1 MiB)")
 if ((problems > 0 || DENIES > 0 || LEAKED_CRED > 0 || LEAKED_TOKEN > 0 || ${#EXTRA[@]} > 0)); then
     echo
     echo "**problems**: $problems run(s) with non-2xx responses or client errors, $DENIES deny records, leaks: credential $LEAKED_CRED, token $LEAKED_TOKEN"
