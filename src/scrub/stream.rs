@@ -33,15 +33,8 @@ impl StreamScrubber {
     /// Feeds the next chunk. Returns the bytes now safe to emit (possibly
     /// empty) and how many new occurrences were masked.
     pub fn push(&mut self, chunk: &[u8]) -> (Bytes, usize) {
-        let held = self.pending.len();
-        self.pending.extend_from_slice(chunk);
-        // A match that ends inside the held bytes was found, counted and
-        // recorded when those bytes first arrived.
-        let (spans, count) = self.scrubber.find_all(&self.pending, held);
-        self.pending_masks.extend(spans);
         let holdback = self.scrubber.max_needle_len().saturating_sub(1);
-        let ready = self.pending.len().saturating_sub(holdback);
-        (self.emit(ready), count)
+        self.take(chunk, holdback)
     }
 
     /// Feeds the chunk that ends the body: returns everything left to emit,
@@ -51,15 +44,19 @@ impl StreamScrubber {
         if self.pending.is_empty() {
             return self.scrubber.scrub_bytes(chunk);
         }
-        let (mut out, count) = self.push(&chunk);
-        let (tail, _) = self.finish();
-        if !tail.is_empty() {
-            let mut joined = BytesMut::with_capacity(out.len() + tail.len());
-            joined.extend_from_slice(&out);
-            joined.extend_from_slice(&tail);
-            out = joined.freeze();
-        }
-        (out, count)
+        self.take(&chunk, 0)
+    }
+
+    /// Appends `chunk` and emits all but the last `holdback` pending bytes.
+    fn take(&mut self, chunk: &[u8], holdback: usize) -> (Bytes, usize) {
+        let held = self.pending.len();
+        self.pending.extend_from_slice(chunk);
+        // A match that ends inside the held bytes was found, counted and
+        // recorded when those bytes first arrived.
+        let (spans, count) = self.scrubber.find_all(&self.pending, held);
+        self.pending_masks.extend(spans);
+        let ready = self.pending.len().saturating_sub(holdback);
+        (self.emit(ready), count)
     }
 
     /// End of body: returns the held-back tail, scrubbed, and the number of
