@@ -27,7 +27,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
-use super::h1::parse_chunk_size;
+use super::h1::{parse_chunk_size, write_turn};
 use super::upstream::{ConnectError, GuardedConnector};
 
 /// How long an idle connection stays in the pool.
@@ -388,6 +388,7 @@ async fn exchange(
     head_request: bool,
 ) -> Result<Head, Failure> {
     let sent: io::Result<bool> = async {
+        write_turn().await;
         conn.io.write_all(&message.bytes).await?;
         let early = !message.body_inline && write_body(conn, body).await?;
         if !early {
