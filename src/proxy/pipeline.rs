@@ -47,6 +47,7 @@ use crate::decimal::Decimal;
 use crate::policy::{Scheme, ScopeRule, SecretAction, Verdict};
 use crate::reason::Reason;
 use crate::sanitize::{Finding, FindingLocation};
+use crate::scrub::{scrub_headers_with, Scrubber};
 use crate::task::Task;
 
 /// What a connection knows about itself.
@@ -495,13 +496,9 @@ fn respond(
         .token
         .as_ref()
         .map(|token| who.task.token_scrubber(token));
-    let scrubbers = std::iter::once(credentials).chain(token);
-    let mut masked = 0;
-    let mut stages = Vec::with_capacity(2);
-    for scrubber in scrubbers {
-        masked += scrubber.scrub_headers(&mut parts.headers);
-        stages.push(scrubber.stream());
-    }
+    let scrubbers = std::iter::once(&credentials).chain(token.as_ref());
+    let masked = scrub_headers_with(scrubbers.clone().map(|s| &**s), &mut parts.headers);
+    let stages = scrubbers.map(Scrubber::stream).collect();
     {
         let r = rec.record();
         r.decision = Some(RecordVerdict::Allow);

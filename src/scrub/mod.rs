@@ -129,12 +129,12 @@ impl Scrubber {
     /// Scrubs every header value (names are left alone); returns how many
     /// occurrences were masked.
     pub fn scrub_headers(&self, headers: &mut HeaderMap) -> usize {
-        let Some(automaton) = &self.automaton else {
-            return 0;
-        };
-        if !any_header_may_match(automaton, headers) {
-            return 0;
-        }
+        scrub_headers_with([self], headers)
+    }
+
+    /// The exact pass: every header named by a needle goes, every value
+    /// holding one is masked. Returns how many occurrences were masked.
+    fn scrub_each_header(&self, automaton: &AhoCorasick, headers: &mut HeaderMap) -> usize {
         // A header *name* can carry a secret too; such a header is dropped
         // whole, since no mask keeps it meaningful.
         let named: Vec<http::HeaderName> = headers
@@ -219,13 +219,28 @@ fn prefilter_pays(needles: &[variants::Needle]) -> bool {
         .all(|needle| needle.iter().any(|&b| !common_in_text(b)))
 }
 
-/// One search over every header name and value joined together, instead
-/// of one per name and value: a search has a fixed cost that dominates
-/// for strings this short, and almost no response carries a secret in
-/// its headers. Anything found inside one name or value is also found in
-/// the joined bytes, so `false` is certain; `true` may come from a match
-/// across a join and only sends the caller to the exact, per-value check.
-fn any_header_may_match(automaton: &AhoCorasick, headers: &HeaderMap) -> bool {
+/// Scrubs every header value with each of `scrubbers` in turn, as
+/// [`Scrubber::scrub_headers`] does with one; returns how many occurrences
+/// were masked.
+///
+/// Names and values are joined once and each automaton searches the joined
+/// bytes, instead of one search per name and value per scrubber: a search
+/// has a fixed cost that dominates for strings this short, and almost no
+/// response carries a secret in its headers. Anything found inside one name
+/// or value is also found in the joined bytes, so "no match" there is
+/// certain; a match may come from across a join and only sends that scrubber
+/// to the exact pass. After one exact pass the joined bytes may be stale (a
+/// mask is bytes a later needle could match), so every later scrubber takes
+/// the exact pass too.
+pub fn scrub_headers_with<'a, I>(scrubbers: I, headers: &mut HeaderMap) -> usize
+where
+    I: IntoIterator<Item = &'a Scrubber>,
+    I::IntoIter: Clone,
+{
+    let scrubbers = scrubbers.into_iter();
+    if scrubbers.clone().all(|s| s.automaton.is_none()) {
+        return 0;
+    }
     let total: usize = headers
         .iter()
         .map(|(name, value)| name.as_str().len() + value.len() + 2)
@@ -240,19 +255,30 @@ fn any_header_may_match(automaton: &AhoCorasick, headers: &HeaderMap) -> bool {
         &mut large
     };
     let mut at = 0;
-    for (name, value) in headers {
+    for (name, value) in headers.iter() {
         for part in [name.as_str().as_bytes(), value.as_bytes()] {
             joined[at..at + part.len()].copy_from_slice(part);
             joined[at + part.len()] = b'\n';
             at += part.len() + 1;
         }
     }
-    let found = automaton.is_match(&*joined);
-    if found {
-        // The copy may hold a secret the caller is about to mask.
+    let mut count = 0;
+    let mut searched_only = true; // no exact pass yet: `joined` is current
+    for scrubber in scrubbers {
+        let Some(automaton) = &scrubber.automaton else {
+            continue;
+        };
+        if searched_only && !automaton.is_match(&*joined) {
+            continue;
+        }
+        searched_only = false;
+        count += scrubber.scrub_each_header(automaton, headers);
+    }
+    if !searched_only {
+        // The copy may hold a secret the headers no longer show.
         zeroize::Zeroize::zeroize(joined);
     }
-    found
+    count
 }
 
 impl fmt::Debug for Scrubber {

@@ -220,6 +220,54 @@ fn a_secret_split_across_two_headers_is_not_a_match() {
 }
 
 #[test]
+fn several_scrubbers_over_headers_mask_what_each_would_in_turn() {
+    let credential = Scrubber::new([b"test-secret-cred-0001".as_slice()]);
+    // A needle that only exists once the first scrubber has masked: the
+    // shared search over the joined headers must not stand in for the
+    // second scrubber after the first one changed them.
+    let masked_form = format!("k={}", "*".repeat(21));
+    let after_mask = Scrubber::new([masked_form.as_bytes()]);
+    let token = Scrubber::new([TOKEN]);
+    let headers = || {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "x-echo",
+            HeaderValue::from_static("k=test-secret-cred-0001"),
+        );
+        headers.insert(
+            "location",
+            HeaderValue::from_static("/cb?t=test-secret-task-token"),
+        );
+        headers.insert("x-plain", HeaderValue::from_static("fine"));
+        headers
+    };
+    for order in [
+        [&credential, &after_mask, &token],
+        [&token, &credential, &after_mask],
+        [&after_mask, &token, &credential],
+    ] {
+        let mut together = headers();
+        let count = scrub_headers_with(order, &mut together);
+        let mut in_turn = headers();
+        let expected: usize = order.iter().map(|s| s.scrub_headers(&mut in_turn)).sum();
+        assert_eq!(count, expected);
+        assert_eq!(together, in_turn);
+    }
+    let mut all = headers();
+    assert_eq!(
+        scrub_headers_with([&credential, &after_mask, &token], &mut all),
+        3
+    );
+    assert_eq!(all["x-echo"], "*".repeat(23).as_str());
+    assert_eq!(all["location"], "/cb?t=**********************");
+    assert_eq!(all["x-plain"], "fine");
+    let mut none = headers();
+    let empty = Scrubber::new(std::iter::empty::<&[u8]>());
+    assert_eq!(scrub_headers_with([&empty, &empty], &mut none), 0);
+    assert_eq!(none, headers());
+}
+
+#[test]
 fn prefilter_choice_does_not_change_what_is_masked() {
     // All lowercase and digits: searched without a prefilter. With an
     // uppercase letter or '_': with one. Both mask the same forms.
