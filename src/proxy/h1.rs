@@ -398,8 +398,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> H1Connection<IO> {
 /// pass has read and decided them all. A peer that sleeps between messages
 /// is then woken once for the whole burst, not once per message: on the
 /// cores of a virtual machine each such wake-up can cost more than the
-/// request's own work. With one connection in flight it adds
-/// one poll of the event loop (about a microsecond).
+/// request's own work. With one connection in flight it adds one poll of
+/// the event loop.
 pub(crate) async fn write_turn() {
     tokio::task::yield_now().await;
 }
