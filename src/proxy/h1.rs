@@ -15,6 +15,7 @@
 use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::Poll;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -393,15 +394,47 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> H1Connection<IO> {
     }
 }
 
+/// Requests of this process between their head and the end of their
+/// response.
+static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts one request as in flight for as long as it lives.
+pub(crate) struct InFlight(());
+
+impl InFlight {
+    pub(crate) fn enter() -> InFlight {
+        IN_FLIGHT.fetch_add(1, Ordering::Relaxed);
+        InFlight(())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        IN_FLIGHT.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Waits one pass of the scheduler before a message is written, so the
 /// messages every ready connection has to send leave together, after the
 /// pass has read and decided them all. A peer that sleeps between messages
 /// is then woken once for the whole burst, not once per message: on the
 /// cores of a virtual machine each such wake-up can cost more than the
-/// request's own work. With one connection in flight it adds one poll of
-/// the event loop.
+/// request's own work.
+///
+/// Only on a single-threaded runtime and with other requests in flight.
+/// Alone, a request has nothing to wait for. On a work-stealing runtime a
+/// yielded task can wake another worker to take it over, and batching there
+/// measured anywhere from 15 % slower to 50 % faster depending on the number
+/// of connections, so it writes at once.
 pub(crate) async fn write_turn() {
-    tokio::task::yield_now().await;
+    if IN_FLIGHT.load(Ordering::Relaxed) > 1 && single_threaded() {
+        tokio::task::yield_now().await;
+    }
+}
+
+fn single_threaded() -> bool {
+    tokio::runtime::Handle::try_current()
+        .is_ok_and(|rt| rt.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread)
 }
 
 fn push_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {

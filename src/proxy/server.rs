@@ -30,7 +30,7 @@ use tokio::task::JoinSet;
 
 use super::address::AddressPolicy;
 use super::gateway::Gateway;
-use super::h1::{Framing, H1Connection, H1Error, RequestHead};
+use super::h1::{Framing, H1Connection, H1Error, InFlight, RequestHead};
 use super::identify::{admit, auth_message, authenticate};
 use super::pipeline::{self, new_record, ConnContext, Tunnel};
 use super::respond::{deny, CloseConnection, Deny};
@@ -139,6 +139,7 @@ where
                 return None;
             }
         };
+        let _in_flight = InFlight::enter();
         if head.parts.method == Method::CONNECT {
             if ctx.tunnel.is_none() {
                 return Some((conn, head));
