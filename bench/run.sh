@@ -2,7 +2,8 @@
 # credgate benchmark: a local origin directly, through credgate and through
 # its peers (nginx reverse proxy, Envoy, squid, mitmproxy) as plain HTTP
 # forward proxies, and through credgate, squid ssl-bump and mitmproxy with
-# CONNECT + TLS interception, each at 1 and 50 connections, side by side in
+# CONNECT + TLS interception (and nginx as a TLS-terminating reverse proxy,
+# the floor for that), each at 1 and 50 connections, side by side in
 # one run; then credgate alone: new TLS handshakes per second, RSS with 1,000
 # idle intercepted tunnels, RSS over a long run, a credential-cache miss under
 # 100 concurrent first requests. See bench/README.md.
@@ -59,6 +60,7 @@ SCENARIOS=(direct-http)
 [[ $PEERS == *" squid "* ]] && SCENARIOS+=(squid-http)
 [[ $PEERS == *" mitmproxy "* ]] && SCENARIOS+=(mitm-http)
 SCENARIOS+=(proxy-http direct-https)
+[[ $PEERS == *" nginx-rp "* ]] && SCENARIOS+=(nginxrp-https)
 [[ $PEERS == *" squid "* ]] && SCENARIOS+=(squidbump-https)
 [[ $PEERS == *" mitmproxy "* ]] && SCENARIOS+=(mitm-https)
 SCENARIOS+=(connect-https handshake-https)
@@ -203,11 +205,15 @@ build_credgate() {
 
 # --- helpers ---------------------------------------------------------------
 
-# A TCP port nothing listens on now (the origin's ports; credgate binds :0).
+# A TCP port nothing listens on now, for the origin and the peers (credgate
+# binds :0). Below the kernel's ephemeral range, so that no outgoing
+# connection can be holding it when the server binds it.
 free_port() {
-    local port i
+    local port i low
+    low=$(awk '{ print $1 }' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+    ((low > 12000)) || low=32768
     for ((i = 0; i < 100; i++)); do
-        port=$((20000 + RANDOM % 40000))
+        port=$((10000 + RANDOM % (low - 10000)))
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
             echo "$port"
             return
@@ -471,11 +477,15 @@ wait_peer() {
 }
 
 # nginx as a reverse proxy: the practical floor for "forward a request and add
-# a header" (keep-alive to the origin, no access log, one process).
+# a header" (keep-alive to the origin, no access log, one process). A second
+# port terminates TLS with the origin's certificate and forwards over TLS to
+# the HTTPS origin (verified, sessions reused, keep-alive): the same floor for
+# intercepted HTTPS, without CONNECT or minting a leaf.
 start_nginx_rp() {
     local d="$WORK/nginx-rp"
     mkdir -p "$d/logs" "$d/tmp"
     RP_PORT=$(free_port)
+    RP_TLS_PORT=$(free_port)
     cat >"$d/nginx.conf" <<EOC
 master_process off;
 daemon off;
@@ -497,6 +507,11 @@ http {
         keepalive 64;
         keepalive_requests 10000000;
     }
+    upstream origin_tls {
+        server 127.0.0.1:$HTTPS_PORT;
+        keepalive 64;
+        keepalive_requests 10000000;
+    }
     server {
         listen 127.0.0.1:$RP_PORT;
         location / {
@@ -506,12 +521,30 @@ http {
             proxy_set_header Authorization "Bearer $CREDENTIAL";
         }
     }
+    server {
+        listen 127.0.0.1:$RP_TLS_PORT ssl;
+        ssl_certificate $WORK/origin-tls/origin.crt;
+        ssl_certificate_key $WORK/origin-tls/origin.key;
+        location / {
+            proxy_pass https://origin_tls;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Authorization "Bearer $CREDENTIAL";
+            proxy_ssl_verify on;
+            proxy_ssl_trusted_certificate $ORIGIN_CA;
+            # nginx 1.22 checks the name against DNS names only, not IP
+            # addresses; the origin's certificate has both.
+            proxy_ssl_name localhost;
+            proxy_ssl_session_reuse on;
+        }
+    }
 }
 EOC
     taskset -c "$PROXY_CPU" nginx -p "$d" -c "$d/nginx.conf" 2>>"$d/logs/stderr.log" &
     NGINXRP_PID=$!
     PIDS+=("$NGINXRP_PID")
     wait_peer "nginx reverse proxy" "$NGINXRP_PID" "$RP_PORT" "$d/logs/error.log"
+    wait_peer "nginx reverse proxy" "$NGINXRP_PID" "$RP_TLS_PORT" "$d/logs/error.log"
 }
 
 # Envoy as an HTTP forward proxy: the dynamic forward proxy filter and cluster
@@ -694,6 +727,7 @@ sanity_checks() {
     # it echoed proves that the peer injected it.
     if [[ -n ${NGINXRP_PID:-} ]]; then
         check nginxrp-http yes "http://127.0.0.1:$RP_PORT/bench"
+        check nginxrp-https yes --cacert "$ORIGIN_CA" "https://127.0.0.1:$RP_TLS_PORT/bench"
     fi
     if [[ -n ${ENVOY_PID:-} ]]; then
         check envoy-http yes --proxy "http://127.0.0.1:$ENVOY_PORT" "http://127.0.0.1:$HTTP_PORT/bench"
@@ -761,6 +795,10 @@ load() {
         nginxrp-http)
             timeout "$limit" taskset -c "$LOAD_CPU" wrk -t1 -c"$conns" -d"${secs}s" --latency \
                 "http://127.0.0.1:$RP_PORT/bench" >"$out" 2>&1
+            ;;
+        nginxrp-https)
+            SSL_CERT_FILE=$ORIGIN_CA timeout "$limit" taskset -c "$LOAD_CPU" hey -cpus 1 \
+                -c "$conns" -z "${secs}s" "https://127.0.0.1:$RP_TLS_PORT/bench" >"$out" 2>&1
             ;;
         envoy-http | squid-http | mitm-http)
             local port
@@ -830,7 +868,7 @@ parse_hey() {
 proxy_pid() {
     case $1 in
         direct-*) echo "" ;;
-        nginxrp-http) echo "$NGINXRP_PID" ;;
+        nginxrp-http | nginxrp-https) echo "$NGINXRP_PID" ;;
         envoy-http) echo "$ENVOY_PID" ;;
         squid-http | squidbump-https) echo "$SQUID_PID" ;;
         mitm-http | mitm-https) echo "$MITM_PID" ;;
@@ -902,6 +940,7 @@ report() {
             label["mitm-http"] = "mitmproxy forward, http (wrk)"
             label["proxy-http"] = "**credgate forward, http (wrk)**"
             label["direct-https"] = "direct, https (hey)"
+            label["nginxrp-https"] = "nginx TLS reverse proxy, https (hey)"
             label["squidbump-https"] = "squid ssl-bump CONNECT, https (hey)"
             label["mitm-https"] = "mitmproxy CONNECT, https (hey)"
             label["connect-https"] = "**credgate CONNECT+MITM, https (hey)**"
@@ -1170,7 +1209,7 @@ write_wrk_script
 mkdir -p "$WORK/out"
 log "origin http://127.0.0.1:$HTTP_PORT https://$HTTPS_AUTHORITY (nginx pid $NGINX_PID, cpu $LOAD_CPU)"
 log "credgate $PROXY_ADDR (pid $CREDGATE_PID, cpu $PROXY_CPU), task $TASK_ID"
-log "peers on cpu $PROXY_CPU:${NGINXRP_PID:+ nginx-rp 127.0.0.1:$RP_PORT}${ENVOY_PID:+ envoy 127.0.0.1:$ENVOY_PORT}${SQUID_PID:+ squid 127.0.0.1:$SQUID_PORT (ssl-bump :$SQUID_BUMP_PORT)}${MITM_PID:+ mitmproxy 127.0.0.1:$MITM_PORT}"
+log "peers on cpu $PROXY_CPU:${NGINXRP_PID:+ nginx-rp 127.0.0.1:$RP_PORT (TLS :$RP_TLS_PORT)}${ENVOY_PID:+ envoy 127.0.0.1:$ENVOY_PORT}${SQUID_PID:+ squid 127.0.0.1:$SQUID_PORT (ssl-bump :$SQUID_BUMP_PORT)}${MITM_PID:+ mitmproxy 127.0.0.1:$MITM_PORT}"
 sanity_checks
 RSS_IDLE=$(rss_kb "$CREDGATE_PID")
 
