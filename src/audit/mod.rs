@@ -18,8 +18,8 @@ mod writer;
 
 pub use guard::RecordGuard;
 pub use record::{
-    format_timestamp, new_record_id, CacheOutcome, CredentialInfo, DecisionRecord, Event,
-    UpstreamInfo, Verdict, VerdictParseError,
+    format_timestamp, method_name, new_record_id, CacheOutcome, CredentialInfo, DecisionRecord,
+    Event, UpstreamInfo, Verdict, VerdictParseError,
 };
 pub use sink::{AuditSink, MAX_BACKLOG};
 

@@ -6,6 +6,7 @@
 //! is not known), except `message`, which is left out when there is none. Nothing in a record is ever a secret value:
 //! credentials appear by id and fingerprint only, paths never carry the query.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
@@ -176,12 +177,12 @@ pub struct DecisionRecord {
     /// The task's labels (ticket, env, …), shared with the task.
     #[serde(default)]
     pub labels: Arc<BTreeMap<String, String>>,
-    /// The request method.
+    /// The request method (borrowed for the standard ones).
     #[serde(default)]
-    pub method: Option<String>,
+    pub method: Option<Cow<'static, str>>,
     /// `http` or `https` (the scheme the agent used).
     #[serde(default)]
-    pub scheme: Option<String>,
+    pub scheme: Option<Cow<'static, str>>,
     /// The destination host, normalised.
     #[serde(default)]
     pub host: Option<String>,
@@ -233,6 +234,23 @@ pub struct DecisionRecord {
     pub duration_ms: u64,
 }
 
+/// A request method as a record holds it: the standard methods without a
+/// copy, any other as its own string.
+pub fn method_name(method: &str) -> Cow<'static, str> {
+    Cow::Borrowed(match method {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "PATCH" => "PATCH",
+        "OPTIONS" => "OPTIONS",
+        "CONNECT" => "CONNECT",
+        "TRACE" => "TRACE",
+        other => return Cow::Owned(other.to_owned()),
+    })
+}
+
 impl DecisionRecord {
     /// A request record started at `now`, with a fresh id; the pipeline
     /// fills the rest as it learns it.
@@ -258,7 +276,10 @@ impl DecisionRecord {
     /// Written by hand because the writer thread encodes every record: the
     /// field names are constants that need no escaping, and most values
     /// need none either, which a generic serializer cannot know.
-    pub(crate) fn write_json_line(&self, out: &mut Vec<u8>) {
+    ///
+    /// The labels and the credential are taken from `shared` when they are
+    /// the same shared values as in the previous record written with it.
+    pub(crate) fn write_json_line(&self, out: &mut Vec<u8>, shared: &mut SharedJson) {
         out.extend_from_slice(b"{\"ts\":");
         json_str(out, &self.ts);
         out.extend_from_slice(b",\"id\":");
@@ -269,16 +290,13 @@ impl DecisionRecord {
         json_opt_str(out, self.task.as_deref());
         out.extend_from_slice(b",\"agent\":");
         json_opt_str(out, self.agent.as_deref());
-        out.extend_from_slice(b",\"labels\":{");
-        for (i, (key, value)) in self.labels.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            json_str(out, key);
-            out.push(b':');
-            json_str(out, value);
-        }
-        out.extend_from_slice(b"},\"method\":");
+        out.extend_from_slice(b",\"labels\":");
+        out.extend_from_slice(SharedJson::encoded(
+            &mut shared.labels,
+            &self.labels,
+            json_labels,
+        ));
+        out.extend_from_slice(b",\"method\":");
         json_opt_str(out, self.method.as_deref());
         out.extend_from_slice(b",\"scheme\":");
         json_opt_str(out, self.scheme.as_deref());
@@ -305,27 +323,11 @@ impl DecisionRecord {
         out.extend_from_slice(b",\"credential\":");
         match &self.credential {
             None => out.extend_from_slice(b"null"),
-            Some(c) => {
-                out.extend_from_slice(b"{\"source\":");
-                json_str(out, &c.source);
-                out.extend_from_slice(b",\"name\":");
-                json_str(out, &c.name);
-                out.extend_from_slice(b",\"id\":");
-                json_str(out, &c.id);
-                out.extend_from_slice(b",\"fingerprint\":");
-                json_str(out, &c.fingerprint);
-                out.extend_from_slice(b",\"expires_at\":");
-                json_opt_str(out, c.expires_at.as_deref());
-                if let Some(cache) = c.cache {
-                    out.extend_from_slice(match cache {
-                        CacheOutcome::Hit => b",\"cache\":\"hit\"".as_slice(),
-                        CacheOutcome::Miss => b",\"cache\":\"miss\"".as_slice(),
-                    });
-                }
-                out.extend_from_slice(b",\"standing\":");
-                json_bool(out, c.standing);
-                out.push(b'}');
-            }
+            Some(c) => out.extend_from_slice(SharedJson::encoded(
+                &mut shared.credential,
+                c,
+                json_credential,
+            )),
         }
         out.extend_from_slice(b",\"upstream\":");
         match &self.upstream {
@@ -350,6 +352,74 @@ impl DecisionRecord {
         json_u64(out, self.duration_ms);
         out.extend_from_slice(b"}\n");
     }
+}
+
+/// The encodings of the last labels and credential written, kept while the
+/// next record shares the same values (every request of a task shares its
+/// labels, every cache hit the credential's description). Holding the `Arc`
+/// keeps its address from being reused by another value, so pointer
+/// equality means the same contents.
+#[derive(Default)]
+pub(crate) struct SharedJson {
+    labels: Held<BTreeMap<String, String>>,
+    credential: Held<CredentialInfo>,
+}
+
+/// A shared value and its encoding.
+type Held<T> = Option<(Arc<T>, Vec<u8>)>;
+
+impl SharedJson {
+    /// The encoding of `value`, from `slot` when it holds the same `Arc`.
+    fn encoded<'a, T>(
+        slot: &'a mut Held<T>,
+        value: &Arc<T>,
+        encode: fn(&mut Vec<u8>, &T),
+    ) -> &'a [u8] {
+        if !slot
+            .as_ref()
+            .is_some_and(|(held, _)| Arc::ptr_eq(held, value))
+        {
+            let mut bytes = Vec::new();
+            encode(&mut bytes, value);
+            *slot = Some((Arc::clone(value), bytes));
+        }
+        slot.as_ref().map_or(&[], |(_, bytes)| bytes)
+    }
+}
+
+fn json_labels(out: &mut Vec<u8>, labels: &BTreeMap<String, String>) {
+    out.push(b'{');
+    for (i, (key, value)) in labels.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        json_str(out, key);
+        out.push(b':');
+        json_str(out, value);
+    }
+    out.push(b'}');
+}
+
+fn json_credential(out: &mut Vec<u8>, c: &CredentialInfo) {
+    out.extend_from_slice(b"{\"source\":");
+    json_str(out, &c.source);
+    out.extend_from_slice(b",\"name\":");
+    json_str(out, &c.name);
+    out.extend_from_slice(b",\"id\":");
+    json_str(out, &c.id);
+    out.extend_from_slice(b",\"fingerprint\":");
+    json_str(out, &c.fingerprint);
+    out.extend_from_slice(b",\"expires_at\":");
+    json_opt_str(out, c.expires_at.as_deref());
+    if let Some(cache) = c.cache {
+        out.extend_from_slice(match cache {
+            CacheOutcome::Hit => b",\"cache\":\"hit\"".as_slice(),
+            CacheOutcome::Miss => b",\"cache\":\"miss\"".as_slice(),
+        });
+    }
+    out.extend_from_slice(b",\"standing\":");
+    json_bool(out, c.standing);
+    out.push(b'}');
 }
 
 /// A JSON string, escaped the way serde_json escapes: `"`, `\\`, and the
@@ -437,7 +507,12 @@ fn json_str_list(out: &mut Vec<u8>, items: &[String]) {
 }
 
 fn json_u64(out: &mut Vec<u8>, value: u64) {
-    out.extend_from_slice(Decimal::new(value).as_bytes());
+    // Most counters of a record (bytes in, scrubbed, milliseconds) are 0-9.
+    if value < 10 {
+        out.push(b'0' + value as u8);
+    } else {
+        out.extend_from_slice(Decimal::new(value).as_bytes());
+    }
 }
 
 fn json_opt_u64(out: &mut Vec<u8>, value: Option<u64>) {
@@ -474,8 +549,9 @@ pub fn format_timestamp(now: SystemTime) -> String {
     put_digits(&mut out[14..16], of_day / 60 % 60);
     put_digits(&mut out[17..19], of_day % 60);
     put_digits(&mut out[20..23], u64::from(millis));
-    // Only ASCII digits and punctuation were written.
-    String::from_utf8_lossy(&out).into_owned()
+    std::str::from_utf8(&out)
+        .expect("only ASCII digits and punctuation were written")
+        .to_owned()
 }
 
 /// Writes `value` as decimal digits filling `out`, zero-padded on the left.
@@ -532,8 +608,9 @@ pub fn new_record_id() -> String {
         id[2 * i] = HEX[usize::from(byte >> 4)];
         id[2 * i + 1] = HEX[usize::from(byte & 0x0f)];
     }
-    // Only hex digits were written.
-    String::from_utf8_lossy(&id).into_owned()
+    std::str::from_utf8(&id)
+        .expect("only hex digits were written")
+        .to_owned()
 }
 
 #[cfg(test)]
@@ -702,7 +779,7 @@ mod tests {
     /// The hand-written encoder must produce serde_json's bytes exactly.
     fn assert_same_json(r: &DecisionRecord) {
         let mut line = Vec::new();
-        r.write_json_line(&mut line);
+        r.write_json_line(&mut line, &mut SharedJson::default());
         let mut expected = serde_json::to_vec(r).unwrap();
         expected.push(b'\n');
         assert_eq!(
@@ -782,6 +859,83 @@ mod tests {
             r.credential = Some(Arc::new(CredentialInfo::default()));
             r.upstream = Some(UpstreamInfo::default());
             assert_same_json(&r);
+        }
+    }
+
+    #[test]
+    fn a_method_keeps_its_name_whether_standard_or_not() {
+        for (name, standard) in [
+            ("GET", true),
+            ("POST", true),
+            ("CONNECT", true),
+            ("get", false),
+            ("PROPFIND", false),
+        ] {
+            let method = http::Method::from_bytes(name.as_bytes()).unwrap();
+            let recorded = method_name(method.as_str());
+            assert_eq!(recorded, name);
+            assert_eq!(matches!(recorded, Cow::Borrowed(_)), standard, "{name}");
+        }
+    }
+
+    #[test]
+    fn records_written_in_turn_reuse_only_what_they_share() {
+        fn credential(name: &str, cache: Option<CacheOutcome>) -> Arc<CredentialInfo> {
+            Arc::new(CredentialInfo {
+                source: "static".into(),
+                name: name.into(),
+                id: format!("cred-{name}"),
+                fingerprint: "sha256:0123456789ab".into(),
+                expires_at: None,
+                cache,
+                standing: false,
+            })
+        }
+        fn labels(value: &str) -> Arc<BTreeMap<String, String>> {
+            Arc::new(BTreeMap::from([("ticket".to_string(), value.to_string())]))
+        }
+        let hit = credential("github", Some(CacheOutcome::Hit));
+        let ops1 = labels("OPS-1");
+        let mut records = Vec::new();
+        for (labels, credential) in [
+            (Arc::clone(&ops1), Some(Arc::clone(&hit))),
+            (Arc::clone(&ops1), Some(Arc::clone(&hit))),
+            // Equal contents behind another Arc, then other contents.
+            (
+                labels("OPS-1"),
+                Some(credential("github", Some(CacheOutcome::Hit))),
+            ),
+            (
+                labels("OPS-2"),
+                Some(credential("github", Some(CacheOutcome::Miss))),
+            ),
+            (Arc::default(), None),
+            (Arc::clone(&ops1), Some(Arc::clone(&hit))),
+        ] {
+            let mut r = DecisionRecord::request(at(1_795_442_701_123));
+            r.labels = labels;
+            r.credential = credential;
+            records.push(r);
+        }
+        // Values that live only as long as their record: each is freed before
+        // the next is made, so a new one may land at the same address.
+        for n in 0..8 {
+            let mut r = DecisionRecord::request(at(1_795_442_701_123));
+            r.labels = labels(&format!("OPS-{n}"));
+            r.credential = Some(credential(&format!("c{n}"), None));
+            records.push(r);
+        }
+        let mut shared = SharedJson::default();
+        for r in records {
+            let mut line = Vec::new();
+            r.write_json_line(&mut line, &mut shared);
+            let mut expected = serde_json::to_vec(&r).unwrap();
+            expected.push(b'\n');
+            drop(r);
+            assert_eq!(
+                String::from_utf8(line).unwrap(),
+                String::from_utf8(expected).unwrap()
+            );
         }
     }
 

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::destination::Destination;
-use super::record::DecisionRecord;
+use super::record::{DecisionRecord, SharedJson};
 use super::sink::Shared;
 
 /// A batch grows to about this size before it is written; bounds the size
@@ -51,6 +51,8 @@ pub(crate) struct Writer {
     dest: Box<dyn Destination>,
     /// Serialised records, one per line, not yet fully written.
     batch: Vec<u8>,
+    /// Encodings that consecutive records share.
+    shared_json: SharedJson,
     batch_records: u64,
     /// Bytes of `batch` the destination has already accepted.
     done: usize,
@@ -74,6 +76,7 @@ impl Writer {
             shared,
             dest,
             batch: Vec::with_capacity(64 * 1024),
+            shared_json: SharedJson::default(),
             batch_records: 0,
             done: 0,
             newline_first: false,
@@ -123,7 +126,7 @@ impl Writer {
     }
 
     fn push(&mut self, record: &DecisionRecord) {
-        record.write_json_line(&mut self.batch);
+        record.write_json_line(&mut self.batch, &mut self.shared_json);
         self.batch_records += 1;
     }
 

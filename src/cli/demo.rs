@@ -260,7 +260,7 @@ fn summarise(rec: &DecisionRecord) -> String {
         .unwrap_or_else(|| "-".into());
     let target = match (&rec.method, &rec.host) {
         (Some(m), Some(h)) => format!("{m} {h}{}", rec.path.as_deref().unwrap_or("")),
-        (Some(m), None) => m.clone(),
+        (Some(m), None) => m.to_string(),
         _ => String::new(),
     };
     let reason = rec.reason.map(|r| r.as_str()).unwrap_or("");

@@ -140,7 +140,7 @@ pub(crate) async fn handle(
     };
     {
         let r = rec.record();
-        r.scheme = Some(target.scheme.as_str().to_string());
+        r.scheme = Some(target.scheme.as_str().into());
         r.host = Some(target.host.clone());
         r.port = Some(target.port);
         r.path = Some(target.path.clone());

@@ -36,7 +36,7 @@ use super::pipeline::{self, new_record, ConnContext, Tunnel};
 use super::respond::{deny, CloseConnection, Deny};
 use super::rewind::Rewind;
 use super::upstream::dial;
-use crate::audit::{RecordGuard, Verdict as RecordVerdict};
+use crate::audit::{method_name, RecordGuard, Verdict as RecordVerdict};
 use crate::policy::normalize_host;
 use crate::reason::Reason;
 use crate::task::Task;
@@ -127,11 +127,23 @@ async fn serve_h1<IO>(
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
+    // One idle timer for the connection, pushed back before each request:
+    // moving a pending timer's deadline later is one atomic update, where a
+    // timer per request is an insertion into the timer wheel and a removal.
+    let idle = tokio::time::sleep(IDLE_TIMEOUT);
+    tokio::pin!(idle);
     loop {
-        let head = match tokio::time::timeout(IDLE_TIMEOUT, conn.read_head()).await {
-            Err(_) | Ok(Err(H1Error::Closed)) => return None,
-            Ok(Ok(head)) => head,
-            Ok(Err(e)) => {
+        idle.as_mut()
+            .reset(tokio::time::Instant::now() + IDLE_TIMEOUT);
+        let head = tokio::select! {
+            biased;
+            head = conn.read_head() => head,
+            () = &mut idle => return None,
+        };
+        let head = match head {
+            Err(H1Error::Closed) => return None,
+            Ok(head) => head,
+            Err(e) => {
                 let response = deny(new_record(gw), Deny::new(e.reason(), e.to_string()));
                 if e.reason() != Reason::ClientDisconnected {
                     let _ = conn.write_response(response, false, false).await;
@@ -157,7 +169,7 @@ where
         // The record exists from here on, so a client that disconnects while
         // sending its body still leaves one.
         let mut rec = new_record(gw);
-        rec.record().method = Some(head.parts.method.as_str().to_owned());
+        rec.record().method = Some(method_name(head.parts.method.as_str()));
         // identify before the body is read: nothing is buffered for a caller
         // that is not a live task. The unread body makes the connection
         // unusable afterwards, so it closes.
@@ -442,7 +454,7 @@ where
         let ctx = ctx.clone();
         async move {
             let mut rec = new_record(&gw);
-            rec.record().method = Some(req.method().as_str().to_owned());
+            rec.record().method = Some(method_name(req.method().as_str()));
             let who = match admit(&gw, &ctx, req.headers()) {
                 Ok(who) => who,
                 Err(d) => return Ok::<_, Infallible>(deny(rec, d)),
