@@ -117,6 +117,36 @@ async fn handle_connection(gw: Arc<Gateway>, stream: TcpStream, peer: SocketAddr
     }
 }
 
+/// Bounds each wait of a connection for its next message by `period`. One
+/// timer serves the whole connection and is pushed back before each wait:
+/// moving a pending timer's deadline later is one atomic update, where a
+/// timer per wait is an insertion into the timer wheel and a removal.
+struct IdleTimer {
+    period: Duration,
+    timer: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl IdleTimer {
+    fn new(period: Duration) -> IdleTimer {
+        IdleTimer {
+            period,
+            timer: Box::pin(tokio::time::sleep(period)),
+        }
+    }
+
+    /// `wait`'s output, or `None` when it takes longer than the period.
+    async fn bound<F: Future>(&mut self, wait: F) -> Option<F::Output> {
+        self.timer
+            .as_mut()
+            .reset(tokio::time::Instant::now() + self.period);
+        tokio::select! {
+            biased;
+            out = wait => Some(out),
+            () = &mut self.timer => None,
+        }
+    }
+}
+
 /// Serves HTTP/1 requests until the connection closes. On a plain connection
 /// a CONNECT ends this loop and is handed back with the connection.
 async fn serve_h1<IO>(
@@ -127,20 +157,10 @@ async fn serve_h1<IO>(
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
-    // One idle timer for the connection, pushed back before each request:
-    // moving a pending timer's deadline later is one atomic update, where a
-    // timer per request is an insertion into the timer wheel and a removal.
-    let idle = tokio::time::sleep(IDLE_TIMEOUT);
-    tokio::pin!(idle);
+    let mut idle = IdleTimer::new(IDLE_TIMEOUT);
     loop {
-        idle.as_mut()
-            .reset(tokio::time::Instant::now() + IDLE_TIMEOUT);
-        let head = tokio::select! {
-            biased;
-            head = conn.read_head() => head,
-            () = &mut idle => return None,
-        };
-        let head = match head {
+        // A connection idle for too long closes quietly.
+        let head = match idle.bound(conn.read_head()).await? {
             Err(H1Error::Closed) => return None,
             Ok(head) => head,
             Err(e) => {
@@ -582,5 +602,38 @@ async fn relay(
             }
             _ => return (to_upstream, to_agent, task.ended().is_some()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_timer_bounds_each_wait_not_the_connection() {
+        let mut idle = IdleTimer::new(Duration::from_secs(120));
+        let started = tokio::time::Instant::now();
+        // Three waits of 100 s each: 300 s in all, none of them too long.
+        for _ in 0..3 {
+            let wait = tokio::time::sleep(Duration::from_secs(100));
+            assert_eq!(idle.bound(wait).await, Some(()));
+        }
+        // Time spent between waits (serving a request) does not count.
+        tokio::time::sleep(Duration::from_secs(200)).await;
+        assert_eq!(idle.bound(std::future::ready(7)).await, Some(7));
+        let wait = tokio::time::sleep(Duration::from_secs(119));
+        assert_eq!(idle.bound(wait).await, Some(()));
+        // A wait longer than the period ends at the period.
+        let before = tokio::time::Instant::now();
+        let wait = tokio::time::sleep(Duration::from_secs(130));
+        assert_eq!(idle.bound(wait).await, None);
+        assert_eq!(before.elapsed(), Duration::from_secs(120));
+        // And the timer works again afterwards.
+        let wait = tokio::time::sleep(Duration::from_secs(5));
+        assert_eq!(idle.bound(wait).await, Some(()));
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_secs(300 + 200 + 119 + 120 + 5)
+        );
     }
 }
