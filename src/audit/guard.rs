@@ -15,7 +15,9 @@ use crate::reason::Reason;
 #[derive(Debug)]
 pub struct RecordGuard {
     sink: Arc<AuditSink>,
-    record: Option<DecisionRecord>,
+    /// Boxed: the guard moves with the request through the pipeline and
+    /// into the response body, and the record is a few hundred bytes.
+    record: Option<Box<DecisionRecord>>,
     started: Instant,
 }
 
@@ -25,7 +27,7 @@ impl RecordGuard {
     pub fn new(sink: Arc<AuditSink>, record: DecisionRecord) -> RecordGuard {
         RecordGuard {
             sink,
-            record: Some(record),
+            record: Some(Box::new(record)),
             started: Instant::now(),
         }
     }
@@ -33,7 +35,7 @@ impl RecordGuard {
     /// The record, to fill in as the pipeline learns things.
     pub fn record(&mut self) -> &mut DecisionRecord {
         self.record
-            .as_mut()
+            .as_deref_mut()
             .expect("the record is only taken when the guard is dropped")
     }
 }
@@ -49,7 +51,7 @@ impl Drop for RecordGuard {
             }
             record.duration_ms =
                 u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
-            self.sink.emit(record);
+            self.sink.emit_boxed(record);
         }
     }
 }

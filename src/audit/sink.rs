@@ -65,7 +65,7 @@ impl Shared {
 /// The decision log writer. Cheap to share (`Arc`); every request holds one
 /// through its [`RecordGuard`](super::RecordGuard).
 pub struct AuditSink {
-    tx: Sender<DecisionRecord>,
+    tx: Sender<Box<DecisionRecord>>,
     shared: Arc<Shared>,
     writer: std::thread::Thread,
     memory: Option<Arc<Mutex<Vec<u8>>>>,
@@ -149,6 +149,12 @@ impl AuditSink {
     /// the queue is unbounded, and [`AuditSink::healthy`] reports when it
     /// grows too long.
     pub fn emit(&self, record: DecisionRecord) {
+        self.emit_boxed(Box::new(record));
+    }
+
+    /// [`emit`](Self::emit) for a record already on the heap: what queues
+    /// is a pointer, not the record's few hundred bytes.
+    pub(crate) fn emit_boxed(&self, record: Box<DecisionRecord>) {
         // Counted before it is sent, so a flush that starts after this call
         // returns is sure to wait for it.
         self.shared.emitted.fetch_add(1, Ordering::AcqRel);

@@ -46,7 +46,7 @@ pub(crate) enum Reopen {
 
 /// The state of the writer thread.
 pub(crate) struct Writer {
-    rx: Receiver<DecisionRecord>,
+    rx: Receiver<Box<DecisionRecord>>,
     shared: Arc<Shared>,
     dest: Box<dyn Destination>,
     /// Serialised records, one per line, not yet fully written.
@@ -67,7 +67,7 @@ pub(crate) struct Writer {
 
 impl Writer {
     pub(crate) fn new(
-        rx: Receiver<DecisionRecord>,
+        rx: Receiver<Box<DecisionRecord>>,
         shared: Arc<Shared>,
         dest: Box<dyn Destination>,
     ) -> Self {
