@@ -577,11 +577,12 @@ async fn relay(
     let (mut to_upstream, mut to_agent) = (0u64, 0u64);
     let mut from_agent = [0u8; 16 * 1024];
     let mut from_upstream = [0u8; 16 * 1024];
+    let mut idle = IdleTimer::new(TUNNEL_IDLE_TIMEOUT);
     loop {
         if task.ended().is_some() {
             return (to_upstream, to_agent, true);
         }
-        let step = tokio::time::timeout(TUNNEL_IDLE_TIMEOUT, async {
+        let copy = async {
             tokio::select! {
                 n = agent.read(&mut from_agent) => match n {
                     Ok(0) | Err(_) => None,
@@ -593,10 +594,10 @@ async fn relay(
                 },
                 () = task.wait_ended() => None,
             }
-        })
-        .await;
+        };
+        let step = idle.bound(copy).await;
         match step {
-            Ok(Some((up, down))) => {
+            Some(Some((up, down))) => {
                 to_upstream += up;
                 to_agent += down;
             }
