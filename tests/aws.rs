@@ -1,9 +1,7 @@
 //! The `aws` credential source and SigV4 re-signing against a real moto
 //! server in auth mode (`moto_server` from the `moto[server]` Python
-//! package), through the real proxy.
+//! package, see `support/moto.rs`), through the real proxy.
 //!
-//! moto verifies every signature once its first `SETUP_ACTIONS` requests
-//! (the IAM user, role, bucket and object, created with boto3) are done.
 //! credgate reaches STS through a small recording front that counts the
 //! calls and keeps what was sent and answered: moto does not enforce
 //! session policies, so the Policy credgate sent is asserted there, and the
@@ -14,41 +12,9 @@
 
 mod support;
 
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
-
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::Value;
+use support::moto::{python, Moto, StsFront};
 use support::*;
-
-/// The unauthenticated requests the setup script makes; every later one
-/// must carry a valid signature.
-const SETUP_ACTIONS: usize = 7;
-
-const SETUP: &str = r#"
-import boto3, json, sys
-ep = sys.argv[1]
-kw = dict(endpoint_url=ep, region_name="us-east-1",
-          aws_access_key_id="AKIASETUP0000000000", aws_secret_access_key="setup-only")
-iam = boto3.client("iam", **kw)
-iam.create_user(UserName="credgate")
-key = iam.create_access_key(UserName="credgate")["AccessKey"]
-iam.put_user_policy(UserName="credgate", PolicyName="assume", PolicyDocument=json.dumps(
-    {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole", "Resource": "*"}]}))
-role = iam.create_role(RoleName="agent-reports", AssumeRolePolicyDocument=json.dumps(
-    {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "sts:AssumeRole"}]}))["Role"]
-iam.put_role_policy(RoleName="agent-reports", PolicyName="s3", PolicyDocument=json.dumps(
-    {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))
-s3 = boto3.client("s3", **kw)
-s3.create_bucket(Bucket="reports")
-s3.put_object(Bucket="reports", Key="q1.txt", Body=sys.argv[2].encode())
-print(json.dumps({"role_arn": role["Arn"], "key_id": key["AccessKeyId"], "secret": key["SecretAccessKey"]}))
-"#;
 
 /// An agent using boto3 with keys of its own (dummy ones): prints the
 /// object, or `ERROR <code>` when S3 refuses.
@@ -65,170 +31,6 @@ except s3.exceptions.ClientError as e:
     print("ERROR", e.response["Error"]["Code"])
 "#;
 
-/// A moto server on 127.0.0.1 in auth mode, killed on drop.
-struct Moto {
-    child: Child,
-    port: u16,
-    role_arn: String,
-    key_id: String,
-    secret: String,
-    object: String,
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Moto {
-    /// moto checking every signature after the setup calls.
-    async fn start() -> Moto {
-        Moto::start_with(SETUP_ACTIONS).await
-    }
-
-    /// moto checking signatures only after `no_auth_actions` calls.
-    async fn start_with(no_auth_actions: usize) -> Moto {
-        let port = closed_port().await;
-        let child = Command::new("moto_server")
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .env("INITIAL_NO_AUTH_ACTION_COUNT", no_auth_actions.to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("cannot start moto_server (run tests/run.sh to install moto[server])");
-        let mut moto = Moto {
-            child,
-            port,
-            role_arn: String::new(),
-            key_id: String::new(),
-            secret: String::new(),
-            object: format!("quarterly report {}", random_hex(8)),
-        };
-        let ready = poll_until(Duration::from_secs(30), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
-        })
-        .await;
-        assert!(ready.is_some(), "moto_server did not listen within 30s");
-        let out = python(&[SETUP, &moto.endpoint(), &moto.object]).await;
-        out.expect_code(0);
-        let setup: Value = serde_json::from_str(out.stdout.trim()).unwrap();
-        moto.role_arn = setup["role_arn"].as_str().unwrap().to_string();
-        moto.key_id = setup["key_id"].as_str().unwrap().to_string();
-        moto.secret = setup["secret"].as_str().unwrap().to_string();
-        moto
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-}
-
-async fn python(args: &[&str]) -> Outcome {
-    let mut cmd = Command::new("python3");
-    cmd.arg("-c").args(args);
-    clean_env(&mut cmd);
-    run_cli(cmd).await
-}
-
-/// One STS call as the front saw it.
-#[derive(Debug, Clone)]
-struct StsCall {
-    form: String,
-    answer: String,
-}
-
-impl StsCall {
-    fn param(&self, name: &str) -> Option<String> {
-        self.form.split('&').find_map(|pair| {
-            let (n, v) = pair.split_once('=')?;
-            (n == name).then(|| {
-                percent_encoding::percent_decode_str(v)
-                    .decode_utf8_lossy()
-                    .into_owned()
-            })
-        })
-    }
-
-    fn answer_field(&self, name: &str) -> String {
-        let open = format!("<{name}>");
-        let start = self.answer.find(&open).expect(name) + open.len();
-        let end = start + self.answer[start..].find('<').unwrap();
-        self.answer[start..end].trim().to_string()
-    }
-}
-
-/// A plain-http front for moto's STS that records every call and passes
-/// it on unchanged (the Host header included, since it is signed).
-struct StsFront {
-    port: u16,
-    calls: Arc<Mutex<Vec<StsCall>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for StsFront {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl StsFront {
-    async fn start(moto_port: u16) -> StsFront {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let calls = Arc::new(Mutex::new(Vec::new()));
-        let client: Client<HttpConnector, Full<Bytes>> =
-            Client::builder(TokioExecutor::new()).build_http();
-        let recorded = calls.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
-                };
-                let client = client.clone();
-                let recorded = recorded.clone();
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(
-                        move |req: http::Request<hyper::body::Incoming>| {
-                            let client = client.clone();
-                            let recorded = recorded.clone();
-                            async move {
-                                let (mut parts, body) = req.into_parts();
-                                let body = body.collect().await?.to_bytes();
-                                parts.uri =
-                                    format!("http://127.0.0.1:{moto_port}/").parse().unwrap();
-                                let forwarded =
-                                    http::Request::from_parts(parts, Full::new(body.clone()));
-                                let response = client.request(forwarded).await.unwrap();
-                                let (parts, answer) = response.into_parts();
-                                let answer = answer.collect().await.unwrap().to_bytes();
-                                recorded.lock().unwrap().push(StsCall {
-                                    form: String::from_utf8_lossy(&body).into_owned(),
-                                    answer: String::from_utf8_lossy(&answer).into_owned(),
-                                });
-                                Ok::<_, hyper::Error>(http::Response::from_parts(
-                                    parts,
-                                    Full::new(answer),
-                                ))
-                            }
-                        },
-                    );
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        StsFront { port, calls, task }
-    }
-
-    fn calls(&self) -> Vec<StsCall> {
-        self.calls.lock().unwrap().clone()
-    }
-}
-
 const POLICY: &str = r#"{ Version: "2012-10-17", Statement: [ { Effect: Allow, Action: ["s3:GetObject"], Resource: ["arn:aws:s3:::reports/*"] } ] }"#;
 
 struct Setup {
@@ -239,7 +41,7 @@ struct Setup {
 
 async fn setup() -> Setup {
     let moto = Moto::start().await;
-    let front = StsFront::start(moto.port).await;
+    let front = StsFront::start(&moto).await;
     let extra = format!(
         r#"
 credentials:
@@ -513,8 +315,8 @@ async fn web_identity_base_keys_come_from_the_token_file() {
     // mode fails it (500, it looks for an Authorization header), so this test
     // runs moto without signature checks: what it shows is that credgate
     // reads the token file and assumes the role with the keys it gets.
-    let moto = Moto::start_with(1_000).await;
-    let front = StsFront::start(moto.port).await;
+    let moto = Moto::start_with(1_000, None).await;
+    let front = StsFront::start(&moto).await;
     let dir = TempDir::new();
     let token_file = dir.path().join("web-identity-token");
     // An IRSA-style projected token; moto accepts any token, the test checks

@@ -4,6 +4,7 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod moto;
 pub mod oidc;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
