@@ -35,6 +35,12 @@ pub enum Reason {
     SecretInRequest,
     /// A body larger than the configured bound that must be inspected.
     BodyTooLarge,
+    /// A request body whose declared framing (aws-chunked) is broken.
+    PayloadMalformed,
+    /// A checksum the agent declared does not match the payload.
+    PayloadChecksumMismatch,
+    /// A body framing, coding or integrity header credgate cannot carry faithfully.
+    PayloadUnsupported,
     /// No rule of the task's scopes matches.
     NoMatchingRule,
     /// An explicit `deny` rule matched.
@@ -81,7 +87,10 @@ impl Reason {
             | Reason::BadRequest
             | Reason::PathRejected
             | Reason::HostMismatch
-            | Reason::TunnelRefused => StatusCode::BAD_REQUEST,
+            | Reason::TunnelRefused
+            | Reason::PayloadMalformed
+            | Reason::PayloadChecksumMismatch
+            | Reason::PayloadUnsupported => StatusCode::BAD_REQUEST,
             Reason::MisdirectedRequest => StatusCode::MISDIRECTED_REQUEST,
             Reason::SecretInRequest
             | Reason::NoMatchingRule
@@ -119,6 +128,9 @@ impl Reason {
             Reason::MisdirectedRequest => "misdirected_request",
             Reason::SecretInRequest => "secret_in_request",
             Reason::BodyTooLarge => "body_too_large",
+            Reason::PayloadMalformed => "payload_malformed",
+            Reason::PayloadChecksumMismatch => "payload_checksum_mismatch",
+            Reason::PayloadUnsupported => "payload_unsupported",
             Reason::NoMatchingRule => "no_matching_rule",
             Reason::DeniedByRule => "denied_by_rule",
             Reason::MethodRefused => "method_refused",

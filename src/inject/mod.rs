@@ -24,6 +24,7 @@ use zeroize::Zeroizing;
 use crate::config::field::FieldError;
 use crate::credential::{Credential, CredentialValue};
 use crate::reason::Reason;
+use crate::sanitize::aws_payload::{AwsPayload, PayloadError};
 
 pub use template::Template;
 
@@ -107,6 +108,9 @@ pub enum InjectError {
         /// Why.
         error: sigv4::SignError,
     },
+    /// The body cannot be signed as the agent framed or encoded it.
+    #[error(transparent)]
+    Payload(PayloadError),
     /// The request URI could not be rebuilt with the parameter.
     #[error("credential {credential}: the request URI cannot carry query parameter {param}")]
     InvalidUri {
@@ -119,9 +123,12 @@ pub enum InjectError {
 
 impl InjectError {
     /// The stable reason the request is refused with: the credential is not
-    /// usable, so nothing is forwarded.
+    /// usable (or the body cannot be signed), so nothing is forwarded.
     pub fn reason(&self) -> Reason {
-        Reason::CredentialUnavailable
+        match self {
+            InjectError::Payload(e) => e.reason(),
+            _ => Reason::CredentialUnavailable,
+        }
     }
 }
 
@@ -221,20 +228,22 @@ impl Injection {
         credential: &Credential,
         parts: &mut http::request::Parts,
     ) -> Result<(), InjectError> {
-        self.apply_with_body(credential, parts, &[])
+        self.apply_with_body(credential, parts, &[], &AwsPayload::default())
     }
 
     /// [`apply`](Injection::apply) for a request whose (buffered) body is
-    /// `body`: SigV4 signs its hash. `parts` must hold the final URI and
-    /// `Host`, since both are signed.
+    /// `body`: SigV4 signs its hash, with the checksum headers of `payload`
+    /// (what the sanitizer learnt of the body's AWS framing). `parts` must
+    /// hold the final URI and `Host`, since both are signed.
     pub fn apply_with_body(
         &self,
         credential: &Credential,
         parts: &mut http::request::Parts,
         body: &[u8],
+        payload: &AwsPayload,
     ) -> Result<(), InjectError> {
         if let Injection::SigV4(settings) = self {
-            return sign_sigv4(settings, credential, parts, body);
+            return sign_sigv4(settings, credential, parts, body, payload);
         }
         let token = match &credential.value {
             CredentialValue::Token(token) => token.expose(),
@@ -314,12 +323,14 @@ impl Injection {
 }
 
 /// Signs `parts` with the AWS keys of `credential` for the service and
-/// region of `settings` (or of the request's host).
+/// region of `settings` (or of the request's host), with the payload's
+/// checksum headers.
 fn sign_sigv4(
     settings: &sigv4::SigV4,
     credential: &Credential,
     parts: &mut http::request::Parts,
     body: &[u8],
+    payload: &AwsPayload,
 ) -> Result<(), InjectError> {
     let CredentialValue::Aws {
         access_key_id,
@@ -347,6 +358,8 @@ fn sign_sigv4(
     let (service, region) = settings
         .scope_for(&host)
         .ok_or_else(|| sign_error(sigv4::SignError::UnknownScope(host.clone())))?;
+    sigv4::check_content_coding(&parts.headers).map_err(InjectError::Payload)?;
+    payload.apply(&mut parts.headers);
     let keys = sigv4::SigningKeys {
         access_key_id,
         secret_access_key,

@@ -12,8 +12,11 @@
 //! What is signed: the method, the canonical URI and query, and the headers
 //! `host`, `content-type`, `content-md5` and every `x-amz-*` header (the
 //! agent's own `x-amz-*` headers were stripped by the sanitizer, so only
-//! credgate's are left). The payload hash is always the SHA-256 of the body,
-//! which is buffered already; S3 also gets it as `x-amz-content-sha256`.
+//! credgate's are left: its signing headers, and the payload's checksum
+//! headers the sanitizer checked, see [`crate::sanitize::aws_payload`]).
+//! The payload hash is always the SHA-256 of the body, which is buffered
+//! already and decoded from any aws-chunked framing; S3 also gets it as
+//! `x-amz-content-sha256`.
 
 use std::time::SystemTime;
 
@@ -24,6 +27,7 @@ use serde::Deserialize;
 use zeroize::Zeroizing;
 
 use crate::credential::Secret;
+use crate::sanitize::aws_payload::PayloadError;
 
 /// `inject: { sigv4: { ... } }` as written in the configuration.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -152,6 +156,46 @@ pub enum SignError {
     /// The request has no host.
     #[error("the request has no Host")]
     NoHost,
+}
+
+/// Content codings a signed body may carry on: S3 keeps them as the
+/// object's metadata, and other services that accept one decode it
+/// themselves; the signature covers the encoded bytes either way.
+const KNOWN_CODINGS: [&str; 8] = [
+    "identity",
+    "gzip",
+    "x-gzip",
+    "deflate",
+    "br",
+    "zstd",
+    "compress",
+    "x-compress",
+];
+
+/// Refuses a body whose `Content-Encoding` names a coding credgate does not
+/// know: it could be a framing the service reads the body through (as
+/// `aws-chunked` is), and signing it as if it were the payload would store
+/// the framing.
+pub fn check_content_coding(headers: &http::HeaderMap) -> Result<(), PayloadError> {
+    let known = headers
+        .get_all(http::header::CONTENT_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|coding| !coding.is_empty())
+        .all(|coding| {
+            KNOWN_CODINGS
+                .iter()
+                .any(|known| coding.eq_ignore_ascii_case(known.as_bytes()))
+        });
+    if known {
+        Ok(())
+    } else {
+        Err(PayloadError::Unsupported(format!(
+            "the body's Content-Encoding names a coding credgate cannot sign for; it signs {}",
+            KNOWN_CODINGS.join(", ")
+        )))
+    }
 }
 
 /// Signs `parts` (whose `Host` header and URI are final) with `keys` for

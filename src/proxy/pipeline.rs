@@ -44,9 +44,10 @@ use crate::credential::cache::CacheStatus;
 use crate::credential::secret::Secret;
 use crate::credential::{Credential, CredentialDef, FetchContext, RequestView};
 use crate::decimal::Decimal;
+use crate::inject::InjectError;
 use crate::policy::{Scheme, ScopeRule, SecretAction, Verdict};
 use crate::reason::Reason;
-use crate::sanitize::{Finding, FindingLocation};
+use crate::sanitize::{aws_payload, Finding, FindingLocation};
 use crate::scrub::{scrub_headers_with, Scrubber};
 use crate::task::Task;
 
@@ -179,7 +180,15 @@ async fn run_phases(
 ) -> Result<Upstream, Deny> {
     let config = &snapshot.config;
 
-    // sanitize: strip what must never be forwarded, then look for secrets in what is left.
+    // sanitize: first the body as the upstream will read it: an AWS SDK's
+    // aws-chunked upload is decoded to its payload and its declared
+    // checksums are checked. That reads `x-amz-*` headers, so it runs before
+    // the strip removes them, and the scan below then reads the payload,
+    // where chunk framing cannot split a secret.
+    let (payload, mut aws_payload) = aws_payload::read(&mut parts.headers, body)
+        .map_err(|e| Deny::new(e.reason(), e.to_string()))?;
+    body = payload;
+    // Then strip what must never be forwarded, and look for secrets in what is left.
     rec.record().stripped = config.sanitizer.strip_headers(&mut parts.headers);
     parts.headers.remove(header::HOST);
     let path_and_query = target.path_and_query();
@@ -225,6 +234,7 @@ async fn run_phases(
         let mut owned = body.to_vec();
         config.sanitizer.redact_body(&mut owned);
         body = Bytes::from(owned);
+        aws_payload.body_changed(&body);
         rec.record().path = Some(target.path.clone());
         decision = config
             .policy
@@ -279,12 +289,13 @@ async fn run_phases(
         parts.headers.remove(header::RANGE);
         parts.headers.remove(header::IF_RANGE);
         def.injection
-            .apply_with_body(cred, parts, &body)
-            .map_err(|e| {
-                Deny::new(
-                    Reason::CredentialUnavailable,
+            .apply_with_body(cred, parts, &body, &aws_payload)
+            .map_err(|e| match e {
+                InjectError::Payload(e) => Deny::new(e.reason(), e.to_string()),
+                e => Deny::new(
+                    e.reason(),
                     format!("credential {} could not be injected: {e}", def.name),
-                )
+                ),
             })?;
     }
 

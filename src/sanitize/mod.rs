@@ -1,12 +1,16 @@
 //! Request-side sanitizing: what the agent sends.
 //!
 //! Runs after the task is identified and before the request is authorised.
-//! Two jobs, both pure:
+//! Three jobs, all pure:
 //!
-//! 1. [`Sanitizer::strip_headers`] removes hop-by-hop headers, whatever
+//! 1. [`aws_payload::read`] first reads the body as the upstream will: an
+//!    AWS SDK's aws-chunked upload is decoded to its payload and every
+//!    checksum it declares is checked, so the scan below reads the payload
+//!    and the signer can carry the checksum.
+//! 2. [`Sanitizer::strip_headers`] removes hop-by-hop headers, whatever
 //!    `Connection` names, and every secret-bearing header: the agent has no
 //!    business sending credentials, and credgate injects its own.
-//! 2. The `scan_*` methods detect secrets the agent tries to send anyway, in
+//! 3. The `scan_*` methods detect secrets the agent tries to send anyway, in
 //!    the target, the remaining headers and the body. A finding names the rule
 //!    ([`DETECTION_RULES`]) and where it was, never the value. The pipeline
 //!    denies with `Reason::SecretInRequest`, or, where configured to strip,
@@ -21,6 +25,8 @@
 //!   max_body_scan: 1MiB                                # larger bodies are not buffered
 //! ```
 
+pub mod aws_payload;
+mod crc;
 mod decode;
 mod headers;
 mod payload;

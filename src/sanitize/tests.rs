@@ -12,7 +12,8 @@ fn sanitizer(yaml: &str) -> Sanitizer {
     Sanitizer::compile(&raw).unwrap()
 }
 
-fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+/// A header map of `pairs`, in order (repeated names append).
+pub(super) fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
     let mut map = HeaderMap::new();
     for (name, value) in pairs {
         map.append(

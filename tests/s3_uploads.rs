@@ -1,0 +1,568 @@
+//! S3 uploads from the real AWS SDK (boto3) and the real AWS CLI through
+//! credgate, into a real moto in signature-checking mode, with the SDKs'
+//! default checksums on.
+//!
+//! Over https the SDKs frame `PutObject` and `UploadPart` bodies as
+//! `aws-chunked` with a checksum trailer; over plain http they put the
+//! checksum in a header. Either way the object moto stores, read back
+//! directly (not through credgate), must be the file byte for byte, with
+//! the checksum of the file computed here by zlib, awscrt or hashlib.
+//! Bodies whose framing or checksum is wrong are refused with 400 before
+//! credgate asks STS for anything, so moto never sees them.
+
+mod support;
+
+use serde_json::{json, Value};
+use support::moto::{python, Moto, MotoTls, StsFront, SETUP_ACTIONS};
+use support::*;
+
+/// Uploads each job of a JSON list with boto3 through the proxy (with
+/// dummy keys of the agent's own, which credgate replaces with its
+/// signature); prints one result per job: `ok`, or the error.
+const UPLOAD: &str = r#"
+import boto3, json, sys
+from botocore.config import Config
+from boto3.s3.transfer import TransferConfig
+ep, proxy, verify, jobs = sys.argv[1], sys.argv[2], sys.argv[3] or None, json.loads(sys.argv[4])
+cfg = Config(proxies={"http": proxy, "https": proxy}, retries={"max_attempts": 1},
+             s3={"addressing_style": "path"})
+s3 = boto3.client("s3", endpoint_url=ep, region_name="us-east-1", config=cfg, verify=verify,
+                  aws_access_key_id="AKIADUMMYAGENTKEY000", aws_secret_access_key="test-secret-agent-key")
+mib = 1024 * 1024
+out = []
+for job in jobs:
+    extra = {"ChecksumAlgorithm": job["algorithm"]} if job["algorithm"] else {}
+    try:
+        if job["how"] == "put_object":
+            with open(job["path"], "rb") as f:
+                s3.put_object(Bucket="reports", Key=job["key"], Body=f, **extra)
+        elif job["how"] == "upload_file":
+            s3.upload_file(job["path"], "reports", job["key"], ExtraArgs=extra)
+        elif job["how"] == "multipart":
+            s3.upload_file(job["path"], "reports", job["key"], ExtraArgs=extra,
+                           Config=TransferConfig(multipart_threshold=5 * mib, multipart_chunksize=5 * mib,
+                                                 use_threads=False))
+        out.append("ok")
+    except Exception as e:
+        out.append("ERROR %s %s" % (type(e).__name__, e))
+print(json.dumps(out))
+"#;
+
+/// Reads each key back directly from moto (as the role, with credgate's own
+/// IAM user, not through credgate) and compares it with its local file.
+/// Prints, per key, whether the bytes are the same, the checksums moto
+/// stored, and those of the file computed here.
+const READBACK: &str = r#"
+import base64, boto3, hashlib, json, sys, zlib
+from awscrt import checksums
+ep, verify, role_arn, key_id, secret, jobs = sys.argv[1], sys.argv[2] or None, sys.argv[3], sys.argv[4], sys.argv[5], json.loads(sys.argv[6])
+kw = dict(endpoint_url=ep, region_name="us-east-1", verify=verify)
+sts = boto3.client("sts", aws_access_key_id=key_id, aws_secret_access_key=secret, **kw)
+c = sts.assume_role(RoleArn=role_arn, RoleSessionName="readback")["Credentials"]
+s3 = boto3.client("s3", aws_access_key_id=c["AccessKeyId"], aws_secret_access_key=c["SecretAccessKey"],
+                  aws_session_token=c["SessionToken"], **kw)
+def expected(alg, data):
+    d = {"CRC32": lambda: zlib.crc32(data).to_bytes(4, "big"),
+         "CRC32C": lambda: checksums.crc32c(data).to_bytes(4, "big"),
+         "CRC64NVME": lambda: checksums.crc64nvme(data).to_bytes(8, "big"),
+         "SHA1": lambda: hashlib.sha1(data).digest(),
+         "SHA256": lambda: hashlib.sha256(data).digest()}[alg]()
+    return base64.b64encode(d).decode()
+out = {}
+for job in jobs:
+    try:
+        got = s3.get_object(Bucket="reports", Key=job["key"], ChecksumMode="ENABLED")
+    except s3.exceptions.NoSuchKey:
+        out[job["key"]] = "absent"
+        continue
+    body = got["Body"].read()
+    data = open(job["path"], "rb").read()
+    stored = {k[len("Checksum"):]: v for k, v in got.items() if k.startswith("Checksum") and k != "ChecksumType"}
+    out[job["key"]] = {"same": body == data, "len": len(body), "stored": stored,
+                       "expected": {a: expected(a, data) for a in stored}}
+print(json.dumps(out))
+"#;
+
+/// The SDK's choices of checksum algorithm, besides its default (CRC32).
+const ALGORITHMS: [&str; 5] = ["CRC32", "CRC32C", "CRC64NVME", "SHA1", "SHA256"];
+
+struct Setup {
+    moto: Moto,
+    front: StsFront,
+    env: Env,
+    files: TempDir,
+    _tls: Option<MotoTls>,
+}
+
+/// moto (on https with `tls`), its STS front, and credgate with a scope
+/// that may write under `reports/uploads/` with the role's session.
+async fn setup(tls: bool) -> Setup {
+    let tls = tls.then(MotoTls::generate);
+    let moto = Moto::start_with(SETUP_ACTIONS, tls.as_ref()).await;
+    let front = StsFront::start(&moto).await;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    // Multipart parts are 5 MiB at least.
+    let extra = format!(
+        r#"
+sanitize: {{ max_body_scan: 8MiB }}
+credentials:
+  s3:
+    aws:
+      role_arn: {role_arn}
+      region: us-east-1
+      duration: 15m
+      base: env
+      sts_endpoint: http://127.0.0.1:{front}
+    inject: {{ sigv4: {{ service: s3, region: us-east-1 }} }}
+scopes:
+  uploads:
+    - host: 127.0.0.1
+      port: {moto}
+      schemes: [{scheme}]
+      methods: [PUT, POST, GET, HEAD]
+      paths: ["/reports/uploads/**"]
+      credential: s3
+      allow_private: true
+"#,
+        role_arn = moto.role_arn,
+        front = front.port,
+        moto = moto.port,
+    );
+    let vars = [
+        ("AWS_ACCESS_KEY_ID", moto.key_id.as_str()),
+        ("AWS_SECRET_ACCESS_KEY", moto.secret.as_str()),
+    ];
+    let env = match &tls {
+        Some(tls) => Env::start_trusting(tls.authority(), &extra, &vars).await,
+        None => Env::start(&extra, &vars).await,
+    };
+    Setup {
+        moto,
+        front,
+        env,
+        files: TempDir::new(),
+        _tls: tls,
+    }
+}
+
+impl Setup {
+    /// A file of `len` pseudo-random bytes named `name`; its path.
+    fn file(&self, name: &str, len: usize) -> String {
+        let mut data = Vec::with_capacity(len);
+        let mut x = u64::from_str_radix(&random_hex(8), 16).unwrap() | 1;
+        while data.len() < len {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            data.extend_from_slice(&x.to_le_bytes());
+        }
+        data.truncate(len);
+        let path = self.files.path().join(name);
+        std::fs::write(&path, data).unwrap();
+        path.display().to_string()
+    }
+
+    /// What boto3 (through credgate) verifies the upstream with: credgate's
+    /// CA for https, nothing for http.
+    fn agent_verify(&self) -> String {
+        if self.moto.ca_cert.is_some() {
+            self.env.ca_cert.display().to_string()
+        } else {
+            String::new()
+        }
+    }
+
+    async fn upload(&self, jobs: &Value) -> Vec<String> {
+        let (id, token) = self.env.start_task(&["uploads"]);
+        let proxy = self.env.proxy_url(&id, &token);
+        let out = python(&[
+            UPLOAD,
+            &self.moto.endpoint(),
+            &proxy,
+            &self.agent_verify(),
+            &jobs.to_string(),
+        ])
+        .await;
+        out.expect_code(0);
+        serde_json::from_str(out.stdout.trim()).unwrap_or_else(|_| panic!("{}", out.all()))
+    }
+
+    async fn read_back(&self, jobs: &Value) -> Value {
+        let out = python(&[
+            READBACK,
+            &self.moto.endpoint(),
+            &self.moto.verify(),
+            &self.moto.role_arn,
+            &self.moto.key_id,
+            &self.moto.secret,
+            &jobs.to_string(),
+        ])
+        .await;
+        out.expect_code(0);
+        serde_json::from_str(out.stdout.trim()).unwrap_or_else(|_| panic!("{}", out.all()))
+    }
+
+    /// Every job's PUT came to credgate framed as aws-chunked (more bytes
+    /// than its file), or not (exactly its file): so the test exercises the
+    /// framing it means to.
+    async fn assert_framed(&self, jobs: &Value, framed: bool) {
+        let records = puts(&self.env).await;
+        for job in jobs.as_array().unwrap() {
+            let path = format!("/reports/{}", job["key"].as_str().unwrap());
+            let len = std::fs::metadata(job["path"].as_str().unwrap())
+                .unwrap()
+                .len();
+            let r = records
+                .iter()
+                .find(|r| r.path.as_deref() == Some(path.as_str()))
+                .unwrap_or_else(|| panic!("no record of {path}"));
+            assert_eq!(r.bytes_in > len, framed, "{path}: {len} bytes, {r:?}");
+        }
+    }
+
+    /// Every job's object is its file, with exactly the checksum `algorithm`
+    /// of the job (CRC32, the SDKs' default, when it names none), and that
+    /// checksum is the file's.
+    async fn assert_stored(&self, jobs: &Value) {
+        let stored = self.read_back(jobs).await;
+        for job in jobs.as_array().unwrap() {
+            let key = job["key"].as_str().unwrap();
+            let got = &stored[key];
+            assert_eq!(got["same"], true, "{key}: {got}");
+            let algorithm = match job["algorithm"].as_str().unwrap() {
+                "" => "CRC32",
+                a => a,
+            };
+            let sums = got["stored"].as_object().unwrap();
+            assert_eq!(sums.keys().collect::<Vec<_>>(), [algorithm], "{key}: {got}");
+            assert_eq!(got["stored"], got["expected"], "{key}: {got}");
+        }
+    }
+}
+
+/// The records of the PUT requests (not of the CONNECTs that carried them).
+async fn puts(env: &Env) -> Vec<credgate::audit::DecisionRecord> {
+    let mut records = env.request_records().await;
+    records.retain(|r| r.method.as_deref() == Some("PUT"));
+    records
+}
+
+fn job(how: &str, key: &str, path: &str, algorithm: &str) -> Value {
+    json!({"how": how, "key": format!("uploads/{key}"), "path": path, "algorithm": algorithm})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boto3_uploads_over_https_are_stored_byte_for_byte_with_their_checksums() {
+    let s = setup(true).await;
+    let small = s.file("small.txt", 12);
+    let one_chunk = s.file("200k.bin", 200 << 10);
+    let chunks = s.file("2.5m.bin", (5 << 20) / 2);
+    let empty = s.file("empty.txt", 0);
+    let mut jobs = vec![
+        job("put_object", "small.txt", &small, ""),
+        job("upload_file", "small-file.txt", &small, ""),
+        job("put_object", "200k.bin", &one_chunk, ""),
+        job("upload_file", "200k-file.bin", &one_chunk, ""),
+        // More than one aws-chunked chunk (botocore's are 1 MiB).
+        job("put_object", "2.5m.bin", &chunks, ""),
+        job("put_object", "empty.txt", &empty, ""),
+    ];
+    for algorithm in ALGORITHMS {
+        jobs.push(job(
+            "put_object",
+            &format!("200k-{algorithm}.bin"),
+            &one_chunk,
+            algorithm,
+        ));
+        jobs.push(job(
+            "upload_file",
+            &format!("small-{algorithm}.txt"),
+            &small,
+            algorithm,
+        ));
+    }
+    let jobs = Value::Array(jobs);
+    let results = s.upload(&jobs).await;
+    assert!(results.iter().all(|r| r == "ok"), "{results:?}");
+    s.assert_framed(&jobs, true).await;
+    s.assert_stored(&jobs).await;
+
+    // Every upload went out as one allowed, 200-answered request.
+    let records = puts(&s.env).await;
+    assert_eq!(records.len(), jobs.as_array().unwrap().len(), "{records:?}");
+    for r in records {
+        assert_eq!(
+            r.upstream.as_ref().and_then(|u| u.status),
+            Some(200),
+            "{r:?}"
+        );
+    }
+    s.env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_cli_s3_cp_over_https_stores_the_file() {
+    let s = setup(true).await;
+    let (id, token) = s.env.start_task(&["uploads"]);
+    let small = s.file("cli-small.txt", 12);
+    let one_chunk = s.file("cli-200k.bin", 200 << 10);
+    let mut uploads = vec![
+        ("cli-small.txt".to_string(), &small, ""),
+        ("cli-200k.bin".to_string(), &one_chunk, ""),
+    ];
+    for algorithm in ALGORITHMS {
+        uploads.push((format!("cli-{algorithm}.bin"), &one_chunk, algorithm));
+    }
+    let mut jobs = Vec::new();
+    for (name, path, algorithm) in uploads {
+        let mut cmd = std::process::Command::new("aws");
+        cmd.args(["s3", "cp", path, &format!("s3://reports/uploads/{name}")])
+            .args(["--endpoint-url", &s.moto.endpoint()])
+            .args(["--region", "us-east-1"])
+            .arg("--ca-bundle")
+            .arg(&s.env.ca_cert);
+        if !algorithm.is_empty() {
+            cmd.args(["--checksum-algorithm", algorithm]);
+        }
+        let no_file = |name: &str| s.files.path().join(name);
+        clean_env(&mut cmd)
+            .env("HTTPS_PROXY", s.env.proxy_url(&id, &token))
+            .env("AWS_ACCESS_KEY_ID", "AKIADUMMYAGENTKEY000")
+            .env("AWS_SECRET_ACCESS_KEY", "test-secret-agent-key")
+            .env("AWS_CONFIG_FILE", no_file("no-config"))
+            .env("AWS_SHARED_CREDENTIALS_FILE", no_file("no-credentials"))
+            .env("AWS_EC2_METADATA_DISABLED", "true");
+        let out = run_cli(cmd).await;
+        out.expect_code(0);
+        assert!(out.stdout.contains("upload:"), "{}", out.all());
+        jobs.push(job("cli", &name, path, algorithm));
+    }
+    let jobs = Value::Array(jobs);
+    s.assert_framed(&jobs, true).await;
+    s.assert_stored(&jobs).await;
+    s.env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multipart_upload_stores_every_part() {
+    let s = setup(true).await;
+    // Three parts: 5 MiB, 5 MiB and 1 MiB, each an aws-chunked UploadPart.
+    let big = s.file("11m.bin", 11 << 20);
+    for algorithm in ["", "SHA256"] {
+        let key = format!("11m-{algorithm}.bin");
+        let jobs = json!([job("multipart", &key, &big, algorithm)]);
+        let results = s.upload(&jobs).await;
+        assert_eq!(results, ["ok"], "{algorithm}");
+        let stored = s.read_back(&jobs).await;
+        let got = &stored[format!("uploads/{key}")];
+        assert_eq!(got["same"], true, "{got}");
+        assert_eq!(got["len"], 11 << 20);
+    }
+    // Three UploadPart requests for each upload.
+    assert_eq!(puts(&s.env).await.len(), 6);
+    s.env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boto3_uploads_over_http_carry_the_header_checksum() {
+    let s = setup(false).await;
+    let small = s.file("small.txt", 12);
+    let one = s.file("200k.bin", 200 << 10);
+    let mut jobs = vec![
+        job("put_object", "http-small.txt", &small, ""),
+        job("put_object", "http-200k.bin", &one, ""),
+    ];
+    for algorithm in ALGORITHMS {
+        jobs.push(job(
+            "put_object",
+            &format!("http-{algorithm}.bin"),
+            &one,
+            algorithm,
+        ));
+    }
+    let jobs = Value::Array(jobs);
+    let results = s.upload(&jobs).await;
+    assert!(results.iter().all(|r| r == "ok"), "{results:?}");
+    // Over http the SDK sends the checksum in a header, the body as it is.
+    s.assert_framed(&jobs, false).await;
+    s.assert_stored(&jobs).await;
+    s.env.stop().await;
+}
+
+/// A PUT with an aws-chunked `body` and `headers` through credgate by curl;
+/// the status and the body of the answer.
+async fn put_framed(s: &Setup, key: &str, headers: &[String], body: &[u8]) -> (u16, Value) {
+    let (id, token) = s.env.start_task(&["uploads"]);
+    let path = s.files.path().join(format!("{key}.body"));
+    std::fs::write(&path, body).unwrap();
+    let mut cmd = curl_via(
+        &s.env.proxy_url(&id, &token),
+        &s.env.ca_cert,
+        &format!("{}/reports/uploads/{key}", s.moto.endpoint()),
+    );
+    cmd.args(["-X", "PUT", "--data-binary"])
+        .arg(format!("@{}", path.display()));
+    for h in headers {
+        cmd.args(["-H", h]);
+    }
+    let out = run_cli(cmd).await;
+    out.expect_code(0);
+    let (status, body) = curl_status(&out);
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+}
+
+/// The headers of an SDK's aws-chunked upload of `len` bytes, CRC32 trailer
+/// (with a content type, or curl sends a form type, which moto would parse
+/// the body as).
+fn chunked_headers(len: usize) -> Vec<String> {
+    vec![
+        "Content-Encoding: aws-chunked".into(),
+        "Content-Type: application/octet-stream".into(),
+        "x-amz-content-sha256: STREAMING-UNSIGNED-PAYLOAD-TRAILER".into(),
+        format!("x-amz-decoded-content-length: {len}"),
+        "x-amz-trailer: x-amz-checksum-crc32".into(),
+        "x-amz-sdk-checksum-algorithm: CRC32".into(),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_aws_chunked_bodies_are_refused_and_moto_receives_nothing() {
+    let s = setup(true).await;
+    let content = b"hello, moto\n";
+    // zlib's CRC-32 of `content`, base64.
+    let crc = "UFGeNw==";
+    let good = format!("c\r\nhello, moto\n\r\n0\r\nx-amz-checksum-crc32:{crc}\r\n\r\n");
+    let cases: Vec<(&str, Vec<String>, String, &str)> = vec![
+        (
+            "bad-size",
+            chunked_headers(12),
+            good.replacen("c\r\n", "z\r\n", 1),
+            "payload_malformed",
+        ),
+        (
+            "short-size",
+            chunked_headers(12),
+            good.replacen("c\r\n", "b\r\n", 1),
+            "payload_malformed",
+        ),
+        (
+            "bad-trailer",
+            chunked_headers(12),
+            good.replacen("x-amz-checksum-crc32:", "x-amz-checksum-crc32 ", 1),
+            "payload_malformed",
+        ),
+        (
+            "unannounced-trailer",
+            chunked_headers(12),
+            good.replacen("x-amz-checksum-crc32", "x-amz-checksum-sha1", 1),
+            "payload_malformed",
+        ),
+        (
+            "no-trailer",
+            chunked_headers(12),
+            "c\r\nhello, moto\n\r\n0\r\n\r\n".into(),
+            "payload_malformed",
+        ),
+        (
+            "wrong-length",
+            chunked_headers(13),
+            good.clone(),
+            "payload_malformed",
+        ),
+        (
+            "wrong-checksum",
+            chunked_headers(12),
+            good.replacen(crc, "AAAAAA==", 1),
+            "payload_checksum_mismatch",
+        ),
+        (
+            "unknown-streaming",
+            {
+                let mut h = chunked_headers(12);
+                h[2] = "x-amz-content-sha256: STREAMING-AWS4-FUTURE-PAYLOAD".into();
+                h
+            },
+            good.clone(),
+            "payload_unsupported",
+        ),
+    ];
+    for (key, headers, body, reason) in &cases {
+        let (status, answer) = put_framed(&s, key, headers, body.as_bytes()).await;
+        assert_eq!(status, 400, "{key}: {answer}");
+        assert_eq!(answer["error"], *reason, "{key}: {answer}");
+    }
+    // Refused before credgate asked STS for a session: nothing can have
+    // been signed, let alone sent.
+    assert!(s.front.calls().is_empty(), "{:?}", s.front.calls());
+    let records = puts(&s.env).await;
+    assert_eq!(records.len(), cases.len(), "{records:?}");
+    for r in &records {
+        assert!(r.upstream.is_none(), "{r:?}");
+        assert!(r.credential.is_none(), "{r:?}");
+    }
+
+    // A coding credgate does not know, on a request it would sign: refused
+    // after the credential is fetched, before anything is sent.
+    let mut headers = chunked_headers(12);
+    headers[0] = "Content-Encoding: aws-chunked, x-future".into();
+    let (status, answer) = put_framed(&s, "unknown-coding", &headers, good.as_bytes()).await;
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(answer["error"], "payload_unsupported", "{answer}");
+
+    // The good body goes through, so the refusals above were the framing's.
+    let (status, answer) = put_framed(&s, "good", &chunked_headers(12), good.as_bytes()).await;
+    assert_eq!(status, 200, "{answer}");
+
+    let mut keys: Vec<Value> = cases
+        .iter()
+        .map(|(key, ..)| json!({"key": format!("uploads/{key}"), "path": ""}))
+        .collect();
+    keys.push(json!({"key": "uploads/unknown-coding", "path": ""}));
+    let stored = s.read_back(&Value::Array(keys.clone())).await;
+    for key in &keys {
+        assert_eq!(stored[key["key"].as_str().unwrap()], "absent", "{stored}");
+    }
+    let content_file = s.files.path().join("good.content");
+    std::fs::write(&content_file, content).unwrap();
+    let good_job = json!([{"key": "uploads/good", "path": content_file.display().to_string(), "algorithm": ""}]);
+    s.assert_stored(&good_job).await;
+    s.env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_split_across_chunks_is_found_in_the_payload() {
+    let s = setup(true).await;
+    let key_id = format!("AKIA{}", random_hex(8).to_uppercase());
+    let (head, tail) = key_id.split_at(9);
+    let payload = format!("key={key_id}\n");
+    let crc = {
+        let out = python(&[
+            "import base64,sys,zlib; print(base64.b64encode(zlib.crc32(sys.argv[1].encode()).to_bytes(4,'big')).decode())",
+            &payload,
+        ])
+        .await;
+        out.stdout.trim().to_string()
+    };
+    let first = format!("key={head}");
+    let second = format!("{tail}\n");
+    let body = format!(
+        "{:x}\r\n{first}\r\n{:x}\r\n{second}\r\n0\r\nx-amz-checksum-crc32:{crc}\r\n\r\n",
+        first.len(),
+        second.len()
+    );
+    assert!(!body.contains(&key_id));
+    let (status, answer) = put_framed(
+        &s,
+        "split-secret",
+        &chunked_headers(payload.len()),
+        body.as_bytes(),
+    )
+    .await;
+    assert_eq!(status, 403, "{answer}");
+    assert_eq!(answer["error"], "secret_in_request", "{answer}");
+    let records = puts(&s.env).await;
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0].findings, ["aws_access_key_id"], "{records:?}");
+    assert!(s.front.calls().is_empty());
+    s.env.stop().await;
+}
