@@ -562,6 +562,68 @@ scopes:
     assert!(!out.stdout.contains("is valid"), "{}", out.stdout);
 }
 
+/// Every credential source's endpoint URL, given with a password in it in
+/// the shapes a person might write: `check` names the field and never the
+/// password (nor any part of the URL).
+#[test]
+fn check_never_prints_a_password_from_a_source_url() {
+    let password = format!("test-secret-{}", random_hex(6));
+    for url in [
+        format!("https://user:{password}@host with space/"),
+        format!("https://user:{password}@idp.example/token"),
+        format!("https://user:{password}/x@idp.example/"),
+        format!("http://user:{password}@127.0.0.1:9/"),
+    ] {
+        let files = DaemonFiles::new();
+        let u = serde_json::to_string(&url).unwrap();
+        files.write_config(&format!(
+            r#"
+credentials:
+  gh:
+    github_app: {{ app_id: 1, installation_id: 2, private_key: {{ env: CG_TEST_UNSET }}, api: {u} }}
+  bao:
+    vault:
+      address: {u}
+      auth: {{ token: {{ env: CG_TEST_UNSET }} }}
+      child_token: {{ policies: [reader] }}
+      read: {{ kv2: {{ mount: secret, path: app, field: key }} }}
+  s3:
+    aws: {{ role_arn: "arn:aws:iam::123456789012:role/r", region: us-east-1, base: env, sts_endpoint: {u} }}
+    inject: {{ sigv4: {{ service: s3 }} }}
+  idp:
+    oauth2_client_credentials: {{ token_url: {u}, revocation_url: {u}, client_id: c, client_secret: {{ env: CG_TEST_UNSET }} }}
+  discovered:
+    oauth2_client_credentials: {{ issuer: {u}, client_id: c, client_secret: {{ env: CG_TEST_UNSET }} }}
+  exchange:
+    oauth2_token_exchange: {{ token_url: {u}, client_id: c, client_secret: {{ env: CG_TEST_UNSET }}, subject_token: {{ credgate: {{ audience: a }} }}, audience: a }}
+  exchange-discovered:
+    oauth2_token_exchange: {{ issuer: {u}, client_id: c, client_secret: {{ env: CG_TEST_UNSET }}, subject_token: {{ credgate: {{ audience: a }} }}, audience: a }}
+"#
+        ));
+        let mut cmd = credgate(["check", "--config"]);
+        cmd.arg(&files.config_path).env_remove("CG_TEST_UNSET");
+        let out = run_bounded(cmd, COMMAND_LIMIT);
+        out.expect_code(1);
+        assert!(!out.all().contains(&password), "{url}: {}", out.all());
+        for field in [
+            "credentials.gh.github_app.api:",
+            "credentials.bao.vault.address:",
+            "credentials.s3.aws.sts_endpoint:",
+            "credentials.idp.oauth2_client_credentials.token_url:",
+            "credentials.idp.oauth2_client_credentials.revocation_url:",
+            "credentials.discovered.oauth2_client_credentials.issuer:",
+            "credentials.exchange.oauth2_token_exchange.token_url:",
+            "credentials.exchange-discovered.oauth2_token_exchange.issuer:",
+        ] {
+            assert!(
+                out.stderr.contains(field),
+                "{url}: {field} missing:\n{}",
+                out.stderr
+            );
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------
 // explain
 

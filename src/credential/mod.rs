@@ -9,6 +9,7 @@
 pub mod aws;
 pub mod cache;
 pub mod def;
+pub(crate) mod endpoint;
 pub mod error;
 pub mod exec;
 pub mod exec_output;

@@ -32,6 +32,7 @@ use self::http::StsHttp;
 use self::sts::StsCredentials;
 use crate::config::field::FieldError;
 use crate::config::units::parse_duration;
+use crate::credential::endpoint;
 use crate::credential::secret::{random_bytes, Environment, Secret};
 use crate::credential::{
     Credential, CredentialError, CredentialSource, CredentialValue, FetchContext, Narrowing,
@@ -193,7 +194,7 @@ pub fn compile(
         .sts_endpoint
         .clone()
         .unwrap_or_else(|| format!("https://sts.{}.amazonaws.com", raw.region));
-    let endpoint = check_endpoint(&endpoint_text)
+    let endpoint = check_sts_endpoint(&endpoint_text)
         .map_err(|m| errors.push(FieldError::new("sts_endpoint", m)))
         .ok();
     let base = compile_base(raw.base.as_ref(), env, &mut errors);
@@ -227,29 +228,14 @@ fn is_role_arn(arn: &str) -> bool {
             .is_some_and(|r| !r.is_empty())
 }
 
-/// `https://...`, or `http://` to a loopback host; no userinfo, query or fragment.
-fn check_endpoint(url: &str) -> Result<::http::Uri, String> {
-    let uri: ::http::Uri = url.parse().map_err(|_| format!("{url:?} is not a URL"))?;
-    let host = uri
-        .host()
-        .ok_or_else(|| format!("{url:?} has no host"))?
-        .trim_start_matches('[')
-        .trim_end_matches(']');
-    if uri.authority().is_some_and(|a| a.as_str().contains('@')) || uri.query().is_some() {
-        return Err("the STS endpoint must not carry user info or a query".to_string());
+/// `https://...`, or `http://` to a loopback host; no userinfo, query or
+/// fragment (see [`endpoint::check_endpoint`]).
+fn check_sts_endpoint(url: &str) -> Result<::http::Uri, String> {
+    let uri = endpoint::check_endpoint(url)?;
+    if uri.query().is_some() {
+        return Err("the STS endpoint must not carry a query".into());
     }
-    let loopback = host.eq_ignore_ascii_case("localhost")
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
-    match uri.scheme_str() {
-        Some("https") => Ok(uri),
-        Some("http") if loopback => Ok(uri),
-        Some("http") => Err(format!(
-            "{url:?} is plain http: only https is allowed, except to a loopback address"
-        )),
-        _ => Err(format!("{url:?} must be an https:// URL")),
-    }
+    Ok(uri)
 }
 
 fn compile_base(

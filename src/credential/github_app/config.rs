@@ -1,7 +1,6 @@
 //! `credentials.<name>.github_app` as written in the configuration, and its
 //! validation.
 
-use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -9,6 +8,7 @@ use serde::Deserialize;
 
 use crate::config::field::FieldError;
 use crate::config::units::parse_duration;
+use crate::credential::endpoint;
 use crate::credential::secret::{Environment, SecretRef};
 
 use super::app_jwt::AppKey;
@@ -111,30 +111,13 @@ pub(crate) fn compile(
 }
 
 /// `https://host[:port][/path]`, no query, no credentials; `http://` only
-/// for a loopback host.
+/// for a loopback host (see [`endpoint::check_endpoint`]).
 fn check_api(api: &str) -> Result<(), String> {
-    let uri: http::Uri = api.parse().map_err(|_| format!("{api:?} is not a URL"))?;
-    let host = uri.host().ok_or_else(|| format!("{api:?} has no host"))?;
-    if uri.query().is_some() || api.contains('#') {
-        return Err("must not have a query or fragment".into());
+    let uri = endpoint::check_endpoint(api)?;
+    if uri.query().is_some() {
+        return Err("must not have a query".into());
     }
-    if api.contains('@') {
-        return Err("must not contain credentials".into());
-    }
-    match uri.scheme_str() {
-        Some("https") => Ok(()),
-        Some("http") if is_loopback(host) => Ok(()),
-        Some("http") => {
-            Err("plain http:// is allowed only for a loopback host; use https://".into())
-        }
-        _ => Err("must start with https://".into()),
-    }
-}
-
-fn is_loopback(host: &str) -> bool {
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    host.eq_ignore_ascii_case("localhost")
-        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    Ok(())
 }
 
 #[cfg(test)]

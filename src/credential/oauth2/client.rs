@@ -2,7 +2,6 @@
 //! form-encoded POSTs and JSON GETs, each bounded in time and size, over
 //! verified TLS, or plain HTTP to a loopback address only.
 
-use std::net::IpAddr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -19,42 +18,11 @@ use crate::credential::source_http::{error_chain, SourceConnector};
 pub(super) const MAX_RESPONSE_BYTES: usize = 256 * 1024;
 
 /// Checks that `url` is an absolute `https://` URL, or `http://` to a
-/// loopback host, without userinfo or fragment. Returns the parsed URI.
+/// loopback host, without userinfo or fragment (see
+/// [`check_endpoint`](crate::credential::endpoint::check_endpoint)).
+/// Returns the parsed URI.
 pub(super) fn check_url(url: &str) -> Result<Uri, String> {
-    // Checked first, on the raw text, so no message below can echo a password.
-    let authority = url.split_once("://").map_or("", |(_, rest)| {
-        rest.split(['/', '?', '#']).next().unwrap_or("")
-    });
-    if authority.contains('@') {
-        return Err(
-            "the URL must not carry credentials (user:password@); use client_secret or private_key"
-                .into(),
-        );
-    }
-    let uri: Uri = url
-        .parse()
-        .map_err(|e| format!("{url:?} is not a URL: {e}"))?;
-    let Some(host) = uri.host() else {
-        return Err(format!("{url:?} is not an absolute URL"));
-    };
-    if url.contains('#') {
-        return Err(format!("{url:?} must not have a fragment"));
-    }
-    match uri.scheme_str() {
-        Some("https") => Ok(uri),
-        Some("http") if is_loopback_host(host) => Ok(uri),
-        Some("http") => Err(format!(
-            "{url:?} is plain http: only https is allowed, except to a loopback address"
-        )),
-        _ => Err(format!("{url:?} must be an https:// URL")),
-    }
-}
-
-/// `localhost`, `127.0.0.0/8` or `::1`.
-fn is_loopback_host(host: &str) -> bool {
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    host.eq_ignore_ascii_case("localhost")
-        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    crate::credential::endpoint::check_endpoint(url)
 }
 
 /// What an authorization server answered.

@@ -1,7 +1,6 @@
 //! `credentials.<name>.vault` as written in the configuration, and its validation.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -10,6 +9,7 @@ use serde::Deserialize;
 
 use crate::config::field::FieldError;
 use crate::config::units::parse_duration;
+use crate::credential::endpoint;
 use crate::credential::secret::{Environment, SecretRef};
 
 use super::{Auth, ChildTokenSpec, Read, VaultSource};
@@ -203,34 +203,13 @@ fn duration(
 }
 
 /// `https://host[:port]`, or `http://` for a loopback host only: a Vault
-/// token must not cross a network in clear.
+/// token must not cross a network in clear (see [`endpoint::check_endpoint`]).
 fn check_address(address: &str) -> Result<(), String> {
-    let uri: http::Uri = address
-        .parse()
-        .map_err(|_| format!("{address:?} is not a URL"))?;
-    let host = uri
-        .host()
-        .ok_or_else(|| format!("{address:?} has no host"))?;
+    let uri = endpoint::check_endpoint(address)?;
     if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
         return Err("give only scheme, host and port (Vault's API is under /v1/)".into());
     }
-    if address.contains('@') {
-        return Err("must not contain credentials".into());
-    }
-    match uri.scheme_str() {
-        Some("https") => Ok(()),
-        Some("http") if is_loopback(host) => Ok(()),
-        Some("http") => {
-            Err("plain http:// is allowed only for a loopback host; use https://".into())
-        }
-        _ => Err("must start with https://".into()),
-    }
-}
-
-fn is_loopback(host: &str) -> bool {
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    host.eq_ignore_ascii_case("localhost")
-        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    Ok(())
 }
 
 /// A path under `/v1/`: plain segments, no `..`, no query, no leading slash.
