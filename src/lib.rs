@@ -15,6 +15,7 @@ pub mod cli;
 pub mod config;
 pub mod credential;
 mod decimal;
+mod hex;
 pub mod inject;
 pub mod policy;
 pub mod proxy;

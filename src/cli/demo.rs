@@ -41,7 +41,10 @@ pub struct DemoArgs {
 
 /// Runs the demo; exit code 0 when every step behaved as credgate promises.
 pub async fn run(args: &DemoArgs) -> anyhow::Result<i32> {
-    let dir = std::env::temp_dir().join(format!("credgate-demo-{}", hex(&random_bytes::<6>())));
+    let dir = std::env::temp_dir().join(format!(
+        "credgate-demo-{}",
+        crate::hex::lower(&random_bytes::<6>())
+    ));
     std::fs::create_dir_all(&dir)?;
     let result = run_in(&dir).await;
     if args.keep {
@@ -50,10 +53,6 @@ pub async fn run(args: &DemoArgs) -> anyhow::Result<i32> {
         let _ = std::fs::remove_dir_all(&dir);
     }
     result
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A random alphanumeric string (for the demo's fake secrets).

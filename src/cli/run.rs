@@ -336,8 +336,7 @@ mod tests {
     }
 
     fn scratch(name: &str) -> PathBuf {
-        let tag: [u8; 6] = random_bytes();
-        let tag: String = tag.iter().map(|b| format!("{b:02x}")).collect();
+        let tag = crate::hex::lower(&random_bytes::<6>());
         std::env::temp_dir().join(format!("credgate-run-{name}-{tag}"))
     }
 

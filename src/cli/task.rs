@@ -357,8 +357,7 @@ mod tests {
 
     #[test]
     fn the_admin_token_is_read_from_its_file() {
-        let tag: [u8; 6] = crate::credential::secret::random_bytes();
-        let tag: String = tag.iter().map(|b| format!("{b:02x}")).collect();
+        let tag = crate::hex::lower(&crate::credential::secret::random_bytes::<6>());
         let path = std::env::temp_dir().join(format!("credgate-admin-token-{tag}"));
         let args = |file: &Path| AdminClientArgs {
             admin_url: "http://127.0.0.1:8081".into(),

@@ -14,13 +14,11 @@
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::config::field::FieldError;
-use crate::config::units::parse_duration;
-use crate::credential::exec::{command_path, ExecSource, DEFAULT_TIMEOUT};
+use crate::credential::exec::{command_path, ExecSource};
 use crate::credential::oauth2::{self, RawOAuth2ClientCredentials};
 use crate::credential::secret::{Environment, SecretRef};
 use crate::credential::static_source::StaticSource;
@@ -232,18 +230,7 @@ fn compile_exec(
     env: &dyn Environment,
 ) -> Result<ExecSource, Vec<FieldError>> {
     let mut errors = Vec::new();
-    let timeout = match raw.timeout.as_deref().map(parse_duration) {
-        None => DEFAULT_TIMEOUT,
-        Some(Ok(t)) if t > Duration::ZERO => t,
-        Some(Ok(_)) => {
-            errors.push(FieldError::new("timeout", "must be longer than zero"));
-            DEFAULT_TIMEOUT
-        }
-        Some(Err(message)) => {
-            errors.push(FieldError::new("timeout", message));
-            DEFAULT_TIMEOUT
-        }
-    };
+    let timeout = crate::credential::source_timeout(raw.timeout.as_deref(), &mut errors);
     for (i, arg) in raw.command.iter().enumerate() {
         if arg.contains('\0') {
             errors.push(FieldError::new(

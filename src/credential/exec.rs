@@ -15,14 +15,11 @@ use std::time::{Duration, SystemTime};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use zeroize::Zeroizing;
 
-use crate::credential::secret::{random_bytes, Environment};
+use crate::credential::secret::Environment;
 use crate::credential::{exec_output, Credential, CredentialError, CredentialSource, FetchContext};
 
 /// The most a command may print on stdout; a credential document is far smaller.
 pub const MAX_STDOUT_BYTES: usize = 64 * 1024;
-
-/// How long a command may run when `exec.timeout` is not given.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `PATH` for the command when credgate's own environment has none.
 const FALLBACK_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
@@ -114,7 +111,7 @@ impl ExecSource {
             })?;
         Ok(Credential {
             name: self.credential.clone(),
-            id: random_id(),
+            id: crate::credential::new_credential_id(),
             source: "exec",
             value,
             expires_at,
@@ -196,16 +193,6 @@ fn describe_status(status: ExitStatus) -> String {
     }
 }
 
-/// A fresh record id per issued credential: `cred-` + 12 random hex digits.
-fn random_id() -> String {
-    let mut id = String::with_capacity(17);
-    id.push_str("cred-");
-    for byte in random_bytes::<6>() {
-        id.push_str(&format!("{byte:02x}"));
-    }
-    id
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -224,7 +211,10 @@ pub(crate) mod tests {
         /// `/bin/sh` rather than executing it, which avoids ETXTBSY races with
         /// other tests forking while the file is still open for writing.
         pub(crate) fn new(body: &str) -> Script {
-            let dir = std::env::temp_dir().join(format!("credgate-test-{}", random_id()));
+            let dir = std::env::temp_dir().join(format!(
+                "credgate-test-{}",
+                crate::credential::new_credential_id()
+            ));
             std::fs::create_dir_all(&dir).unwrap();
             let path = dir.join("mint.sh");
             std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();

@@ -24,14 +24,43 @@ pub mod vault;
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use crate::audit::{CacheOutcome, CredentialInfo};
+use crate::config::field::FieldError;
 
 pub use cache::{CacheStatus, CredentialCache};
 pub use def::{CredentialDef, RawCredential, RawExec};
 pub use error::CredentialError;
 pub use secret::Secret;
+
+/// How long one call of a source (a command, an HTTP exchange) may take
+/// when its `timeout:` is not given.
+pub const DEFAULT_SOURCE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A source's `timeout:` field: a duration longer than zero, or
+/// [`DEFAULT_SOURCE_TIMEOUT`]. A bad value is an error at `timeout` (the
+/// default stands in, so every other problem is still reported).
+pub(crate) fn source_timeout(text: Option<&str>, errors: &mut Vec<FieldError>) -> Duration {
+    match text.map(crate::config::units::parse_duration) {
+        None => DEFAULT_SOURCE_TIMEOUT,
+        Some(Ok(t)) if t > Duration::ZERO => t,
+        Some(Ok(_)) => {
+            errors.push(FieldError::new("timeout", "must be longer than zero"));
+            DEFAULT_SOURCE_TIMEOUT
+        }
+        Some(Err(message)) => {
+            errors.push(FieldError::new("timeout", message));
+            DEFAULT_SOURCE_TIMEOUT
+        }
+    }
+}
+
+/// A fresh id for an issued credential, as records name it: `cred-` + 12
+/// random hex digits (never derived from the value).
+pub(crate) fn new_credential_id() -> String {
+    format!("cred-{}", crate::hex::lower(&secret::random_bytes::<6>()))
+}
 
 /// One credential issued by a source, as the cache holds it and injection uses it.
 pub struct Credential {

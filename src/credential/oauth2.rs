@@ -36,18 +36,13 @@ use tokio::sync::OnceCell;
 use self::assertion::SigningKey;
 use self::client::{check_url, HttpAnswer, HttpClient};
 use crate::config::field::FieldError;
-use crate::config::units::parse_duration;
-use crate::credential::secret::{random_bytes, Environment, Secret, SecretRef};
+use crate::credential::secret::{Environment, Secret, SecretRef};
 use crate::credential::{
     Credential, CredentialError, CredentialSource, CredentialValue, FetchContext, Revocation,
 };
 
 /// The source kind, as written in config and records.
 pub const KIND: &str = "oauth2_client_credentials";
-
-/// How long every call to the authorization server may take when `timeout`
-/// is not given.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The lifetime assumed for a token whose response has no `expires_in`:
 /// short, so a token of unknown life is replaced soon.
@@ -205,18 +200,7 @@ pub fn compile(
         }
     }
     let auth = compile_auth(raw, env, &mut errors);
-    let timeout = match raw.timeout.as_deref().map(parse_duration) {
-        None => DEFAULT_TIMEOUT,
-        Some(Ok(t)) if t > Duration::ZERO => t,
-        Some(Ok(_)) => {
-            errors.push(FieldError::new("timeout", "must be longer than zero"));
-            DEFAULT_TIMEOUT
-        }
-        Some(Err(message)) => {
-            errors.push(FieldError::new("timeout", message));
-            DEFAULT_TIMEOUT
-        }
-    };
+    let timeout = crate::credential::source_timeout(raw.timeout.as_deref(), &mut errors);
     let http = HttpClient::new(raw.ca.as_deref(), timeout)
         .map_err(|message| errors.push(FieldError::new("ca", message)))
         .ok();
@@ -574,7 +558,7 @@ impl OAuth2Source {
         let expires_at = SystemTime::now() + granted.ttl;
         Ok(Credential {
             name: self.credential.clone(),
-            id: random_id(),
+            id: crate::credential::new_credential_id(),
             source: KIND,
             value: CredentialValue::Token(granted.token),
             expires_at: Some(expires_at),
@@ -743,15 +727,6 @@ pub(crate) fn check_token_response(body: &[u8], asked: &[String]) -> Result<Gran
 
 fn join(scopes: &BTreeSet<&str>) -> String {
     scopes.iter().copied().collect::<Vec<_>>().join(" ")
-}
-
-/// A fresh record id per issued credential: `cred-` + 12 random hex digits.
-pub(crate) fn random_id() -> String {
-    let mut id = String::from("cred-");
-    for byte in random_bytes::<6>() {
-        id.push_str(&format!("{byte:02x}"));
-    }
-    id
 }
 
 #[cfg(test)]

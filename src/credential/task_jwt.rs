@@ -151,10 +151,7 @@ impl TaskJwtSigner {
         if exp <= iat {
             return Err("the task has ended or ends within a second".into());
         }
-        let jti: String = random_bytes::<16>()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let jti = crate::hex::lower(&random_bytes::<16>());
         let body = Claims {
             iss: claims.issuer,
             sub: claims.agent,

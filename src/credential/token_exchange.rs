@@ -401,7 +401,7 @@ impl TokenExchangeSource {
             })?;
         Ok(Credential {
             name: self.credential.clone(),
-            id: oauth2::random_id(),
+            id: crate::credential::new_credential_id(),
             source: KIND,
             value: CredentialValue::Token(granted.token),
             expires_at: Some(SystemTime::now() + granted.ttl),

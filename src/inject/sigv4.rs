@@ -229,7 +229,7 @@ pub fn sign(
         parts.headers.insert(http::header::HOST, value);
     }
     let date = amz_date(now);
-    let payload_hash = hex(&crate::credential::secret::sha256(body));
+    let payload_hash = crate::hex::lower(&crate::credential::secret::sha256(body));
     parts.headers.insert(
         HeaderName::from_static("x-amz-date"),
         HeaderValue::from_str(&date).expect("digits and letters"),
@@ -344,7 +344,7 @@ fn authorization(
     let scope = format!("{day}/{region}/{service}/aws4_request");
     let string_to_sign = format!(
         "AWS4-HMAC-SHA256\n{date}\n{scope}\n{}",
-        hex(&crate::credential::secret::sha256(
+        crate::hex::lower(&crate::credential::secret::sha256(
             request.text().as_bytes()
         ))
     );
@@ -354,7 +354,7 @@ fn authorization(
     for part in [region, service, "aws4_request"] {
         key = Zeroizing::new(hmac_sha256(&key[..], part.as_bytes()));
     }
-    let signature = hex(&hmac_sha256(&key[..], string_to_sign.as_bytes()));
+    let signature = crate::hex::lower(&hmac_sha256(&key[..], string_to_sign.as_bytes()));
     format!(
         "AWS4-HMAC-SHA256 Credential={access_key_id}/{scope}, SignedHeaders={}, Signature={signature}",
         request.signed_headers()
@@ -364,10 +364,6 @@ fn authorization(
 fn hmac_sha256(key: &[u8], data: &[u8]) -> Vec<u8> {
     let key = hmac::Key::new(hmac::HMAC_SHA256, key);
     hmac::sign(&key, data).as_ref().to_vec()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// `20150830T123600Z`.
@@ -479,7 +475,7 @@ mod tests {
             ("host".to_string(), "example.amazonaws.com".to_string()),
             ("x-amz-date".to_string(), "20150830T123600Z".to_string()),
         ];
-        let empty = hex(&crate::credential::secret::sha256(b""));
+        let empty = crate::hex::lower(&crate::credential::secret::sha256(b""));
         let auth = |path: &str, query: &str| {
             let request = CanonicalRequest {
                 method: "GET",

@@ -230,12 +230,7 @@ mod tests {
             AuthError::Invalid
         );
         // The token's digest is not a credential.
-        let digest: String = a
-            .token_hash()
-            .unwrap()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let digest = crate::hex::lower(a.token_hash().unwrap());
         assert_eq!(
             store.authenticate(&bearer(&digest), now).unwrap_err(),
             AuthError::Invalid

@@ -33,7 +33,7 @@ use self::sts::StsCredentials;
 use crate::config::field::FieldError;
 use crate::config::units::parse_duration;
 use crate::credential::endpoint;
-use crate::credential::secret::{random_bytes, Environment, Secret};
+use crate::credential::secret::{Environment, Secret};
 use crate::credential::{
     Credential, CredentialError, CredentialSource, CredentialValue, FetchContext, Narrowing,
     RequestView,
@@ -49,8 +49,6 @@ pub const MIN_DURATION: Duration = Duration::from_secs(900);
 pub const MAX_DURATION: Duration = Duration::from_secs(12 * 3600);
 /// The session length when `duration` is not given.
 pub const DEFAULT_DURATION: Duration = MIN_DURATION;
-/// The bound of each STS call when `timeout` is not given.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// STS's limit on an inline session policy, in characters.
 pub const MAX_POLICY_CHARS: usize = 2048;
 
@@ -178,18 +176,7 @@ pub fn compile(
             DEFAULT_DURATION
         }
     };
-    let timeout = match raw.timeout.as_deref().map(parse_duration) {
-        None => DEFAULT_TIMEOUT,
-        Some(Ok(t)) if t > Duration::ZERO => t,
-        Some(Ok(_)) => {
-            errors.push(FieldError::new("timeout", "must be longer than zero"));
-            DEFAULT_TIMEOUT
-        }
-        Some(Err(message)) => {
-            errors.push(FieldError::new("timeout", message));
-            DEFAULT_TIMEOUT
-        }
-    };
+    let timeout = crate::credential::source_timeout(raw.timeout.as_deref(), &mut errors);
     let endpoint_text = raw
         .sts_endpoint
         .clone()
@@ -511,7 +498,7 @@ impl AwsSource {
         }
         Ok(Credential {
             name: self.credential.clone(),
-            id: random_id(),
+            id: crate::credential::new_credential_id(),
             source: KIND,
             value: CredentialValue::Aws {
                 access_key_id: creds.access_key_id,
@@ -630,15 +617,6 @@ impl AwsSource {
     }
 }
 
-/// A fresh record id per issued credential: `cred-` + 12 random hex digits.
-fn random_id() -> String {
-    let mut id = String::from("cred-");
-    for byte in random_bytes::<6>() {
-        id.push_str(&format!("{byte:02x}"));
-    }
-    id
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -717,7 +695,10 @@ mod tests {
 
     #[test]
     fn profile_base_reads_the_shared_credentials_file() {
-        let dir = std::env::temp_dir().join(format!("credgate-aws-{}", random_id()));
+        let dir = std::env::temp_dir().join(format!(
+            "credgate-aws-{}",
+            crate::credential::new_credential_id()
+        ));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("credentials");
         std::fs::write(

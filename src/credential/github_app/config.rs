@@ -2,12 +2,10 @@
 //! validation.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::config::field::FieldError;
-use crate::config::units::parse_duration;
 use crate::credential::endpoint;
 use crate::credential::secret::{Environment, SecretRef};
 
@@ -16,9 +14,6 @@ use super::GitHubAppSource;
 
 /// The public GitHub API.
 const DEFAULT_API: &str = "https://api.github.com";
-
-/// How long one call to GitHub may take when `timeout` is not given.
-const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The `github_app` source as written in the configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -84,18 +79,7 @@ pub(crate) fn compile(
             None
         }
     };
-    let timeout = match raw.timeout.as_deref().map(parse_duration) {
-        None => DEFAULT_TIMEOUT,
-        Some(Ok(t)) if t >= Duration::from_secs(1) => t,
-        Some(Ok(_)) => {
-            errors.push(FieldError::new("timeout", "must be at least 1s"));
-            DEFAULT_TIMEOUT
-        }
-        Some(Err(message)) => {
-            errors.push(FieldError::new("timeout", message));
-            DEFAULT_TIMEOUT
-        }
-    };
+    let timeout = crate::credential::source_timeout(raw.timeout.as_deref(), &mut errors);
     match (key, tls) {
         (Some(key), Some(tls)) if errors.is_empty() => Ok(GitHubAppSource::new(
             name,

@@ -24,7 +24,6 @@ use std::time::{Duration, SystemTime};
 use ::http::{Method, StatusCode};
 
 use crate::config::field::FieldError;
-use crate::credential::secret::random_bytes;
 use crate::credential::{
     Credential, CredentialError, CredentialSource, CredentialValue, FetchContext, Narrowing,
     RequestView, Revocation, Secret,
@@ -126,7 +125,7 @@ impl GitHubAppSource {
             })?;
         Ok(Credential {
             name: self.credential.clone(),
-            id: format!("cred-{}", hex(&random_bytes::<6>())),
+            id: crate::credential::new_credential_id(),
             source: "github_app",
             value: CredentialValue::Token(token),
             expires_at: Some(expires_at),
@@ -157,10 +156,6 @@ impl GitHubAppSource {
             ))),
         }
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl CredentialSource for GitHubAppSource {

@@ -74,10 +74,7 @@ impl SigningKey {
             .duration_since(UNIX_EPOCH)
             .map_err(|_| "the system clock is before 1970".to_string())?
             .as_secs();
-        let jti: String = random_bytes::<16>()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let jti = crate::hex::lower(&random_bytes::<16>());
         let claims = Claims {
             iss: client_id,
             sub: client_id,

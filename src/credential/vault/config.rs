@@ -17,9 +17,6 @@ use super::{Auth, ChildTokenSpec, Read, VaultSource};
 /// A child token's life when `child_token.ttl` is not given.
 const DEFAULT_CHILD_TTL: Duration = Duration::from_secs(15 * 60);
 
-/// How long one call to Vault may take when `timeout` is not given.
-const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// The `vault` source as written in the configuration.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -164,7 +161,7 @@ pub(crate) fn compile(
             None
         }
     };
-    let timeout = duration(&raw.timeout, DEFAULT_TIMEOUT, "timeout", &mut errors);
+    let timeout = crate::credential::source_timeout(raw.timeout.as_deref(), &mut errors);
     let auth = compile_auth(&raw.auth, env, &mut errors);
     let child = compile_child(&raw.child_token, &mut errors);
     let read = compile_read(&raw.read, &mut errors);

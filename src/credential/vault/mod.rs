@@ -51,7 +51,7 @@ use std::time::{Duration, SystemTime};
 use ::http::{Method, StatusCode};
 use serde_json::json;
 
-use crate::credential::secret::{fingerprint, random_bytes};
+use crate::credential::secret::fingerprint;
 use crate::credential::{
     Credential, CredentialError, CredentialSource, CredentialValue, FetchContext, Revocation,
     Secret,
@@ -484,7 +484,7 @@ impl VaultSource {
         let read = self.read_under(&child.token, child.expires_at).await;
         match read {
             Ok((value, expires_at, lease)) => {
-                let id = format!("cred-{}", hex(&random_bytes::<6>()));
+                let id = crate::credential::new_credential_id();
                 self.issued
                     .lock()
                     .expect("vault issued map poisoned")
@@ -760,10 +760,6 @@ fn still_valid(held: &Option<HeldToken>) -> Option<Secret> {
         Some(at) if at <= SystemTime::now() + LOGIN_MARGIN => None,
         _ => Some(held.token.clone()),
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl CredentialSource for VaultSource {
