@@ -185,8 +185,13 @@ async fn run_phases(
     // checksums are checked. That reads `x-amz-*` headers, so it runs before
     // the strip removes them, and the scan below then reads the payload,
     // where chunk framing cannot split a secret.
-    let (payload, mut aws_payload) = aws_payload::read(&mut parts.headers, body)
-        .map_err(|e| Deny::new(e.reason(), e.to_string()))?;
+    let (payload, mut aws_payload) = aws_payload::read(
+        &mut parts.headers,
+        body,
+        &parts.method,
+        target.query.as_deref(),
+    )
+    .map_err(|e| Deny::new(e.reason(), e.to_string()))?;
     body = payload;
     // Then strip what must never be forwarded, and look for secrets in what is left.
     rec.record().stripped = config.sanitizer.strip_headers(&mut parts.headers);
@@ -231,10 +236,12 @@ async fn run_phases(
         target.query = query;
         let removed = config.sanitizer.redact_headers(&mut parts.headers);
         rec.record().stripped.extend(removed);
-        let mut owned = body.to_vec();
-        config.sanitizer.redact_body(&mut owned);
-        body = Bytes::from(owned);
-        aws_payload.body_changed(&body);
+        if findings.iter().any(|f| f.location == FindingLocation::Body) {
+            let mut owned = body.to_vec();
+            config.sanitizer.redact_body(&mut owned);
+            body = Bytes::from(owned);
+            aws_payload.body_changed(&mut parts.headers, &body);
+        }
         rec.record().path = Some(target.path.clone());
         decision = config
             .policy

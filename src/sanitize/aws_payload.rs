@@ -36,6 +36,7 @@
 use base64::Engine as _;
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_ENCODING, EXPECT};
+use http::Method;
 
 use super::crc::{CRC32, CRC32C, CRC64_NVME};
 use crate::reason::Reason;
@@ -64,75 +65,126 @@ pub enum ChecksumAlgorithm {
     Sha1,
     /// SHA-256.
     Sha256,
+    /// SHA-512.
+    Sha512,
+    /// MD5 (carried, not checked: credgate has no MD5).
+    Md5,
+    /// XXH64 (carried, not checked).
+    Xxhash64,
+    /// XXH3, 64 bits (carried, not checked).
+    Xxhash3,
+    /// XXH3, 128 bits (carried, not checked).
+    Xxhash128,
 }
 
-impl ChecksumAlgorithm {
-    const ALL: [ChecksumAlgorithm; 5] = [
-        ChecksumAlgorithm::Crc32,
+/// Each algorithm: its S3 name, its header, its size in bytes.
+const ALGORITHMS: [(ChecksumAlgorithm, &str, &str, usize); 10] = [
+    (ChecksumAlgorithm::Crc32, "CRC32", "x-amz-checksum-crc32", 4),
+    (
         ChecksumAlgorithm::Crc32c,
+        "CRC32C",
+        "x-amz-checksum-crc32c",
+        4,
+    ),
+    (
         ChecksumAlgorithm::Crc64Nvme,
-        ChecksumAlgorithm::Sha1,
+        "CRC64NVME",
+        "x-amz-checksum-crc64nvme",
+        8,
+    ),
+    (ChecksumAlgorithm::Sha1, "SHA1", "x-amz-checksum-sha1", 20),
+    (
         ChecksumAlgorithm::Sha256,
-    ];
+        "SHA256",
+        "x-amz-checksum-sha256",
+        32,
+    ),
+    (
+        ChecksumAlgorithm::Sha512,
+        "SHA512",
+        "x-amz-checksum-sha512",
+        64,
+    ),
+    (ChecksumAlgorithm::Md5, "MD5", "x-amz-checksum-md5", 16),
+    (
+        ChecksumAlgorithm::Xxhash64,
+        "XXHASH64",
+        "x-amz-checksum-xxhash64",
+        8,
+    ),
+    (
+        ChecksumAlgorithm::Xxhash3,
+        "XXHASH3",
+        "x-amz-checksum-xxhash3",
+        8,
+    ),
+    (
+        ChecksumAlgorithm::Xxhash128,
+        "XXHASH128",
+        "x-amz-checksum-xxhash128",
+        16,
+    ),
+];
+
+impl ChecksumAlgorithm {
+    fn entry(self) -> (ChecksumAlgorithm, &'static str, &'static str, usize) {
+        *ALGORITHMS
+            .iter()
+            .find(|entry| entry.0 == self)
+            .expect("every algorithm is in the table")
+    }
 
     /// The name S3 uses (`CRC32`, `CRC64NVME`, …).
     pub fn name(self) -> &'static str {
-        match self {
-            ChecksumAlgorithm::Crc32 => "CRC32",
-            ChecksumAlgorithm::Crc32c => "CRC32C",
-            ChecksumAlgorithm::Crc64Nvme => "CRC64NVME",
-            ChecksumAlgorithm::Sha1 => "SHA1",
-            ChecksumAlgorithm::Sha256 => "SHA256",
-        }
+        self.entry().1
     }
 
     /// The header (and trailer) carrying a checksum of this kind.
     pub fn header(self) -> HeaderName {
-        HeaderName::from_static(match self {
-            ChecksumAlgorithm::Crc32 => "x-amz-checksum-crc32",
-            ChecksumAlgorithm::Crc32c => "x-amz-checksum-crc32c",
-            ChecksumAlgorithm::Crc64Nvme => "x-amz-checksum-crc64nvme",
-            ChecksumAlgorithm::Sha1 => "x-amz-checksum-sha1",
-            ChecksumAlgorithm::Sha256 => "x-amz-checksum-sha256",
-        })
+        HeaderName::from_static(self.entry().2)
     }
 
     /// The algorithm S3 calls `name`, in any case.
     fn from_name(name: &str) -> Option<ChecksumAlgorithm> {
-        Self::ALL
-            .into_iter()
-            .find(|a| a.name().eq_ignore_ascii_case(name))
+        ALGORITHMS
+            .iter()
+            .find(|entry| entry.1.eq_ignore_ascii_case(name))
+            .map(|entry| entry.0)
     }
 
     /// The algorithm whose header (or trailer) is `name` (lowercase).
     fn from_header(name: &str) -> Option<ChecksumAlgorithm> {
-        Self::ALL.into_iter().find(|a| a.header() == name)
+        ALGORITHMS
+            .iter()
+            .find(|entry| entry.2 == name)
+            .map(|entry| entry.0)
     }
 
-    /// The checksum of `data`, base64 as S3 writes it.
-    pub fn encode(self, data: &[u8]) -> String {
+    /// The checksum of `data`, base64 as S3 writes it; `None` for the
+    /// algorithms credgate does not compute (MD5, the XXH family), whose
+    /// value it carries as sent for S3 to check.
+    pub fn encode(self, data: &[u8]) -> Option<String> {
+        use aws_lc_rs::digest;
         let digest: Vec<u8> = match self {
             ChecksumAlgorithm::Crc32 => (CRC32.checksum(data) as u32).to_be_bytes().to_vec(),
             ChecksumAlgorithm::Crc32c => (CRC32C.checksum(data) as u32).to_be_bytes().to_vec(),
             ChecksumAlgorithm::Crc64Nvme => CRC64_NVME.checksum(data).to_be_bytes().to_vec(),
-            ChecksumAlgorithm::Sha1 => {
-                aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, data)
-                    .as_ref()
-                    .to_vec()
-            }
+            ChecksumAlgorithm::Sha1 => digest::digest(&digest::SHA1_FOR_LEGACY_USE_ONLY, data)
+                .as_ref()
+                .to_vec(),
             ChecksumAlgorithm::Sha256 => crate::credential::secret::sha256(data).to_vec(),
+            ChecksumAlgorithm::Sha512 => digest::digest(&digest::SHA512, data).as_ref().to_vec(),
+            ChecksumAlgorithm::Md5
+            | ChecksumAlgorithm::Xxhash64
+            | ChecksumAlgorithm::Xxhash3
+            | ChecksumAlgorithm::Xxhash128 => return None,
         };
-        base64::engine::general_purpose::STANDARD.encode(digest)
+        Some(base64::engine::general_purpose::STANDARD.encode(digest))
     }
 
     /// How many bytes a checksum of this kind has.
     fn digest_len(self) -> usize {
-        match self {
-            ChecksumAlgorithm::Crc32 | ChecksumAlgorithm::Crc32c => 4,
-            ChecksumAlgorithm::Crc64Nvme => 8,
-            ChecksumAlgorithm::Sha1 => 20,
-            ChecksumAlgorithm::Sha256 => 32,
-        }
+        self.entry().3
     }
 }
 
@@ -184,7 +236,8 @@ pub struct AwsPayload {
     checksum: Option<Checksum>,
     /// Checksum settings carried unchanged, validated:
     /// `x-amz-sdk-checksum-algorithm`, `x-amz-checksum-algorithm`
-    /// (`CreateMultipartUpload`), `x-amz-checksum-type`, `x-amz-checksum-mode`.
+    /// (`CreateMultipartUpload`), `x-amz-checksum-type` and
+    /// `x-amz-mp-object-size` (`CompleteMultipartUpload`).
     settings: Vec<Setting>,
 }
 
@@ -195,11 +248,23 @@ impl AwsPayload {
     }
 
     /// After the body was changed (secrets masked by an `on_secret: strip`
-    /// rule): the checksum is of the body as forwarded, in the algorithm
-    /// the agent chose.
-    pub fn body_changed(&mut self, body: &[u8]) {
+    /// rule): the checksum is of the body as forwarded, in the algorithm the
+    /// agent chose, or none where credgate cannot compute that one; and the
+    /// digests of the body as the agent sent it (`Content-MD5`,
+    /// `Content-Digest`, `Repr-Digest`, `Digest`) leave `headers`: they no
+    /// longer match, and would tell the upstream what was masked.
+    pub fn body_changed(&mut self, headers: &mut HeaderMap, body: &[u8]) {
+        for name in ["content-md5", "content-digest", "repr-digest", "digest"] {
+            headers.remove(name);
+        }
         if let Some((algorithm, value)) = &mut self.checksum {
-            *value = algorithm.encode(body);
+            match algorithm.encode(body) {
+                Some(fresh) => *value = fresh,
+                None => {
+                    self.checksum = None;
+                    self.settings.retain(|(name, _)| name != SDK_ALGORITHM);
+                }
+            }
         }
     }
 
@@ -239,14 +304,24 @@ enum Declared {
 
 /// Decodes `body` to the payload it carries and checks what `headers`
 /// declare about it. Removes the headers it reads (`x-amz-content-sha256`,
-/// `x-amz-decoded-content-length`, `x-amz-trailer`, `x-amz-checksum-*`,
-/// `x-amz-sdk-checksum-algorithm`, `Expect`) and `aws-chunked` from
+/// `x-amz-decoded-content-length`, `x-amz-trailer`, `x-amz-checksum-*` but
+/// `x-amz-checksum-mode`, `x-amz-sdk-checksum-algorithm`,
+/// `x-amz-mp-object-size`, `Expect`) and `aws-chunked` from
 /// `Content-Encoding`; returns the payload and what must be carried into a
 /// re-signed request. A body without AWS framing comes back unchanged.
 ///
+/// A checksum header is of the body, except on `CompleteMultipartUpload`
+/// (`POST` with an `uploadId` in `query`), where it is of the whole object:
+/// there it is checked for its form only, and S3 checks its value.
+///
 /// Must run before the headers are stripped (it reads `x-amz-*` headers)
 /// and before the body is scanned for secrets (the scan reads the payload).
-pub fn read(headers: &mut HeaderMap, body: Bytes) -> Result<(Bytes, AwsPayload), PayloadError> {
+pub fn read(
+    headers: &mut HeaderMap,
+    body: Bytes,
+    method: &Method,
+    query: Option<&str>,
+) -> Result<(Bytes, AwsPayload), PayloadError> {
     // Most requests carry none of these: one pass over the names, no lookups.
     let relevant = headers.keys().any(|name| {
         name == EXPECT || name == CONTENT_ENCODING || name.as_str().starts_with("x-amz-")
@@ -269,6 +344,8 @@ pub fn read(headers: &mut HeaderMap, body: Bytes) -> Result<(Bytes, AwsPayload),
     let mut payload = AwsPayload::default();
     let (body, trailer_checksum) = match declared {
         Declared::Chunked { signed, trailer } => {
+            // Optional: the forwarded payload's own length is what counts,
+            // but a declared one must agree with the chunks.
             let decoded_length = decoded_length(headers)?;
             let announced = announced_trailer(headers, trailer)?;
             let decoded = decode_chunks(&body, signed, announced, decoded_length)?;
@@ -298,6 +375,11 @@ pub fn read(headers: &mut HeaderMap, body: Bytes) -> Result<(Bytes, AwsPayload),
     }
     let (header_checksum, settings) = checksum_headers(headers)?;
     payload.settings = settings;
+    let of_the_object = method == Method::POST
+        && query.is_some_and(|q| {
+            q.split('&')
+                .any(|pair| pair.split('=').next() == Some("uploadId"))
+        });
     let (checksum, place) = match (trailer_checksum, header_checksum) {
         (Some(_), Some(_)) => {
             return Err(malformed(
@@ -309,14 +391,17 @@ pub fn read(headers: &mut HeaderMap, body: Bytes) -> Result<(Bytes, AwsPayload),
         (None, None) => (None, ""),
     };
     if let Some((algorithm, claimed)) = checksum {
-        let actual = algorithm.encode(&body);
-        if actual != claimed {
-            return Err(PayloadError::ChecksumMismatch {
-                algorithm: algorithm.name(),
-                place,
-            });
+        // What credgate cannot compute it carries for S3 to check; what it
+        // can, it checks first, so a mismatch forwards nothing.
+        match algorithm.encode(&body) {
+            Some(actual) if actual != claimed && !of_the_object => {
+                return Err(PayloadError::ChecksumMismatch {
+                    algorithm: algorithm.name(),
+                    place,
+                })
+            }
+            _ => payload.checksum = Some((algorithm, claimed)),
         }
-        payload.checksum = Some((algorithm, actual));
     }
     if let (Some(algorithm), Some((_, sdk))) = (
         payload.checksum_algorithm(),
@@ -332,8 +417,9 @@ pub fn read(headers: &mut HeaderMap, body: Bytes) -> Result<(Bytes, AwsPayload),
     Ok((body, payload))
 }
 
-/// The one value of header `name`, as text; `None` when absent.
-fn single<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'h str>, PayloadError> {
+/// The one value of header `name`, as text; `None` when absent. `name` is
+/// one credgate knows (it goes into the message), never one the agent chose.
+fn single<'h>(headers: &'h HeaderMap, name: &'static str) -> Result<Option<&'h str>, PayloadError> {
     let mut values = headers.get_all(name).iter();
     let Some(value) = values.next() else {
         return Ok(None);
@@ -422,13 +508,9 @@ fn take_aws_chunked_coding(headers: &mut HeaderMap) -> Result<bool, PayloadError
     Ok(true)
 }
 
-fn decoded_length(headers: &mut HeaderMap) -> Result<u64, PayloadError> {
+fn decoded_length(headers: &mut HeaderMap) -> Result<Option<u64>, PayloadError> {
     let length = match single(headers, DECODED_LENGTH)? {
-        None => {
-            return Err(malformed(
-                "an aws-chunked body needs x-amz-decoded-content-length",
-            ))
-        }
+        None => return Ok(None),
         Some(text)
             if !text.is_empty() && text.len() <= 19 && text.bytes().all(|b| b.is_ascii_digit()) =>
         {
@@ -437,7 +519,7 @@ fn decoded_length(headers: &mut HeaderMap) -> Result<u64, PayloadError> {
         Some(_) => return Err(malformed("x-amz-decoded-content-length is not a number")),
     };
     headers.remove(DECODED_LENGTH);
-    Ok(length)
+    Ok(Some(length))
 }
 
 /// The checksum trailer `x-amz-trailer` announces, for a framing with
@@ -517,10 +599,13 @@ fn decode_chunks(
     body: &[u8],
     signed: bool,
     announced: Option<ChecksumAlgorithm>,
-    decoded_length: u64,
+    decoded_length: Option<u64>,
 ) -> Result<Decoded, PayloadError> {
-    let capacity = usize::try_from(decoded_length)
-        .unwrap_or(usize::MAX)
+    // The payload is shorter than its framing; a declared length bigger
+    // than the body is caught by the checks below, not allocated.
+    let capacity = decoded_length
+        .and_then(|n| usize::try_from(n).ok())
+        .unwrap_or(body.len())
         .min(body.len());
     let mut payload = Vec::with_capacity(capacity);
     let mut cursor = Cursor { body, pos: 0 };
@@ -530,19 +615,19 @@ fn decode_chunks(
         if size == 0 {
             break;
         }
-        let remaining = decoded_length - payload.len() as u64;
-        if size > remaining {
+        let declared_left = decoded_length.map(|n| n - payload.len() as u64);
+        if declared_left.is_some_and(|left| size > left) {
             return Err(malformed(
                 "the chunks hold more than x-amz-decoded-content-length says",
             ));
         }
-        let data = cursor.take(size as usize)?;
-        payload.extend_from_slice(data);
+        let size = usize::try_from(size).map_err(|_| malformed("the body ends inside a chunk"))?;
+        payload.extend_from_slice(cursor.take(size)?);
         if cursor.take(2).ok() != Some(b"\r\n".as_slice()) {
             return Err(malformed("a chunk's data is not followed by CRLF"));
         }
     }
-    if payload.len() as u64 != decoded_length {
+    if decoded_length.is_some_and(|n| payload.len() as u64 != n) {
         return Err(malformed(
             "the chunks hold less than x-amz-decoded-content-length says",
         ));
@@ -655,29 +740,48 @@ type Checksum = (ChecksumAlgorithm, String);
 /// A checksum setting carried into the re-signed request.
 type Setting = (HeaderName, HeaderValue);
 
+/// The integrity headers credgate reads (the checksums come from
+/// [`ALGORITHMS`]); `x-amz-checksum-mode` is not among them: it asks S3 for
+/// checksums in the response, and is stripped like any other `x-amz-*`.
+const SETTINGS: [&str; 4] = [
+    SDK_ALGORITHM,
+    "x-amz-checksum-algorithm",
+    "x-amz-checksum-type",
+    "x-amz-mp-object-size",
+];
+
 /// The header checksum and the checksum settings, checked and removed from
 /// `headers`.
 fn checksum_headers(
     headers: &mut HeaderMap,
 ) -> Result<(Option<Checksum>, Vec<Setting>), PayloadError> {
-    let names: Vec<HeaderName> = headers
-        .keys()
-        .filter(|n| n.as_str().starts_with(CHECKSUM_PREFIX) || n.as_str() == SDK_ALGORITHM)
-        .cloned()
-        .collect();
+    // The names are the agent's to choose: only known ones go on, and no
+    // message repeats one.
+    let mut names: Vec<&'static str> = Vec::new();
+    for name in headers.keys() {
+        let name = name.as_str();
+        if let Some(known) = SETTINGS.iter().find(|s| **s == name) {
+            names.push(known);
+        } else if let Some(algorithm) = ChecksumAlgorithm::from_header(name) {
+            names.push(algorithm.entry().2);
+        } else if name.starts_with(CHECKSUM_PREFIX) && name != "x-amz-checksum-mode" {
+            return Err(PayloadError::Unsupported(
+                "the request carries an x-amz-checksum-* header credgate does not know".into(),
+            ));
+        }
+    }
     let mut checksum = None;
     let mut settings = Vec::new();
     for name in names {
-        let value = single(headers, name.as_str())?.unwrap_or_default();
-        let setting = |value: &'static str| (name.clone(), HeaderValue::from_static(value));
-        match name.as_str() {
+        let value = single(headers, name)?.unwrap_or_default();
+        let header = HeaderName::from_static(name);
+        let setting = |value: HeaderValue| (header.clone(), value);
+        match name {
             SDK_ALGORITHM | "x-amz-checksum-algorithm" => {
                 let algorithm = ChecksumAlgorithm::from_name(value).ok_or_else(|| {
-                    PayloadError::Unsupported(format!(
-                        "{name} names an algorithm other than CRC32, CRC32C, CRC64NVME, SHA1 or SHA256"
-                    ))
+                    PayloadError::Unsupported(format!("{name} names an algorithm S3 does not take"))
                 })?;
-                settings.push(setting(algorithm.name()));
+                settings.push(setting(HeaderValue::from_static(algorithm.name())));
             }
             "x-amz-checksum-type" => {
                 let kind = ["FULL_OBJECT", "COMPOSITE"]
@@ -688,24 +792,20 @@ fn checksum_headers(
                             "x-amz-checksum-type is neither FULL_OBJECT nor COMPOSITE".into(),
                         )
                     })?;
-                settings.push(setting(kind));
+                settings.push(setting(HeaderValue::from_static(kind)));
             }
-            "x-amz-checksum-mode" => {
-                if !value.eq_ignore_ascii_case("ENABLED") {
-                    return Err(PayloadError::Unsupported(
-                        "x-amz-checksum-mode is not ENABLED".into(),
-                    ));
-                }
-                settings.push(setting("ENABLED"));
+            "x-amz-mp-object-size" => {
+                let size: u64 = Some(value)
+                    .filter(|v| {
+                        !v.is_empty() && v.len() <= 19 && v.bytes().all(|b| b.is_ascii_digit())
+                    })
+                    .and_then(|v| v.parse().ok())
+                    .ok_or_else(|| malformed("x-amz-mp-object-size is not a number"))?;
+                settings.push(setting(HeaderValue::from(size)));
             }
-            other => {
-                let algorithm = ChecksumAlgorithm::from_header(other).ok_or_else(|| {
-                    PayloadError::Unsupported(
-                        "the request carries an x-amz-checksum-* header credgate does not know \
-                         (it knows crc32, crc32c, crc64nvme, sha1, sha256)"
-                            .into(),
-                    )
-                })?;
+            _ => {
+                let algorithm =
+                    ChecksumAlgorithm::from_header(name).expect("a name from the table");
                 if checksum.is_some() {
                     return Err(malformed(
                         "the request carries more than one checksum header",
@@ -714,7 +814,7 @@ fn checksum_headers(
                 checksum = Some((algorithm, checked_base64(value, algorithm, "header")?));
             }
         }
-        headers.remove(&name);
+        headers.remove(name);
     }
     Ok((checksum, settings))
 }

@@ -5,7 +5,7 @@ const CHECK: &[u8] = b"123456789";
 
 /// The base64 checksums of [`CHECK`], from the CRC catalogue's check values
 /// and the SHA standards (computed elsewhere, not by this module).
-const CHECK_SUMS: [(ChecksumAlgorithm, &str); 5] = [
+const CHECK_SUMS: [(ChecksumAlgorithm, &str); 6] = [
     (ChecksumAlgorithm::Crc32, "y/Q5Jg=="),
     (ChecksumAlgorithm::Crc32c, "4waSgw=="),
     (ChecksumAlgorithm::Crc64Nvme, "rosUhgp5mIg="),
@@ -13,6 +13,10 @@ const CHECK_SUMS: [(ChecksumAlgorithm, &str); 5] = [
     (
         ChecksumAlgorithm::Sha256,
         "FeKw08M4keuw8e9gnsQZQgwg4yDOlMZfvIwzEkSOsiU=",
+    ),
+    (
+        ChecksumAlgorithm::Sha512,
+        "2eZ2LdHI6vbWGzxhkvxAjU1tXxF20MKRabwk5xw/J0rSf81YEbMT1oH35V7ALXPUmclUVba1u1A6z1dPuo/+hQ==",
     ),
 ];
 
@@ -60,14 +64,20 @@ fn sdk_headers(len: usize, algorithm: ChecksumAlgorithm) -> HeaderMap {
 
 type Read = Result<(Bytes, AwsPayload), PayloadError>;
 
+/// [`read`] for a `PUT` (an upload).
 fn read_bytes(headers: &mut HeaderMap, body: &[u8]) -> Read {
-    read(headers, Bytes::copy_from_slice(body))
+    read(headers, Bytes::copy_from_slice(body), &Method::PUT, None)
 }
 
 #[test]
 fn checksums_match_independent_values() {
     for (algorithm, expected) in CHECK_SUMS {
-        assert_eq!(algorithm.encode(CHECK), expected, "{}", algorithm.name());
+        assert_eq!(
+            algorithm.encode(CHECK).as_deref(),
+            Some(expected),
+            "{}",
+            algorithm.name()
+        );
     }
 }
 
@@ -93,7 +103,7 @@ fn an_sdk_upload_is_decoded_for_every_algorithm_and_its_checksum_carried() {
 fn chunks_of_any_size_are_joined_and_the_other_codings_kept() {
     let chunks: [&[u8]; 5] = [b"a", b"bc", &[b'x'; 300], b"\r\n0\r\n", b"end"];
     let payload: Vec<u8> = chunks.concat();
-    let sum = ChecksumAlgorithm::Crc32.encode(&payload);
+    let sum = ChecksumAlgorithm::Crc32.encode(&payload).unwrap();
     for (encoding, left) in [
         (vec!["gzip,aws-chunked"], vec!["gzip"]),
         (vec!["aws-chunked", "gzip"], vec!["gzip"]),
@@ -174,7 +184,7 @@ fn signed_chunk_framings_are_decoded() {
 fn a_plain_body_is_untouched_and_its_declared_hashes_are_checked() {
     let body = Bytes::from_static(b"plain body");
     let mut h = headers(&[("content-type", "text/plain"), ("expect", "100-Continue")]);
-    let (same, aws) = read(&mut h, body.clone()).unwrap();
+    let (same, aws) = read(&mut h, body.clone(), &Method::PUT, None).unwrap();
     assert_eq!(same.as_ptr(), body.as_ptr(), "no copy");
     assert_eq!(aws, AwsPayload::default());
     assert_eq!(h.len(), 1, "only Expect goes: the body is in hand");
@@ -203,12 +213,14 @@ fn a_plain_body_is_untouched_and_its_declared_hashes_are_checked() {
             ("x-amz-checksum-mode", "ENABLED"),
         ]);
         let (_, aws) = read_bytes(&mut h, CHECK).unwrap();
-        assert!(h.is_empty());
+        // The response-side setting is left for the strip list.
+        let left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["x-amz-checksum-mode"]);
         let mut signed = HeaderMap::new();
         aws.apply(&mut signed);
         assert_eq!(signed[algorithm.header()], sum);
         assert_eq!(signed["x-amz-checksum-type"], "FULL_OBJECT");
-        assert_eq!(signed["x-amz-checksum-mode"], "ENABLED");
+        assert!(!signed.contains_key("x-amz-checksum-mode"));
         let err = read_bytes(
             &mut headers(&[(algorithm.header().as_str(), sum)]),
             b"12345678",
@@ -234,7 +246,7 @@ fn a_plain_body_is_untouched_and_its_declared_hashes_are_checked() {
 #[test]
 fn a_wrong_trailer_checksum_is_refused_for_every_algorithm() {
     for (algorithm, _) in CHECK_SUMS {
-        let wrong = algorithm.encode(b"something else");
+        let wrong = algorithm.encode(b"something else").unwrap();
         let mut h = sdk_headers(CHECK.len(), algorithm);
         let body = frame(&[CHECK], &[(algorithm.header().as_str(), &wrong)], false);
         assert_eq!(
@@ -407,11 +419,6 @@ fn inconsistent_framing_headers_are_refused() {
     let body = frame(&[CHECK], &[("x-amz-checksum-crc32", "y/Q5Jg==")], false);
     let base = || sdk_headers(CHECK.len(), ChecksumAlgorithm::Crc32);
     let cases: Vec<(&str, HeaderMap)> = vec![
-        ("no decoded length", {
-            let mut h = base();
-            h.remove(DECODED_LENGTH);
-            h
-        }),
         ("decoded length not a number", {
             let mut h = base();
             h.insert(DECODED_LENGTH, HeaderValue::from_static("9 bytes"));
@@ -508,13 +515,12 @@ fn framings_and_headers_credgate_cannot_carry_are_refused() {
         with("x-amz-content-sha256", "streaming-unsigned-payload-trailer"),
         with("x-amz-content-sha256", "not a hash"),
         with("x-amz-content-sha256", &"a".repeat(63)),
-        with("x-amz-trailer", "x-amz-checksum-md5"),
+        with("x-amz-trailer", "x-amz-checksum-blake3"),
         with("x-amz-trailer", "x-amz-checksum-crc32, x-amz-checksum-sha1"),
         with("x-amz-trailer", "x-amz-meta-note"),
-        with("x-amz-sdk-checksum-algorithm", "MD5"),
-        with("x-amz-checksum-md5", "AAAA"),
+        with("x-amz-sdk-checksum-algorithm", "BLAKE3"),
+        with("x-amz-checksum-blake3", "AAAA"),
         with("x-amz-checksum-type", "PARTIAL"),
-        with("x-amz-checksum-mode", "DISABLED"),
         with("expect", "something-else"),
     ];
     for (i, result) in cases.into_iter().enumerate() {
@@ -531,13 +537,127 @@ fn framings_and_headers_credgate_cannot_carry_are_refused() {
 fn a_masked_body_gets_the_checksum_of_what_is_forwarded() {
     let mut h = headers(&[("x-amz-checksum-crc32", "y/Q5Jg==")]);
     let (_, mut aws) = read_bytes(&mut h, CHECK).unwrap();
-    aws.body_changed(b"12345****");
+    let mut forwarded = headers(&[
+        ("content-md5", "JfnnlDI7RTiF9RgfG2JNCw=="),
+        ("content-digest", "sha-256=:abc=:"),
+        ("repr-digest", "sha-256=:abc=:"),
+        ("digest", "SHA-256=abc="),
+        ("content-type", "text/plain"),
+    ]);
+    aws.body_changed(&mut forwarded, b"12345****");
+    // The digests of the body as sent would no longer match it.
+    let left: Vec<_> = forwarded.keys().map(|k| k.as_str()).collect();
+    assert_eq!(left, ["content-type"]);
     let mut signed = HeaderMap::new();
     aws.apply(&mut signed);
     assert_eq!(
         signed["x-amz-checksum-crc32"],
-        ChecksumAlgorithm::Crc32.encode(b"12345****").as_str()
+        ChecksumAlgorithm::Crc32
+            .encode(b"12345****")
+            .unwrap()
+            .as_str()
     );
+    // One credgate cannot compute goes, with the algorithm that named it.
+    let mut h = headers(&[
+        ("x-amz-checksum-xxhash64", "AAAAAAAAAAA="),
+        ("x-amz-sdk-checksum-algorithm", "XXHASH64"),
+    ]);
+    let (_, mut aws) = read_bytes(&mut h, CHECK).unwrap();
+    aws.body_changed(&mut HeaderMap::new(), b"12345****");
+    let mut signed = HeaderMap::new();
+    aws.apply(&mut signed);
+    assert!(signed.is_empty(), "{signed:?}");
+}
+
+/// SHA-512 is checked like the others; MD5 and the XXH family, which
+/// credgate does not compute, are carried as sent (of the right size) for
+/// S3 to check.
+#[test]
+fn checksums_credgate_cannot_compute_are_carried_for_s3_to_check() {
+    let sha512 = ChecksumAlgorithm::Sha512.encode(CHECK).unwrap();
+    let mut h = headers(&[("x-amz-checksum-sha512", &sha512)]);
+    assert!(read_bytes(&mut h, CHECK).is_ok());
+    let wrong = ChecksumAlgorithm::Sha512.encode(b"other").unwrap();
+    let mut h = headers(&[("x-amz-checksum-sha512", &wrong)]);
+    assert!(matches!(
+        read_bytes(&mut h, CHECK),
+        Err(PayloadError::ChecksumMismatch { .. })
+    ));
+    for (name, value) in [
+        ("x-amz-checksum-md5", "AAAAAAAAAAAAAAAAAAAAAA=="),
+        ("x-amz-checksum-xxhash64", "AAAAAAAAAAA="),
+        ("x-amz-checksum-xxhash3", "AAAAAAAAAAA="),
+        ("x-amz-checksum-xxhash128", "AAAAAAAAAAAAAAAAAAAAAA=="),
+    ] {
+        let mut h = sdk_headers(CHECK.len(), ChecksumAlgorithm::Crc32);
+        h.insert(TRAILER, HeaderValue::from_static(name));
+        h.remove(SDK_ALGORITHM);
+        let body = frame(&[CHECK], &[(name, value)], false);
+        let (payload, aws) = read_bytes(&mut h, &body).unwrap();
+        assert_eq!(&payload[..], CHECK);
+        let mut signed = HeaderMap::new();
+        aws.apply(&mut signed);
+        assert_eq!(signed[name], value, "{name}");
+        // The wrong size is refused all the same.
+        let mut h = headers(&[(name, "AAAA")]);
+        assert!(matches!(
+            read_bytes(&mut h, CHECK),
+            Err(PayloadError::Malformed(_))
+        ));
+    }
+}
+
+/// On CompleteMultipartUpload the checksum header is of the whole object,
+/// not of the XML body: it is carried, with the object's size and type.
+#[test]
+fn a_completed_multipart_upload_carries_the_objects_checksum() {
+    let object_sum = ChecksumAlgorithm::Crc32
+        .encode(b"the whole object")
+        .unwrap();
+    let xml = b"<CompleteMultipartUpload></CompleteMultipartUpload>";
+    let h = || {
+        headers(&[
+            ("x-amz-checksum-crc32", &object_sum),
+            ("x-amz-checksum-type", "FULL_OBJECT"),
+            ("x-amz-mp-object-size", "16"),
+        ])
+    };
+    let body = Bytes::from_static(xml);
+    let (_, aws) = read(&mut h(), body.clone(), &Method::POST, Some("uploadId=abc")).unwrap();
+    let mut signed = HeaderMap::new();
+    aws.apply(&mut signed);
+    assert_eq!(signed["x-amz-checksum-crc32"], object_sum.as_str());
+    assert_eq!(signed["x-amz-checksum-type"], "FULL_OBJECT");
+    assert_eq!(signed["x-amz-mp-object-size"], "16");
+    // Anywhere else the same header is the body's, and does not match.
+    for (method, query) in [
+        (Method::POST, Some("delete")),
+        (Method::PUT, Some("partNumber=1&uploadId=abc")),
+        (Method::POST, Some("uploads")),
+        (Method::POST, None),
+    ] {
+        let result = read(&mut h(), body.clone(), &method, query);
+        assert!(
+            matches!(result, Err(PayloadError::ChecksumMismatch { .. })),
+            "{method} {query:?}"
+        );
+    }
+    let mut bad = headers(&[("x-amz-mp-object-size", "sixteen")]);
+    assert!(read(&mut bad, body, &Method::POST, Some("uploadId=abc")).is_err());
+}
+
+/// A body framed without x-amz-decoded-content-length is decoded all the
+/// same: the payload's length is what is forwarded.
+#[test]
+fn the_decoded_length_is_optional() {
+    let mut h = sdk_headers(CHECK.len(), ChecksumAlgorithm::Crc32);
+    h.remove(DECODED_LENGTH);
+    let body = frame(
+        &[b"1234", b"56789"],
+        &[("x-amz-checksum-crc32", "y/Q5Jg==")],
+        false,
+    );
+    assert_eq!(&read_bytes(&mut h, &body).unwrap().0[..], CHECK);
 }
 
 /// No error message carries a header value or body bytes.
@@ -555,6 +675,10 @@ fn messages_never_echo_what_the_agent_sent() {
             .to_string(),
     );
     let mut h = headers(&[("expect", marker)]);
+    messages.push(read_bytes(&mut h, b"").unwrap_err().to_string());
+    // Header names are the agent's to choose too.
+    let unknown = format!("x-amz-checksum-{marker}");
+    let mut h = headers(&[(unknown.as_str(), "a"), (unknown.as_str(), "b")]);
     messages.push(read_bytes(&mut h, b"").unwrap_err().to_string());
     for m in messages {
         assert!(!m.contains(marker), "{m}");
