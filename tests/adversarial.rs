@@ -1429,6 +1429,37 @@ async fn secrets_are_stripped_where_the_rule_says() {
     s.env.stop().await;
 }
 
+/// A body masked by a strip rule goes on without the digests of the body
+/// the agent sent: they would not match it, and would let the upstream
+/// check a guess at what was masked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_masked_body_loses_the_digests_of_the_body_as_sent() {
+    let rule = "    - host: api.test\n      port: TLS_PORT\n      paths: [\"/v1/lenient/**\"]\n      methods: [POST]\n      credential: api\n      allow_private: true\n      on_secret: strip\n";
+    let s = setup_with(rule, "").await;
+    let github = format!("ghp_{}", random_hex(18));
+    let body = format!("{{\"note\":\"{github}\"}}");
+    let headers = format!(
+        "Content-Type: application/json\r\nContent-Length: {}\r\n\
+         Content-MD5: 1B2M2Y8AsgTpgAmY7PhCfg==\r\nContent-Digest: sha-256=:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=:\r\n\
+         Repr-Digest: sha-256=:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=:\r\nDigest: SHA-256=47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=\r\n",
+        body.len()
+    );
+    let mut request = s.inner_request("POST", "/v1/lenient/notes", &headers);
+    request.extend_from_slice(body.as_bytes());
+    let mut tls = s.open_tunnel().await;
+    let resp = exchange(&mut tls, &request).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let got = s.tls.received();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(!String::from_utf8_lossy(&got[0].body).contains(&github));
+    assert_eq!(got[0].body.len(), body.len(), "masked in place");
+    for digest in ["content-md5", "content-digest", "repr-digest", "digest"] {
+        assert!(got[0].header(digest).is_empty(), "{digest}: {:?}", got[0]);
+    }
+    assert_eq!(got[0].header("content-type"), vec!["application/json"]);
+    s.env.stop().await;
+}
+
 // Leaks through less obvious paths.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
