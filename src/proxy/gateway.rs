@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 
+use super::admission::AdmissionPhase;
 use super::upstream::{CachingResolver, Resolve, Upstreams};
 use crate::audit::{AuditSink, DecisionRecord, Event};
 use crate::config::Config;
@@ -49,6 +50,8 @@ pub struct Gateway {
     /// Masks every credential held for any task; rebuilt when the set changes.
     credential_scrubber: ArcSwap<(u64, Arc<Scrubber>)>,
     rebuild: std::sync::Mutex<()>,
+    /// The phases every request and tunnel passes after authorize.
+    admission: ArcSwap<Vec<Arc<dyn AdmissionPhase>>>,
 }
 
 /// Why the gateway could not be built or reloaded.
@@ -85,6 +88,7 @@ impl Gateway {
             resolver,
             credential_scrubber: ArcSwap::from_pointee((0, Arc::new(Scrubber::new([])))),
             rebuild: std::sync::Mutex::new(()),
+            admission: ArcSwap::from_pointee(Vec::new()),
         });
         gateway.start_ambient();
         Ok(gateway)
@@ -93,6 +97,22 @@ impl Gateway {
     /// The decision log.
     pub fn audit_sink(&self) -> &Arc<AuditSink> {
         &self.audit
+    }
+
+    /// Adds `phase` after the admission phases already held: from now on
+    /// every request and every tunnel, whichever way it came in, passes it
+    /// after authorize (see [`super::admission`]).
+    pub fn add_admission_phase(&self, phase: Arc<dyn AdmissionPhase>) {
+        self.admission.rcu(|phases| {
+            let mut phases = Vec::clone(phases);
+            phases.push(phase.clone());
+            phases
+        });
+    }
+
+    /// The admission phases, in order.
+    pub(crate) fn admission_phases(&self) -> arc_swap::Guard<Arc<Vec<Arc<dyn AdmissionPhase>>>> {
+        self.admission.load()
     }
 
     /// A scrubber for every credential currently held for any task: a shared

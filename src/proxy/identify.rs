@@ -25,9 +25,11 @@ pub(crate) struct Identity {
     pub(crate) token: Option<Arc<Secret>>,
 }
 
-/// Admits a request: the decision log must be writable (a request that could
-/// not be recorded must not happen), and the caller must be a live task.
-pub(crate) fn admit(
+/// identify: the decision log must be writable (a request or tunnel that
+/// could not be recorded must not happen), and the caller must be a live
+/// task. Runs for every way in: a request's head (before its body is read),
+/// a `CONNECT`, each request inside a tunnel (whose task is the tunnel's).
+pub(crate) fn identify(
     gw: &Gateway,
     conn: &ConnContext,
     headers: &HeaderMap,
@@ -38,12 +40,12 @@ pub(crate) fn admit(
             "the decision log cannot be written",
         ));
     }
-    identify(gw, conn, headers).map_err(|e| Deny::new(e.reason(), auth_message(&e)))
+    find_task(gw, conn, headers).map_err(|e| Deny::new(e.reason(), auth_message(&e)))
 }
 
 /// Finds the task: the tunnel's, the one named by `Proxy-Authorization`, or
 /// the ambient task for a loopback client.
-fn identify(gw: &Gateway, conn: &ConnContext, headers: &HeaderMap) -> Result<Identity, AuthError> {
+fn find_task(gw: &Gateway, conn: &ConnContext, headers: &HeaderMap) -> Result<Identity, AuthError> {
     let now = SystemTime::now();
     if let Some(tunnel) = &conn.tunnel {
         if !tunnel.task.is_active(now) {
@@ -90,7 +92,7 @@ fn identify(gw: &Gateway, conn: &ConnContext, headers: &HeaderMap) -> Result<Ide
 }
 
 /// Authenticates a request outside any tunnel (also the CONNECT itself).
-pub(crate) fn authenticate(
+fn authenticate(
     gw: &Gateway,
     peer: SocketAddr,
     headers: &HeaderMap,
@@ -122,7 +124,7 @@ pub(crate) fn authenticate(
 }
 
 /// Words for a 407.
-pub(crate) fn auth_message(e: &AuthError) -> String {
+fn auth_message(e: &AuthError) -> String {
     match e {
         AuthError::Missing => {
             "no task token: send Proxy-Authorization (use the proxy URL from `credgate task start`)"

@@ -1,6 +1,7 @@
 //! The proxy: listener, CONNECT interception, the request pipeline, the upstream client.
 
 mod address;
+mod admission;
 mod body;
 mod client;
 mod gateway;
@@ -13,6 +14,8 @@ mod server;
 mod target;
 pub mod upstream;
 
+pub use admission::{AdmissionPhase, Ask};
 pub use gateway::{Gateway, GatewayError, Snapshot};
+pub use respond::Deny;
 pub use server::serve;
 pub use upstream::{Resolve, SystemResolver};

@@ -1,21 +1,23 @@
 //! The request pipeline: one function, read top to bottom as its phases.
 //!
 //! ```text
-//! identify → sanitize → authorize → credential → inject → forward → scrub → record
+//! identify → sanitize → admit (authorize, secrets, admission phases) → destination
+//!          → credential → inject → forward → scrub → record
 //! ```
 //!
 //! The order is a security property:
 //! - *identify* first, so nothing is done for an unknown caller. It runs in
-//!   the connection layer ([`super::identify::admit`]) as soon as the request
-//!   head is read, before the body, so an unauthenticated peer cannot make
-//!   credgate buffer anything; [`handle`] receives its result;
-//! - *sanitize* before *authorize*, so the rule is matched on the request as it
+//!   the connection layer ([`super::identify::identify`]) as soon as the
+//!   request head is read, before the body, so an unauthenticated peer cannot
+//!   make credgate buffer anything; [`handle`] receives its result;
+//! - *sanitize* before *admit*, so the rule is matched on the request as it
 //!   will be forwarded, and before *inject*, so stripping can never remove the
 //!   credential credgate adds, and the agent's own `Authorization` can never
 //!   survive next to it;
-//! - *authorize* before *credential*, so a denied request costs no DNS lookup,
-//!   no connection and no credential fetch; and the destination's addresses
-//!   are checked before a credential is fetched for it;
+//! - *admit* ([`super::admission`], shared with `CONNECT`) before anything
+//!   leaves credgate, so a denied request costs no DNS lookup, no connection
+//!   and no credential fetch;
+//! - *destination* before *credential*, so a refused address costs no fetch;
 //! - *scrub* on everything that flows back, because an upstream may echo what
 //!   it received — or what it received from another task;
 //! - *record* is not a step at the end but a guard created before the first
@@ -30,6 +32,7 @@ use http::header::{self, HeaderValue};
 use http::{request, Method, Response, StatusCode};
 
 use super::address::AddressPolicy;
+use super::admission::{self, Ask};
 use super::body::{ProxyBody, ScrubChain};
 use super::client::{ResponseBody, SendError};
 use super::gateway::{Gateway, Snapshot};
@@ -45,7 +48,7 @@ use crate::credential::secret::Secret;
 use crate::credential::{Credential, CredentialDef, FetchContext, RequestView};
 use crate::decimal::Decimal;
 use crate::inject::InjectError;
-use crate::policy::{Scheme, ScopeRule, SecretAction, Verdict};
+use crate::policy::{Scheme, ScopeRule};
 use crate::reason::Reason;
 use crate::sanitize::{aws_payload, Finding, FindingLocation};
 use crate::scrub::{scrub_headers_with, Scrubber};
@@ -168,7 +171,7 @@ struct Upstream {
     started: Instant,
 }
 
-/// sanitize → authorize → credential → inject → forward.
+/// sanitize → admit → destination → credential → inject → forward.
 async fn run_phases(
     gw: &Gateway,
     snapshot: &Snapshot,
@@ -200,33 +203,11 @@ async fn run_phases(
     let mut findings: Vec<Finding> = config.sanitizer.scan_target(&path_and_query);
     findings.extend(config.sanitizer.scan_headers(&parts.headers));
     findings.extend(config.sanitizer.scan_body(&body));
-    if findings.iter().any(|f| f.location == FindingLocation::Url) {
-        // The record must not carry the secret the agent put in the URL.
-        rec.record().path = Some(config.sanitizer.redact_target(&target.path));
-    }
     rec.record().findings = finding_ids(&findings);
-
-    // authorize
-    let mut decision = config
-        .policy
-        .decide(&task.scopes, &target.for_policy(&parts.method));
     if !findings.is_empty() {
-        let strip = decision.verdict == Verdict::Allow
-            && decision
-                .rule
-                .as_ref()
-                .is_some_and(|r| r.on_secret == SecretAction::Strip);
-        if !strip {
-            return Err(Deny::new(
-                Reason::SecretInRequest,
-                format!(
-                    "the request carries what looks like a secret ({}); credgate injects credentials itself, send none",
-                    describe_findings(&findings)
-                ),
-            ));
-        }
-        // The rule asked for stripping: remove the secrets and authorise the
-        // request that will actually be forwarded.
+        // What a rule that strips secrets would forward: the target without
+        // them. That is what admit judges (and the record names), so the
+        // rule that allows a request is the rule for what is sent.
         let redacted = config.sanitizer.redact_target(&path_and_query);
         let (path, query) = match redacted.split_once('?') {
             Some((p, q)) => (p.to_string(), Some(q.to_string())),
@@ -234,6 +215,15 @@ async fn run_phases(
         };
         target.path = path;
         target.query = query;
+        rec.record().path = Some(target.path.clone());
+    }
+
+    // admit: authorize, the secret check, the gateway's admission phases.
+    let ask = Ask::Request(target.for_policy(&parts.method));
+    let admitted = admission::admit(gw, snapshot, task, ask, &findings, rec).await?;
+    let rule = admitted.rule();
+    if !findings.is_empty() {
+        // The rule strips secrets: from the headers and the body too.
         let removed = config.sanitizer.redact_headers(&mut parts.headers);
         rec.record().stripped.extend(removed);
         if findings.iter().any(|f| f.location == FindingLocation::Body) {
@@ -242,36 +232,27 @@ async fn run_phases(
             body = Bytes::from(owned);
             aws_payload.body_changed(&mut parts.headers, &body);
         }
-        rec.record().path = Some(target.path.clone());
-        decision = config
-            .policy
-            .decide(&task.scopes, &target.for_policy(&parts.method));
     }
-    rec.record().rule = decision.rule.as_ref().map(|r| r.id.clone());
-    if decision.verdict != Verdict::Allow {
-        return Err(Deny::new(decision.reason, decision.message));
-    }
-    let rule = decision.rule.expect("an allow decision names its rule");
-    let (upstream_tls, address_policy) = route(&rule, &target)?;
+    let (upstream_tls, address_policy) = route(rule, &target)?;
 
-    // credential: only for a destination the rule may reach, so a refused
-    // address costs no fetch.
+    // destination: the host's addresses are checked against what the rule
+    // may reach before anything is fetched or sent (the client checks again
+    // the address it dials), so a refused address costs no credential.
+    check_destination(
+        gw.resolver.as_ref(),
+        &target.host,
+        target.port,
+        address_policy,
+    )
+    .await
+    .map_err(|e| Deny::new(e.reason(), e.to_string()))?;
+
+    // credential
     let credential = match &rule.credential {
         None => None,
-        Some(name) => {
-            check_destination(
-                gw.resolver.as_ref(),
-                &target.host,
-                target.port,
-                address_policy,
-            )
-            .await
-            .map_err(|e| Deny::new(e.reason(), e.to_string()))?;
-            Some(
-                fetch_credential(gw, snapshot, task, &rule, name, &target, &parts.method, rec)
-                    .await?,
-            )
-        }
+        Some(name) => Some(
+            fetch_credential(gw, snapshot, task, rule, name, &target, &parts.method, rec).await?,
+        ),
     };
 
     // inject
@@ -558,20 +539,4 @@ fn finding_ids(findings: &[Finding]) -> Vec<String> {
     ids.sort();
     ids.dedup();
     ids
-}
-
-fn describe_findings(findings: &[Finding]) -> String {
-    let mut parts: Vec<String> = findings
-        .iter()
-        .map(|f| match &f.location {
-            FindingLocation::Url => format!("{} in the URL", f.rule),
-            FindingLocation::Header(name) => format!("{} in header {name}", f.rule),
-            FindingLocation::Body => format!("{} in the body", f.rule),
-            #[allow(unreachable_patterns)]
-            _ => f.rule.to_string(),
-        })
-        .collect();
-    parts.sort();
-    parts.dedup();
-    parts.join(", ")
 }

@@ -15,14 +15,15 @@ use crate::reason::Reason;
 pub(crate) struct CloseConnection;
 
 /// A denial: the reason, and words a person can act on.
-pub(crate) struct Deny {
+#[derive(Debug)]
+pub struct Deny {
     reason: Reason,
     message: String,
 }
 
 impl Deny {
     /// A denial for `reason`, explained by `message` (never a secret).
-    pub(crate) fn new(reason: Reason, message: impl Into<String>) -> Self {
+    pub fn new(reason: Reason, message: impl Into<String>) -> Self {
         Deny {
             reason,
             message: message.into(),

@@ -15,7 +15,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::BytesMut;
 use http::{Method, Request};
@@ -29,9 +29,10 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::address::AddressPolicy;
+use super::admission::{self, Admitted, Ask};
 use super::gateway::Gateway;
 use super::h1::{Framing, H1Connection, H1Error, InFlight, RequestHead};
-use super::identify::{admit, auth_message, authenticate};
+use super::identify::identify;
 use super::pipeline::{self, new_record, ConnContext, Tunnel};
 use super::respond::{deny, CloseConnection, Deny};
 use super::rewind::Rewind;
@@ -113,7 +114,7 @@ async fn handle_connection(gw: Arc<Gateway>, stream: TcpStream, peer: SocketAddr
     let ctx = ConnContext::plain(peer);
     let conn = H1Connection::new(stream, BytesMut::new());
     if let Some((conn, head)) = serve_h1(&gw, conn, &ctx).await {
-        handle_connect(gw, conn, head, peer).await;
+        handle_connect(gw, conn, head, &ctx).await;
     }
 }
 
@@ -193,7 +194,7 @@ where
         // identify before the body is read: nothing is buffered for a caller
         // that is not a live task. The unread body makes the connection
         // unusable afterwards, so it closes.
-        let who = match admit(gw, ctx, &head.parts.headers) {
+        let who = match identify(gw, ctx, &head.parts.headers) {
             Ok(who) => who,
             Err(d) => {
                 let keep_alive = head.keep_alive && head.framing == Framing::Empty;
@@ -268,24 +269,20 @@ fn conclude(mut rec: RecordGuard, verdict: RecordVerdict, reason: Reason, messag
     r.message = Some(message);
 }
 
+/// A `CONNECT`: identify, then admit on `host:port` alone, before any DNS
+/// lookup; then a blind tunnel where the rule says so, or interception,
+/// where every request inside goes through the pipeline on its own.
 async fn handle_connect(
     gw: Arc<Gateway>,
     mut conn: H1Connection<TcpStream>,
     head: RequestHead,
-    peer: SocketAddr,
+    ctx: &ConnContext,
 ) {
     let mut rec = new_record(&gw);
     rec.record().method = Some("CONNECT".into());
-    if !gw.audit.healthy() {
-        let d = Deny::new(
-            Reason::AuditUnavailable,
-            "the decision log cannot be written",
-        );
-        return refuse(&mut conn, rec, d).await;
-    }
-    let who = match authenticate(&gw, peer, &head.parts.headers, SystemTime::now()) {
+    let who = match identify(&gw, ctx, &head.parts.headers) {
         Ok(who) => who,
-        Err(e) => return refuse(&mut conn, rec, Deny::new(e.reason(), auth_message(&e))).await,
+        Err(d) => return refuse(&mut conn, rec, d).await,
     };
     let task = who.task.clone();
     {
@@ -308,24 +305,20 @@ async fn handle_connect(
         r.port = Some(port);
     }
 
-    // Authorised before any DNS lookup: a target outside every scope of the
+    // Admitted before any DNS lookup: a target outside every scope of the
     // task never reaches the resolver.
     let snapshot = gw.snapshot();
-    let decision = snapshot
-        .config
-        .policy
-        .connect_decision(&task.scopes, &host, port);
-    rec.record().rule = decision.rule.as_ref().map(|r| r.id.clone());
-    if decision.verdict != crate::policy::Verdict::Allow {
-        return refuse(&mut conn, rec, Deny::new(decision.reason, decision.message)).await;
-    }
-    let blind = decision.rule.as_ref().is_some_and(|r| r.tunnel);
-    let allow_private = decision.rule.as_ref().is_some_and(|r| r.allow_private);
+    let ask = Ask::Tunnel { host: &host, port };
+    let admitted = match admission::admit(&gw, &snapshot, &task, ask, &[], &mut rec).await {
+        Ok(admitted) => admitted,
+        Err(d) => return refuse(&mut conn, rec, d).await,
+    };
+    let blind = admitted.rule().tunnel;
     drop(snapshot);
 
     if blind {
         // Ending the task closes its tunnel, blind or not.
-        return blind_tunnel(&gw, conn, rec, &host, port, allow_private, &task).await;
+        return blind_tunnel(&gw, conn, rec, &host, port, &admitted, &task).await;
     }
     if conn
         .write_raw(b"HTTP/1.1 200 Connection Established\r\n\r\n")
@@ -337,7 +330,7 @@ async fn handle_connect(
     let (stream, buffered) = conn.into_parts();
     let Ok(intercepted) = tokio::time::timeout(
         HANDSHAKE_TIMEOUT,
-        intercept(&gw, stream, buffered, &host, &mut rec),
+        intercept(&gw, stream, buffered, &host, &admitted, &mut rec),
     )
     .await
     else {
@@ -359,7 +352,7 @@ async fn handle_connect(
     conclude(rec, RecordVerdict::Allow, Reason::Allowed, message);
 
     let ctx = Arc::new(ConnContext::tunnel(
-        peer,
+        ctx.peer,
         Tunnel {
             task: task.clone(),
             token: who.token,
@@ -381,13 +374,15 @@ async fn handle_connect(
     }
 }
 
-/// Accepts the agent's TLS for `host` after CONNECT. `None` when it is not
-/// TLS, names another server, or fails; the record says which.
+/// Accepts the agent's TLS for `host` after a CONNECT that was `admitted`.
+/// `None` when it is not TLS, names another server, or fails; the record
+/// says which.
 async fn intercept(
     gw: &Gateway,
     mut stream: TcpStream,
     mut buffered: BytesMut,
     host: &str,
+    _admitted: &Admitted,
     rec: &mut RecordGuard,
 ) -> Option<tokio_rustls::server::TlsStream<Rewind<TcpStream>>> {
     let fail = |rec: &mut RecordGuard, reason: Reason, message: String| {
@@ -475,7 +470,7 @@ where
         async move {
             let mut rec = new_record(&gw);
             rec.record().method = Some(method_name(req.method().as_str()));
-            let who = match admit(&gw, &ctx, req.headers()) {
+            let who = match identify(&gw, &ctx, req.headers()) {
                 Ok(who) => who,
                 Err(d) => return Ok::<_, Infallible>(deny(rec, d)),
             };
@@ -519,18 +514,18 @@ where
         .await;
 }
 
-/// A `tunnel: true` rule: bytes are relayed without inspection, so no
-/// credential can be injected; the record says so.
+/// A CONNECT `admitted` by a `tunnel: true` rule: bytes are relayed
+/// without inspection, so no credential can be injected; the record says so.
 async fn blind_tunnel(
     gw: &Gateway,
     mut conn: H1Connection<TcpStream>,
     mut rec: RecordGuard,
     host: &str,
     port: u16,
-    allow_private: bool,
+    admitted: &Admitted,
     task: &Task,
 ) {
-    let policy = if allow_private {
+    let policy = if admitted.rule().allow_private {
         AddressPolicy::AllowPrivate
     } else {
         AddressPolicy::PublicOnly
