@@ -1,9 +1,11 @@
 //! One record per request, whatever happens to the request.
 
+use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::record::DecisionRecord;
+use super::record::{method_name, CredentialInfo, DecisionRecord, UpstreamInfo, Verdict};
 use super::sink::AuditSink;
 use crate::reason::Reason;
 
@@ -32,11 +34,128 @@ impl RecordGuard {
         }
     }
 
-    /// The record, to fill in as the pipeline learns things.
-    pub fn record(&mut self) -> &mut DecisionRecord {
+    /// The record itself: the phases fill it in through the methods below.
+    pub(crate) fn record(&mut self) -> &mut DecisionRecord {
         self.record
             .as_deref_mut()
             .expect("the record is only taken when the guard is dropped")
+    }
+
+    // What the phases learn, one method each, in the order they learn it.
+
+    /// The request's method (`CONNECT` for a tunnel).
+    pub fn method(&mut self, method: &str) {
+        self.record().method = Some(method_name(method));
+    }
+
+    /// identify: the task, its agent and labels.
+    pub fn task(&mut self, id: &str, agent: &str, labels: &Arc<BTreeMap<String, String>>) {
+        let r = self.record();
+        r.task = Some(id.to_owned());
+        r.agent = Some(agent.to_owned());
+        r.labels = labels.clone();
+    }
+
+    /// What is asked for: scheme, host, port and, for a request, the
+    /// normalised path (never the query).
+    pub fn target(&mut self, scheme: &'static str, host: &str, port: u16, path: Option<&str>) {
+        let r = self.record();
+        r.scheme = Some(Cow::Borrowed(scheme));
+        r.host = Some(host.to_owned());
+        r.port = Some(port);
+        r.path = path.map(str::to_owned);
+    }
+
+    /// sanitize: the path as it will be forwarded, without the secrets it
+    /// held.
+    pub fn path(&mut self, path: &str) {
+        self.record().path = Some(path.to_owned());
+    }
+
+    /// sanitize: the header names removed, and the detection rules that
+    /// fired (ids only, never a value).
+    pub fn sanitized(&mut self, stripped: Vec<String>, findings: Vec<String>) {
+        let r = self.record();
+        r.stripped = stripped;
+        r.findings = findings;
+    }
+
+    /// Header names removed after admit, by a rule that strips secrets.
+    pub fn also_stripped(&mut self, names: Vec<String>) {
+        self.record().stripped.extend(names);
+    }
+
+    /// admit: the rule that decided, if any did.
+    pub fn rule(&mut self, id: Option<Arc<str>>) {
+        self.record().rule = id;
+    }
+
+    /// credential: what was injected, by fingerprint.
+    pub fn credential(&mut self, info: Arc<CredentialInfo>) {
+        self.record().credential = Some(info);
+    }
+
+    /// The request body's size as received.
+    pub fn received(&mut self, bytes: u64) {
+        self.record().bytes_in = bytes;
+    }
+
+    /// forward: the upstream's status and the time to its response head.
+    pub fn upstream(&mut self, status: u16, ms: u64) {
+        self.record().upstream = Some(UpstreamInfo {
+            status: Some(status),
+            ms: Some(ms),
+        });
+    }
+
+    /// scrub: `bytes` more sent to the agent, `masked` credential
+    /// occurrences masked in them.
+    pub fn sent(&mut self, bytes: u64, masked: u64) {
+        let r = self.record();
+        r.bytes_out += bytes;
+        r.scrubbed += masked;
+    }
+
+    /// A blind tunnel: nothing in it is inspected.
+    pub fn tunnel(&mut self) {
+        self.record().tunnel = true;
+    }
+
+    /// The bytes a blind tunnel relayed, each way.
+    pub fn relayed(&mut self, to_upstream: u64, to_agent: u64) {
+        let r = self.record();
+        r.bytes_in = to_upstream;
+        r.bytes_out = to_agent;
+    }
+
+    /// Allowed; `message` says how, where a record shows it (a tunnel).
+    pub fn allow(&mut self, message: Option<String>) {
+        let r = self.record();
+        r.decision = Some(Verdict::Allow);
+        r.reason = Some(Reason::Allowed);
+        r.message = message;
+    }
+
+    /// Denied, or failed before anything was forwarded, for `reason`.
+    pub fn deny(&mut self, reason: Reason, message: String) {
+        let r = self.record();
+        r.decision = Some(Verdict::Deny);
+        r.reason = Some(reason);
+        r.message = Some(message);
+    }
+
+    /// An allowed exchange that ended early (the upstream broke off, the
+    /// task ended, the agent left): the decision stands, `reason` and
+    /// `message` say how it ended.
+    pub fn ended(&mut self, reason: Reason, message: String) {
+        let r = self.record();
+        r.reason = Some(reason);
+        r.message = Some(message);
+    }
+
+    /// The record's id, as error bodies name it.
+    pub fn id(&mut self) -> String {
+        self.record().id.clone()
     }
 }
 
@@ -59,7 +178,6 @@ impl Drop for RecordGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::record::Verdict;
     use std::time::{Duration, SystemTime};
 
     fn guard(sink: &Arc<AuditSink>, task: &str) -> RecordGuard {

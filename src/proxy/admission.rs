@@ -99,7 +99,7 @@ pub(crate) async fn admit(
         Ask::Request(target) => policy.decide(&task.scopes, target),
         Ask::Tunnel { host, port } => policy.connect_decision(&task.scopes, host, *port),
     };
-    rec.record().rule = decision.rule.as_ref().map(|r| r.id.clone());
+    rec.rule(decision.rule.as_ref().map(|r| r.id.clone()));
     // secrets: a request carrying one goes on (without it) only under a rule
     // that says to strip it; the sanitizer has removed it from what `ask`
     // describes, so the rule was matched on what would be forwarded.

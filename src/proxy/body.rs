@@ -184,10 +184,10 @@ impl UpstreamBody {
         }
         if Instant::now() >= self.deadline {
             self.finished = true;
-            let rec = self.record.record();
-            rec.reason = Some(Reason::UpstreamTimeout);
-            rec.message =
-                Some("the response did not complete within upstream.total_timeout".into());
+            self.record.ended(
+                Reason::UpstreamTimeout,
+                "the response did not complete within upstream.total_timeout".into(),
+            );
             return Poll::Ready(Some(Err(io::Error::new(
                 io::ErrorKind::TimedOut,
                 "upstream response timed out",
@@ -219,9 +219,7 @@ impl UpstreamBody {
                     } else {
                         self.scrubber.push(data)
                     };
-                    let rec = self.record.record();
-                    rec.scrubbed += count as u64;
-                    rec.bytes_out += out.len() as u64;
+                    self.record.sent(out.len() as u64, count as u64);
                     if out.is_empty() {
                         if last {
                             return Poll::Ready(None);
@@ -233,9 +231,7 @@ impl UpstreamBody {
                 Poll::Ready(None) => {
                     self.finished = true;
                     let (out, count) = self.scrubber.finish();
-                    let rec = self.record.record();
-                    rec.scrubbed += count as u64;
-                    rec.bytes_out += out.len() as u64;
+                    self.record.sent(out.len() as u64, count as u64);
                     if out.is_empty() {
                         return Poll::Ready(None);
                     }
@@ -243,9 +239,10 @@ impl UpstreamBody {
                 }
                 Poll::Ready(Some(Err(e))) => {
                     self.finished = true;
-                    let rec = self.record.record();
-                    rec.reason = Some(Reason::UpstreamError);
-                    rec.message = Some(format!("the upstream body broke off: {e}"));
+                    self.record.ended(
+                        Reason::UpstreamError,
+                        format!("the upstream body broke off: {e}"),
+                    );
                     return Poll::Ready(Some(Err(io::Error::other("upstream body failed"))));
                 }
             }
@@ -256,15 +253,18 @@ impl UpstreamBody {
 impl Drop for UpstreamBody {
     fn drop(&mut self) {
         if !self.finished {
-            let ended = self.task.ended().is_some();
-            let rec = self.record.record();
-            if ended {
-                rec.reason = Some(Reason::TaskEnded);
-                rec.message = Some("the task ended while the response was streaming".into());
+            let (reason, message) = if self.task.ended().is_some() {
+                (
+                    Reason::TaskEnded,
+                    "the task ended while the response was streaming",
+                )
             } else {
-                rec.reason = Some(Reason::ClientDisconnected);
-                rec.message = Some("the agent went away before the response was complete".into());
-            }
+                (
+                    Reason::ClientDisconnected,
+                    "the agent went away before the response was complete",
+                )
+            };
+            self.record.ended(reason, message.into());
         }
     }
 }

@@ -40,9 +40,7 @@ use super::identify::Identity;
 use super::respond::{deny, strip_response_hop_by_hop, Deny};
 use super::target::{authority_for, resolve_target, upstream_uri, Target};
 use super::upstream::check_destination;
-use crate::audit::{
-    CacheOutcome, DecisionRecord, Event, RecordGuard, UpstreamInfo, Verdict as RecordVerdict,
-};
+use crate::audit::{CacheOutcome, DecisionRecord, Event, RecordGuard, Verdict as RecordVerdict};
 use crate::credential::cache::CacheStatus;
 use crate::credential::secret::Secret;
 use crate::credential::{Credential, CredentialDef, FetchContext, RequestView};
@@ -131,24 +129,18 @@ pub(crate) async fn handle(
     mut rec: RecordGuard,
 ) -> Response<ProxyBody> {
     let snapshot = gw.snapshot();
-    {
-        let r = rec.record();
-        r.bytes_in = body.len() as u64;
-        r.task = Some(who.task.id.clone());
-        r.agent = Some(who.task.agent.clone());
-        r.labels = who.task.labels.clone();
-    }
+    rec.received(body.len() as u64);
+    rec.task(&who.task.id, &who.task.agent, &who.task.labels);
     let target = match resolve_target(conn, &parts) {
         Ok(t) => t,
         Err(d) => return deny(rec, d),
     };
-    {
-        let r = rec.record();
-        r.scheme = Some(target.scheme.as_str().into());
-        r.host = Some(target.host.clone());
-        r.port = Some(target.port);
-        r.path = Some(target.path.clone());
-    }
+    rec.target(
+        target.scheme.as_str(),
+        &target.host,
+        target.port,
+        Some(&target.path),
+    );
     let head_request = parts.method == Method::HEAD;
     // Ending the task cuts a request still in flight (waiting for a
     // credential or for the upstream), not only its later responses.
@@ -197,13 +189,13 @@ async fn run_phases(
     .map_err(|e| Deny::new(e.reason(), e.to_string()))?;
     body = payload;
     // Then strip what must never be forwarded, and look for secrets in what is left.
-    rec.record().stripped = config.sanitizer.strip_headers(&mut parts.headers);
+    let stripped = config.sanitizer.strip_headers(&mut parts.headers);
     parts.headers.remove(header::HOST);
     let path_and_query = target.path_and_query();
     let mut findings: Vec<Finding> = config.sanitizer.scan_target(&path_and_query);
     findings.extend(config.sanitizer.scan_headers(&parts.headers));
     findings.extend(config.sanitizer.scan_body(&body));
-    rec.record().findings = finding_ids(&findings);
+    rec.sanitized(stripped, finding_ids(&findings));
     if !findings.is_empty() {
         // What a rule that strips secrets would forward: the target without
         // them. That is what admit judges (and the record names), so the
@@ -215,7 +207,7 @@ async fn run_phases(
         };
         target.path = path;
         target.query = query;
-        rec.record().path = Some(target.path.clone());
+        rec.path(&target.path);
     }
 
     // admit: authorize, the secret check, the gateway's admission phases.
@@ -225,7 +217,7 @@ async fn run_phases(
     if !findings.is_empty() {
         // The rule strips secrets: from the headers and the body too.
         let removed = config.sanitizer.redact_headers(&mut parts.headers);
-        rec.record().stripped.extend(removed);
+        rec.also_stripped(removed);
         if findings.iter().any(|f| f.location == FindingLocation::Body) {
             let mut owned = body.to_vec();
             config.sanitizer.redact_body(&mut owned);
@@ -407,7 +399,7 @@ async fn fetch_credential(
             (cred, info)
         }
     };
-    rec.record().credential = Some(info);
+    rec.credential(info);
     Ok((def.clone(), cred))
 }
 
@@ -465,10 +457,10 @@ fn respond(
     mut rec: RecordGuard,
 ) -> Response<ProxyBody> {
     let (mut parts, body) = upstream.response.into_parts();
-    rec.record().upstream = Some(UpstreamInfo {
-        status: Some(parts.status.as_u16()),
-        ms: Some(upstream.started.elapsed().as_millis() as u64),
-    });
+    rec.upstream(
+        parts.status.as_u16(),
+        upstream.started.elapsed().as_millis() as u64,
+    );
     // Every Content-Encoding line counts: one "identity" must not hide a
     // "gzip". Judged before the hop-by-hop headers go, so a Connection header
     // naming Content-Encoding cannot make it disappear.
@@ -498,13 +490,8 @@ fn respond(
     let scrubbers = std::iter::once(&credentials).chain(token.as_ref());
     let masked = scrub_headers_with(scrubbers.clone().map(|s| &**s), &mut parts.headers);
     let stages = scrubbers.map(Scrubber::stream).collect();
-    {
-        let r = rec.record();
-        r.decision = Some(RecordVerdict::Allow);
-        r.reason = Some(Reason::Allowed);
-        r.message = None;
-        r.scrubbed += masked as u64;
-    }
+    rec.allow(None);
+    rec.sent(0, masked as u64);
     let no_body = head_request
         || parts.status.is_informational()
         || parts.status == StatusCode::NO_CONTENT

@@ -5,7 +5,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Response, StatusCode};
 
 use super::body::ProxyBody;
-use crate::audit::{RecordGuard, Verdict as RecordVerdict};
+use crate::audit::RecordGuard;
 use crate::reason::Reason;
 
 /// Set on a response after which the connection must close: after a
@@ -82,13 +82,8 @@ pub(crate) fn strip_response_hop_by_hop(headers: &mut HeaderMap) {
 
 /// Finishes the record as a denial and builds the response the agent sees.
 pub(crate) fn deny(mut rec: RecordGuard, d: Deny) -> Response<ProxyBody> {
-    let id = {
-        let r = rec.record();
-        r.decision = Some(RecordVerdict::Deny);
-        r.reason = Some(d.reason);
-        r.message = Some(d.message.clone());
-        r.id.clone()
-    };
+    rec.deny(d.reason, d.message.clone());
+    let id = rec.id();
     error_response(d.reason, &d.message, &id)
 }
 

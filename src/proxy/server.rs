@@ -37,7 +37,7 @@ use super::pipeline::{self, new_record, ConnContext, Tunnel};
 use super::respond::{deny, CloseConnection, Deny};
 use super::rewind::Rewind;
 use super::upstream::dial;
-use crate::audit::{method_name, RecordGuard, Verdict as RecordVerdict};
+use crate::audit::RecordGuard;
 use crate::policy::normalize_host;
 use crate::reason::Reason;
 use crate::task::Task;
@@ -178,7 +178,7 @@ where
                 return Some((conn, head));
             }
             let mut rec = new_record(gw);
-            rec.record().method = Some("CONNECT".into());
+            rec.method("CONNECT");
             let d = Deny::new(
                 Reason::MethodRefused,
                 "CONNECT inside an intercepted tunnel is refused",
@@ -190,7 +190,7 @@ where
         // The record exists from here on, so a client that disconnects while
         // sending its body still leaves one.
         let mut rec = new_record(gw);
-        rec.record().method = Some(method_name(head.parts.method.as_str()));
+        rec.method(head.parts.method.as_str());
         // identify before the body is read: nothing is buffered for a caller
         // that is not a live task. The unread body makes the connection
         // unusable afterwards, so it closes.
@@ -261,14 +261,6 @@ async fn refuse<IO: AsyncRead + AsyncWrite + Unpin>(
     let _ = conn.write_response(deny(rec, d), false, false).await;
 }
 
-/// Marks the CONNECT's record and lets it be written.
-fn conclude(mut rec: RecordGuard, verdict: RecordVerdict, reason: Reason, message: String) {
-    let r = rec.record();
-    r.decision = Some(verdict);
-    r.reason = Some(reason);
-    r.message = Some(message);
-}
-
 /// A `CONNECT`: identify, then admit on `host:port` alone, before any DNS
 /// lookup; then a blind tunnel where the rule says so, or interception,
 /// where every request inside goes through the pipeline on its own.
@@ -279,19 +271,13 @@ async fn handle_connect(
     ctx: &ConnContext,
 ) {
     let mut rec = new_record(&gw);
-    rec.record().method = Some("CONNECT".into());
+    rec.method("CONNECT");
     let who = match identify(&gw, ctx, &head.parts.headers) {
         Ok(who) => who,
         Err(d) => return refuse(&mut conn, rec, d).await,
     };
     let task = who.task.clone();
-    {
-        let r = rec.record();
-        r.task = Some(task.id.clone());
-        r.agent = Some(task.agent.clone());
-        r.labels = task.labels.clone();
-        r.scheme = Some("https".into());
-    }
+    rec.task(&task.id, &task.agent, &task.labels);
     let Some((host, port)) = connect_target(&head) else {
         let d = Deny::new(Reason::BadRequest, "CONNECT needs a host:port target");
         return refuse(&mut conn, rec, d).await;
@@ -299,11 +285,7 @@ async fn handle_connect(
     // The head shares the bytes it was read from, Proxy-Authorization
     // included: it goes now, not when the tunnel closes.
     drop(head);
-    {
-        let r = rec.record();
-        r.host = Some(host.clone());
-        r.port = Some(port);
-    }
+    rec.target("https", &host, port, None);
 
     // Admitted before any DNS lookup: a target outside every scope of the
     // task never reaches the resolver.
@@ -335,12 +317,7 @@ async fn handle_connect(
     .await
     else {
         let message = "the agent did not complete TLS in time".to_string();
-        return conclude(
-            rec,
-            RecordVerdict::Deny,
-            Reason::ClientDisconnected,
-            message,
-        );
+        return rec.deny(Reason::ClientDisconnected, message);
     };
     let Some(tls) = intercepted else { return };
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
@@ -349,7 +326,8 @@ async fn handle_connect(
         if h2 { "h2" } else { "http/1.1" }
     );
     // The CONNECT's own record is complete; each request inside gets its own.
-    conclude(rec, RecordVerdict::Allow, Reason::Allowed, message);
+    rec.allow(Some(message));
+    drop(rec);
 
     let ctx = Arc::new(ConnContext::tunnel(
         ctx.peer,
@@ -386,10 +364,7 @@ async fn intercept(
     rec: &mut RecordGuard,
 ) -> Option<tokio_rustls::server::TlsStream<Rewind<TcpStream>>> {
     let fail = |rec: &mut RecordGuard, reason: Reason, message: String| {
-        let r = rec.record();
-        r.decision = Some(RecordVerdict::Deny);
-        r.reason = Some(reason);
-        r.message = Some(message);
+        rec.deny(reason, message);
         None
     };
     // Only a TLS handshake may follow: anything else would be traffic that
@@ -469,7 +444,7 @@ where
         let ctx = ctx.clone();
         async move {
             let mut rec = new_record(&gw);
-            rec.record().method = Some(method_name(req.method().as_str()));
+            rec.method(req.method().as_str());
             let who = match identify(&gw, &ctx, req.headers()) {
                 Ok(who) => who,
                 Err(d) => return Ok::<_, Infallible>(deny(rec, d)),
@@ -530,7 +505,7 @@ async fn blind_tunnel(
     } else {
         AddressPolicy::PublicOnly
     };
-    rec.record().tunnel = true;
+    rec.tunnel();
     let mut upstream = match dial(gw.resolver.as_ref(), host, port, policy).await {
         Ok(s) => s,
         Err(e) => return refuse(&mut conn, rec, Deny::new(e.reason(), e.to_string())).await,
@@ -542,21 +517,18 @@ async fn blind_tunnel(
     {
         return;
     }
-    {
-        let r = rec.record();
-        r.decision = Some(RecordVerdict::Allow);
-        r.reason = Some(Reason::Allowed);
-        r.message = Some("blind tunnel: not inspected, no credential injected".into());
-    }
+    rec.allow(Some(
+        "blind tunnel: not inspected, no credential injected".into(),
+    ));
     let (stream, buffered) = conn.into_parts();
     let mut agent = Rewind::new(buffered, stream);
     let (to_upstream, to_agent, task_ended) = relay(&mut agent, &mut upstream, task).await;
-    let r = rec.record();
-    r.bytes_in = to_upstream;
-    r.bytes_out = to_agent;
+    rec.relayed(to_upstream, to_agent);
     if task_ended {
-        r.reason = Some(Reason::TaskEnded);
-        r.message = Some("blind tunnel closed because its task ended".into());
+        rec.ended(
+            Reason::TaskEnded,
+            "blind tunnel closed because its task ended".into(),
+        );
     }
 }
 
