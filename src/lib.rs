@@ -15,6 +15,7 @@ pub mod cli;
 pub mod config;
 pub mod credential;
 mod decimal;
+pub mod field;
 mod hex;
 pub mod inject;
 pub mod policy;
@@ -22,8 +23,12 @@ pub mod proxy;
 pub mod reason;
 pub mod sanitize;
 pub mod scrub;
+pub mod secret;
+pub mod sigv4;
+mod stream;
 pub mod task;
 pub mod tls;
+pub mod units;
 
 /// A boxed, sendable future: what object-safe async trait methods return.
 pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;

@@ -616,7 +616,7 @@ scopes:
     assert_eq!(a.id, b.id);
     assert_eq!(a.fingerprint, b.fingerprint);
     assert!(b.expires_at > a.expires_at, "{a:?} then {b:?}");
-    let lease_print = credgate::credential::secret::fingerprint(leases[0].as_bytes());
+    let lease_print = credgate::secret::fingerprint(leases[0].as_bytes());
     let message = issues[1].message.as_deref().unwrap_or_default();
     assert!(
         message.starts_with(&format!("renewed (lease {lease_print}) for ")),

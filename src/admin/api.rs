@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::{Deserialize, Serialize};
 
-use crate::config::units::parse_duration;
 use crate::task::{TaskSpec, TaskView};
+use crate::units::parse_duration;
 
 /// Largest accepted number of scopes in one task.
 const MAX_SCOPES: usize = 64;

@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use zeroize::Zeroize;
 
-use crate::credential::secret::Secret;
+use crate::secret::Secret;
 use crate::task::TaskView;
 
 use super::api::{CreateTaskRequest, ErrorBody};

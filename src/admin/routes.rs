@@ -11,7 +11,7 @@ use http::{Method, Request, Response, StatusCode};
 use http_body::Body;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 
-use crate::credential::secret::{constant_time_eq, sha256, Secret};
+use crate::secret::{constant_time_eq, sha256, Secret};
 use crate::task::{TaskError, TaskService};
 
 use super::api::{proxy_url_with_userinfo, CreateTaskRequest, CreatedTaskBody, ErrorBody};

@@ -12,7 +12,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::credential::secret::Secret;
+use crate::secret::Secret;
 use crate::task::TaskService;
 
 use super::routes::{handle, AdminState};

@@ -11,7 +11,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 
 use super::{serve, AdminClient};
-use crate::credential::secret::Secret;
+use crate::secret::Secret;
 use crate::task::{EndReason, StartedTask, Task, TaskError, TaskService, TaskSpec, TaskStore};
 
 pub(crate) const ADMIN_TOKEN: &str = "test-secret-admin-token";

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::testing::{Harness, StoreService, ADMIN_TOKEN};
 use super::*;
-use crate::credential::secret::Secret;
+use crate::secret::Secret;
 use crate::task::{ProxyCredential, TaskState, TaskStore};
 
 fn json(body: &str) -> Value {

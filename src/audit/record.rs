@@ -15,9 +15,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::credential::secret::random_bytes;
 use crate::decimal::Decimal;
 use crate::reason::Reason;
+use crate::secret::random_bytes;
 
 /// What a record is about.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]

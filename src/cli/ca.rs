@@ -52,7 +52,7 @@ fn init_report(files: &CaFiles) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::credential::secret::random_bytes;
+    use crate::secret::random_bytes;
 
     fn temp_out() -> PathBuf {
         let suffix = u64::from_be_bytes(random_bytes::<8>());

@@ -27,7 +27,7 @@ use tokio::net::{TcpListener, TcpStream};
 use super::serve::Running;
 use crate::audit::DecisionRecord;
 use crate::config::{Config, DEFAULT_CONFIG_YAML};
-use crate::credential::secret::random_bytes;
+use crate::secret::random_bytes;
 use crate::task::{TaskService, TaskSpec};
 use crate::tls::{init_ca, CertificateAuthority, LeafCache};
 

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use http::Method;
 
 use crate::config::{Config, DEFAULT_CONFIG_PATH};
-use crate::credential::secret::ProcessEnv;
 use crate::policy::{normalize_host, normalize_path, RequestTarget, Scheme, Verdict};
+use crate::secret::ProcessEnv;
 
 /// Arguments of `credgate explain`.
 #[derive(Debug, clap::Args)]

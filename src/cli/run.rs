@@ -255,7 +255,7 @@ impl Signals {
 mod tests {
     use super::*;
     use crate::admin::testing::{Harness, ADMIN_TOKEN};
-    use crate::credential::secret::random_bytes;
+    use crate::secret::random_bytes;
     use crate::task::EndReason;
     use std::collections::BTreeMap;
     use std::path::PathBuf;

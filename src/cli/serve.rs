@@ -15,8 +15,8 @@ use tokio::task::JoinHandle;
 
 use crate::audit::AuditSink;
 use crate::config::{Config, DEFAULT_CONFIG_PATH};
-use crate::credential::secret::{random_bytes, ProcessEnv, Secret, SecretRef};
 use crate::proxy::{Gateway, Resolve, SystemResolver};
+use crate::secret::{random_bytes, ProcessEnv, Secret, SecretRef};
 use crate::tls::CertificateAuthority;
 
 /// Arguments of `credgate serve`.

@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 
 use crate::admin::{AdminClient, CreateTaskRequest};
-use crate::config::units::parse_duration;
-use crate::credential::secret::{ProcessEnv, SecretRef};
+use crate::secret::{ProcessEnv, SecretRef};
 use crate::task::{TaskState, TaskView};
+use crate::units::parse_duration;
 
 use super::run::{agent_env, AGENT_ENV_REMOVED};
 
@@ -357,7 +357,7 @@ mod tests {
 
     #[test]
     fn the_admin_token_is_read_from_its_file() {
-        let tag = crate::hex::lower(&crate::credential::secret::random_bytes::<6>());
+        let tag = crate::hex::lower(&crate::secret::random_bytes::<6>());
         let path = std::env::temp_dir().join(format!("credgate-admin-token-{tag}"));
         let args = |file: &Path| AdminClientArgs {
             admin_url: "http://127.0.0.1:8081".into(),

@@ -7,9 +7,6 @@
 //! The result, [`Config`], holds compiled rules, parsed durations and resolved
 //! secrets: nothing downstream re-parses text.
 
-pub mod field;
-pub mod units;
-
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -19,11 +16,11 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
-use crate::credential::secret::{Environment, SecretRef};
 use crate::credential::{CredentialDef, RawCredential};
+use crate::field::{join_path, FieldError};
 use crate::policy::{Policy, RawRule, ScopeRule};
 use crate::sanitize::{RawSanitize, Sanitizer};
-use field::{join_path, FieldError};
+use crate::secret::{Environment, SecretRef};
 
 /// The default configuration file, relative to the working directory.
 pub const DEFAULT_CONFIG_PATH: &str = "config/credgate.yaml";
@@ -230,7 +227,7 @@ impl Collector {
     }
 
     fn duration(&mut self, path: &str, text: Option<&str>, default: Duration) -> Duration {
-        match text.map(units::parse_duration) {
+        match text.map(crate::units::parse_duration) {
             None => default,
             Some(Ok(d)) if d.is_zero() => {
                 self.errors

@@ -17,13 +17,13 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-use crate::config::field::FieldError;
 use crate::credential::exec::{command_path, ExecSource};
 use crate::credential::oauth2::{self, RawOAuth2ClientCredentials};
-use crate::credential::secret::{Environment, SecretRef};
 use crate::credential::static_source::StaticSource;
 use crate::credential::CredentialSource;
+use crate::field::FieldError;
 use crate::inject::{Injection, RawInject};
+use crate::secret::{Environment, SecretRef};
 
 /// One credential as written in the configuration: exactly one source key,
 /// plus how to inject it.

@@ -15,8 +15,8 @@ use std::time::{Duration, SystemTime};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use zeroize::Zeroizing;
 
-use crate::credential::secret::Environment;
 use crate::credential::{exec_output, Credential, CredentialError, CredentialSource, FetchContext};
+use crate::secret::Environment;
 
 /// The most a command may print on stdout; a credential document is far smaller.
 pub const MAX_STDOUT_BYTES: usize = 64 * 1024;

@@ -15,7 +15,6 @@ pub mod exec;
 pub mod exec_output;
 pub mod github_app;
 pub mod oauth2;
-pub mod secret;
 pub(crate) mod source_http;
 pub mod static_source;
 pub mod task_jwt;
@@ -27,12 +26,12 @@ use std::fmt;
 use std::time::{Duration, SystemTime};
 
 use crate::audit::{CacheOutcome, CredentialInfo};
-use crate::config::field::FieldError;
+use crate::field::FieldError;
 
+pub use crate::secret::Secret;
 pub use cache::{CacheStatus, CredentialCache};
 pub use def::{CredentialDef, RawCredential, RawExec};
 pub use error::CredentialError;
-pub use secret::Secret;
 
 /// How long one call of a source (a command, an HTTP exchange) may take
 /// when its `timeout:` is not given.
@@ -42,7 +41,7 @@ pub const DEFAULT_SOURCE_TIMEOUT: Duration = Duration::from_secs(10);
 /// [`DEFAULT_SOURCE_TIMEOUT`]. A bad value is an error at `timeout` (the
 /// default stands in, so every other problem is still reported).
 pub(crate) fn source_timeout(text: Option<&str>, errors: &mut Vec<FieldError>) -> Duration {
-    match text.map(crate::config::units::parse_duration) {
+    match text.map(crate::units::parse_duration) {
         None => DEFAULT_SOURCE_TIMEOUT,
         Some(Ok(t)) if t > Duration::ZERO => t,
         Some(Ok(_)) => {
@@ -59,7 +58,10 @@ pub(crate) fn source_timeout(text: Option<&str>, errors: &mut Vec<FieldError>) -
 /// A fresh id for an issued credential, as records name it: `cred-` + 12
 /// random hex digits (never derived from the value).
 pub(crate) fn new_credential_id() -> String {
-    format!("cred-{}", crate::hex::lower(&secret::random_bytes::<6>()))
+    format!(
+        "cred-{}",
+        crate::hex::lower(&crate::secret::random_bytes::<6>())
+    )
 }
 
 /// One credential issued by a source, as the cache holds it and injection uses it.
@@ -121,7 +123,7 @@ impl fmt::Debug for CredentialValue {
                 .debug_struct("Aws")
                 .field(
                     "access_key_id",
-                    &secret::fingerprint(access_key_id.as_bytes()),
+                    &crate::secret::fingerprint(access_key_id.as_bytes()),
                 )
                 .field("secret_access_key", secret_access_key)
                 .field("session_token", session_token)
@@ -259,9 +261,9 @@ pub trait CredentialSource: Send + Sync {
     fn check_narrowing(
         &self,
         narrowing: &serde_yaml::Value,
-    ) -> Result<(), Vec<crate::config::field::FieldError>> {
+    ) -> Result<(), Vec<crate::field::FieldError>> {
         let _ = narrowing;
-        Err(vec![crate::config::field::FieldError::new(
+        Err(vec![crate::field::FieldError::new(
             "",
             format!("the {} source cannot narrow its credential", self.kind()),
         )])
@@ -342,7 +344,7 @@ mod tests {
         );
         assert_eq!(
             cred.fingerprint(),
-            secret::fingerprint(b"test-secret-access-key")
+            crate::secret::fingerprint(b"test-secret-access-key")
         );
     }
 
@@ -354,7 +356,7 @@ mod tests {
         };
         assert_eq!(
             cred.fingerprint(),
-            secret::fingerprint(b"test-secret-token")
+            crate::secret::fingerprint(b"test-secret-token")
         );
         assert_eq!(cred.secret_values(), vec![&b"test-secret-token"[..]]);
         assert_eq!(cred.value.kind(), "token");

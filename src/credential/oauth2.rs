@@ -35,11 +35,11 @@ use tokio::sync::OnceCell;
 
 use self::assertion::SigningKey;
 use self::client::{check_url, HttpAnswer, HttpClient};
-use crate::config::field::FieldError;
-use crate::credential::secret::{Environment, Secret, SecretRef};
 use crate::credential::{
     Credential, CredentialError, CredentialSource, CredentialValue, FetchContext, Revocation,
 };
+use crate::field::FieldError;
+use crate::secret::{Environment, Secret, SecretRef};
 
 /// The source kind, as written in config and records.
 pub const KIND: &str = "oauth2_client_credentials";

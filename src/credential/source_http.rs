@@ -21,7 +21,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use zeroize::Zeroizing;
 
-use crate::proxy::upstream::{Io, UpstreamStream};
+use crate::stream::{Io, UpstreamStream};
 
 /// The connector every source's HTTP client is built on.
 #[derive(Clone)]

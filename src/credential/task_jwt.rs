@@ -20,7 +20,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::credential::secret::{random_bytes, sha256, Secret};
+use crate::secret::{random_bytes, sha256, Secret};
 
 /// The process-wide signer, created on first use.
 static SIGNER: LazyLock<Result<TaskJwtSigner, String>> = LazyLock::new(TaskJwtSigner::generate);

@@ -31,16 +31,16 @@ use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
 
-use crate::config::field::FieldError;
-use crate::config::units::parse_duration;
 use crate::credential::oauth2::{
     self, check_token_response, ClientAuthMethod, OAuth2Source, RawOAuth2ClientCredentials,
 };
-use crate::credential::secret::{Environment, Secret, SecretRef};
 use crate::credential::task_jwt::{self, TaskClaims};
 use crate::credential::{
     Credential, CredentialError, CredentialSource, CredentialValue, FetchContext, Revocation,
 };
+use crate::field::FieldError;
+use crate::secret::{Environment, Secret, SecretRef};
+use crate::units::parse_duration;
 
 /// The source kind, as written in config and records.
 pub const KIND: &str = "oauth2_token_exchange";

@@ -13,7 +13,7 @@
 //! replaced, never merged, so an upstream can only ever see the injected value.
 
 pub mod query;
-pub mod sigv4;
+pub use crate::sigv4;
 pub mod template;
 
 use base64::Engine as _;
@@ -21,8 +21,8 @@ use http::header::{HeaderName, HeaderValue, AUTHORIZATION};
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
-use crate::config::field::FieldError;
 use crate::credential::{Credential, CredentialValue};
+use crate::field::FieldError;
 use crate::reason::Reason;
 use crate::sanitize::aws_payload::{AwsPayload, PayloadError};
 
@@ -358,7 +358,7 @@ fn sign_sigv4(
     let (service, region) = settings
         .scope_for(&host)
         .ok_or_else(|| sign_error(sigv4::SignError::UnknownScope(host.clone())))?;
-    sigv4::check_content_coding(&parts.headers).map_err(InjectError::Payload)?;
+    check_content_coding(&parts.headers).map_err(InjectError::Payload)?;
     payload.apply(&mut parts.headers);
     let keys = sigv4::SigningKeys {
         access_key_id,
@@ -374,6 +374,46 @@ fn sign_sigv4(
         std::time::SystemTime::now(),
     )
     .map_err(sign_error)
+}
+
+/// Content codings a signed body may carry on: S3 keeps them as the
+/// object's metadata, and other services that accept one decode it
+/// themselves; the signature covers the encoded bytes either way.
+const KNOWN_CODINGS: [&str; 8] = [
+    "identity",
+    "gzip",
+    "x-gzip",
+    "deflate",
+    "br",
+    "zstd",
+    "compress",
+    "x-compress",
+];
+
+/// Refuses a body whose `Content-Encoding` names a coding credgate does not
+/// know: it could be a framing the service reads the body through (as
+/// `aws-chunked` is), and signing it as if it were the payload would store
+/// the framing.
+fn check_content_coding(headers: &http::HeaderMap) -> Result<(), PayloadError> {
+    let known = headers
+        .get_all(http::header::CONTENT_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|coding| !coding.is_empty())
+        .all(|coding| {
+            KNOWN_CODINGS
+                .iter()
+                .any(|known| coding.eq_ignore_ascii_case(known.as_bytes()))
+        });
+    if known {
+        Ok(())
+    } else {
+        Err(PayloadError::Unsupported(format!(
+            "the body's Content-Encoding names a coding credgate cannot sign for; it signs {}",
+            KNOWN_CODINGS.join(", ")
+        )))
+    }
 }
 
 fn bearer() -> Injection {

@@ -9,7 +9,7 @@ use http::Method;
 use super::glob::{MatchPath, PathGlob, PathMatching};
 use super::host::HostPattern;
 use super::{Action, RawRule, RequestTarget, Scheme, SecretAction};
-use crate::config::field::FieldError;
+use crate::field::FieldError;
 
 /// One compiled rule.
 #[derive(Debug, Clone)]

@@ -12,8 +12,8 @@ use http::header::{self, HeaderMap};
 use super::gateway::Gateway;
 use super::pipeline::{Authenticated, ConnContext};
 use super::respond::Deny;
-use crate::credential::secret::Secret;
 use crate::reason::Reason;
+use crate::secret::Secret;
 use crate::task::{parse_proxy_authorization, AuthError, ProxyCredential, Task};
 
 /// The task a request runs under, and the token it presented (scrubbed from

@@ -42,7 +42,6 @@ use super::target::{authority_for, resolve_target, upstream_uri, Target};
 use super::upstream::check_destination;
 use crate::audit::{CacheOutcome, DecisionRecord, Event, RecordGuard, Verdict as RecordVerdict};
 use crate::credential::cache::CacheStatus;
-use crate::credential::secret::Secret;
 use crate::credential::{Credential, CredentialDef, FetchContext, RequestView};
 use crate::decimal::Decimal;
 use crate::inject::InjectError;
@@ -50,6 +49,7 @@ use crate::policy::{Scheme, ScopeRule};
 use crate::reason::Reason;
 use crate::sanitize::{aws_payload, Finding, FindingLocation};
 use crate::scrub::{scrub_headers_with, Scrubber};
+use crate::secret::Secret;
 use crate::task::Task;
 
 /// What a connection knows about itself.

@@ -231,7 +231,7 @@ pub fn read(
         }
     };
     if let Declared::Sha256(expected) = declared {
-        if crate::credential::secret::sha256(&body) != expected {
+        if crate::secret::sha256(&body) != expected {
             return Err(PayloadError::ChecksumMismatch {
                 algorithm: "SHA256",
                 place: "x-amz-content-sha256",

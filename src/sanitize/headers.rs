@@ -3,7 +3,7 @@
 
 use http::header::{self, HeaderMap, HeaderName};
 
-use crate::config::field::FieldError;
+use crate::field::FieldError;
 
 /// The secret-bearing headers stripped when `strip_headers` is not given.
 ///

@@ -36,8 +36,8 @@ mod target;
 use http::HeaderMap;
 use serde::Deserialize;
 
-use crate::config::field::FieldError;
-use crate::config::units::parse_size;
+use crate::field::FieldError;
+use crate::units::parse_size;
 use headers::StripList;
 use rules::{Rule, RuleSet};
 

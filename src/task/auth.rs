@@ -5,8 +5,8 @@ use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use base64::Engine as _;
 use zeroize::Zeroize;
 
-use crate::credential::secret::Secret;
 use crate::reason::Reason;
+use crate::secret::Secret;
 
 /// Standard base64 that accepts both padded and unpadded input: clients
 /// disagree, and being strict here buys nothing since the decoded value is

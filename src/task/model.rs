@@ -7,8 +7,8 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use crate::credential::Secret;
 use crate::scrub::Scrubber;
+use crate::secret::Secret;
 
 /// The lifetime a task gets when its spec names none and nothing else decides.
 ///

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, SystemTime};
 
-use crate::credential::secret::{constant_time_eq, sha256};
+use crate::secret::{constant_time_eq, sha256};
 
 use super::auth::{AuthError, ProxyCredential};
 use super::model::{Task, TaskSpec};
@@ -159,7 +159,7 @@ impl TaskStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::credential::secret::Secret;
+    use crate::secret::Secret;
     use crate::task::EndReason;
     use std::collections::BTreeMap;
 

@@ -5,7 +5,7 @@ use std::fmt;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 
-use crate::credential::secret::{random_bytes, sha256, Secret};
+use crate::secret::{random_bytes, sha256, Secret};
 
 /// Every task token starts with this, so secret scanners (and credgate's own
 /// request sanitizer) can recognise a leaked one.

@@ -22,7 +22,7 @@ use zeroize::Zeroizing;
 use super::ca_files::{read_certificate, read_private_key};
 use super::error::{LeafError, TlsError};
 use super::provider;
-use crate::credential::secret::{fingerprint, random_bytes};
+use crate::secret::{fingerprint, random_bytes};
 
 /// How far back a certificate's validity starts, so that clients whose clock
 /// runs behind ours still accept it.

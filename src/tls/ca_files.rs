@@ -139,7 +139,7 @@ fn write_file(path: &Path, contents: &[u8], mode: u32, replace: bool) -> Result<
         });
     }
     let file_name = path.file_name().unwrap_or_default().to_string_lossy();
-    let suffix = u64::from_be_bytes(crate::credential::secret::random_bytes::<8>());
+    let suffix = u64::from_be_bytes(crate::secret::random_bytes::<8>());
     let staging = path.with_file_name(format!(".{file_name}.{suffix:016x}.tmp"));
     write_new(&staging, contents, mode).map_err(io_error("write", &staging))?;
     fs::rename(&staging, path).map_err(|err| {

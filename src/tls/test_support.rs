@@ -9,7 +9,7 @@ use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use super::provider;
-use crate::credential::secret::random_bytes;
+use crate::secret::random_bytes;
 
 /// A directory under the system temp dir, removed on drop.
 pub(super) struct TempDir(PathBuf);

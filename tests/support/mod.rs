@@ -37,7 +37,7 @@ use tokio::time::Sleep;
 
 /// A random lowercase hex string.
 pub fn random_hex(bytes: usize) -> String {
-    let raw = credgate::credential::secret::random_bytes::<32>();
+    let raw = credgate::secret::random_bytes::<32>();
     raw.iter().take(bytes).map(|b| format!("{b:02x}")).collect()
 }
 

@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use super::ReviewError;
 use crate::audit::record::{DecisionRecord, Verdict};
-use crate::config::units::parse_duration;
+use crate::units::parse_duration;
 
 /// `--since`: a duration back from now, or a point in time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -30,15 +30,15 @@ use serde::Deserialize;
 
 use self::http::StsHttp;
 use self::sts::StsCredentials;
-use crate::config::field::FieldError;
-use crate::config::units::parse_duration;
 use crate::credential::endpoint;
-use crate::credential::secret::{Environment, Secret};
 use crate::credential::{
     Credential, CredentialError, CredentialSource, CredentialValue, FetchContext, Narrowing,
     RequestView,
 };
-use crate::inject::sigv4;
+use crate::field::FieldError;
+use crate::secret::{Environment, Secret};
+use crate::sigv4;
+use crate::units::parse_duration;
 
 /// The source kind, as written in config and records.
 pub const KIND: &str = "aws";

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::Serialize;
 
-use crate::credential::secret::Secret;
+use crate::secret::Secret;
 
 /// How far back `iat` is set, so a GitHub clock slightly behind ours still
 /// accepts the JWT (GitHub's own advice).

@@ -5,9 +5,9 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use crate::config::field::FieldError;
 use crate::credential::endpoint;
-use crate::credential::secret::{Environment, SecretRef};
+use crate::field::FieldError;
+use crate::secret::{Environment, SecretRef};
 
 use super::app_jwt::AppKey;
 use super::GitHubAppSource;

@@ -23,11 +23,11 @@ use std::time::{Duration, SystemTime};
 
 use ::http::{Method, StatusCode};
 
-use crate::config::field::FieldError;
 use crate::credential::{
     Credential, CredentialError, CredentialSource, CredentialValue, FetchContext, Narrowing,
     RequestView, Revocation, Secret,
 };
+use crate::field::FieldError;
 use app_jwt::AppKey;
 pub(crate) use config::compile;
 pub use config::RawGitHubApp;

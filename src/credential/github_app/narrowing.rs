@@ -18,8 +18,8 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde_yaml::Value;
 
-use crate::config::field::FieldError;
 use crate::credential::RequestView;
+use crate::field::FieldError;
 
 /// A permission level of a GitHub App installation token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

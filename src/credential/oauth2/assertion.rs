@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde::Serialize;
 
-use crate::credential::secret::{random_bytes, Secret};
+use crate::secret::{random_bytes, Secret};
 
 /// How long an assertion is valid: long enough for one token request.
 const ASSERTION_LIFETIME: Duration = Duration::from_secs(60);

@@ -7,10 +7,10 @@ use std::time::Duration;
 use http::Method;
 use serde::Deserialize;
 
-use crate::config::field::FieldError;
-use crate::config::units::parse_duration;
 use crate::credential::endpoint;
-use crate::credential::secret::{Environment, SecretRef};
+use crate::field::FieldError;
+use crate::secret::{Environment, SecretRef};
+use crate::units::parse_duration;
 
 use super::{Auth, ChildTokenSpec, Read, VaultSource};
 

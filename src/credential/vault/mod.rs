@@ -51,11 +51,11 @@ use std::time::{Duration, SystemTime};
 use ::http::{Method, StatusCode};
 use serde_json::json;
 
-use crate::credential::secret::fingerprint;
 use crate::credential::{
     Credential, CredentialError, CredentialSource, CredentialValue, FetchContext, Revocation,
     Secret,
 };
+use crate::secret::fingerprint;
 pub(crate) use config::compile;
 pub use config::{
     RawAppRole, RawChildToken, RawJwt, RawKv2, RawPathField, RawPathRead, RawVault, RawVaultAuth,

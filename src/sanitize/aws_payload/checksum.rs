@@ -126,7 +126,7 @@ impl ChecksumAlgorithm {
             ChecksumAlgorithm::Sha1 => digest::digest(&digest::SHA1_FOR_LEGACY_USE_ONLY, data)
                 .as_ref()
                 .to_vec(),
-            ChecksumAlgorithm::Sha256 => crate::credential::secret::sha256(data).to_vec(),
+            ChecksumAlgorithm::Sha256 => crate::secret::sha256(data).to_vec(),
             ChecksumAlgorithm::Sha512 => digest::digest(&digest::SHA512, data).as_ref().to_vec(),
             ChecksumAlgorithm::Md5
             | ChecksumAlgorithm::Xxhash64

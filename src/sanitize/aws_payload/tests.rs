@@ -190,7 +190,7 @@ fn a_plain_body_is_untouched_and_its_declared_hashes_are_checked() {
     assert_eq!(h.len(), 1, "only Expect goes: the body is in hand");
 
     // A SHA-256 in hex, and UNSIGNED-PAYLOAD.
-    let hex = crate::hex::lower(&crate::credential::secret::sha256(CHECK));
+    let hex = crate::hex::lower(&crate::secret::sha256(CHECK));
     for value in [hex.as_str(), &hex.to_uppercase(), "UNSIGNED-PAYLOAD"] {
         let mut h = headers(&[("x-amz-content-sha256", value)]);
         assert_eq!(&read_bytes(&mut h, CHECK).unwrap().0[..], CHECK);

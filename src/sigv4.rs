@@ -1,5 +1,7 @@
 //! AWS Signature Version 4: re-signing the agent's request with the task's
-//! STS credentials, and signing credgate's own calls to STS.
+//! STS credentials (the `inject` phase), and signing credgate's own calls to
+//! STS (the `aws` source). A foundation both use, so neither depends on the
+//! other.
 //!
 //! ```yaml
 //! inject: { sigv4: { service: s3, region: eu-west-1 } }   # both default from the host
@@ -26,8 +28,7 @@ use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_AL
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
-use crate::credential::Secret;
-use crate::sanitize::aws_payload::PayloadError;
+use crate::secret::Secret;
 
 /// `inject: { sigv4: { ... } }` as written in the configuration.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -158,46 +159,6 @@ pub enum SignError {
     NoHost,
 }
 
-/// Content codings a signed body may carry on: S3 keeps them as the
-/// object's metadata, and other services that accept one decode it
-/// themselves; the signature covers the encoded bytes either way.
-const KNOWN_CODINGS: [&str; 8] = [
-    "identity",
-    "gzip",
-    "x-gzip",
-    "deflate",
-    "br",
-    "zstd",
-    "compress",
-    "x-compress",
-];
-
-/// Refuses a body whose `Content-Encoding` names a coding credgate does not
-/// know: it could be a framing the service reads the body through (as
-/// `aws-chunked` is), and signing it as if it were the payload would store
-/// the framing.
-pub fn check_content_coding(headers: &http::HeaderMap) -> Result<(), PayloadError> {
-    let known = headers
-        .get_all(http::header::CONTENT_ENCODING)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-        .map(<[u8]>::trim_ascii)
-        .filter(|coding| !coding.is_empty())
-        .all(|coding| {
-            KNOWN_CODINGS
-                .iter()
-                .any(|known| coding.eq_ignore_ascii_case(known.as_bytes()))
-        });
-    if known {
-        Ok(())
-    } else {
-        Err(PayloadError::Unsupported(format!(
-            "the body's Content-Encoding names a coding credgate cannot sign for; it signs {}",
-            KNOWN_CODINGS.join(", ")
-        )))
-    }
-}
-
 /// Signs `parts` (whose `Host` header and URI are final) with `keys` for
 /// `service`/`region` at `now`: removes any earlier signature, sets
 /// `X-Amz-Date`, `X-Amz-Security-Token`, `X-Amz-Content-Sha256` (S3) and
@@ -229,7 +190,7 @@ pub fn sign(
         parts.headers.insert(http::header::HOST, value);
     }
     let date = amz_date(now);
-    let payload_hash = crate::hex::lower(&crate::credential::secret::sha256(body));
+    let payload_hash = crate::hex::lower(&crate::secret::sha256(body));
     parts.headers.insert(
         HeaderName::from_static("x-amz-date"),
         HeaderValue::from_str(&date).expect("digits and letters"),
@@ -344,9 +305,7 @@ fn authorization(
     let scope = format!("{day}/{region}/{service}/aws4_request");
     let string_to_sign = format!(
         "AWS4-HMAC-SHA256\n{date}\n{scope}\n{}",
-        crate::hex::lower(&crate::credential::secret::sha256(
-            request.text().as_bytes()
-        ))
+        crate::hex::lower(&crate::secret::sha256(request.text().as_bytes()))
     );
     let mut key_material = Zeroizing::new(b"AWS4".to_vec());
     key_material.extend_from_slice(secret.expose());
@@ -475,7 +434,7 @@ mod tests {
             ("host".to_string(), "example.amazonaws.com".to_string()),
             ("x-amz-date".to_string(), "20150830T123600Z".to_string()),
         ];
-        let empty = crate::hex::lower(&crate::credential::secret::sha256(b""));
+        let empty = crate::hex::lower(&crate::secret::sha256(b""));
         let auth = |path: &str, query: &str| {
             let request = CanonicalRequest {
                 method: "GET",

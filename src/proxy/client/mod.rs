@@ -1,0 +1,201 @@
+//! The upstream HTTP/1.1 client.
+//!
+//! One exchange at a time per connection, driven by the task that serves the
+//! agent: the request is written and the response read in that task, with no
+//! connection task and no channel in between. Idle connections are pooled per
+//! destination (scheme, host, port) and reused only when the previous response
+//! ended cleanly at its framed length.
+//!
+//! Responses are framed strictly (RFC 9112 §6.3): a `Content-Length` must be
+//! one number, `Transfer-Encoding` must be exactly `chunked`, and a response
+//! carrying both is refused rather than guessed at. A body framed by the end
+//! of the connection is read to its end and the connection is not reused.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{request, Method, Response, StatusCode, Version};
+use http_body::{Body, Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+
+use super::h1::{parse_chunk_size, write_turn};
+use super::upstream::{ConnectError, GuardedConnector};
+use crate::stream::Io;
+
+/// How long an idle connection stays in the pool.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Idle connections kept per destination; more are closed.
+const MAX_IDLE_PER_DESTINATION: usize = 64;
+/// The largest response head accepted (status line and headers).
+const MAX_HEAD: usize = 64 * 1024;
+/// The most header lines in a response head.
+const MAX_HEADERS: usize = 128;
+/// Interim (1xx) responses skipped before the final one.
+const MAX_INTERIM: usize = 16;
+/// The longest chunk-size line, extensions included.
+const MAX_CHUNK_LINE: usize = 4096;
+/// The most trailer bytes read (and dropped) after a chunked body.
+const MAX_TRAILERS: usize = 16 * 1024;
+/// Request bodies up to this size go out in the same write as the head.
+const INLINE_BODY: usize = 16 * 1024;
+
+mod body;
+mod pool;
+mod read;
+mod write;
+
+pub(crate) use body::ResponseBody;
+use body::*;
+use pool::*;
+use read::*;
+use write::*;
+
+/// Why an exchange with an upstream failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SendError {
+    /// No connection could be made.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// The connection broke, or the upstream answered with something that
+    /// is not a well-framed HTTP/1.1 response.
+    #[error("{0}")]
+    Broken(String),
+}
+
+/// A failed exchange on one connection; `answered` once any byte of a
+/// response arrived (a request is retried on a fresh connection only before).
+struct Failure {
+    answered: bool,
+    message: String,
+}
+
+impl Failure {
+    fn io(answered: bool, e: &io::Error) -> Self {
+        Failure {
+            answered,
+            message: format!("the connection failed: {e}"),
+        }
+    }
+
+    fn protocol(message: impl Into<String>) -> Self {
+        Failure {
+            answered: true,
+            message: message.into(),
+        }
+    }
+}
+
+/// The upstream client for one address policy.
+pub(crate) struct Client {
+    connector: GuardedConnector,
+    pool: Arc<Pool>,
+}
+
+impl Client {
+    pub(crate) fn new(connector: GuardedConnector) -> Self {
+        Client {
+            connector,
+            pool: Arc::default(),
+        }
+    }
+
+    /// Closes connections that have been idle too long.
+    pub(crate) fn sweep(&self) {
+        self.pool.sweep();
+    }
+
+    /// Sends `parts` (whose URI is absolute: scheme, host and port say where)
+    /// with `body`, and returns the response with its body still to be read.
+    /// A request that fails on a reused connection before any answer came
+    /// back is sent again on a new one when its method is idempotent: the
+    /// upstream may have closed the idle connection as it was taken.
+    pub(crate) async fn send(
+        &self,
+        parts: &request::Parts,
+        body: &Bytes,
+    ) -> Result<Response<ResponseBody>, SendError> {
+        let tls = parts.uri.scheme() == Some(&http::uri::Scheme::HTTPS);
+        let host = parts
+            .uri
+            .host()
+            .ok_or(ConnectError::NoHost)?
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let port = parts.uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+        let to = Destination {
+            tls,
+            host: host.to_string(),
+            port,
+        };
+        let message = encode_request(parts, body);
+        let head_request = parts.method == Method::HEAD;
+
+        if let Some(mut conn) = self.pool.checkout(&to) {
+            match exchange(&mut conn, &message, body, head_request).await {
+                Ok(head) => return Ok(self.response(head, conn, to)),
+                Err(f) if !f.answered && parts.method.is_idempotent() => {}
+                Err(f) => return Err(SendError::Broken(f.message)),
+            }
+        }
+        let io = tokio::time::timeout(
+            self.connector.connect_timeout,
+            self.connector.connect(host, port, tls),
+        )
+        .await
+        .map_err(|_| ConnectError::Timeout(host.to_string()))??;
+        let mut conn = Conn::new(io);
+        match exchange(&mut conn, &message, body, head_request).await {
+            Ok(head) => Ok(self.response(head, conn, to)),
+            Err(f) => Err(SendError::Broken(f.message)),
+        }
+    }
+
+    fn response(&self, head: Head, conn: Conn, to: Destination) -> Response<ResponseBody> {
+        let mut body = ResponseBody {
+            conn: Some(conn),
+            decode: head.decode,
+            reuse: head.reuse,
+            to,
+            pool: self.pool.clone(),
+        };
+        if body.decode == Decode::Done {
+            body.release();
+        }
+        head.response.map(|()| body)
+    }
+}
+
+async fn exchange(
+    conn: &mut Conn,
+    message: &Message,
+    body: &[u8],
+    head_request: bool,
+) -> Result<Head, Failure> {
+    let sent: io::Result<bool> = async {
+        write_turn().await;
+        conn.io.write_all(&message.bytes).await?;
+        let early = !message.body_inline && write_body(conn, body).await?;
+        if !early {
+            conn.io.flush().await?;
+        }
+        Ok(early)
+    }
+    .await;
+    let early = sent.map_err(|e| Failure::io(!conn.buf.is_empty(), &e))?;
+    let mut head = read_head(conn, head_request).await?;
+    if early {
+        // The rest of the request body was never sent.
+        head.reuse = false;
+    }
+    Ok(head)
+}
+
+#[cfg(test)]
+mod tests;
