@@ -145,9 +145,67 @@ impl CredentialDef {
     }
 }
 
-/// The source kinds, as their keys under a credential.
-const SOURCE_KINDS: &str =
-    "static, exec, oauth2_client_credentials, vault, github_app, oauth2_token_exchange, aws";
+/// Compiles a source from the credential's raw form: `None` when the
+/// credential does not name this source; errors are relative to its key.
+type CompileSource = fn(
+    &str,
+    &RawCredential,
+    &dyn Environment,
+) -> Option<Result<Arc<dyn CredentialSource>, Vec<FieldError>>>;
+
+/// Every source: its key under a credential (the field of [`RawCredential`]
+/// that holds it), and how it compiles. A new source is a file of its own
+/// and one line here (and its field).
+const SOURCES: [(&str, CompileSource); 7] = [
+    ("static", |name, raw, env| {
+        raw.static_.as_ref().map(|secret_ref| {
+            secret_ref
+                .resolve(env)
+                .map(|secret| {
+                    Arc::new(StaticSource::new(name, secret)) as Arc<dyn CredentialSource>
+                })
+                .map_err(|e| vec![FieldError::new("", e.to_string())])
+        })
+    }),
+    ("exec", |name, raw, env| {
+        raw.exec
+            .as_ref()
+            .map(|exec| boxed(compile_exec(name, exec, env)))
+    }),
+    ("oauth2_client_credentials", |name, raw, env| {
+        raw.oauth2_client_credentials
+            .as_ref()
+            .map(|oauth2| boxed(oauth2::compile(name, oauth2, env)))
+    }),
+    ("vault", |name, raw, env| {
+        raw.vault
+            .as_ref()
+            .map(|vault| boxed(crate::credential::vault::compile(name, vault, env)))
+    }),
+    ("github_app", |name, raw, env| {
+        raw.github_app
+            .as_ref()
+            .map(|github| boxed(crate::credential::github_app::compile(name, github, env)))
+    }),
+    ("oauth2_token_exchange", |name, raw, env| {
+        raw.oauth2_token_exchange.as_ref().map(|exchange| {
+            boxed(crate::credential::token_exchange::compile(
+                name, exchange, env,
+            ))
+        })
+    }),
+    ("aws", |name, raw, env| {
+        raw.aws
+            .as_ref()
+            .map(|aws| boxed(crate::credential::aws::compile(name, aws, env)))
+    }),
+];
+
+fn boxed<S: CredentialSource + 'static>(
+    compiled: Result<S, Vec<FieldError>>,
+) -> Result<Arc<dyn CredentialSource>, Vec<FieldError>> {
+    compiled.map(|source| Arc::new(source) as Arc<dyn CredentialSource>)
+}
 
 /// Compiles the one source a credential names; errors are placed under its key.
 fn compile_source(
@@ -155,62 +213,21 @@ fn compile_source(
     raw: &RawCredential,
     env: &dyn Environment,
 ) -> Result<Arc<dyn CredentialSource>, Vec<FieldError>> {
-    fn under<S: CredentialSource + 'static>(
-        key: &str,
-        compiled: Result<S, Vec<FieldError>>,
-    ) -> Result<Arc<dyn CredentialSource>, Vec<FieldError>> {
-        match compiled {
-            Ok(source) => Ok(Arc::new(source)),
-            Err(errs) => Err(errs.into_iter().map(|e| e.under(key)).collect()),
+    let mut given = SOURCES
+        .iter()
+        .filter_map(|(key, compile)| compile(name, raw, env).map(|compiled| (*key, compiled)));
+    match (given.next(), given.next()) {
+        (Some((key, compiled)), None) => {
+            compiled.map_err(|errs| errs.into_iter().map(|e| e.under(key)).collect())
+        }
+        _ => {
+            let kinds: Vec<&str> = SOURCES.iter().map(|(key, _)| *key).collect();
+            Err(vec![FieldError::new(
+                "",
+                format!("credential needs exactly one source: {}", kinds.join(", ")),
+            )])
         }
     }
-    let given = [
-        raw.static_.is_some(),
-        raw.exec.is_some(),
-        raw.oauth2_client_credentials.is_some(),
-        raw.vault.is_some(),
-        raw.github_app.is_some(),
-        raw.oauth2_token_exchange.is_some(),
-        raw.aws.is_some(),
-    ];
-    if given.iter().filter(|g| **g).count() != 1 {
-        return Err(vec![FieldError::new(
-            "",
-            format!("credential needs exactly one source: {SOURCE_KINDS}"),
-        )]);
-    }
-    if let Some(secret_ref) = &raw.static_ {
-        return secret_ref
-            .resolve(env)
-            .map(|secret| Arc::new(StaticSource::new(name, secret)) as Arc<dyn CredentialSource>)
-            .map_err(|e| vec![FieldError::new("static", e.to_string())]);
-    }
-    if let Some(exec) = &raw.exec {
-        return under("exec", compile_exec(name, exec, env));
-    }
-    if let Some(oauth2) = &raw.oauth2_client_credentials {
-        return under(
-            "oauth2_client_credentials",
-            oauth2::compile(name, oauth2, env),
-        );
-    }
-    if let Some(vault) = &raw.vault {
-        return under("vault", crate::credential::vault::compile(name, vault, env));
-    }
-    if let Some(github) = &raw.github_app {
-        return under(
-            "github_app",
-            crate::credential::github_app::compile(name, github, env),
-        );
-    }
-    if let Some(exchange) = &raw.oauth2_token_exchange {
-        return under(
-            "oauth2_token_exchange",
-            crate::credential::token_exchange::compile(name, exchange, env),
-        );
-    }
-    let aws = raw.aws.as_ref().expect("exactly one source is given");
-    under("aws", crate::credential::aws::compile(name, aws, env))
 }
 
 /// Names appear in records, rules and a command's environment: keep them plain.
