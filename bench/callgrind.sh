@@ -100,9 +100,9 @@ YAML
         python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["id"], d["token"])')
     local url="http://127.0.0.1:$oport/bench"
     hey -n 200 -c 10 -x "http://$id:$token@$proxy" "$url" >/dev/null
-    callgrind_control -z "$cpid" >/dev/null
+    callgrind_control -z "$cpid" >/dev/null 2>&1
     hey -n "$N" -c 10 -x "http://$id:$token@$proxy" "$url" >"$d/hey.txt"
-    callgrind_control -d "$cpid" >/dev/null
+    callgrind_control -d "$cpid" >/dev/null 2>&1
     kill -TERM "$cpid"
     wait "$cpid" 2>/dev/null || true
     local answered total
