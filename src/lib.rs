@@ -19,6 +19,7 @@ pub mod field;
 mod hex;
 pub mod inject;
 pub mod policy;
+pub mod provider;
 pub mod proxy;
 pub mod reason;
 pub mod sanitize;

@@ -12,6 +12,8 @@ use std::sync::OnceLock;
 use serde::Deserialize;
 use zeroize::Zeroize;
 
+use crate::provider::Provider;
+
 /// Bytes that must never reach the agent, a log line or a record.
 pub struct Secret {
     value: Box<[u8]>,
@@ -134,29 +136,6 @@ pub fn random_bytes<const N: usize>() -> [u8; N] {
     out
 }
 
-/// Where the process environment comes from. Config resolution goes through
-/// this so tests never read or write the real environment.
-pub trait Environment: Send + Sync {
-    /// The value of variable `name`, if set and valid UTF-8.
-    fn var(&self, name: &str) -> Option<String>;
-}
-
-/// The real process environment.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ProcessEnv;
-
-impl Environment for ProcessEnv {
-    fn var(&self, name: &str) -> Option<String> {
-        std::env::var(name).ok()
-    }
-}
-
-impl Environment for std::collections::BTreeMap<String, String> {
-    fn var(&self, name: &str) -> Option<String> {
-        self.get(name).cloned()
-    }
-}
-
 /// A reference to a secret held outside the configuration file, written
 /// `{ env: NAME }` or `{ file: PATH }`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -215,7 +194,7 @@ pub enum SecretRefError {
 
 impl SecretRef {
     /// Reads the secret now.
-    pub fn resolve(&self, env: &dyn Environment) -> Result<Secret, SecretRefError> {
+    pub fn resolve(&self, env: &dyn Provider) -> Result<Secret, SecretRefError> {
         let (value, what) = match self {
             SecretRef::Env(name) => (
                 env.var(name)
@@ -224,7 +203,7 @@ impl SecretRef {
                 format!("environment variable {name}"),
             ),
             SecretRef::File(path) => {
-                let mut bytes = std::fs::read(path).map_err(|source| SecretRefError::File {
+                let mut bytes = env.read(path).map_err(|source| SecretRefError::File {
                     path: path.clone(),
                     source,
                 })?;

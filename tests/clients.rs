@@ -54,14 +54,11 @@ scopes:
     )
     .unwrap();
     let text = std::fs::read_to_string(&env.config_path).unwrap();
-    let config = credgate::config::Config::parse(
-        &text,
-        &[("API_TOKEN".to_string(), secret.clone())]
-            .into_iter()
-            .collect::<std::collections::BTreeMap<_, _>>(),
-    )
-    .unwrap();
-    env.gateway().reload(config).await.unwrap();
+    let provider = [("API_TOKEN".to_string(), secret.clone())]
+        .into_iter()
+        .collect::<std::collections::BTreeMap<_, _>>();
+    let config = credgate::config::Config::parse(&text, &provider).unwrap();
+    env.gateway().reload(config, &provider).await.unwrap();
     env.upstream_ca = upstream_ca;
     env.resolver.map("api.test", "127.0.0.1");
     let (id, token) = env.start_task(&["api"]);

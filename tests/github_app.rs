@@ -339,6 +339,8 @@ async fn a_refusal_by_github_fails_closed_naming_the_source() {
 /// and `narrowing` on a rule.
 fn parse(key: &str, narrowing: &str) -> Result<(), String> {
     let dir = TempDir::new();
+    let upstream_ca = CertificateAuthority::generate().unwrap();
+    std::fs::write(dir.path().join("upstream-ca.pem"), upstream_ca.cert_pem()).unwrap();
     let text = base_config(
         dir.path(),
         &format!(

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use crate::config::{Config, DEFAULT_CONFIG_PATH};
-use crate::secret::ProcessEnv;
+use crate::provider::ProcessEnv;
 
 /// Arguments of `credgate check`.
 #[derive(Debug, clap::Args)]

@@ -98,7 +98,7 @@ async fn run_in(dir: &Path) -> anyhow::Result<i32> {
         [("CREDGATE_DEMO_API_TOKEN".to_string(), api_token.clone())].into();
     let config = Config::parse(&config_text, &env).map_err(|e| anyhow::anyhow!("{e}"))?;
     let audit_path = config.audit_path.clone();
-    let running = Running::start(config).await?;
+    let running = Running::start(config, &env).await?;
     println!(
         "  credgate       proxy {}  admin {}",
         running.proxy_addr, running.admin_addr

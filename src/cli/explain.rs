@@ -6,7 +6,7 @@ use http::Method;
 
 use crate::config::{Config, DEFAULT_CONFIG_PATH};
 use crate::policy::{normalize_host, normalize_path, RequestTarget, Scheme, Verdict};
-use crate::secret::ProcessEnv;
+use crate::provider::ProcessEnv;
 
 /// Arguments of `credgate explain`.
 #[derive(Debug, clap::Args)]

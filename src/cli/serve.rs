@@ -15,8 +15,9 @@ use tokio::task::JoinHandle;
 
 use crate::audit::AuditSink;
 use crate::config::{Config, DEFAULT_CONFIG_PATH};
+use crate::provider::{ProcessEnv, Provider};
 use crate::proxy::{Gateway, Resolve, SystemResolver};
-use crate::secret::{random_bytes, ProcessEnv, Secret, SecretRef};
+use crate::secret::{random_bytes, Secret, SecretRef};
 use crate::tls::CertificateAuthority;
 
 /// Arguments of `credgate serve`.
@@ -43,15 +44,17 @@ pub struct Running {
 
 impl Running {
     /// Binds the listeners and starts serving `config`, with the configured
-    /// decision log and the system resolver.
-    pub async fn start(config: Config) -> anyhow::Result<Running> {
-        Running::start_with(config, None, Arc::new(SystemResolver)).await
+    /// decision log and the system resolver; the sources read secrets and
+    /// files through `provider`.
+    pub async fn start(config: Config, provider: &dyn Provider) -> anyhow::Result<Running> {
+        Running::start_with(config, provider, None, Arc::new(SystemResolver)).await
     }
 
     /// Like [`Running::start`], with the decision log (`audit`, default: the
     /// configured file) and the resolver chosen by the caller.
     pub async fn start_with(
         config: Config,
+        provider: &dyn Provider,
         audit: Option<Arc<AuditSink>>,
         resolver: Arc<dyn Resolve>,
     ) -> anyhow::Result<Running> {
@@ -78,7 +81,7 @@ impl Running {
         let proxy_addr = proxy_listener.local_addr()?;
         let admin_addr = admin_listener.local_addr()?;
 
-        let gateway = Gateway::new(config, audit, Arc::new(ca), proxy_addr, resolver)?;
+        let gateway = Gateway::new(config, provider, audit, Arc::new(ca), proxy_addr, resolver)?;
         let (stop, stopped) = watch::channel(false);
         let until_stopped = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
@@ -174,7 +177,7 @@ pub async fn run(args: &ServeArgs) -> anyhow::Result<()> {
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
-    let running = Running::start(config).await?;
+    let running = Running::start(config, &ProcessEnv).await?;
     tracing::info!(
         proxy = %running.proxy_addr,
         admin = %running.admin_addr,
@@ -216,7 +219,7 @@ async fn reload(gateway: &Gateway, path: &Path, why: &str) {
             );
             eprintln!("credgate: configuration rejected ({why}); the running configuration stays:\n{errors}");
         }
-        Ok(config) => match gateway.reload(config).await {
+        Ok(config) => match gateway.reload(config, &ProcessEnv).await {
             Ok(restart) => {
                 tracing::info!(trigger = why, "configuration reloaded");
                 eprintln!("credgate: configuration reloaded ({why})");

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 
 use crate::admin::{AdminClient, CreateTaskRequest};
-use crate::secret::{ProcessEnv, SecretRef};
+use crate::provider::ProcessEnv;
+use crate::secret::SecretRef;
 use crate::task::{TaskState, TaskView};
 use crate::units::parse_duration;
 

@@ -4,23 +4,33 @@
 //! section, credential and rule is deserialised and compiled on its own, so
 //! one run reports *all* problems with their field paths
 //! (`scopes.github-read[0].paths[1]: …`) instead of stopping at the first.
-//! The result, [`Config`], holds compiled rules, parsed durations and resolved
-//! secrets: nothing downstream re-parses text.
+//!
+//! The result, [`Config`], is a plain value: compiled rules, parsed
+//! durations and URLs, secret *references*. Validation opens no file, reads
+//! no variable and starts no client except through the [`Provider`] it is
+//! given (to check that a secret resolves, a key parses, a program is
+//! executable), so a test validates with a
+//! [`FakeProvider`](crate::provider::FakeProvider) and compares the model.
+//! Live sources and clients are built from it in one place, the gateway's
+//! snapshot ([`crate::proxy::Snapshot`]).
+
+mod credential;
+
+pub use credential::{CredentialSpec, RawCredential};
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
-use crate::credential::{CredentialDef, RawCredential};
 use crate::field::{join_path, FieldError};
 use crate::policy::{Policy, RawRule, ScopeRule};
+use crate::provider::Provider;
 use crate::sanitize::{RawSanitize, Sanitizer};
-use crate::secret::{Environment, SecretRef};
+use crate::secret::SecretRef;
 
 /// The default configuration file, relative to the working directory.
 pub const DEFAULT_CONFIG_PATH: &str = "config/credgate.yaml";
@@ -29,6 +39,7 @@ pub const DEFAULT_CONFIG_PATH: &str = "config/credgate.yaml";
 pub const DEFAULT_CONFIG_YAML: &str = include_str!("../../config/credgate.yaml");
 
 /// A validated configuration.
+#[derive(Debug)]
 pub struct Config {
     /// Where the proxy listens.
     pub listen: SocketAddr,
@@ -48,7 +59,7 @@ pub struct Config {
     /// Request-side header stripping and secret detection.
     pub sanitizer: Sanitizer,
     /// Credentials by name.
-    pub credentials: BTreeMap<String, Arc<CredentialDef>>,
+    pub credentials: BTreeMap<String, CredentialSpec>,
     /// Compiled scopes.
     pub policy: Policy,
     /// Sidecar mode: the task active for the pod's lifetime.
@@ -262,20 +273,26 @@ impl Collector {
 }
 
 impl Config {
-    /// Reads and validates `path`.
-    pub fn load(path: &Path, env: &dyn Environment) -> Result<Config, ConfigErrors> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
+    /// Reads (through `env`) and validates `path`.
+    pub fn load(path: &Path, env: &dyn Provider) -> Result<Config, ConfigErrors> {
+        let cannot = |message: String| ConfigErrors {
             file: Some(path.to_path_buf()),
-            errors: vec![FieldError::new("", format!("cannot read the file: {e}"))],
-        })?;
+            errors: vec![FieldError::new("", message)],
+        };
+        let bytes = env
+            .read(path)
+            .map_err(|e| cannot(format!("cannot read the file: {e}")))?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| cannot("the file is not UTF-8 text".to_string()))?;
         Config::parse(&text, env).map_err(|mut e| {
             e.file = Some(path.to_path_buf());
             e
         })
     }
 
-    /// Validates configuration text.
-    pub fn parse(text: &str, env: &dyn Environment) -> Result<Config, ConfigErrors> {
+    /// Validates configuration text, learning about secrets and files only
+    /// through `env`.
+    pub fn parse(text: &str, env: &dyn Provider) -> Result<Config, ConfigErrors> {
         let fail = |errors| ConfigErrors { file: None, errors };
         let root: serde_yaml::Value = serde_yaml::from_str(text)
             .map_err(|e| fail(vec![FieldError::new("", format!("not valid YAML: {e}"))]))?;
@@ -347,6 +364,12 @@ impl Config {
         let up: RawUpstream = get("upstream")
             .and_then(|v| c.section("upstream", v))
             .unwrap_or_default();
+        if let Some(path) = &up.extra_ca {
+            if let Err(e) = crate::tls::upstream_client_config(Some(path), env) {
+                c.errors
+                    .push(FieldError::new("upstream.extra_ca", e.to_string()));
+            }
+        }
         let upstream = UpstreamConfig {
             extra_ca: up.extra_ca,
             connect_timeout: c.duration(
@@ -407,9 +430,9 @@ impl Config {
                     let Some(raw_cred) = c.section::<RawCredential>(&path, &value) else {
                         continue;
                     };
-                    match CredentialDef::compile(&name, &raw_cred, env) {
-                        Ok(def) => {
-                            credentials.insert(name, Arc::new(def));
+                    match CredentialSpec::compile(&name, &raw_cred, env) {
+                        Ok(spec) => {
+                            credentials.insert(name, spec);
                         }
                         Err(errors) => c.extend(&path, errors),
                     }

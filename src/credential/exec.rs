@@ -8,15 +8,19 @@
 //! stderr is read only to be counted: it may echo secrets, so it is never
 //! forwarded or logged.
 
+use std::path::Path;
 use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use zeroize::Zeroizing;
 
+use crate::credential::spec::SourceSpec;
 use crate::credential::{exec_output, Credential, CredentialError, CredentialSource, FetchContext};
-use crate::secret::Environment;
+use crate::field::FieldError;
+use crate::provider::Provider;
 
 /// The most a command may print on stdout; a credential document is far smaller.
 pub const MAX_STDOUT_BYTES: usize = 64 * 1024;
@@ -43,7 +47,7 @@ impl ExecSource {
         program: String,
         args: Vec<String>,
         timeout: Duration,
-        env: &dyn Environment,
+        env: &dyn Provider,
     ) -> ExecSource {
         ExecSource {
             credential: credential.to_string(),
@@ -170,8 +174,123 @@ impl CredentialSource for ExecSource {
 }
 
 /// The `PATH` a command runs with: credgate's own, or a conventional default.
-pub fn command_path(env: &dyn Environment) -> String {
+pub fn command_path(env: &dyn Provider) -> String {
     env.var("PATH").unwrap_or_else(|| FALLBACK_PATH.to_string())
+}
+
+/// The `exec` source as written in the configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawExec {
+    /// The argv: program first, then its arguments. No shell is involved.
+    pub command: Vec<String>,
+    /// How long the command may run (`10s` when absent).
+    #[serde(default)]
+    pub timeout: Option<String>,
+}
+
+/// The `exec` source, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecSpec {
+    credential: String,
+    program: String,
+    args: Vec<String>,
+    timeout: Duration,
+}
+
+impl SourceSpec for ExecSpec {
+    fn kind(&self) -> &'static str {
+        "exec"
+    }
+
+    /// `PATH` and `HOME` for the command are taken from `provider` now.
+    fn build(&self, provider: &dyn Provider) -> Result<Arc<dyn CredentialSource>, Vec<FieldError>> {
+        Ok(Arc::new(ExecSource::new(
+            &self.credential,
+            self.program.clone(),
+            self.args.clone(),
+            self.timeout,
+            provider,
+        )))
+    }
+}
+
+/// Validates `exec`: an argv without NUL bytes whose program is an
+/// executable file (given as a path, or found on the `PATH` the command
+/// will run with), and the timeout. Every problem is reported, each with a
+/// path relative to `exec`.
+pub fn validate(
+    name: &str,
+    raw: &RawExec,
+    env: &dyn Provider,
+) -> Result<ExecSpec, Vec<FieldError>> {
+    let mut errors = Vec::new();
+    let timeout = crate::credential::source_timeout(raw.timeout.as_deref(), &mut errors);
+    for (i, arg) in raw.command.iter().enumerate() {
+        if arg.contains('\0') {
+            errors.push(FieldError::new(
+                format!("command[{i}]"),
+                "contains a NUL byte",
+            ));
+        }
+    }
+    match raw.command.split_first() {
+        None => errors.push(FieldError::new(
+            "command",
+            "needs at least the program to run",
+        )),
+        Some((program, _)) if program.is_empty() => errors.push(FieldError::new(
+            "command[0]",
+            "the program must not be empty",
+        )),
+        Some((program, _)) => {
+            if let Err(message) = check_program(program, env) {
+                errors.push(FieldError::new("command[0]", message));
+            }
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let (program, args) = raw.command.split_first().expect("checked above");
+    Ok(ExecSpec {
+        credential: name.to_string(),
+        program: program.clone(),
+        args: args.to_vec(),
+        timeout,
+    })
+}
+
+/// A program given as a path must be an executable file; a bare name must be
+/// one on the `PATH` the command will run with.
+fn check_program(program: &str, env: &dyn Provider) -> Result<(), String> {
+    if program.contains('/') {
+        return check_executable(Path::new(program), env);
+    }
+    let found = command_path(env)
+        .split(':')
+        .filter(|dir| !dir.is_empty())
+        .any(|dir| check_executable(&Path::new(dir).join(program), env).is_ok());
+    if found {
+        Ok(())
+    } else {
+        Err(format!(
+            "{program} is not an executable on PATH; give its full path"
+        ))
+    }
+}
+
+fn check_executable(path: &Path, env: &dyn Provider) -> Result<(), String> {
+    let meta = env
+        .metadata(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if !meta.is_file {
+        return Err(format!("{} is not a file", path.display()));
+    }
+    if !meta.executable {
+        return Err(format!("{} is not executable", path.display()));
+    }
+    Ok(())
 }
 
 /// Drains a stream, keeping only how many bytes went by.

@@ -8,7 +8,6 @@
 
 pub mod aws;
 pub mod cache;
-pub mod def;
 pub(crate) mod endpoint;
 pub mod error;
 pub mod exec;
@@ -16,6 +15,7 @@ pub mod exec_output;
 pub mod github_app;
 pub mod oauth2;
 pub(crate) mod source_http;
+pub mod spec;
 pub mod static_source;
 pub mod task_jwt;
 pub mod token_exchange;
@@ -30,8 +30,8 @@ use crate::field::FieldError;
 
 pub use crate::secret::Secret;
 pub use cache::{CacheStatus, CredentialCache};
-pub use def::{CredentialDef, RawCredential, RawExec};
 pub use error::CredentialError;
+pub use spec::{CredentialDef, SourceSpec};
 
 /// How long one call of a source (a command, an HTTP exchange) may take
 /// when its `timeout:` is not given.
@@ -256,22 +256,9 @@ pub trait CredentialSource: Send + Sync {
         Box::pin(async { Ok(Revocation::NotSupported) })
     }
 
-    /// Validates a rule's `narrowing:` block at config load. A source that
-    /// cannot narrow refuses any (field paths relative to `narrowing`).
-    fn check_narrowing(
-        &self,
-        narrowing: &serde_yaml::Value,
-    ) -> Result<(), Vec<crate::field::FieldError>> {
-        let _ = narrowing;
-        Err(vec![crate::field::FieldError::new(
-            "",
-            format!("the {} source cannot narrow its credential", self.kind()),
-        )])
-    }
-
-    /// The narrowing for one request, from the rule's block (already checked)
-    /// and the request. Called before the cache lookup: its key is part of
-    /// the cache key. Default: not narrowed.
+    /// The narrowing for one request, from the rule's block (already checked
+    /// by [`SourceSpec::check_narrowing`]) and the request. Called before the
+    /// cache lookup: its key is part of the cache key. Default: not narrowed.
     fn narrow(
         &self,
         narrowing: Option<&serde_yaml::Value>,

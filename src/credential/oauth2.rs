@@ -24,7 +24,7 @@ mod assertion;
 mod client;
 mod config;
 
-pub use config::{compile, ClientAuthMethod, RawOAuth2ClientCredentials};
+pub use config::{validate, ClientAuthMethod, OAuth2Spec, RawOAuth2ClientCredentials};
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -42,7 +42,8 @@ use crate::credential::{
     Credential, CredentialError, CredentialSource, CredentialValue, FetchContext, Revocation,
 };
 use crate::field::FieldError;
-use crate::secret::{Environment, Secret, SecretRef};
+use crate::provider::Provider;
+use crate::secret::{Secret, SecretRef};
 
 /// The source kind, as written in config and records.
 pub const KIND: &str = "oauth2_client_credentials";
@@ -536,6 +537,15 @@ fn join(scopes: &BTreeSet<&str>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Validation and building in one step, as loading does.
+    fn compile(
+        name: &str,
+        raw: &RawOAuth2ClientCredentials,
+        env: &dyn Provider,
+    ) -> Result<OAuth2Source, Vec<FieldError>> {
+        validate(name, raw, env)?.source(env)
+    }
     use std::collections::BTreeMap;
 
     fn asked(scopes: &[&str]) -> Vec<String> {

@@ -1,13 +1,52 @@
 //! The `static` source: a standing secret from the environment or a file.
 //!
 //! This is the documented exception to just-in-time credentials. The value is
-//! resolved once, when the configuration is compiled, so a missing variable
-//! is a configuration error rather than a failed request. It never expires
-//! and cannot be revoked; the agent still never sees it.
+//! checked when the configuration is validated, so a missing variable is a
+//! configuration error rather than a failed request, and read when the
+//! source is built. It never expires and cannot be revoked; the agent still
+//! never sees it.
 
+use std::sync::Arc;
+
+use crate::credential::spec::{resolve, SourceSpec};
 use crate::credential::{
     Credential, CredentialError, CredentialSource, CredentialValue, FetchContext, Secret,
 };
+use crate::field::FieldError;
+use crate::provider::Provider;
+use crate::secret::SecretRef;
+
+/// The `static` source, validated: where its secret is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaticSpec {
+    credential: String,
+    secret: SecretRef,
+}
+
+impl SourceSpec for StaticSpec {
+    fn kind(&self) -> &'static str {
+        "static"
+    }
+
+    fn build(&self, provider: &dyn Provider) -> Result<Arc<dyn CredentialSource>, Vec<FieldError>> {
+        let secret = resolve("", &self.secret, provider).map_err(|e| vec![e])?;
+        Ok(Arc::new(StaticSource::new(&self.credential, secret)))
+    }
+}
+
+/// Validates `static`: the secret must resolve now (through `provider`), so
+/// a missing variable or file is a configuration error.
+pub fn validate(
+    name: &str,
+    secret: &SecretRef,
+    provider: &dyn Provider,
+) -> Result<StaticSpec, Vec<FieldError>> {
+    resolve("", secret, provider).map_err(|e| vec![e])?;
+    Ok(StaticSpec {
+        credential: name.to_string(),
+        secret: secret.clone(),
+    })
+}
 
 /// Hands out the same standing secret to every task.
 pub struct StaticSource {

@@ -27,19 +27,23 @@
 //! checks that `issued_token_type` is the type asked for.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
 
 use crate::credential::oauth2::{
-    self, check_token_response, ClientAuthMethod, OAuth2Source, RawOAuth2ClientCredentials,
+    self, check_token_response, ClientAuthMethod, OAuth2Source, OAuth2Spec,
+    RawOAuth2ClientCredentials,
 };
+use crate::credential::spec::SourceSpec;
 use crate::credential::task_jwt::{self, TaskClaims};
 use crate::credential::{
     Credential, CredentialError, CredentialSource, CredentialValue, FetchContext, Revocation,
 };
 use crate::field::FieldError;
-use crate::secret::{Environment, Secret, SecretRef};
+use crate::provider::Provider;
+use crate::secret::{Secret, SecretRef};
 use crate::units::parse_duration;
 
 /// The source kind, as written in config and records.
@@ -139,7 +143,7 @@ pub struct RawCredgateSubject {
 }
 
 /// Where the subject token comes from, validated.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum SubjectToken {
     File(PathBuf),
     Credgate {
@@ -158,16 +162,48 @@ pub struct TokenExchangeSource {
     requested_token_type: String,
 }
 
+/// `oauth2_token_exchange`, validated.
+#[derive(Debug, Clone)]
+pub struct TokenExchangeSpec {
+    credential: String,
+    client: OAuth2Spec,
+    subject: SubjectToken,
+    subject_token_type: String,
+    requested_token_type: String,
+}
+
+impl SourceSpec for TokenExchangeSpec {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    fn build(&self, provider: &dyn Provider) -> Result<Arc<dyn CredentialSource>, Vec<FieldError>> {
+        Ok(Arc::new(self.source(provider)?))
+    }
+}
+
+impl TokenExchangeSpec {
+    fn source(&self, provider: &dyn Provider) -> Result<TokenExchangeSource, Vec<FieldError>> {
+        Ok(TokenExchangeSource {
+            credential: self.credential.clone(),
+            client: self.client.source(provider)?.with_kind(KIND),
+            subject: self.subject.clone(),
+            subject_token_type: self.subject_token_type.clone(),
+            requested_token_type: self.requested_token_type.clone(),
+        })
+    }
+}
+
 /// Validates the configuration: everything `oauth2_client_credentials`
 /// checks (endpoints, client authentication, scope, audience, resource,
 /// `ca`, `timeout`), plus exactly one subject token, a readable subject
 /// token file, a working signer, and token types that are URIs. Every
 /// problem is reported, each with its field path.
-pub fn compile(
+pub fn validate(
     name: &str,
     raw: &RawTokenExchange,
-    env: &dyn Environment,
-) -> Result<TokenExchangeSource, Vec<FieldError>> {
+    env: &dyn Provider,
+) -> Result<TokenExchangeSpec, Vec<FieldError>> {
     let mut errors = Vec::new();
     let client_raw = RawOAuth2ClientCredentials {
         token_url: raw.token_url.clone(),
@@ -184,10 +220,10 @@ pub fn compile(
         timeout: raw.timeout.clone(),
     };
     // Same field names, so the paths need no translation.
-    let client = oauth2::compile(name, &client_raw, env)
+    let client = oauth2::validate(name, &client_raw, env)
         .map_err(|errs| errors.extend(errs))
         .ok();
-    let subject = compile_subject(&raw.subject_token, &mut errors);
+    let subject = validate_subject(&raw.subject_token, env, &mut errors);
     let mut token_type = |field: &str, value: &Option<String>, default: &str| {
         let value = value.clone().unwrap_or_else(|| default.to_string());
         let plain = value.contains(':') && value.bytes().all(|b| b.is_ascii_graphic());
@@ -210,9 +246,9 @@ pub fn compile(
         TOKEN_TYPE_ACCESS_TOKEN,
     );
     match (client, subject) {
-        (Some(client), Some(subject)) if errors.is_empty() => Ok(TokenExchangeSource {
+        (Some(client), Some(subject)) if errors.is_empty() => Ok(TokenExchangeSpec {
             credential: name.to_string(),
-            client: client.with_kind(KIND),
+            client,
             subject,
             subject_token_type,
             requested_token_type,
@@ -221,10 +257,14 @@ pub fn compile(
     }
 }
 
-fn compile_subject(raw: &RawSubjectToken, errors: &mut Vec<FieldError>) -> Option<SubjectToken> {
+fn validate_subject(
+    raw: &RawSubjectToken,
+    env: &dyn Provider,
+    errors: &mut Vec<FieldError>,
+) -> Option<SubjectToken> {
     match (&raw.file, &raw.credgate) {
-        (Some(path), None) => match std::fs::metadata(path) {
-            Ok(meta) if meta.is_file() => Some(SubjectToken::File(path.clone())),
+        (Some(path), None) => match env.metadata(path) {
+            Ok(meta) if meta.is_file => Some(SubjectToken::File(path.clone())),
             Ok(_) => {
                 errors.push(FieldError::new(
                     "subject_token.file",
@@ -456,6 +496,15 @@ fn check_exchange_response(body: &[u8], requested: &str) -> Result<Vec<u8>, Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Validation and building in one step, as loading does.
+    fn compile(
+        name: &str,
+        raw: &RawTokenExchange,
+        env: &dyn Provider,
+    ) -> Result<TokenExchangeSource, Vec<FieldError>> {
+        validate(name, raw, env)?.source(env)
+    }
     use std::collections::BTreeMap;
 
     fn raw(yaml: &str) -> RawTokenExchange {

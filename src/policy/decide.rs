@@ -84,15 +84,23 @@ impl Decision {
 
 /// All scopes, compiled. Built once per config load and shared read-only
 /// (behind an `Arc`) by every request; deciding takes no lock.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Policy {
     scopes: Vec<CompiledScope>,
     by_name: HashMap<Arc<str>, usize>,
 }
 
+/// The scopes and their rules; the indexes are derived from them.
+impl std::fmt::Debug for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(self.scopes.iter().map(|s| (&s.name, &s.rules)))
+            .finish()
+    }
+}
+
 /// One scope's rules in file order, with an index so a decision only looks
 /// at rules that can match the host.
-#[derive(Debug)]
 pub(super) struct CompiledScope {
     name: Arc<str>,
     rules: Vec<Arc<ScopeRule>>,

@@ -10,9 +10,11 @@ use arc_swap::ArcSwap;
 use super::admission::AdmissionPhase;
 use super::upstream::{CachingResolver, Resolve, Upstreams};
 use crate::audit::{AuditSink, DecisionRecord, Event};
-use crate::config::Config;
+use crate::config::{Config, ConfigErrors};
 use crate::credential::cache::CredentialCache;
-use crate::credential::Revocation;
+use crate::credential::{CredentialDef, Revocation};
+use crate::field::FieldError;
+use crate::provider::Provider;
 use crate::scrub::Scrubber;
 use crate::task::{EndReason, StartedTask, Task, TaskError, TaskService, TaskSpec, TaskStore};
 use crate::tls::{upstream_client_config, CertificateAuthority, LeafCache};
@@ -25,11 +27,14 @@ const REVOKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// rather than "invalid".
 const KEEP_ENDED: Duration = Duration::from_secs(3600);
 
-/// One validated configuration together with what is built from it. Swapped
+/// One validated configuration together with what is built from it: the
+/// one place where the model becomes live sources and clients. Swapped
 /// whole on reload, so a request sees one consistent configuration.
 pub struct Snapshot {
     /// The configuration.
     pub config: Config,
+    /// The live source of every credential, by name.
+    pub(crate) sources: std::collections::BTreeMap<String, Arc<CredentialDef>>,
     /// Increases with every reload; part of credential cache keys so a changed
     /// credential definition is fetched anew.
     pub generation: u64,
@@ -61,14 +66,20 @@ pub enum GatewayError {
     /// The upstream TLS configuration could not be built.
     #[error("upstream TLS: {0}")]
     Tls(#[from] crate::tls::TlsError),
+    /// A credential source could not be built (a secret or file changed
+    /// since the configuration was validated).
+    #[error("{0}")]
+    Sources(ConfigErrors),
 }
 
 impl Gateway {
-    /// Builds the gateway around a validated configuration.
-    /// `bound` is the address the proxy listener actually bound; `resolver`
-    /// answers every DNS lookup the proxy makes.
+    /// Builds the gateway around a validated configuration, its sources
+    /// reading secrets and files through `provider`. `bound` is the address
+    /// the proxy listener actually bound; `resolver` answers every DNS
+    /// lookup the proxy makes.
     pub fn new(
         config: Config,
+        provider: &dyn Provider,
         audit: Arc<AuditSink>,
         ca: Arc<CertificateAuthority>,
         bound: std::net::SocketAddr,
@@ -76,7 +87,7 @@ impl Gateway {
     ) -> Result<Arc<Gateway>, GatewayError> {
         let resolver: Arc<dyn Resolve> =
             Arc::new(CachingResolver::new(resolver, Duration::from_secs(30)));
-        let snapshot = build_snapshot(config, 0, &resolver)?;
+        let snapshot = build_snapshot(config, provider, 0, &resolver)?;
         let gateway = Arc::new(Gateway {
             snapshot: ArcSwap::from_pointee(snapshot),
             generation: AtomicU64::new(0),
@@ -152,7 +163,11 @@ impl Gateway {
     /// A changed `ambient_task` takes effect at once: the old ambient task
     /// ends (its credentials are revoked) and the new one starts; a removed
     /// one stops tokenless access.
-    pub async fn reload(&self, config: Config) -> Result<Vec<String>, GatewayError> {
+    pub async fn reload(
+        &self,
+        config: Config,
+        provider: &dyn Provider,
+    ) -> Result<Vec<String>, GatewayError> {
         let current = self.snapshot();
         let mut restart_needed = Vec::new();
         if config.listen != current.config.listen {
@@ -169,7 +184,7 @@ impl Gateway {
         }
         let ambient_changed = config.ambient_task != current.config.ambient_task;
         let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
-        let snapshot = build_snapshot(config, generation, &self.resolver)?;
+        let snapshot = build_snapshot(config, provider, generation, &self.resolver)?;
         self.snapshot.store(Arc::new(snapshot));
         if ambient_changed {
             if let Some(old) = self.tasks.ambient() {
@@ -257,15 +272,40 @@ impl Gateway {
     }
 }
 
+/// Builds everything live from the validated model: the upstream TLS
+/// configuration and pools, and every credential source.
 fn build_snapshot(
     config: Config,
+    provider: &dyn Provider,
     generation: u64,
     resolver: &Arc<dyn Resolve>,
 ) -> Result<Snapshot, GatewayError> {
-    let tls = upstream_client_config(config.upstream.extra_ca.as_deref())?;
+    let tls = upstream_client_config(config.upstream.extra_ca.as_deref(), provider)?;
     let upstreams = Upstreams::new(tls, resolver.clone(), config.upstream.connect_timeout);
+    let mut sources = std::collections::BTreeMap::new();
+    let mut errors: Vec<FieldError> = Vec::new();
+    for (name, spec) in &config.credentials {
+        let key = spec.source.kind();
+        match spec.source.build(provider) {
+            Ok(source) => {
+                let def = CredentialDef {
+                    name: name.clone(),
+                    source,
+                };
+                sources.insert(name.clone(), Arc::new(def));
+            }
+            Err(errs) => errors.extend(
+                errs.into_iter()
+                    .map(|e| e.under(key).under(&format!("credentials.{name}"))),
+            ),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(GatewayError::Sources(ConfigErrors { file: None, errors }));
+    }
     Ok(Snapshot {
         config,
+        sources,
         generation,
         upstreams,
     })

@@ -41,8 +41,9 @@ use super::respond::{deny, strip_response_hop_by_hop, Deny};
 use super::target::{authority_for, resolve_target, upstream_uri, Target};
 use super::upstream::check_destination;
 use crate::audit::{CacheOutcome, DecisionRecord, Event, RecordGuard, Verdict as RecordVerdict};
+use crate::config::CredentialSpec;
 use crate::credential::cache::CacheStatus;
-use crate::credential::{Credential, CredentialDef, FetchContext, RequestView};
+use crate::credential::{Credential, FetchContext, RequestView};
 use crate::decimal::Decimal;
 use crate::inject::InjectError;
 use crate::policy::{Scheme, ScopeRule};
@@ -262,19 +263,19 @@ async fn run_phases(
         header::ACCEPT_ENCODING,
         HeaderValue::from_static("identity"),
     );
-    if let Some((def, cred)) = &credential {
+    if let Some((spec, cred)) = &credential {
         // A range of a response that reflects the credential would carry a
         // piece of it too short to recognise; with a credential in play the
         // whole representation comes back, scrubbed.
         parts.headers.remove(header::RANGE);
         parts.headers.remove(header::IF_RANGE);
-        def.injection
+        spec.injection
             .apply_with_body(cred, parts, &body, &aws_payload)
             .map_err(|e| match e {
                 InjectError::Payload(e) => Deny::new(e.reason(), e.to_string()),
                 e => Deny::new(
                     e.reason(),
-                    format!("credential {} could not be injected: {e}", def.name),
+                    format!("credential {} could not be injected: {e}", spec.name),
                 ),
             })?;
     }
@@ -331,17 +332,20 @@ fn route(rule: &ScopeRule, target: &Target) -> Result<(bool, AddressPolicy), Den
 /// Gets the rule's credential for the task from the cache (or its source)
 /// and notes it in the record, by fingerprint.
 #[allow(clippy::too_many_arguments)]
-async fn fetch_credential(
+async fn fetch_credential<'s>(
     gw: &Gateway,
-    snapshot: &Snapshot,
+    snapshot: &'s Snapshot,
     task: &Task,
     rule: &ScopeRule,
     name: &str,
     target: &Target,
     method: &Method,
     rec: &mut RecordGuard,
-) -> Result<(Arc<CredentialDef>, Arc<Credential>), Deny> {
-    let Some(def) = snapshot.config.credentials.get(name) else {
+) -> Result<(&'s CredentialSpec, Arc<Credential>), Deny> {
+    let (Some(spec), Some(def)) = (
+        snapshot.config.credentials.get(name),
+        snapshot.sources.get(name),
+    ) else {
         return Err(Deny::new(
             Reason::CredentialUnavailable,
             format!(
@@ -400,7 +404,7 @@ async fn fetch_credential(
         }
     };
     rec.credential(info);
-    Ok((def.clone(), cred))
+    Ok((spec, cred))
 }
 
 /// The cache key: configuration generation and narrowing.

@@ -944,7 +944,7 @@ impl Env {
             .collect();
         let config = Config::parse(&text, &env).unwrap_or_else(|e| panic!("{e}"));
         let resolver = Arc::new(CountingResolver::default());
-        let running = Running::start_with(config, None, resolver.clone())
+        let running = Running::start_with(config, &env, None, resolver.clone())
             .await
             .unwrap();
         Env {

@@ -1,8 +1,73 @@
-//! `aws:` as written in the configuration, and its validation into an
-//! [`AwsSource`]: the role, region, duration, base credentials and STS
-//! endpoint.
+//! `aws:` as written in the configuration, its validation into an
+//! [`AwsSpec`] (the role, region, duration, base credentials and STS
+//! endpoint), and the building of an [`AwsSource`].
+
+use std::sync::Arc;
 
 use super::*;
+use crate::credential::spec::{source_tls, SourceSpec};
+use crate::credential::CredentialSource;
+
+/// The `aws` source, validated.
+#[derive(Debug, Clone)]
+pub struct AwsSpec {
+    credential: String,
+    role_arn: String,
+    region: String,
+    duration: Duration,
+    base: BaseSpec,
+    endpoint: ::http::Uri,
+    ca: Option<PathBuf>,
+    timeout: Duration,
+}
+
+/// Where credgate's own credentials come from, as configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum BaseSpec {
+    /// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`.
+    Env,
+    /// A profile of the shared credentials file.
+    Profile(String),
+    /// AssumeRoleWithWebIdentity with the token in `token_file`.
+    WebIdentity {
+        role_arn: String,
+        token_file: PathBuf,
+    },
+}
+
+impl SourceSpec for AwsSpec {
+    fn kind(&self) -> &'static str {
+        "aws"
+    }
+
+    fn check_narrowing(&self, narrowing: &serde_yaml::Value) -> Result<(), Vec<FieldError>> {
+        policy_of(Some(narrowing)).map(|_| ())
+    }
+
+    fn build(&self, provider: &dyn Provider) -> Result<Arc<dyn CredentialSource>, Vec<FieldError>> {
+        Ok(Arc::new(self.source(provider)?))
+    }
+}
+
+impl AwsSpec {
+    /// The live source: the base keys read, the `ca` bundle read, the client made.
+    pub(crate) fn source(&self, provider: &dyn Provider) -> Result<AwsSource, Vec<FieldError>> {
+        let base = load_base(&self.base, provider);
+        let tls = source_tls(self.ca.as_deref(), provider);
+        match (base, tls) {
+            (Ok(base), Ok(tls)) => Ok(AwsSource {
+                credential: self.credential.clone(),
+                role_arn: self.role_arn.clone(),
+                region: self.region.clone(),
+                duration: self.duration,
+                base,
+                endpoint: self.endpoint.clone(),
+                http: StsHttp::new(tls, self.timeout),
+            }),
+            (base, tls) => Err(base.err().into_iter().chain(tls.err()).collect()),
+        }
+    }
+}
 
 /// `aws:` as written in the configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -61,11 +126,7 @@ pub struct RawWebIdentity {
 /// accepts, base credentials that resolve now (through `env`), an https
 /// endpoint (or http to loopback) and a readable `ca`. Every problem is
 /// reported with its field path.
-pub fn compile(
-    name: &str,
-    raw: &RawAws,
-    env: &dyn Environment,
-) -> Result<AwsSource, Vec<FieldError>> {
+pub fn validate(name: &str, raw: &RawAws, env: &dyn Provider) -> Result<AwsSpec, Vec<FieldError>> {
     let mut errors = Vec::new();
     if !is_role_arn(&raw.role_arn) {
         errors.push(FieldError::new(
@@ -110,19 +171,23 @@ pub fn compile(
     let endpoint = check_sts_endpoint(&endpoint_text)
         .map_err(|m| errors.push(FieldError::new("sts_endpoint", m)))
         .ok();
-    let base = compile_base(raw.base.as_ref(), env, &mut errors);
-    let http = StsHttp::new(raw.ca.as_deref(), timeout)
-        .map_err(|m| errors.push(FieldError::new("ca", m)))
-        .ok();
-    match (base, endpoint, http) {
-        (Some(base), Some(endpoint), Some(http)) if errors.is_empty() => Ok(AwsSource {
+    let base = validate_base(raw.base.as_ref(), env, &mut errors);
+    if let Some(Err(e)) = base.as_ref().map(|base| load_base(base, env)) {
+        errors.push(e);
+    }
+    if let Err(e) = source_tls(raw.ca.as_deref(), env) {
+        errors.push(e);
+    }
+    match (base, endpoint) {
+        (Some(base), Some(endpoint)) if errors.is_empty() => Ok(AwsSpec {
             credential: name.to_string(),
             role_arn: raw.role_arn.clone(),
             region: raw.region.clone(),
             duration,
             base,
             endpoint,
-            http,
+            ca: raw.ca.clone(),
+            timeout,
         }),
         _ => Err(errors),
     }
@@ -151,14 +216,14 @@ fn check_sts_endpoint(url: &str) -> Result<::http::Uri, String> {
     Ok(uri)
 }
 
-fn compile_base(
+fn validate_base(
     raw: Option<&RawBase>,
-    env: &dyn Environment,
+    env: &dyn Provider,
     errors: &mut Vec<FieldError>,
-) -> Option<Base> {
+) -> Option<BaseSpec> {
     match raw {
-        None => base_from_env(env, errors),
-        Some(RawBase::Named(name)) if name == "env" => base_from_env(env, errors),
+        None => Some(BaseSpec::Env),
+        Some(RawBase::Named(name)) if name == "env" => Some(BaseSpec::Env),
         Some(RawBase::Named(other)) => {
             errors.push(FieldError::new(
                 "base",
@@ -166,9 +231,7 @@ fn compile_base(
             ));
             None
         }
-        Some(RawBase::Profile { profile }) => base_from_profile(profile, env)
-            .map_err(|m| errors.push(FieldError::new("base.profile", m)))
-            .ok(),
+        Some(RawBase::Profile { profile }) => Some(BaseSpec::Profile(profile.clone())),
         Some(RawBase::WebIdentity { web_identity }) => {
             if !is_role_arn(&web_identity.role_arn) {
                 errors.push(FieldError::new(
@@ -176,13 +239,13 @@ fn compile_base(
                     format!("{:?} is not a role ARN", web_identity.role_arn),
                 ));
             }
-            if let Err(e) = std::fs::metadata(&web_identity.token_file) {
+            if let Err(e) = env.metadata(&web_identity.token_file) {
                 errors.push(FieldError::new(
                     "base.web_identity.token_file",
                     format!("cannot read {}: {e}", web_identity.token_file.display()),
                 ));
             }
-            Some(Base::WebIdentity {
+            Some(BaseSpec::WebIdentity {
                 role_arn: web_identity.role_arn.clone(),
                 token_file: web_identity.token_file.clone(),
             })
@@ -190,11 +253,29 @@ fn compile_base(
     }
 }
 
-fn base_from_env(env: &dyn Environment, errors: &mut Vec<FieldError>) -> Option<Base> {
+/// credgate's own credentials, read (through `env`) for keys, as an error
+/// at `base` or `base.profile`.
+fn load_base(base: &BaseSpec, env: &dyn Provider) -> Result<Base, FieldError> {
+    match base {
+        BaseSpec::Env => base_from_env(env).map_err(|m| FieldError::new("base", m)),
+        BaseSpec::Profile(profile) => {
+            base_from_profile(profile, env).map_err(|m| FieldError::new("base.profile", m))
+        }
+        BaseSpec::WebIdentity {
+            role_arn,
+            token_file,
+        } => Ok(Base::WebIdentity {
+            role_arn: role_arn.clone(),
+            token_file: token_file.clone(),
+        }),
+    }
+}
+
+fn base_from_env(env: &dyn Provider) -> Result<Base, String> {
     let key_id = env.var("AWS_ACCESS_KEY_ID").filter(|v| !v.is_empty());
     let secret = env.var("AWS_SECRET_ACCESS_KEY").filter(|v| !v.is_empty());
     match (key_id, secret) {
-        (Some(access_key_id), Some(secret)) => Some(Base::Keys {
+        (Some(access_key_id), Some(secret)) => Ok(Base::Keys {
             access_key_id,
             secret_access_key: Secret::new(secret),
             session_token: env
@@ -202,19 +283,15 @@ fn base_from_env(env: &dyn Environment, errors: &mut Vec<FieldError>) -> Option<
                 .filter(|v| !v.is_empty())
                 .map(Secret::new),
         }),
-        _ => {
-            errors.push(FieldError::new(
-                "base",
-                "base env needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment",
-            ));
-            None
-        }
+        _ => Err(
+            "base env needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment".into(),
+        ),
     }
 }
 
 /// Reads `[profile]` from the shared credentials file
 /// (`AWS_SHARED_CREDENTIALS_FILE`, else `$HOME/.aws/credentials`).
-fn base_from_profile(profile: &str, env: &dyn Environment) -> Result<Base, String> {
+fn base_from_profile(profile: &str, env: &dyn Provider) -> Result<Base, String> {
     let path = env
         .var("AWS_SHARED_CREDENTIALS_FILE")
         .map(PathBuf::from)
@@ -223,10 +300,12 @@ fn base_from_profile(profile: &str, env: &dyn Environment) -> Result<Base, Strin
                 .map(|h| Path::new(&h).join(".aws/credentials"))
         })
         .ok_or("neither AWS_SHARED_CREDENTIALS_FILE nor HOME is set")?;
-    let text = zeroize::Zeroizing::new(
-        std::fs::read_to_string(&path)
+    let bytes = zeroize::Zeroizing::new(
+        env.read(&path)
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?,
     );
+    let text =
+        std::str::from_utf8(&bytes).map_err(|_| format!("{} is not UTF-8 text", path.display()))?;
     let (mut key_id, mut secret, mut token) = (None, None, None);
     let mut in_profile = false;
     for line in text.lines() {

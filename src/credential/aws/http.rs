@@ -4,7 +4,7 @@
 //! it is dialled directly; TLS is always verified, and cleartext is used
 //! only when every address dialled is a loopback address.
 
-use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -20,12 +20,11 @@ pub(super) struct StsHttp {
 }
 
 impl StsHttp {
-    /// A client trusting the webpki roots plus the PEM bundle `ca`.
-    pub(super) fn new(ca: Option<&Path>, timeout: Duration) -> Result<StsHttp, String> {
-        let tls = crate::tls::upstream_client_config(ca).map_err(|e| e.to_string())?;
-        Ok(StsHttp {
+    /// A client verifying the endpoint with `tls`.
+    pub(super) fn new(tls: Arc<rustls::ClientConfig>, timeout: Duration) -> StsHttp {
+        StsHttp {
             client: SourceClient::new(tls, timeout),
-        })
+        }
     }
 
     /// Sends `request` (already signed) and reads the whole answer. The

@@ -22,7 +22,7 @@ mod config;
 mod http;
 mod sts;
 
-pub use config::{compile, RawAws, RawBase, RawWebIdentity};
+pub use config::{validate, AwsSpec, RawAws, RawBase, RawWebIdentity};
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -39,7 +39,8 @@ use crate::credential::{
     RequestView,
 };
 use crate::field::FieldError;
-use crate::secret::{Environment, Secret};
+use crate::provider::Provider;
+use crate::secret::Secret;
 use crate::sigv4;
 use crate::units::parse_duration;
 
@@ -96,10 +97,6 @@ impl CredentialSource for AwsSource {
     // `revoke` keeps the default: STS has no way to end a session early
     // (only a deny policy on the role for sessions issued before a time,
     // which would hit every task), so task end records `not_supported`.
-
-    fn check_narrowing(&self, narrowing: &serde_yaml::Value) -> Result<(), Vec<FieldError>> {
-        policy_of(Some(narrowing)).map(|_| ())
-    }
 
     fn narrow(
         &self,
@@ -365,6 +362,11 @@ impl AwsSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Validation and building in one step, as loading does.
+    fn compile(name: &str, raw: &RawAws, env: &dyn Provider) -> Result<AwsSource, Vec<FieldError>> {
+        validate(name, raw, env)?.source(env)
+    }
     use std::collections::BTreeMap;
 
     fn raw(yaml: &str) -> RawAws {
@@ -472,12 +474,14 @@ mod tests {
 
     #[test]
     fn narrowing_is_a_canonical_session_policy() {
-        let source = compile("c", &raw(GOOD), &env()).unwrap();
+        use crate::credential::SourceSpec;
+        let spec = validate("c", &raw(GOOD), &env()).unwrap();
+        let source = spec.source(&env()).unwrap();
         let block: serde_yaml::Value = serde_yaml::from_str(
             "policy: { Version: '2012-10-17', Statement: [ { Effect: Allow, Action: 's3:GetObject', Resource: '*' } ] }",
         )
         .unwrap();
-        source.check_narrowing(&block).unwrap();
+        spec.check_narrowing(&block).unwrap();
         let view = RequestView {
             method: &::http::Method::GET,
             host: "h",
@@ -492,8 +496,7 @@ mod tests {
         assert_eq!(source.narrow(None, &view).unwrap(), Narrowing::default());
         let paths = |yaml: &str| -> Vec<String> {
             let block: serde_yaml::Value = serde_yaml::from_str(yaml).unwrap();
-            source
-                .check_narrowing(&block)
+            spec.check_narrowing(&block)
                 .unwrap_err()
                 .into_iter()
                 .map(|e| e.path)

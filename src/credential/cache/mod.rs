@@ -347,7 +347,6 @@ fn revoke_panicked(credential: Option<&Arc<Credential>>) -> CredentialError {
 mod tests {
     use super::*;
     use crate::credential::{CredentialValue, Secret};
-    use crate::inject::Injection;
     use std::collections::BTreeMap;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -421,7 +420,6 @@ mod tests {
         let def = CredentialDef {
             name: "api".into(),
             source: source.clone(),
-            injection: Injection::compile(None).unwrap(),
         };
         (Arc::new(def), source)
     }

@@ -1,13 +1,18 @@
-//! `credentials.<name>.github_app` as written in the configuration, and its
-//! validation.
+//! `credentials.<name>.github_app` as written in the configuration, its
+//! validation into a [`GitHubAppSpec`], and the building of a
+//! [`GitHubAppSource`].
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::credential::endpoint;
+use crate::credential::spec::{resolve, source_tls, SourceSpec};
+use crate::credential::{endpoint, CredentialSource};
 use crate::field::FieldError;
-use crate::secret::{Environment, SecretRef};
+use crate::provider::Provider;
+use crate::secret::SecretRef;
 
 use super::app_jwt::AppKey;
 use super::GitHubAppSource;
@@ -38,13 +43,68 @@ pub struct RawGitHubApp {
     pub timeout: Option<String>,
 }
 
-/// Validates `raw` and builds the source; every problem is reported, each
-/// with a path relative to `github_app`.
-pub(crate) fn compile(
+/// The `github_app` source, validated.
+#[derive(Debug, Clone)]
+pub struct GitHubAppSpec {
+    credential: String,
+    app_id: u64,
+    installation_id: u64,
+    private_key: SecretRef,
+    api: String,
+    ca: Option<PathBuf>,
+    timeout: Duration,
+}
+
+impl SourceSpec for GitHubAppSpec {
+    fn kind(&self) -> &'static str {
+        "github_app"
+    }
+
+    fn check_narrowing(&self, narrowing: &serde_yaml::Value) -> Result<(), Vec<FieldError>> {
+        super::narrowing::check(narrowing)
+    }
+
+    fn build(&self, provider: &dyn Provider) -> Result<Arc<dyn CredentialSource>, Vec<FieldError>> {
+        Ok(Arc::new(self.source(provider)?))
+    }
+}
+
+impl GitHubAppSpec {
+    /// The live source: the key read and parsed, the `ca` bundle read, the client made.
+    pub(crate) fn source(
+        &self,
+        provider: &dyn Provider,
+    ) -> Result<GitHubAppSource, Vec<FieldError>> {
+        let key = load_key(&self.private_key, provider);
+        let tls = source_tls(self.ca.as_deref(), provider);
+        match (key, tls) {
+            (Ok(key), Ok(tls)) => Ok(GitHubAppSource::new(
+                &self.credential,
+                self.app_id,
+                self.installation_id,
+                key,
+                &self.api,
+                tls,
+                self.timeout,
+            )),
+            (key, tls) => Err(key.err().into_iter().chain(tls.err()).collect()),
+        }
+    }
+}
+
+/// The app's key, read and parsed, as an error at `private_key`.
+fn load_key(private_key: &SecretRef, provider: &dyn Provider) -> Result<AppKey, FieldError> {
+    let pem = resolve("private_key", private_key, provider)?;
+    AppKey::from_pem(&pem).map_err(|message| FieldError::new("private_key", message))
+}
+
+/// Validates `raw`; every problem is reported, each with a path relative
+/// to `github_app`.
+pub fn validate(
     name: &str,
     raw: &RawGitHubApp,
-    env: &dyn Environment,
-) -> Result<GitHubAppSource, Vec<FieldError>> {
+    env: &dyn Provider,
+) -> Result<GitHubAppSpec, Vec<FieldError>> {
     let mut errors = Vec::new();
     if raw.app_id == 0 {
         errors.push(FieldError::new("app_id", "must be the app's id (not 0)"));
@@ -59,39 +119,25 @@ pub(crate) fn compile(
     if let Err(message) = check_api(api) {
         errors.push(FieldError::new("api", message));
     }
-    let key = match raw.private_key.resolve(env) {
-        Ok(pem) => match AppKey::from_pem(&pem) {
-            Ok(key) => Some(key),
-            Err(message) => {
-                errors.push(FieldError::new("private_key", message));
-                None
-            }
-        },
-        Err(e) => {
-            errors.push(FieldError::new("private_key", e.to_string()));
-            None
-        }
-    };
-    let tls = match crate::tls::upstream_client_config(raw.ca.as_deref()) {
-        Ok(tls) => Some(tls),
-        Err(e) => {
-            errors.push(FieldError::new("ca", e.to_string()));
-            None
-        }
-    };
-    let timeout = crate::credential::source_timeout(raw.timeout.as_deref(), &mut errors);
-    match (key, tls) {
-        (Some(key), Some(tls)) if errors.is_empty() => Ok(GitHubAppSource::new(
-            name,
-            raw.app_id,
-            raw.installation_id,
-            key,
-            api,
-            tls,
-            timeout,
-        )),
-        _ => Err(errors),
+    if let Err(e) = load_key(&raw.private_key, env) {
+        errors.push(e);
     }
+    if let Err(e) = source_tls(raw.ca.as_deref(), env) {
+        errors.push(e);
+    }
+    let timeout = crate::credential::source_timeout(raw.timeout.as_deref(), &mut errors);
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(GitHubAppSpec {
+        credential: name.to_string(),
+        app_id: raw.app_id,
+        installation_id: raw.installation_id,
+        private_key: raw.private_key.clone(),
+        api: api.to_string(),
+        ca: raw.ca.clone(),
+        timeout,
+    })
 }
 
 /// `https://host[:port][/path]`, no query, no credentials; `http://` only

@@ -27,10 +27,8 @@ use crate::credential::{
     Credential, CredentialError, CredentialSource, CredentialValue, FetchContext, Narrowing,
     RequestView, Revocation, Secret,
 };
-use crate::field::FieldError;
 use app_jwt::AppKey;
-pub(crate) use config::compile;
-pub use config::RawGitHubApp;
+pub use config::{validate, GitHubAppSpec, RawGitHubApp};
 use http::GitHubHttp;
 
 /// Mints installation tokens of one GitHub App installation.
@@ -175,10 +173,6 @@ impl CredentialSource for GitHubAppSource {
         credential: &'a Credential,
     ) -> crate::BoxFuture<'a, Result<Revocation, CredentialError>> {
         Box::pin(self.revoke_for(credential))
-    }
-
-    fn check_narrowing(&self, narrowing: &serde_yaml::Value) -> Result<(), Vec<FieldError>> {
-        narrowing::check(narrowing)
     }
 
     fn narrow(

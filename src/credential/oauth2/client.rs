@@ -2,7 +2,6 @@
 //! form-encoded POSTs and JSON GETs, each bounded in time and size, over
 //! verified TLS, or plain HTTP to a loopback address only.
 
-use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -71,15 +70,14 @@ pub(super) struct HttpClient {
 }
 
 impl HttpClient {
-    /// A client trusting the webpki roots plus the PEM bundle `ca`, bounding
+    /// A client verifying servers with `tls`, bounding
     /// every call (connect, send, read the whole answer) by `timeout`.
-    pub(super) fn new(ca: Option<&Path>, timeout: Duration) -> Result<HttpClient, String> {
-        let tls = crate::tls::upstream_client_config(ca).map_err(|e| e.to_string())?;
+    pub(super) fn new(tls: std::sync::Arc<rustls::ClientConfig>, timeout: Duration) -> HttpClient {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(4)
             .build(SourceConnector::new(tls));
-        Ok(HttpClient { client, timeout })
+        HttpClient { client, timeout }
     }
 
     /// `GET url` asking for JSON.

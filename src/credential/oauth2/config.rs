@@ -1,7 +1,10 @@
-//! `oauth2_client_credentials` as written in the configuration, and its
-//! validation into an [`OAuth2Source`].
+//! `oauth2_client_credentials` as written in the configuration, its
+//! validation into an [`OAuth2Spec`], and the building of an [`OAuth2Source`].
+
+use std::sync::Arc;
 
 use super::*;
+use crate::credential::spec::{resolve, source_tls, SourceSpec};
 
 /// `oauth2_client_credentials` as written in the configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -58,16 +61,96 @@ pub enum ClientAuthMethod {
     PrivateKeyJwt,
 }
 
+/// `oauth2_client_credentials`, validated.
+#[derive(Debug, Clone)]
+pub struct OAuth2Spec {
+    credential: String,
+    client_id: String,
+    auth: AuthSpec,
+    scope: Vec<String>,
+    audience: Option<String>,
+    resource: Option<String>,
+    endpoints: EndpointSpec,
+    ca: Option<PathBuf>,
+    timeout: Duration,
+}
+
+/// The client authentication, with its secret by reference.
+#[derive(Debug, Clone)]
+enum AuthSpec {
+    Basic(SecretRef),
+    Post(SecretRef),
+    PrivateKeyJwt(SecretRef),
+}
+
+/// The endpoints as configured.
+#[derive(Debug, Clone)]
+enum EndpointSpec {
+    Fixed {
+        token: Uri,
+        revocation: Option<Uri>,
+    },
+    Issuer {
+        issuer: String,
+        revocation: Option<Uri>,
+    },
+}
+
+impl SourceSpec for OAuth2Spec {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    fn build(&self, provider: &dyn Provider) -> Result<Arc<dyn CredentialSource>, Vec<FieldError>> {
+        Ok(Arc::new(self.source(provider)?))
+    }
+}
+
+impl OAuth2Spec {
+    /// The live source: the secret resolved, the key parsed, the `ca`
+    /// bundle read (through `provider`), the client made.
+    pub(crate) fn source(&self, provider: &dyn Provider) -> Result<OAuth2Source, Vec<FieldError>> {
+        let auth = load_auth(&self.auth, provider);
+        let tls = source_tls(self.ca.as_deref(), provider);
+        let (auth, tls) = match (auth, tls) {
+            (Ok(auth), Ok(tls)) => (auth, tls),
+            (auth, tls) => return Err(auth.err().into_iter().chain(tls.err()).collect()),
+        };
+        let endpoints = match &self.endpoints {
+            EndpointSpec::Fixed { token, revocation } => Endpoints::Fixed {
+                token: token.clone(),
+                revocation: revocation.clone(),
+            },
+            EndpointSpec::Issuer { issuer, revocation } => Endpoints::Issuer {
+                issuer: issuer.clone(),
+                revocation: revocation.clone(),
+                discovered: OnceCell::new(),
+            },
+        };
+        Ok(OAuth2Source {
+            credential: self.credential.clone(),
+            kind: KIND,
+            client_id: self.client_id.clone(),
+            auth,
+            scope: self.scope.clone(),
+            audience: self.audience.clone(),
+            resource: self.resource.clone(),
+            endpoints,
+            http: HttpClient::new(tls, self.timeout),
+        })
+    }
+}
+
 /// Validates the configuration: exactly one of `token_url`/`issuer`, URLs
 /// that are https (or http to loopback), the secret that `client_auth`
-/// needs (resolved now) and no other, a usable private key, plain scope
-/// names, a readable `ca` bundle. Every problem is reported, each with its
-/// field path.
-pub fn compile(
+/// needs (it must resolve now) and no other, a usable private key, plain
+/// scope names, a readable `ca` bundle. Every problem is reported, each
+/// with its field path.
+pub fn validate(
     name: &str,
     raw: &RawOAuth2ClientCredentials,
-    env: &dyn Environment,
-) -> Result<OAuth2Source, Vec<FieldError>> {
+    env: &dyn Provider,
+) -> Result<OAuth2Spec, Vec<FieldError>> {
     let mut errors = Vec::new();
     let mut url = |field: &str, value: &Option<String>| -> Option<Uri> {
         let value = value.as_deref()?;
@@ -113,50 +196,43 @@ pub fn compile(
             ));
         }
     }
-    let auth = compile_auth(raw, env, &mut errors);
-    let timeout = crate::credential::source_timeout(raw.timeout.as_deref(), &mut errors);
-    let http = HttpClient::new(raw.ca.as_deref(), timeout)
-        .map_err(|message| errors.push(FieldError::new("ca", message)))
-        .ok();
-    if !errors.is_empty() {
-        return Err(errors);
+    let auth = validate_auth(raw, &mut errors);
+    if let Some(Err(e)) = auth.as_ref().map(|auth| load_auth(auth, env)) {
+        errors.push(e);
     }
-    let (Some(auth), Some(http)) = (auth, http) else {
-        return Err(errors);
-    };
+    let timeout = crate::credential::source_timeout(raw.timeout.as_deref(), &mut errors);
+    if let Err(e) = source_tls(raw.ca.as_deref(), env) {
+        errors.push(e);
+    }
     let endpoints = match (token_url, issuer_url) {
-        (Some(token), None) => Endpoints::Fixed { token, revocation },
-        (None, Some(_)) => Endpoints::Issuer {
+        (Some(token), None) => Some(EndpointSpec::Fixed { token, revocation }),
+        (None, Some(_)) => Some(EndpointSpec::Issuer {
             issuer: raw.issuer.clone().unwrap_or_default(),
             revocation,
-            discovered: OnceCell::new(),
-        },
-        _ => return Err(errors),
+        }),
+        _ => None,
     };
-    Ok(OAuth2Source {
-        credential: name.to_string(),
-        kind: KIND,
-        client_id: raw.client_id.clone(),
-        auth,
-        scope: raw.scope.clone(),
-        audience: raw.audience.clone(),
-        resource: raw.resource.clone(),
-        endpoints,
-        http,
-    })
+    match (auth, endpoints) {
+        (Some(auth), Some(endpoints)) if errors.is_empty() => Ok(OAuth2Spec {
+            credential: name.to_string(),
+            client_id: raw.client_id.clone(),
+            auth,
+            scope: raw.scope.clone(),
+            audience: raw.audience.clone(),
+            resource: raw.resource.clone(),
+            endpoints,
+            ca: raw.ca.clone(),
+            timeout,
+        }),
+        _ => Err(errors),
+    }
 }
 
-fn compile_auth(
+/// The authentication `client_auth` names, with the one secret it needs.
+fn validate_auth(
     raw: &RawOAuth2ClientCredentials,
-    env: &dyn Environment,
     errors: &mut Vec<FieldError>,
-) -> Option<ClientAuth> {
-    let resolve = |field: &str, secret: &SecretRef, errors: &mut Vec<FieldError>| {
-        secret
-            .resolve(env)
-            .map_err(|e| errors.push(FieldError::new(field, e.to_string())))
-            .ok()
-    };
+) -> Option<AuthSpec> {
     let (needed, unwanted) = match raw.client_auth {
         ClientAuthMethod::PrivateKeyJwt => ("private_key", "client_secret"),
         _ => ("client_secret", "private_key"),
@@ -183,21 +259,23 @@ fn compile_auth(
         ));
         return None;
     }
-    match raw.client_auth {
-        ClientAuthMethod::ClientSecretBasic | ClientAuthMethod::ClientSecretPost => {
-            let secret = resolve("client_secret", raw.client_secret.as_ref()?, errors)?;
-            Some(if raw.client_auth == ClientAuthMethod::ClientSecretBasic {
-                ClientAuth::Basic(secret)
-            } else {
-                ClientAuth::Post(secret)
-            })
+    Some(match raw.client_auth {
+        ClientAuthMethod::ClientSecretBasic => AuthSpec::Basic(raw.client_secret.clone()?),
+        ClientAuthMethod::ClientSecretPost => AuthSpec::Post(raw.client_secret.clone()?),
+        ClientAuthMethod::PrivateKeyJwt => AuthSpec::PrivateKeyJwt(raw.private_key.clone()?),
+    })
+}
+
+/// The client authentication with its secret read (and key parsed).
+fn load_auth(auth: &AuthSpec, provider: &dyn Provider) -> Result<ClientAuth, FieldError> {
+    Ok(match auth {
+        AuthSpec::Basic(secret) => ClientAuth::Basic(resolve("client_secret", secret, provider)?),
+        AuthSpec::Post(secret) => ClientAuth::Post(resolve("client_secret", secret, provider)?),
+        AuthSpec::PrivateKeyJwt(key) => {
+            let pem = resolve("private_key", key, provider)?;
+            ClientAuth::PrivateKeyJwt(
+                SigningKey::from_pem(&pem).map_err(|m| FieldError::new("private_key", m))?,
+            )
         }
-        ClientAuthMethod::PrivateKeyJwt => {
-            let pem = resolve("private_key", raw.private_key.as_ref()?, errors)?;
-            SigningKey::from_pem(&pem)
-                .map_err(|message| errors.push(FieldError::new("private_key", message)))
-                .ok()
-                .map(ClientAuth::PrivateKeyJwt)
-        }
-    }
+    })
 }

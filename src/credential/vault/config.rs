@@ -1,15 +1,19 @@
-//! `credentials.<name>.vault` as written in the configuration, and its validation.
+//! `credentials.<name>.vault` as written in the configuration, its
+//! validation into a [`VaultSpec`], and the building of a [`VaultSource`].
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::Method;
 use serde::Deserialize;
 
-use crate::credential::endpoint;
+use crate::credential::spec::{resolve, source_tls, SourceSpec};
+use crate::credential::{endpoint, CredentialSource};
 use crate::field::FieldError;
-use crate::secret::{Environment, SecretRef};
+use crate::provider::Provider;
+use crate::secret::SecretRef;
 use crate::units::parse_duration;
 
 use super::{Auth, ChildTokenSpec, Read, VaultSource};
@@ -143,40 +147,122 @@ pub struct RawPathRead {
     pub data: Option<BTreeMap<String, String>>,
 }
 
-/// Validates `raw` and builds the source; every problem is reported, each
-/// with a path relative to `vault`.
-pub(crate) fn compile(
+/// The `vault` source, validated.
+#[derive(Debug, Clone)]
+pub struct VaultSpec {
+    credential: String,
+    address: String,
+    ca: Option<PathBuf>,
+    timeout: Duration,
+    auth: AuthSpec,
+    child: ChildTokenSpec,
+    read: Read,
+}
+
+/// How credgate logs in to Vault, with its secret by reference.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum AuthSpec {
+    Token(SecretRef),
+    AppRole {
+        mount: String,
+        role_id: String,
+        secret_id: SecretRef,
+    },
+    Jwt {
+        mount: String,
+        role: String,
+        token_file: PathBuf,
+    },
+}
+
+impl SourceSpec for VaultSpec {
+    fn kind(&self) -> &'static str {
+        "vault"
+    }
+
+    fn build(&self, provider: &dyn Provider) -> Result<Arc<dyn CredentialSource>, Vec<FieldError>> {
+        Ok(Arc::new(self.source(provider)?))
+    }
+}
+
+impl VaultSpec {
+    /// The live source: the login secret read, the `ca` bundle read, the client made.
+    pub(crate) fn source(&self, provider: &dyn Provider) -> Result<VaultSource, Vec<FieldError>> {
+        let auth = load_auth(&self.auth, provider);
+        let tls = source_tls(self.ca.as_deref(), provider);
+        match (auth, tls) {
+            (Ok(auth), Ok(tls)) => Ok(VaultSource::new(
+                &self.credential,
+                &self.address,
+                tls,
+                self.timeout,
+                auth,
+                self.child.clone(),
+                self.read.clone(),
+            )),
+            (auth, tls) => Err(auth.err().into_iter().chain(tls.err()).collect()),
+        }
+    }
+}
+
+/// Validates `raw`; every problem is reported, each with a path relative
+/// to `vault`.
+pub fn validate(
     name: &str,
     raw: &RawVault,
-    env: &dyn Environment,
-) -> Result<VaultSource, Vec<FieldError>> {
+    env: &dyn Provider,
+) -> Result<VaultSpec, Vec<FieldError>> {
     let mut errors = Vec::new();
     if let Err(message) = check_address(&raw.address) {
         errors.push(FieldError::new("address", message));
     }
-    let tls = match crate::tls::upstream_client_config(raw.ca.as_deref()) {
-        Ok(tls) => Some(tls),
-        Err(e) => {
-            errors.push(FieldError::new("ca", e.to_string()));
-            None
-        }
-    };
+    if let Err(e) = source_tls(raw.ca.as_deref(), env) {
+        errors.push(e);
+    }
     let timeout = crate::credential::source_timeout(raw.timeout.as_deref(), &mut errors);
-    let auth = compile_auth(&raw.auth, env, &mut errors);
-    let child = compile_child(&raw.child_token, &mut errors);
-    let read = compile_read(&raw.read, &mut errors);
-    match (tls, auth, read) {
-        (Some(tls), Some(auth), Some(read)) if errors.is_empty() => Ok(VaultSource::new(
-            name,
-            &raw.address,
-            tls,
+    let auth = validate_auth(&raw.auth, &mut errors);
+    if let Some(Err(e)) = auth.as_ref().map(|auth| load_auth(auth, env)) {
+        errors.push(e);
+    }
+    let child = validate_child(&raw.child_token, &mut errors);
+    let read = validate_read(&raw.read, &mut errors);
+    match (auth, read) {
+        (Some(auth), Some(read)) if errors.is_empty() => Ok(VaultSpec {
+            credential: name.to_string(),
+            address: raw.address.clone(),
+            ca: raw.ca.clone(),
             timeout,
             auth,
             child,
             read,
-        )),
+        }),
         _ => Err(errors),
     }
+}
+
+/// The login with its secret read.
+fn load_auth(auth: &AuthSpec, provider: &dyn Provider) -> Result<Auth, FieldError> {
+    Ok(match auth {
+        AuthSpec::Token(token) => Auth::Token(resolve("auth.token", token, provider)?),
+        AuthSpec::AppRole {
+            mount,
+            role_id,
+            secret_id,
+        } => Auth::AppRole {
+            mount: mount.clone(),
+            role_id: role_id.clone(),
+            secret_id: resolve("auth.approle.secret_id", secret_id, provider)?,
+        },
+        AuthSpec::Jwt {
+            mount,
+            role,
+            token_file,
+        } => Auth::Jwt {
+            mount: mount.clone(),
+            role: role.clone(),
+            token_file: token_file.clone(),
+        },
+    })
 }
 
 fn duration(
@@ -242,19 +328,9 @@ fn field(value: &str, path: &str, errors: &mut Vec<FieldError>) -> String {
     value.to_string()
 }
 
-fn compile_auth(
-    raw: &RawVaultAuth,
-    env: &dyn Environment,
-    errors: &mut Vec<FieldError>,
-) -> Option<Auth> {
+fn validate_auth(raw: &RawVaultAuth, errors: &mut Vec<FieldError>) -> Option<AuthSpec> {
     match (&raw.token, &raw.approle, &raw.jwt) {
-        (Some(token), None, None) => match token.resolve(env) {
-            Ok(token) => Some(Auth::Token(token)),
-            Err(e) => {
-                errors.push(FieldError::new("auth.token", e.to_string()));
-                None
-            }
-        },
+        (Some(token), None, None) => Some(AuthSpec::Token(token.clone())),
         (None, Some(approle), None) => {
             let mount = checked(
                 approle.mount.as_deref().unwrap_or("approle"),
@@ -262,17 +338,11 @@ fn compile_auth(
                 errors,
             );
             let role_id = field(&approle.role_id, "auth.approle.role_id", errors);
-            match approle.secret_id.resolve(env) {
-                Ok(secret_id) => Some(Auth::AppRole {
-                    mount,
-                    role_id,
-                    secret_id,
-                }),
-                Err(e) => {
-                    errors.push(FieldError::new("auth.approle.secret_id", e.to_string()));
-                    None
-                }
-            }
+            Some(AuthSpec::AppRole {
+                mount,
+                role_id,
+                secret_id: approle.secret_id.clone(),
+            })
         }
         (None, None, Some(jwt)) => {
             let mount = checked(
@@ -284,7 +354,7 @@ fn compile_auth(
             if jwt.token_file.as_os_str().is_empty() {
                 errors.push(FieldError::new("auth.jwt.token_file", "must not be empty"));
             }
-            Some(Auth::Jwt {
+            Some(AuthSpec::Jwt {
                 mount,
                 role,
                 token_file: jwt.token_file.clone(),
@@ -300,7 +370,7 @@ fn compile_auth(
     }
 }
 
-fn compile_child(raw: &RawChildToken, errors: &mut Vec<FieldError>) -> ChildTokenSpec {
+fn validate_child(raw: &RawChildToken, errors: &mut Vec<FieldError>) -> ChildTokenSpec {
     if raw.policies.is_empty() {
         // Without policies a child token inherits all of credgate's own.
         errors.push(FieldError::new(
@@ -329,7 +399,7 @@ fn compile_child(raw: &RawChildToken, errors: &mut Vec<FieldError>) -> ChildToke
     }
 }
 
-fn compile_read(raw: &RawVaultRead, errors: &mut Vec<FieldError>) -> Option<Read> {
+fn validate_read(raw: &RawVaultRead, errors: &mut Vec<FieldError>) -> Option<Read> {
     match (&raw.kv2, &raw.dynamic, &raw.path) {
         (Some(kv2), None, None) => {
             let mount = checked(
@@ -387,6 +457,15 @@ fn compile_read(raw: &RawVaultRead, errors: &mut Vec<FieldError>) -> Option<Read
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Validation and building in one step, as loading does.
+    fn compile(
+        name: &str,
+        raw: &RawVault,
+        env: &dyn Provider,
+    ) -> Result<VaultSource, Vec<FieldError>> {
+        validate(name, raw, env)?.source(env)
+    }
     use std::collections::BTreeMap;
 
     fn raw(yaml: &str) -> RawVault {

@@ -58,10 +58,9 @@ use crate::credential::{
     Secret,
 };
 use crate::secret::fingerprint;
-pub(crate) use config::compile;
 pub use config::{
-    RawAppRole, RawChildToken, RawJwt, RawKv2, RawPathField, RawPathRead, RawVault, RawVaultAuth,
-    RawVaultRead,
+    validate, RawAppRole, RawChildToken, RawJwt, RawKv2, RawPathField, RawPathRead, RawVault,
+    RawVaultAuth, RawVaultRead, VaultSpec,
 };
 use http::{Answer, VaultHttp};
 
@@ -101,12 +100,14 @@ impl Auth {
 }
 
 /// What each per-task token may do, and how long it lives at most.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ChildTokenSpec {
     pub(crate) policies: Vec<String>,
     pub(crate) ttl: Duration,
 }
 
 /// What is read under the child token.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Read {
     /// `GET {mount}/data/{path}` → `data.data[field]`.
     Kv2 { data_path: String, field: String },

@@ -92,7 +92,7 @@ async fn read_request(stream: &mut TcpStream) -> Option<String> {
 }
 
 fn client() -> Client {
-    let tls = crate::tls::upstream_client_config(None).unwrap();
+    let tls = crate::tls::upstream_client_config(None, &crate::provider::ProcessEnv).unwrap();
     Client::new(GuardedConnector::new(
         Arc::new(SystemResolver),
         AddressPolicy::LoopbackOnly,

@@ -1,4 +1,5 @@
-//! `credentials.<name>` in the configuration: raw shape and validated definition.
+//! `credentials.<name>` in the configuration: its raw shape, and its
+//! validation into a [`CredentialSpec`].
 //!
 //! ```yaml
 //! credentials:
@@ -11,19 +12,18 @@
 //!     inject: { query: api_key }
 //! ```
 
-use std::fmt;
-use std::path::Path;
 use std::sync::Arc;
 
 use serde::Deserialize;
 
-use crate::credential::exec::{command_path, ExecSource};
-use crate::credential::oauth2::{self, RawOAuth2ClientCredentials};
-use crate::credential::static_source::StaticSource;
-use crate::credential::CredentialSource;
+use crate::credential::exec::RawExec;
+use crate::credential::oauth2::RawOAuth2ClientCredentials;
+use crate::credential::spec::SourceSpec;
+use crate::credential::{aws, exec, github_app, oauth2, static_source, token_exchange, vault};
 use crate::field::FieldError;
 use crate::inject::{Injection, RawInject};
-use crate::secret::{Environment, SecretRef};
+use crate::provider::Provider;
+use crate::secret::SecretRef;
 
 /// One credential as written in the configuration: exactly one source key,
 /// plus how to inject it.
@@ -43,73 +43,52 @@ pub struct RawCredential {
     /// `vault: { address, auth, child_token, read }`: a secret read from
     /// Vault / OpenBao under a child token minted per task.
     #[serde(default)]
-    pub vault: Option<crate::credential::vault::RawVault>,
+    pub vault: Option<vault::RawVault>,
     /// `github_app: { app_id, installation_id, private_key, api, ca }`:
     /// GitHub App installation tokens minted per task, narrowed by rules.
     #[serde(default)]
-    pub github_app: Option<crate::credential::github_app::RawGitHubApp>,
+    pub github_app: Option<github_app::RawGitHubApp>,
     /// `oauth2_token_exchange: { token_url | issuer, client_id, subject_token, ... }`:
     /// a token obtained per task by RFC 8693 token exchange.
     #[serde(default)]
-    pub oauth2_token_exchange: Option<crate::credential::token_exchange::RawTokenExchange>,
+    pub oauth2_token_exchange: Option<token_exchange::RawTokenExchange>,
     /// `aws: { role_arn, region, duration, base, sts_endpoint }`: AWS
     /// session keys minted per task by STS AssumeRole, for SigV4 re-signing.
     #[serde(default)]
-    pub aws: Option<crate::credential::aws::RawAws>,
+    pub aws: Option<aws::RawAws>,
     /// How the credential is put into requests; `Authorization: Bearer {token}` when absent.
     #[serde(default)]
     pub inject: Option<RawInject>,
 }
 
-/// The `exec` source as written in the configuration.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawExec {
-    /// The argv: program first, then its arguments. No shell is involved.
-    pub command: Vec<String>,
-    /// How long the command may run (`10s` when absent).
-    #[serde(default)]
-    pub timeout: Option<String>,
-}
-
 /// A named, validated credential: where it comes from and how it is injected.
-#[derive(Clone)]
-pub struct CredentialDef {
+#[derive(Debug, Clone)]
+pub struct CredentialSpec {
     /// The name under `credentials:`, which rules refer to.
     pub name: String,
-    /// Where the credential comes from.
-    pub source: Arc<dyn CredentialSource>,
+    /// Where the credential comes from, validated; built into a live source
+    /// with the rest of the gateway's snapshot.
+    pub source: Arc<dyn SourceSpec>,
     /// How it is put into requests.
     pub injection: Injection,
 }
 
-impl fmt::Debug for CredentialDef {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CredentialDef")
-            .field("name", &self.name)
-            .field("source", &self.source.kind())
-            .field("injection", &self.injection.describe())
-            .finish()
-    }
-}
-
-impl CredentialDef {
+impl CredentialSpec {
     /// Validates one credential. Exactly one source key must be present;
-    /// `static` secrets are resolved now (through `env`), so a missing
-    /// variable or file is a configuration error, not a failed request; an
-    /// `exec` program is checked to exist and be executable (given as a path,
-    /// or found on `PATH`). Every problem is reported, each with a path
-    /// relative to the credential (`static`, `exec.command[0]`, `inject.format`).
+    /// secrets and files are checked through `provider` (a missing variable
+    /// is a configuration error, not a failed request). Every problem is
+    /// reported, each with a path relative to the credential (`static`,
+    /// `exec.command[0]`, `inject.format`).
     pub fn compile(
         name: &str,
         raw: &RawCredential,
-        env: &dyn Environment,
-    ) -> Result<CredentialDef, Vec<FieldError>> {
+        provider: &dyn Provider,
+    ) -> Result<CredentialSpec, Vec<FieldError>> {
         let mut errors = Vec::new();
         if let Err(message) = check_name(name) {
             errors.push(FieldError::new("", message));
         }
-        let source = match compile_source(name, raw, env) {
+        let source = match validate_source(name, raw, provider) {
             Ok(source) => Some(source),
             Err(errs) => {
                 errors.extend(errs);
@@ -135,7 +114,7 @@ impl CredentialDef {
             ));
         }
         match (source, injection) {
-            (Some(source), Some(injection)) if errors.is_empty() => Ok(CredentialDef {
+            (Some(source), Some(injection)) if errors.is_empty() => Ok(CredentialSpec {
                 name: name.to_string(),
                 source,
                 injection,
@@ -145,80 +124,56 @@ impl CredentialDef {
     }
 }
 
-/// Compiles a source from the credential's raw form: `None` when the
+/// Validates a source from the credential's raw form: `None` when the
 /// credential does not name this source; errors are relative to its key.
-type CompileSource = fn(
-    &str,
-    &RawCredential,
-    &dyn Environment,
-) -> Option<Result<Arc<dyn CredentialSource>, Vec<FieldError>>>;
+type Validate =
+    fn(&str, &RawCredential, &dyn Provider) -> Option<Result<Arc<dyn SourceSpec>, Vec<FieldError>>>;
 
 /// Every source: its key under a credential (the field of [`RawCredential`]
-/// that holds it), and how it compiles. A new source is a file of its own
-/// and one line here (and its field).
-const SOURCES: [(&str, CompileSource); 7] = [
-    ("static", |name, raw, env| {
-        raw.static_.as_ref().map(|secret_ref| {
-            secret_ref
-                .resolve(env)
-                .map(|secret| {
-                    Arc::new(StaticSource::new(name, secret)) as Arc<dyn CredentialSource>
-                })
-                .map_err(|e| vec![FieldError::new("", e.to_string())])
-        })
+/// that holds it), and how it is validated. A new source is a file of its
+/// own, one line here and its field.
+const SOURCES: [(&str, Validate); 7] = [
+    ("static", |name, raw, p| {
+        (raw.static_.as_ref()).map(|r| spec(static_source::validate(name, r, p)))
     }),
-    ("exec", |name, raw, env| {
-        raw.exec
-            .as_ref()
-            .map(|exec| boxed(compile_exec(name, exec, env)))
+    ("exec", |name, raw, p| {
+        (raw.exec.as_ref()).map(|r| spec(exec::validate(name, r, p)))
     }),
-    ("oauth2_client_credentials", |name, raw, env| {
-        raw.oauth2_client_credentials
-            .as_ref()
-            .map(|oauth2| boxed(oauth2::compile(name, oauth2, env)))
+    ("oauth2_client_credentials", |name, raw, p| {
+        (raw.oauth2_client_credentials.as_ref()).map(|r| spec(oauth2::validate(name, r, p)))
     }),
-    ("vault", |name, raw, env| {
-        raw.vault
-            .as_ref()
-            .map(|vault| boxed(crate::credential::vault::compile(name, vault, env)))
+    ("vault", |name, raw, p| {
+        (raw.vault.as_ref()).map(|r| spec(vault::validate(name, r, p)))
     }),
-    ("github_app", |name, raw, env| {
-        raw.github_app
-            .as_ref()
-            .map(|github| boxed(crate::credential::github_app::compile(name, github, env)))
+    ("github_app", |name, raw, p| {
+        (raw.github_app.as_ref()).map(|r| spec(github_app::validate(name, r, p)))
     }),
-    ("oauth2_token_exchange", |name, raw, env| {
-        raw.oauth2_token_exchange.as_ref().map(|exchange| {
-            boxed(crate::credential::token_exchange::compile(
-                name, exchange, env,
-            ))
-        })
+    ("oauth2_token_exchange", |name, raw, p| {
+        (raw.oauth2_token_exchange.as_ref()).map(|r| spec(token_exchange::validate(name, r, p)))
     }),
-    ("aws", |name, raw, env| {
-        raw.aws
-            .as_ref()
-            .map(|aws| boxed(crate::credential::aws::compile(name, aws, env)))
+    ("aws", |name, raw, p| {
+        (raw.aws.as_ref()).map(|r| spec(aws::validate(name, r, p)))
     }),
 ];
 
-fn boxed<S: CredentialSource + 'static>(
-    compiled: Result<S, Vec<FieldError>>,
-) -> Result<Arc<dyn CredentialSource>, Vec<FieldError>> {
-    compiled.map(|source| Arc::new(source) as Arc<dyn CredentialSource>)
+fn spec<S: SourceSpec + 'static>(
+    validated: Result<S, Vec<FieldError>>,
+) -> Result<Arc<dyn SourceSpec>, Vec<FieldError>> {
+    validated.map(|source| Arc::new(source) as Arc<dyn SourceSpec>)
 }
 
-/// Compiles the one source a credential names; errors are placed under its key.
-fn compile_source(
+/// Validates the one source a credential names; errors are placed under its key.
+fn validate_source(
     name: &str,
     raw: &RawCredential,
-    env: &dyn Environment,
-) -> Result<Arc<dyn CredentialSource>, Vec<FieldError>> {
-    let mut given = SOURCES
-        .iter()
-        .filter_map(|(key, compile)| compile(name, raw, env).map(|compiled| (*key, compiled)));
+    provider: &dyn Provider,
+) -> Result<Arc<dyn SourceSpec>, Vec<FieldError>> {
+    let mut given = SOURCES.iter().filter_map(|(key, validate)| {
+        validate(name, raw, provider).map(|validated| (*key, validated))
+    });
     match (given.next(), given.next()) {
-        (Some((key, compiled)), None) => {
-            compiled.map_err(|errs| errs.into_iter().map(|e| e.under(key)).collect())
+        (Some((key, validated)), None) => {
+            validated.map_err(|errs| errs.into_iter().map(|e| e.under(key)).collect())
         }
         _ => {
             let kinds: Vec<&str> = SOURCES.iter().map(|(key, _)| *key).collect();
@@ -237,83 +192,6 @@ fn check_name(name: &str) -> Result<(), String> {
         return Err(format!(
             "credential name {name:?} must be non-empty and use only letters, digits, '-', '_' and '.'"
         ));
-    }
-    Ok(())
-}
-
-fn compile_exec(
-    name: &str,
-    raw: &RawExec,
-    env: &dyn Environment,
-) -> Result<ExecSource, Vec<FieldError>> {
-    let mut errors = Vec::new();
-    let timeout = crate::credential::source_timeout(raw.timeout.as_deref(), &mut errors);
-    for (i, arg) in raw.command.iter().enumerate() {
-        if arg.contains('\0') {
-            errors.push(FieldError::new(
-                format!("command[{i}]"),
-                "contains a NUL byte",
-            ));
-        }
-    }
-    match raw.command.split_first() {
-        None => errors.push(FieldError::new(
-            "command",
-            "needs at least the program to run",
-        )),
-        Some((program, _)) if program.is_empty() => errors.push(FieldError::new(
-            "command[0]",
-            "the program must not be empty",
-        )),
-        Some((program, _)) => {
-            if let Err(message) = check_program(program, env) {
-                errors.push(FieldError::new("command[0]", message));
-            }
-        }
-    }
-    if !errors.is_empty() {
-        return Err(errors);
-    }
-    let (program, args) = raw.command.split_first().expect("checked above");
-    Ok(ExecSource::new(
-        name,
-        program.clone(),
-        args.to_vec(),
-        timeout,
-        env,
-    ))
-}
-
-/// A program given as a path must be an executable file; a bare name must be
-/// one on the `PATH` the command will run with.
-fn check_program(program: &str, env: &dyn Environment) -> Result<(), String> {
-    if program.contains('/') {
-        return check_executable(Path::new(program));
-    }
-    let found = command_path(env)
-        .split(':')
-        .filter(|dir| !dir.is_empty())
-        .any(|dir| check_executable(&Path::new(dir).join(program)).is_ok());
-    if found {
-        Ok(())
-    } else {
-        Err(format!(
-            "{program} is not an executable on PATH; give its full path"
-        ))
-    }
-}
-
-fn check_executable(path: &Path) -> Result<(), String> {
-    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    if !meta.is_file() {
-        return Err(format!("{} is not a file", path.display()));
-    }
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        if meta.permissions().mode() & 0o111 == 0 {
-            return Err(format!("{} is not executable", path.display()));
-        }
     }
     Ok(())
 }
@@ -340,7 +218,7 @@ mod tests {
             "test-secret-api".to_string(),
         )]
         .into();
-        let def = CredentialDef::compile(
+        let def = CredentialSpec::compile(
             "internal-api",
             &raw("static: { env: INTERNAL_API_TOKEN }"),
             &env,
@@ -356,7 +234,7 @@ mod tests {
 
     #[test]
     fn missing_env_is_a_config_error_naming_the_variable() {
-        let errors = CredentialDef::compile(
+        let errors = CredentialSpec::compile(
             "internal-api",
             &raw("static: { env: NOT_SET }"),
             &BTreeMap::new(),
@@ -373,7 +251,7 @@ mod tests {
             "inject: { query: key }",
             "{ static: { env: PATH }, exec: { command: [/bin/sh] } }",
         ] {
-            let errors = CredentialDef::compile("c", &raw(yaml), &env).unwrap_err();
+            let errors = CredentialSpec::compile("c", &raw(yaml), &env).unwrap_err();
             assert_eq!(
                 errors[0].message,
                 "credential needs exactly one source: static, exec, oauth2_client_credentials, vault, github_app, oauth2_token_exchange, aws"
@@ -395,7 +273,7 @@ mod tests {
         .into();
         let aws = "aws: { role_arn: 'arn:aws:iam::123456789012:role/r', region: eu-west-1 }";
         let paths = |yaml: &str| -> Vec<String> {
-            match CredentialDef::compile("c", &raw(yaml), &env) {
+            match CredentialSpec::compile("c", &raw(yaml), &env) {
                 Ok(_) => vec![],
                 Err(errors) => errors.into_iter().map(|e| e.path).collect(),
             }
@@ -441,7 +319,7 @@ mod tests {
     #[test]
     fn exec_checks_program_and_timeout_and_reports_everything() {
         let env = env();
-        let errors = CredentialDef::compile(
+        let errors = CredentialSpec::compile(
             "reports",
             &raw(
                 "{ exec: { command: [/nonexistent/mint], timeout: 10 }, inject: { query: 'a b' } }",
@@ -456,7 +334,7 @@ mod tests {
 
         let script = Script::new("echo '{}'");
         let not_executable = format!("{{ exec: {{ command: [{}] }} }}", script.path.display());
-        let errors = CredentialDef::compile("reports", &raw(&not_executable), &env).unwrap_err();
+        let errors = CredentialSpec::compile("reports", &raw(&not_executable), &env).unwrap_err();
         assert!(
             errors[0].message.contains("not executable"),
             "{}",
@@ -464,9 +342,9 @@ mod tests {
         );
 
         let errors =
-            CredentialDef::compile("reports", &raw("exec: { command: [] }"), &env).unwrap_err();
+            CredentialSpec::compile("reports", &raw("exec: { command: [] }"), &env).unwrap_err();
         assert_eq!(paths(&errors), ["exec.command"]);
-        let errors = CredentialDef::compile(
+        let errors = CredentialSpec::compile(
             "reports",
             &raw("exec: { command: [no-such-mint-tool] }"),
             &env,
@@ -477,7 +355,7 @@ mod tests {
 
     #[test]
     fn exec_with_a_bare_name_on_path() {
-        let def = CredentialDef::compile(
+        let def = CredentialSpec::compile(
             "reports",
             &raw("{ exec: { command: [sh, -c, 'true'], timeout: 2s }, inject: { header: X-Api-Key } }"),
             &env(),
@@ -490,7 +368,7 @@ mod tests {
 
     #[test]
     fn github_app_reports_every_problem_under_its_key() {
-        let errors = CredentialDef::compile(
+        let errors = CredentialSpec::compile(
             "github",
             &raw("github_app: { app_id: 0, installation_id: 7, private_key: { env: NOT_SET }, api: 'http://api.github.com', timeout: 0s }"),
             &BTreeMap::new(),
@@ -515,7 +393,7 @@ mod tests {
     fn names_are_plain() {
         let env: BTreeMap<String, String> = [("T".to_string(), "test-secret".to_string())].into();
         let errors =
-            CredentialDef::compile("bad name", &raw("static: { env: T }"), &env).unwrap_err();
+            CredentialSpec::compile("bad name", &raw("static: { env: T }"), &env).unwrap_err();
         assert_eq!(paths(&errors), [""]);
     }
 }
