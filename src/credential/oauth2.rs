@@ -317,7 +317,7 @@ impl OAuth2Source {
         &self,
         grant_type: &str,
         fields: &[(&str, &str)],
-    ) -> Result<(Uri, bytes::Bytes), CredentialError> {
+    ) -> Result<(Uri, zeroize::Zeroizing<Vec<u8>>), CredentialError> {
         let endpoints = self.endpoints().await?;
         let mut form = Form::default();
         form.add("grant_type", grant_type);
@@ -339,7 +339,7 @@ impl OAuth2Source {
             .http
             .post_form(&endpoints.token, form.0, authorization)
             .await
-            .map_err(|e| self.error(e.to_string()))?;
+            .map_err(|e| self.error(e))?;
         let url = endpoints.token;
         if !answer.status.is_success() {
             return Err(self.error(format!(

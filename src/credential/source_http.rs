@@ -1,7 +1,8 @@
-//! How credential sources reach their servers (token endpoints, Vault, the
-//! GitHub API, STS): verified TLS for `https`, and plain TCP only to a
-//! loopback address — checked on the address dialled, not only on the name
-//! in the configuration.
+//! The one bounded HTTP exchange every credential source uses to reach its
+//! server (token endpoints, Vault, the GitHub API, STS): verified TLS for
+//! `https`, plain TCP only to a loopback address (checked on the address
+//! dialled, not only on the name in the configuration), each exchange
+//! bounded in time and size, the answer zeroed when dropped.
 
 use std::future::Future;
 use std::io;
@@ -25,13 +26,13 @@ use crate::stream::{Io, UpstreamStream};
 
 /// The connector every source's HTTP client is built on.
 #[derive(Clone)]
-pub(crate) struct SourceConnector {
+struct SourceConnector {
     tls: TlsConnector,
 }
 
 impl SourceConnector {
     /// Verifies servers with `tls` (webpki roots plus the source's `ca`).
-    pub(crate) fn new(tls: Arc<rustls::ClientConfig>) -> Self {
+    fn new(tls: Arc<rustls::ClientConfig>) -> Self {
         SourceConnector {
             tls: TlsConnector::from(tls),
         }
@@ -86,7 +87,7 @@ impl tower_service::Service<Uri> for SourceConnector {
 
 /// An error and its sources, on one line (the client's own errors hide the
 /// useful part in their sources).
-pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(e) = source {
@@ -110,15 +111,28 @@ pub(crate) const MAX_ANSWER_BYTES: usize = 1024 * 1024;
 pub(crate) struct SourceClient {
     client: Client<SourceConnector, Full<Bytes>>,
     timeout: Duration,
+    max_answer: usize,
 }
 
 impl SourceClient {
-    /// Verifies servers with `tls`; each exchange must finish within `timeout`.
+    /// Verifies servers with `tls`; each exchange must finish within
+    /// `timeout`, and an answer may hold [`MAX_ANSWER_BYTES`].
     pub(crate) fn new(tls: Arc<rustls::ClientConfig>, timeout: Duration) -> Self {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(4)
             .build(SourceConnector::new(tls));
-        SourceClient { client, timeout }
+        SourceClient {
+            client,
+            timeout,
+            max_answer: MAX_ANSWER_BYTES,
+        }
+    }
+
+    /// Answers may hold at most `bytes` (below [`MAX_ANSWER_BYTES`]).
+    pub(crate) fn with_answer_limit(mut self, bytes: usize) -> Self {
+        self.max_answer = bytes.min(MAX_ANSWER_BYTES);
+        self
     }
 
     /// Sends `request` and reads the whole answer. Errors name `server` (a
@@ -141,9 +155,10 @@ impl SourceClient {
                 let frame =
                     frame.map_err(|e| format!("reading the answer of {server} failed: {e}"))?;
                 if let Some(data) = frame.data_ref() {
-                    if bytes.len() + data.len() > MAX_ANSWER_BYTES {
+                    if bytes.len() + data.len() > self.max_answer {
                         return Err(format!(
-                            "the answer of {server} is larger than {MAX_ANSWER_BYTES} bytes"
+                            "the answer of {server} is larger than {} bytes",
+                            self.max_answer
                         ));
                     }
                     bytes.extend_from_slice(data);
@@ -154,5 +169,98 @@ impl SourceClient {
         tokio::time::timeout(self.timeout, exchange)
             .await
             .map_err(|_| format!("{server} did not answer within {:?}", self.timeout))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// A server on 127.0.0.1 that answers every connection with `answer`
+    /// after `delay`; returns its URL.
+    async fn server(answer: Vec<u8>, delay: Duration) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let answer = answer.clone();
+                tokio::spawn(async move {
+                    let mut head = [0u8; 4096];
+                    let _ = stream.read(&mut head).await;
+                    tokio::time::sleep(delay).await;
+                    let _ = stream.write_all(&answer).await;
+                });
+            }
+        });
+        format!("http://127.0.0.1:{port}/token")
+    }
+
+    fn client(timeout: Duration) -> SourceClient {
+        let tls = crate::tls::upstream_client_config(None, &crate::provider::FakeProvider::new())
+            .unwrap();
+        SourceClient::new(tls, timeout)
+    }
+
+    fn get(url: &str) -> Request<Full<Bytes>> {
+        Request::get(url).body(Full::new(Bytes::new())).unwrap()
+    }
+
+    fn answer(body: &[u8]) -> Vec<u8> {
+        let mut out =
+            format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", body.len()).into_bytes();
+        out.extend_from_slice(body);
+        out
+    }
+
+    #[tokio::test]
+    async fn an_answer_within_the_bounds_is_read_whole() {
+        let url = server(answer(b"{\"ok\":true}"), Duration::ZERO).await;
+        let (status, body) = client(Duration::from_secs(5))
+            .send(get(&url), "the test server")
+            .await
+            .unwrap();
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(&body[..], b"{\"ok\":true}");
+    }
+
+    #[tokio::test]
+    async fn an_answer_over_the_limit_is_refused_without_its_content() {
+        let body = b"test-secret-answer-".repeat(100);
+        let url = server(answer(&body), Duration::ZERO).await;
+        let limited = client(Duration::from_secs(5)).with_answer_limit(1000);
+        let err = limited
+            .send(get(&url), "the test server")
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err,
+            "the answer of the test server is larger than 1000 bytes"
+        );
+        // The limit can only be lowered.
+        let raised = client(Duration::from_secs(5)).with_answer_limit(usize::MAX);
+        assert_eq!(raised.max_answer, MAX_ANSWER_BYTES);
+    }
+
+    #[tokio::test]
+    async fn a_slow_server_is_a_timeout_naming_it() {
+        let url = server(answer(b"{}"), Duration::from_secs(5)).await;
+        let err = client(Duration::from_millis(200))
+            .send(get(&url), "the test server")
+            .await
+            .unwrap_err();
+        assert_eq!(err, "the test server did not answer within 200ms");
+    }
+
+    #[tokio::test]
+    async fn cleartext_goes_to_loopback_only() {
+        // A name that resolves to a non-loopback address is refused before
+        // anything is sent; 192.0.2.0/24 is reserved for documentation.
+        let err = client(Duration::from_secs(5))
+            .send(get("http://192.0.2.1:9/token"), "the test server")
+            .await
+            .unwrap_err();
+        assert!(err.contains("loopback only"), "{err}");
     }
 }
