@@ -3,7 +3,9 @@
 //! A [`Secret`] cannot be printed, formatted or serialised; it is zeroized
 //! when dropped, and logs refer to it by [`Secret::fingerprint`] only.
 //! Configuration never holds secrets inline: it holds a [`SecretRef`]
-//! (`{ env: NAME }` or `{ file: PATH }`) that is resolved once, at load.
+//! (`{ env: NAME }` or `{ file: PATH }`), resolved through a
+//! [`Provider`] when the live sources are built (and checked when the
+//! configuration is validated).
 
 use std::fmt;
 use std::path::PathBuf;
