@@ -45,6 +45,11 @@ pub struct Scrubber {
     automaton: Option<AhoCorasick>,
     needles: usize,
     max_needle_len: usize,
+    /// Every needle, sorted: what a streamed body's tail is compared with
+    /// to know how much of it could still begin one.
+    sorted: Vec<variants::Needle>,
+    /// The bytes some needle starts with.
+    first_bytes: [bool; 256],
 }
 
 impl Scrubber {
@@ -83,10 +88,16 @@ impl Scrubber {
                 .build(needles.iter().map(|n| n.as_slice()))
                 .expect("credential-sized needles always fit an automaton")
         });
+        let mut first_bytes = [false; 256];
+        for needle in &needles {
+            first_bytes[usize::from(needle[0])] = true;
+        }
         Scrubber {
             automaton,
             needles: needles.len(),
             max_needle_len,
+            sorted: needles,
+            first_bytes,
         }
     }
 
@@ -95,10 +106,37 @@ impl Scrubber {
         self.automaton.is_none()
     }
 
-    /// The longest byte string searched for; a streaming scrubber holds back
-    /// this many bytes minus one so a needle split across chunks is caught.
+    /// The longest byte string searched for.
     pub fn max_needle_len(&self) -> usize {
         self.max_needle_len
+    }
+
+    /// How many bytes at the end of `hay` could still begin a needle: the
+    /// length of its longest suffix that is a proper prefix of some needle
+    /// (0 when none is). A streaming scrubber holds back exactly these, so a
+    /// needle split across chunks is caught and nothing else waits.
+    pub fn open_prefix_len(&self, hay: &[u8]) -> usize {
+        let longest = self.max_needle_len.saturating_sub(1).min(hay.len());
+        for start in hay.len() - longest..hay.len() {
+            if !self.first_bytes[usize::from(hay[start])] {
+                continue;
+            }
+            let suffix = &hay[start..];
+            // The needles that start with `suffix` sort right at or after it.
+            // The first of them may be `suffix` itself (a whole needle, already
+            // matched); the next is then the shortest longer one, if any.
+            let at = self
+                .sorted
+                .partition_point(|needle| needle.as_slice() < suffix);
+            let open = self.sorted[at..]
+                .iter()
+                .take(2)
+                .any(|needle| needle.len() > suffix.len() && needle.starts_with(suffix));
+            if open {
+                return suffix.len();
+            }
+        }
+        0
     }
 
     /// Overwrites every occurrence of every needle in `buf` with `*`,

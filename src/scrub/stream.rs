@@ -8,10 +8,11 @@ use bytes::{Bytes, BytesMut};
 
 use super::Scrubber;
 
-/// Scrubs one streamed body. Holds back the last `max_needle_len - 1` bytes
-/// of what it has seen, so a needle split across chunks is still whole when
-/// it is searched for; the output, concatenated, is exactly what
-/// [`Scrubber::scrub_in_place`] makes of the whole body.
+/// Scrubs one streamed body. Holds back only the bytes at the end of what it
+/// has seen that could still begin a needle ([`Scrubber::open_prefix_len`]),
+/// so a needle split across chunks is still whole when it is searched for
+/// and everything else goes on at once; the output, concatenated, is exactly
+/// what [`Scrubber::scrub_in_place`] makes of the whole body.
 pub struct StreamScrubber {
     scrubber: Arc<Scrubber>,
     /// Received, not yet emitted, still unmasked: a later match may start in
@@ -33,8 +34,12 @@ impl StreamScrubber {
     /// Feeds the next chunk. Returns the bytes now safe to emit (possibly
     /// empty) and how many new occurrences were masked.
     pub fn push(&mut self, chunk: &[u8]) -> (Bytes, usize) {
-        let holdback = self.scrubber.max_needle_len().saturating_sub(1);
-        self.take(chunk, holdback)
+        self.take(chunk, None)
+    }
+
+    /// How many bytes are held back, waiting for the next chunk.
+    pub fn held(&self) -> usize {
+        self.pending.len()
     }
 
     /// Feeds the chunk that ends the body: returns everything left to emit,
@@ -44,18 +49,20 @@ impl StreamScrubber {
         if self.pending.is_empty() {
             return self.scrubber.scrub_bytes(chunk);
         }
-        self.take(&chunk, 0)
+        self.take(&chunk, Some(0))
     }
 
-    /// Appends `chunk` and emits all but the last `holdback` pending bytes.
-    fn take(&mut self, chunk: &[u8], holdback: usize) -> (Bytes, usize) {
+    /// Appends `chunk` and emits all but the last `holdback` pending bytes
+    /// (by default, those that could still begin a needle).
+    fn take(&mut self, chunk: &[u8], holdback: Option<usize>) -> (Bytes, usize) {
         let held = self.pending.len();
         self.pending.extend_from_slice(chunk);
         // A match that ends inside the held bytes was found, counted and
         // recorded when those bytes first arrived.
         let (spans, count) = self.scrubber.find_all(&self.pending, held);
         self.pending_masks.extend(spans);
-        let ready = self.pending.len().saturating_sub(holdback);
+        let holdback = holdback.unwrap_or_else(|| self.scrubber.open_prefix_len(&self.pending));
+        let ready = self.pending.len() - holdback;
         (self.emit(ready), count)
     }
 

@@ -408,14 +408,78 @@ fn a_secret_split_at_any_byte_is_masked() {
 }
 
 #[test]
-fn the_stream_holds_back_only_what_it_must() {
+fn the_stream_holds_back_only_what_could_begin_a_secret() {
     let scrubber = Arc::new(Scrubber::new([b"0123456789".as_slice()]));
-    let holdback = scrubber.max_needle_len() - 1;
     let mut stream = scrubber.stream();
+    // Nothing here can begin a form of the secret: all of it goes at once.
     let (first, _) = stream.push(&[b'a'; 100]);
-    assert_eq!(first.len(), 100 - holdback);
+    assert_eq!(first.len(), 100);
+    let event = b"data: {\"delta\":\"hello\"}\n\n";
+    let (out, _) = stream.push(event);
+    assert_eq!(&out[..], event);
+    assert_eq!(stream.held(), 0);
+    // A tail that could begin it waits, exactly that long, and no longer
+    // than the longest form minus one.
+    let (out, _) = stream.push(b"data: 0123");
+    assert_eq!(&out[..], b"data: ");
+    assert_eq!(stream.held(), 4);
     let (second, _) = stream.push(b"");
     assert!(second.is_empty());
+    // The rest arrives: the whole secret is masked, the text after it goes.
+    let (out, count) = stream.push(b"456789\n\n");
+    assert_eq!(&out[..], b"**********\n\n");
+    assert_eq!(count, 1);
+    // A tail that turns out not to be the secret goes with the next chunk.
+    let (out, _) = stream.push(b"012x");
+    assert_eq!(&out[..], b"012x");
+    let (out, _) = stream.push(b"01");
+    assert!(out.is_empty());
     let (tail, _) = stream.finish();
-    assert_eq!(tail.len(), holdback);
+    assert_eq!(&tail[..], b"01");
+}
+
+#[test]
+fn the_open_prefix_is_the_longest_suffix_that_begins_a_form() {
+    let short = b"abcdefgh".as_slice();
+    let long = b"abcdefgh-and-more".as_slice();
+    let scrubber = Scrubber::new([short, long]);
+    assert_eq!(scrubber.open_prefix_len(b""), 0);
+    assert_eq!(scrubber.open_prefix_len(b"xyz"), 0);
+    assert_eq!(scrubber.open_prefix_len(b"xyz a"), 1);
+    assert_eq!(scrubber.open_prefix_len(b"xyz abcd"), 4);
+    // A whole form that also begins a longer one still waits.
+    assert_eq!(scrubber.open_prefix_len(b"xyz abcdefgh"), 8);
+    assert_eq!(scrubber.open_prefix_len(b"xyz abcdefgh-and-mor"), 16);
+    // The whole longest form begins nothing longer.
+    assert_eq!(scrubber.open_prefix_len(b"abcdefgh-and-more"), 0);
+    // Encoded forms count too: base64 of the secret begins "YWJj".
+    assert_eq!(scrubber.open_prefix_len(b"token=YWJj"), 4);
+    // Bounded by the longest form minus one, however long the input.
+    let max = scrubber.max_needle_len();
+    let mut rng = Chunker(0x0DDB_A11C_AFE0_0002);
+    let alphabet = b"abcdefgh-YWJjZGVmZ2g=%6162";
+    for _ in 0..2000 {
+        let len = rng.next(3 * max);
+        let hay: Vec<u8> = (0..len)
+            .map(|_| alphabet[rng.next(alphabet.len())])
+            .collect();
+        let open = scrubber.open_prefix_len(&hay);
+        assert!(open < max, "{open} >= {max}");
+    }
+}
+
+#[test]
+fn the_hold_back_never_exceeds_the_longest_form() {
+    let scrubber = Arc::new(Scrubber::new([SECRET, TOKEN]));
+    let body = body_with_every_form();
+    let mut rng = Chunker(0x5EED_0000_0000_0003);
+    let mut stream = scrubber.stream();
+    let mut rest = body.as_slice();
+    while !rest.is_empty() {
+        let take = (1 + rng.next(9)).min(rest.len());
+        let (chunk, tail) = rest.split_at(take);
+        stream.push(chunk);
+        assert!(stream.held() < scrubber.max_needle_len());
+        rest = tail;
+    }
 }
