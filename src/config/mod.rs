@@ -94,8 +94,12 @@ pub struct UpstreamConfig {
     pub connect_timeout: Duration,
     /// From sending the request to the response head.
     pub first_byte_timeout: Duration,
-    /// The whole exchange, body included.
-    pub total_timeout: Duration,
+    /// The longest the response body may go without a byte: a stream that
+    /// keeps flowing lives as long as it flows.
+    pub idle_timeout: Duration,
+    /// The whole exchange, body included; none by default, so a healthy
+    /// long stream (an LLM's tokens, a log tail) is not cut.
+    pub total_timeout: Option<Duration>,
 }
 
 /// Task lifetime bounds.
@@ -178,6 +182,8 @@ struct RawUpstream {
     connect_timeout: Option<String>,
     #[serde(default)]
     first_byte_timeout: Option<String>,
+    #[serde(default)]
+    idle_timeout: Option<String>,
     #[serde(default)]
     total_timeout: Option<String>,
 }
@@ -382,11 +388,15 @@ impl Config {
                 up.first_byte_timeout.as_deref(),
                 Duration::from_secs(60),
             ),
-            total_timeout: c.duration(
-                "upstream.total_timeout",
-                up.total_timeout.as_deref(),
-                Duration::from_secs(600),
+            idle_timeout: c.duration(
+                "upstream.idle_timeout",
+                up.idle_timeout.as_deref(),
+                Duration::from_secs(300),
             ),
+            total_timeout: up
+                .total_timeout
+                .as_deref()
+                .map(|text| c.duration("upstream.total_timeout", Some(text), Duration::MAX)),
         };
 
         let raw_tasks: RawTasks = get("tasks")

@@ -93,10 +93,14 @@ pub(crate) struct UpstreamBody {
     scrubber: ScrubChain,
     task: Arc<Task>,
     record: RecordGuard,
-    /// When the whole body must have arrived.
-    deadline: Instant,
-    /// Wakes the body at `deadline`; armed only once the upstream makes it
-    /// wait, so a body that is already there costs no timer.
+    /// When the whole body must have arrived, if ever.
+    total_deadline: Option<Instant>,
+    /// The longest the upstream may pause between two frames.
+    idle: Duration,
+    /// When the upstream has paused too long, unless a frame comes first.
+    idle_deadline: Instant,
+    /// Wakes the body at the earlier deadline; armed only once the upstream
+    /// makes it wait, so a body that is already there costs no timer.
     timer: Option<Pin<Box<Sleep>>>,
     tail: Option<Bytes>,
     finished: bool,
@@ -109,23 +113,26 @@ impl ProxyBody {
     }
 
     /// Streams `inner` through `scrubber`, filling and finally emitting
-    /// `record`; the whole body must arrive within `remaining`.
+    /// `record`. The upstream may pause at most `idle` between frames, and
+    /// the whole body must arrive within `remaining` when that is given.
     pub(crate) fn upstream(
         inner: ResponseBody,
         scrubber: ScrubChain,
         record: RecordGuard,
-        remaining: Duration,
+        remaining: Option<Duration>,
+        idle: Duration,
         task: Arc<Task>,
     ) -> Self {
+        let now = Instant::now();
         ProxyBody::Upstream(Box::new(UpstreamBody {
             inner,
             scrubber,
             task,
             record,
-            // A timeout too long to add is as good as none (about 30 years).
-            deadline: Instant::now()
-                .checked_add(remaining)
-                .unwrap_or_else(|| Instant::now() + Duration::from_secs(1 << 30)),
+            // A timeout too long to add is as good as none.
+            total_deadline: remaining.and_then(|r| now.checked_add(r)),
+            idle,
+            idle_deadline: later(now, idle),
             timer: None,
             tail: None,
             finished: false,
@@ -182,12 +189,17 @@ impl UpstreamBody {
         if self.finished {
             return Poll::Ready(None);
         }
-        if Instant::now() >= self.deadline {
+        let now = Instant::now();
+        let late = if self.total_deadline.is_some_and(|d| now >= d) {
+            Some("the response did not complete within upstream.total_timeout")
+        } else if now >= self.idle_deadline {
+            Some("the upstream paused the response longer than upstream.idle_timeout")
+        } else {
+            None
+        };
+        if let Some(message) = late {
             self.finished = true;
-            self.record.ended(
-                Reason::UpstreamTimeout,
-                "the response did not complete within upstream.total_timeout".into(),
-            );
+            self.record.ended(Reason::UpstreamTimeout, message.into());
             return Poll::Ready(Some(Err(io::Error::new(
                 io::ErrorKind::TimedOut,
                 "upstream response timed out",
@@ -196,10 +208,20 @@ impl UpstreamBody {
         loop {
             match Pin::new(&mut self.inner).poll_frame(cx) {
                 Poll::Pending => {
-                    let deadline = self.deadline;
-                    let timer = self
-                        .timer
-                        .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                    let deadline = self
+                        .total_deadline
+                        .map_or(self.idle_deadline, |total| total.min(self.idle_deadline));
+                    let timer = match &mut self.timer {
+                        Some(timer) => {
+                            if timer.deadline() != deadline {
+                                timer.as_mut().reset(deadline);
+                            }
+                            timer
+                        }
+                        None => self
+                            .timer
+                            .insert(Box::pin(tokio::time::sleep_until(deadline))),
+                    };
                     if timer.as_mut().poll(cx).is_ready() {
                         // Due: the next poll reports the timeout.
                         cx.waker().wake_by_ref();
@@ -207,6 +229,7 @@ impl UpstreamBody {
                     return Poll::Pending;
                 }
                 Poll::Ready(Some(Ok(frame))) => {
+                    self.idle_deadline = later(Instant::now(), self.idle);
                     // Trailers are dropped: they are not scanned, so they must not pass.
                     let Ok(data) = frame.into_data() else {
                         continue;
@@ -248,6 +271,12 @@ impl UpstreamBody {
             }
         }
     }
+}
+
+/// `at + wait`, or a time too far to matter when that overflows.
+fn later(at: Instant, wait: Duration) -> Instant {
+    at.checked_add(wait)
+        .unwrap_or_else(|| at + Duration::from_secs(1 << 30))
 }
 
 impl Drop for UpstreamBody {

@@ -505,13 +505,19 @@ fn respond(
         drop(rec);
         return Response::from_parts(parts, ProxyBody::full(Bytes::new()));
     }
-    let remaining = snapshot
-        .config
-        .upstream
+    let limits = &snapshot.config.upstream;
+    let remaining = limits
         .total_timeout
-        .saturating_sub(upstream.started.elapsed());
+        .map(|total| total.saturating_sub(upstream.started.elapsed()));
     let chain = ScrubChain::new(stages);
-    let body = ProxyBody::upstream(body, chain, rec, remaining, who.task.clone());
+    let body = ProxyBody::upstream(
+        body,
+        chain,
+        rec,
+        remaining,
+        limits.idle_timeout,
+        who.task.clone(),
+    );
     Response::from_parts(parts, body)
 }
 
