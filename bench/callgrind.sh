@@ -98,6 +98,10 @@ OPORT=$(cat "$WORK/origin-port")
 if [[ $HTTPS_PORT == 443 ]]; then HTTPS_AUTHORITY=127.0.0.1; else HTTPS_AUTHORITY=127.0.0.1:$HTTPS_PORT; fi
 PATHS=("plain forward, http|http://127.0.0.1:$OPORT/bench"
     "CONNECT+MITM, https|https://$HTTPS_AUTHORITY/bench")
+# One credential for every binary: the scrubber's prefilter is built from its
+# bytes, and with a credential of its own per binary the same build measured
+# up to 9 % apart from one run to the next.
+CREDENTIAL="cgbench_$(openssl rand -hex 16)"
 
 # `count BIN`: appends "BIN plain intercepted" (instructions per request) to
 # $WORK/counts.
@@ -132,7 +136,7 @@ scopes:
       credential: bench-origin
       allow_private: true
 YAML
-    CREDGATE_BENCH_ORIGIN_TOKEN="cgbench_$(openssl rand -hex 16)" \
+    CREDGATE_BENCH_ORIGIN_TOKEN=$CREDENTIAL \
         valgrind --tool=callgrind --callgrind-out-file="$d/callgrind.out" \
         "$bin" serve --config "$d/credgate.yaml" 2>"$d/stderr.log" &
     local cpid=$!
@@ -148,15 +152,20 @@ YAML
     read -r id token < <("$bin" task start --json --scope bench --ttl 30m \
         --admin "http://$admin" --admin-token-file "$d/admin-token" |
         python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["id"], d["token"])')
-    local p name url dump=0 answered total figures=()
+    local p name url dump=0 answered total tunnels through figures=()
     for p in "${PATHS[@]}"; do
         name=${p%%|*} url=${p#*|}
         # Warm-up out of the figure: for CONNECT it also mints and caches the
-        # leaf; the counted run opens its own 10 tunnels (CONNECT + handshake).
+        # leaf; the counted run opens its own tunnels (CONNECT + handshake),
+        # 10 or a few more when hey redials, counted from the decision log.
         hey -n 200 -c 10 -x "http://$id:$token@$proxy" "$url" >"$d/warmup.txt"
+        sleep 1
+        tunnels=$(grep -c '"method":"CONNECT"' "$d/decisions.jsonl" || true)
         callgrind_control -z "$cpid" >/dev/null 2>&1
         hey -n "$N" -c 10 -x "http://$id:$token@$proxy" "$url" >"$d/hey.txt"
         callgrind_control -d "$cpid" >/dev/null 2>&1
+        sleep 1
+        tunnels=$(($(grep -c '"method":"CONNECT"' "$d/decisions.jsonl" || true) - tunnels))
         dump=$((dump + 1))
         for _ in $(seq 1 100); do
             grep -q '^totals:' "$d/callgrind.out.$dump" 2>/dev/null && break
@@ -165,7 +174,9 @@ YAML
         answered=$(grep -oE '\[200\][[:space:]]+[0-9]+ responses' "$d/hey.txt" | grep -oE '[0-9]+ responses' | grep -oE '[0-9]+' || true)
         ((${answered:-0} > 0)) || { cat "$d/hey.txt" "$d/stderr.log" >&2; die "$bin: no request answered 200 on $name"; }
         total=$(grep -E '^totals:' "$d/callgrind.out.$dump" | awk '{print $2}')
-        echo "$bin: $name: $answered requests, $((total / answered)) instructions per request" >&2
+        through=""
+        if ((tunnels > 0)); then through=" in $tunnels tunnels"; fi
+        echo "$bin: $name: $answered requests$through, $((total / answered)) instructions per request" >&2
         figures+=($((total / answered)))
     done
     kill -TERM "$cpid"
