@@ -473,26 +473,28 @@ EOF
     PROXY_URL="http://$TASK_ID:$TASK_TOKEN@$PROXY_ADDR"
 }
 
-# With --compare, two instances run side by side: `save_build NAME` keeps the
-# state start_credgate set, `select_build NAME` puts it back for load,
-# measure and the checks, and tags their output files with the name.
-BUILD_VARS=(CREDGATE_PID CREDGATE_DIR AUDIT PROXY_ADDR ADMIN_ADDR PROXY_URL PROXY_BASIC TASK_ID TASK_TOKEN)
-declare -A BUILD_STATE=()
-RUN_TAG=""
-save_build() {
+# More than one instance (the tunnel measurement's, or two builds with
+# --compare): `save_instance NAME` keeps the state start_credgate set,
+# `use_instance NAME` puts it back for load, measure and the checks.
+INSTANCE_VARS=(CREDGATE_PID CREDGATE_DIR AUDIT PROXY_ADDR ADMIN_ADDR PROXY_URL PROXY_BASIC TASK_ID
+    TASK_TOKEN EXEC_COUNTER EXEC_TOKEN)
+declare -A INSTANCE=()
+save_instance() {
     local v
-    for v in "${BUILD_VARS[@]}"; do
-        BUILD_STATE[$1.$v]=${!v}
+    for v in "${INSTANCE_VARS[@]}"; do
+        INSTANCE[$1.$v]=${!v}
     done
 }
-select_build() {
+use_instance() {
     local v
-    for v in "${BUILD_VARS[@]}"; do
-        printf -v "$v" '%s' "${BUILD_STATE[$1.$v]}"
+    for v in "${INSTANCE_VARS[@]}"; do
+        printf -v "$v" '%s' "${INSTANCE[$1.$v]}"
     done
-    RUN_TAG=-$1
     write_wrk_script
 }
+# With --compare, the build's name ("-base", "-new") in the names of
+# measure's output files and of the checks.
+RUN_TAG=""
 
 # --- peers -------------------------------------------------------------------
 # Each peer runs on the proxy core with one worker, adds the same
@@ -770,7 +772,8 @@ sanity_checks() {
     if [[ -n $BASE_BIN ]]; then
         local build
         for build in base new; do
-            select_build "$build"
+            use_instance "$build"
+            RUN_TAG=-$build
             credgate_checks
         done
     else
@@ -929,8 +932,7 @@ proxy_pid() {
     esac
 }
 
-# One measured run; appends a line to results.tsv (results-NAME.tsv for the
-# build selected with select_build).
+# One measured run; appends a line to results$RUN_TAG.tsv.
 measure() {
     local scenario=$1 conns=$2 rep=$3
     local out="$WORK/out/$scenario-c$conns-r$rep$RUN_TAG.txt"
@@ -1088,8 +1090,7 @@ open_tunnels() {
 # the heap left over from millions of requests does not count; started after
 # all other measurements and stopped at the end.
 measure_tunnels() {
-    local saved=("$CREDGATE_PID" "$PROXY_ADDR" "$ADMIN_ADDR" "$TASK_ID" "$TASK_TOKEN" "$PROXY_BASIC"
-        "$PROXY_URL" "$AUDIT" "$CREDGATE_DIR" "$EXEC_COUNTER" "$EXEC_TOKEN")
+    save_instance main
     start_credgate credgate-tunnels
     TUNNEL_AUDIT=$AUDIT TUNNEL_TASK_TOKEN=$TASK_TOKEN TUNNEL_EXEC_TOKEN=$EXEC_TOKEN
     sleep 1
@@ -1102,9 +1103,7 @@ measure_tunnels() {
     TUNNEL_REQ_UP=$TUN_UPSTREAM
     TUNNEL_REQ_RSS_AFTER=$(rss_kb "$CREDGATE_PID")
     stop_pid "$CREDGATE_PID"
-    CREDGATE_PID=${saved[0]} PROXY_ADDR=${saved[1]} ADMIN_ADDR=${saved[2]} TASK_ID=${saved[3]}
-    TASK_TOKEN=${saved[4]} PROXY_BASIC=${saved[5]} PROXY_URL=${saved[6]} AUDIT=${saved[7]}
-    CREDGATE_DIR=${saved[8]} EXEC_COUNTER=${saved[9]} EXEC_TOKEN=${saved[10]}
+    use_instance main
     log "$(printf 'tunnels: credgate RSS %s MiB before; %s tunnels after the handshake: %s MiB, %s MiB once closed; %s tunnels with one request each: %s MiB, %s MiB once closed; %s failed' \
         "$(mib "$TUNNEL_RSS_BEFORE")" "$TUNNELS_OPEN" "$(mib "$TUNNEL_RSS")" "$(mib "$TUNNEL_RSS_AFTER")" \
         "$TUNNELS_REQ_OPEN" "$(mib "$TUNNEL_REQ_RSS")" "$(mib "$TUNNEL_REQ_RSS_AFTER")" "$TUNNELS_FAILED")"
@@ -1317,17 +1316,17 @@ compare_report() {
 # the log checks for both. Exits 1 when a run or a log has a problem.
 compare_builds() {
     start_credgate credgate "$BIN"
-    save_build new
+    save_instance new
     start_credgate credgate-base "$BASE_BIN"
-    save_build base
+    save_instance base
     log "origin http://127.0.0.1:$HTTP_PORT https://$HTTPS_AUTHORITY (nginx pid $NGINX_PID, cpu $LOAD_CPU)"
-    log "credgate new $BIN: ${BUILD_STATE[new.PROXY_ADDR]} (pid ${BUILD_STATE[new.CREDGATE_PID]}); previous $BASE_BIN: ${BUILD_STATE[base.PROXY_ADDR]} (pid ${BUILD_STATE[base.CREDGATE_PID]}); both on cpu $PROXY_CPU"
+    log "credgate new $BIN: ${INSTANCE[new.PROXY_ADDR]} (pid ${INSTANCE[new.CREDGATE_PID]}); previous $BASE_BIN: ${INSTANCE[base.PROXY_ADDR]} (pid ${INSTANCE[base.CREDGATE_PID]}); both on cpu $PROXY_CPU"
     sanity_checks
 
     local build scenario conns rep
     log "warming up (${WARMUP} s per build, scenario and connection count)"
     for build in base new; do
-        select_build "$build"
+        use_instance "$build"
         for scenario in "${SCENARIOS[@]}"; do
             for conns in "${CONNS[@]}"; do
                 load "$scenario" "$conns" "$WARMUP" "$WORK/out/warmup.txt" || true
@@ -1342,7 +1341,8 @@ compare_builds() {
         for scenario in "${SCENARIOS[@]}"; do
             for conns in "${CONNS[@]}"; do
                 for build in base new; do
-                    select_build "$build"
+                    use_instance "$build"
+                    RUN_TAG=-$build
                     measure "$scenario" "$conns" "$rep"
                 done
             done
@@ -1352,7 +1352,7 @@ compare_builds() {
     # The same log checks as a full run, for each build's decision log.
     local problems=0 denies leaked errors notes=()
     for build in base new; do
-        select_build "$build"
+        use_instance "$build"
         denies=$(grep '"decision":"deny"' "$AUDIT" | grep -c -v '"reason":"client_disconnected"' || true)
         leaked=$(grep -c -F -e "$CREDENTIAL" -e "$TASK_TOKEN" "$AUDIT" || true)
         errors=$(grep -c -E ' (ERROR|WARN) ' "$CREDGATE_DIR/stderr.log" || true)
