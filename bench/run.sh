@@ -24,14 +24,15 @@
 #
 # credgate scenarios only (plain forward, CONNECT + TLS interception, at 1
 # and 50 connections), for this build and OLD_BIN side by side, the two runs
-# of each scenario back to back in every repetition: req/s and proxy CPU per
-# request of each build, and new ÷ previous. No peers, soak or tunnels.
+# of each scenario back to back in every repetition (OLD_BIN first in odd
+# ones, this build first in even ones): req/s and proxy CPU per request of
+# each build, and new ÷ previous. No peers, soak or tunnels.
 
 set -euo pipefail
 export LC_ALL=C
 
 usage() {
-    sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 QUICK=0
@@ -1337,10 +1338,15 @@ compare_builds() {
     log "measuring: ${DURATION} s per run, $REPS repetition(s), previous and new back to back for each scenario"
     : >"$WORK/results-base.tsv"
     : >"$WORK/results-new.tsv"
+    local order
     for ((rep = 1; rep <= REPS; rep++)); do
+        # The second run of a pair follows a run of the same scenario, and
+        # with one binary on both sides it came out cheaper: the builds take
+        # turns at going first.
+        if ((rep % 2 == 1)); then order=(base new); else order=(new base); fi
         for scenario in "${SCENARIOS[@]}"; do
             for conns in "${CONNS[@]}"; do
-                for build in base new; do
+                for build in "${order[@]}"; do
                     use_instance "$build"
                     RUN_TAG=-$build
                     measure "$scenario" "$conns" "$rep"
@@ -1366,7 +1372,7 @@ compare_builds() {
     echo "## credgate benchmark, two builds — $(date -u +%Y-%m-%dT%H:%MZ)"
     echo
     echo "- machine: $NPROC CPU ($(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)), kernel $(uname -r), load average before: $LOAD_BEFORE"
-    echo "- pinning: load generator + nginx on CPU $LOAD_CPU, both credgate instances on CPU $PROXY_CPU (one under load at a time); ${DURATION} s per run, $REPS repetition(s), the two builds back to back in each, median (min–max)"
+    echo "- pinning: load generator + nginx on CPU $LOAD_CPU, both credgate instances on CPU $PROXY_CPU (one under load at a time); ${DURATION} s per run, $REPS repetition(s), the two builds back to back in each (previous first in odd repetitions, new first in even ones), median (min–max)"
     echo "- previous: $BASE_BIN (credgate $("$BASE_BIN" --version | awk '{ print $2 }'))"
     echo "- new: $BIN (credgate $("$BIN" --version | awk '{ print $2 }'))"
     echo "- tools: $(wrk -v 2>&1 | head -1 | awk '{ print $1, $2 }'), hey $(dpkg-query -W -f='${Version}' hey 2>/dev/null || echo '?'), nginx $(nginx -v 2>&1 | sed 's/.*nginx\///')"
