@@ -1340,9 +1340,9 @@ compare_builds() {
     : >"$WORK/results-new.tsv"
     local order
     for ((rep = 1; rep <= REPS; rep++)); do
-        # The second run of a pair follows a run of the same scenario, and
-        # with one binary on both sides it came out cheaper: the builds take
-        # turns at going first.
+        # The second run of a pair follows a run of the same scenario (in one
+        # run with one binary on both sides it came out cheaper in three of
+        # the four scenarios): the builds take turns at going first.
         if ((rep % 2 == 1)); then order=(base new); else order=(new base); fi
         for scenario in "${SCENARIOS[@]}"; do
             for conns in "${CONNS[@]}"; do
