@@ -19,21 +19,37 @@
 # BENCH_VENV (venv for Envoy and mitmproxy), BENCH_SOAK (s, default 60),
 # BENCH_TUNNELS (default 1000), BENCH_KEEP=1 (keep the work directory).
 # Needs root and 127.0.0.1:443.
+#
+#   bash bench/run.sh --compare OLD_BIN [--quick]   (or CREDGATE_BASE_BIN=OLD_BIN)
+#
+# credgate scenarios only (plain forward, CONNECT + TLS interception, at 1
+# and 50 connections), for this build and OLD_BIN side by side, the two runs
+# of each scenario back to back in every repetition (OLD_BIN first in odd
+# ones, this build first in even ones): req/s and proxy CPU per request of
+# each build, and new ÷ previous. No peers, soak or tunnels.
 
 set -euo pipefail
 export LC_ALL=C
 
 usage() {
-    sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 QUICK=0
-for arg in "$@"; do
-    case "$arg" in
+BASE_BIN=${CREDGATE_BASE_BIN:-}
+while (($# > 0)); do
+    case "$1" in
         --quick) QUICK=1 ;;
+        --compare)
+            (($# > 1)) || { echo "bench: --compare needs the previous build's binary" >&2; exit 2; }
+            BASE_BIN=$2
+            shift
+            ;;
+        --compare=*) BASE_BIN=${1#--compare=} ;;
         -h | --help) usage; exit 0 ;;
-        *) echo "bench: unknown argument $arg" >&2; usage >&2; exit 2 ;;
+        *) echo "bench: unknown argument $1" >&2; usage >&2; exit 2 ;;
     esac
+    shift
 done
 
 if [[ $QUICK == 1 ]]; then
@@ -51,6 +67,8 @@ WARMUP=1
 CONNS=(1 50)
 TUNNELS=${BENCH_TUNNELS:-1000}
 PEERS=" ${BENCH_PEERS-nginx-rp envoy squid mitmproxy} "
+# Two builds compared: credgate's scenarios only, whatever BENCH_PEERS says.
+[[ -n $BASE_BIN ]] && PEERS=" "
 VENV=${BENCH_VENV:-/var/tmp/credgate-bench-peers/venv}
 # Plain HTTP first (direct, the peers, credgate), then HTTPS through CONNECT;
 # handshake-https (credgate, a new tunnel per request) runs at 50 only.
@@ -64,6 +82,7 @@ SCENARIOS+=(proxy-http direct-https)
 [[ $PEERS == *" squid "* ]] && SCENARIOS+=(squidbump-https)
 [[ $PEERS == *" mitmproxy "* ]] && SCENARIOS+=(mitm-https)
 SCENARIOS+=(connect-https handshake-https)
+[[ -n $BASE_BIN ]] && SCENARIOS=(proxy-http connect-https)
 
 conns_of() {
     if [[ $1 == handshake-https ]]; then
@@ -201,6 +220,7 @@ build_credgate() {
         BIN="${CARGO_TARGET_DIR:-$REPO/target}/release/credgate"
     fi
     [[ -x $BIN ]] || die "no credgate binary at $BIN"
+    [[ -z $BASE_BIN || -x $BASE_BIN ]] || die "no credgate binary at $BASE_BIN (the previous build)"
 }
 
 # --- helpers ---------------------------------------------------------------
@@ -368,14 +388,15 @@ EOF
     die "nginx did not start"
 }
 
-# `start_credgate [NAME]`: an instance in $WORK/NAME (default credgate), with
-# its own CA, decision log and task; sets CREDGATE_PID, PROXY_ADDR, TASK_* …
+# `start_credgate [NAME [BINARY]]`: an instance of BINARY (default $BIN) in
+# $WORK/NAME (default credgate), with its own CA, decision log and task; sets
+# CREDGATE_PID, PROXY_ADDR, TASK_* …
 start_credgate() {
-    local d="$WORK/${1:-credgate}" i line
+    local d="$WORK/${1:-credgate}" bin=${2:-$BIN} i line
     mkdir -p "$d"
     CREDGATE_DIR=$d
     AUDIT="$d/decisions.jsonl"
-    "$BIN" ca init --out "$d/ca" >/dev/null
+    "$bin" ca init --out "$d/ca" >/dev/null
     # The credential-cache miss measurement: every fetch appends a line to a
     # counter file and takes 50 ms, like a token service one round trip away.
     EXEC_COUNTER="$d/exec-fetches"
@@ -427,7 +448,7 @@ scopes:
       allow_private: true
 EOF
     CREDGATE_BENCH_ORIGIN_TOKEN=$CREDENTIAL taskset -c "$PROXY_CPU" \
-        "$BIN" serve --config "$d/credgate.yaml" 2>"$d/stderr.log" &
+        "$bin" serve --config "$d/credgate.yaml" 2>"$d/stderr.log" &
     CREDGATE_PID=$!
     PIDS+=("$CREDGATE_PID")
     for ((i = 0; i < 200; i++)); do
@@ -444,7 +465,7 @@ EOF
     PROXY_ADDR=$(sed -E 's/^credgate: proxy on ([^,]+),.*/\1/' <<<"$line")
     ADMIN_ADDR=$(sed -E 's/.*admin API on ([^ ]+) .*/\1/' <<<"$line")
     local json
-    json=$("$BIN" task start --json --scope bench --ttl 2h --agent bench --label run=bench \
+    json=$("$bin" task start --json --scope bench --ttl 2h --agent bench --label run=bench \
         --admin "http://$ADMIN_ADDR" --admin-token-file "$d/admin-token" --ca "$d/ca/ca.crt")
     TASK_ID=$(sed -nE 's/^  "id": "([^"]+)",?$/\1/p' <<<"$json")
     TASK_TOKEN=$(sed -nE 's/^  "token": "([^"]+)",?$/\1/p' <<<"$json")
@@ -452,6 +473,29 @@ EOF
     PROXY_BASIC=$(printf '%s:%s' "$TASK_ID" "$TASK_TOKEN" | base64 -w0)
     PROXY_URL="http://$TASK_ID:$TASK_TOKEN@$PROXY_ADDR"
 }
+
+# More than one instance (the tunnel measurement's, or two builds with
+# --compare): `save_instance NAME` keeps the state start_credgate set,
+# `use_instance NAME` puts it back for load, measure and the checks.
+INSTANCE_VARS=(CREDGATE_PID CREDGATE_DIR AUDIT PROXY_ADDR ADMIN_ADDR PROXY_URL PROXY_BASIC TASK_ID
+    TASK_TOKEN EXEC_COUNTER EXEC_TOKEN)
+declare -A INSTANCE=()
+save_instance() {
+    local v
+    for v in "${INSTANCE_VARS[@]}"; do
+        INSTANCE[$1.$v]=${!v}
+    done
+}
+use_instance() {
+    local v
+    for v in "${INSTANCE_VARS[@]}"; do
+        printf -v "$v" '%s' "${INSTANCE[$1.$v]}"
+    done
+    write_wrk_script
+}
+# With --compare, the build's name ("-base", "-new") in the names of
+# measure's output files and of the checks.
+RUN_TAG=""
 
 # --- peers -------------------------------------------------------------------
 # Each peer runs on the proxy core with one worker, adds the same
@@ -720,9 +764,22 @@ sanity_checks() {
     check direct-http yes -H "Authorization: Bearer $CREDENTIAL" "http://127.0.0.1:$HTTP_PORT/bench"
     check direct-https yes --cacert "$ORIGIN_CA" -H "Authorization: Bearer $CREDENTIAL" \
         "https://$HTTPS_AUTHORITY/bench"
-    check proxy-http no --proxy "$PROXY_URL" "http://127.0.0.1:$HTTP_PORT/bench"
-    check connect-https no --proxy "$PROXY_URL" --cacert "$WORK/credgate/ca/ca.crt" \
-        "https://$HTTPS_AUTHORITY/bench"
+    # Through credgate: the instance in use, or each of the two compared.
+    credgate_checks() {
+        check "proxy-http$RUN_TAG" no --proxy "$PROXY_URL" "http://127.0.0.1:$HTTP_PORT/bench"
+        check "connect-https$RUN_TAG" no --proxy "$PROXY_URL" --cacert "$CREDGATE_DIR/ca/ca.crt" \
+            "https://$HTTPS_AUTHORITY/bench"
+    }
+    if [[ -n $BASE_BIN ]]; then
+        local build
+        for build in base new; do
+            use_instance "$build"
+            RUN_TAG=-$build
+            credgate_checks
+        done
+    else
+        credgate_checks
+    fi
     # The peers do not scrub: the client never sends the credential, so seeing
     # it echoed proves that the peer injected it.
     if [[ -n ${NGINXRP_PID:-} ]]; then
@@ -782,13 +839,13 @@ load() {
                 "https://$HTTPS_AUTHORITY/bench" >"$out" 2>&1
             ;;
         connect-https)
-            SSL_CERT_FILE=$WORK/credgate/ca/ca.crt timeout "$limit" taskset -c "$LOAD_CPU" hey -cpus 1 \
+            SSL_CERT_FILE=$CREDGATE_DIR/ca/ca.crt timeout "$limit" taskset -c "$LOAD_CPU" hey -cpus 1 \
                 -c "$conns" -z "${secs}s" -x "$PROXY_URL" \
                 "https://$HTTPS_AUTHORITY/bench" >"$out" 2>&1
             ;;
         handshake-https)
             # A new TCP connection, CONNECT and TLS handshake per request.
-            SSL_CERT_FILE=$WORK/credgate/ca/ca.crt timeout "$limit" taskset -c "$LOAD_CPU" hey -cpus 1 \
+            SSL_CERT_FILE=$CREDGATE_DIR/ca/ca.crt timeout "$limit" taskset -c "$LOAD_CPU" hey -cpus 1 \
                 -c "$conns" -z "${secs}s" -x "$PROXY_URL" -disable-keepalive \
                 "https://$HTTPS_AUTHORITY/bench" >"$out" 2>&1
             ;;
@@ -876,10 +933,10 @@ proxy_pid() {
     esac
 }
 
-# One measured run; appends a line to results.tsv.
+# One measured run; appends a line to results$RUN_TAG.tsv.
 measure() {
     local scenario=$1 conns=$2 rep=$3
-    local out="$WORK/out/$scenario-c$conns-r$rep.txt"
+    local out="$WORK/out/$scenario-c$conns-r$rep$RUN_TAG.txt"
     local cpu0=0 cpu1=0 rec0 rec1 nx0 nx1 parsed pid rss=0
     pid=$(proxy_pid "$scenario")
     rec0=$(records)
@@ -899,11 +956,11 @@ measure() {
     # scenario conns rep rps p50 p99 requests non2xx errors proxy_cpu_us nginx_cpu_us records proxy_rss_kb
     printf '%s %s %s %s %s %s %s\n' "$scenario" "$conns" "$rep" "$parsed" \
         "$(((cpu1 - cpu0) * 1000000 / CLK_TCK))" "$(((nx1 - nx0) * 1000000 / CLK_TCK))" \
-        "$((rec1 - rec0)) $rss" >>"$WORK/results.tsv"
+        "$((rec1 - rec0)) $rss" >>"$WORK/results$RUN_TAG.tsv"
     local f
     read -r -a f <<<"$parsed"
-    log "$(printf '%-14s c=%-3s rep %s: %9.0f req/s  p50 %7.3f ms  p99 %7.3f ms  non-2xx %s  errors %s' \
-        "$scenario" "$conns" "$rep" "${f[0]:-0}" "${f[1]:-0}" "${f[2]:-0}" "${f[4]:-0}" "${f[5]:-0}")"
+    log "$(printf '%-19s c=%-3s rep %s: %9.0f req/s  p50 %7.3f ms  p99 %7.3f ms  non-2xx %s  errors %s' \
+        "$scenario$RUN_TAG" "$conns" "$rep" "${f[0]:-0}" "${f[1]:-0}" "${f[2]:-0}" "${f[4]:-0}" "${f[5]:-0}")"
     kill -0 "$CREDGATE_PID" 2>/dev/null || die "credgate exited during $scenario c=$conns (see its stderr above)"
     if [[ -n $pid ]]; then
         kill -0 "$pid" 2>/dev/null || die "the proxy of $scenario (pid $pid) exited during the run"
@@ -1034,8 +1091,7 @@ open_tunnels() {
 # the heap left over from millions of requests does not count; started after
 # all other measurements and stopped at the end.
 measure_tunnels() {
-    local saved=("$CREDGATE_PID" "$PROXY_ADDR" "$ADMIN_ADDR" "$TASK_ID" "$TASK_TOKEN" "$PROXY_BASIC"
-        "$PROXY_URL" "$AUDIT" "$CREDGATE_DIR" "$EXEC_COUNTER" "$EXEC_TOKEN")
+    save_instance main
     start_credgate credgate-tunnels
     TUNNEL_AUDIT=$AUDIT TUNNEL_TASK_TOKEN=$TASK_TOKEN TUNNEL_EXEC_TOKEN=$EXEC_TOKEN
     sleep 1
@@ -1048,9 +1104,7 @@ measure_tunnels() {
     TUNNEL_REQ_UP=$TUN_UPSTREAM
     TUNNEL_REQ_RSS_AFTER=$(rss_kb "$CREDGATE_PID")
     stop_pid "$CREDGATE_PID"
-    CREDGATE_PID=${saved[0]} PROXY_ADDR=${saved[1]} ADMIN_ADDR=${saved[2]} TASK_ID=${saved[3]}
-    TASK_TOKEN=${saved[4]} PROXY_BASIC=${saved[5]} PROXY_URL=${saved[6]} AUDIT=${saved[7]}
-    CREDGATE_DIR=${saved[8]} EXEC_COUNTER=${saved[9]} EXEC_TOKEN=${saved[10]}
+    use_instance main
     log "$(printf 'tunnels: credgate RSS %s MiB before; %s tunnels after the handshake: %s MiB, %s MiB once closed; %s tunnels with one request each: %s MiB, %s MiB once closed; %s failed' \
         "$(mib "$TUNNEL_RSS_BEFORE")" "$TUNNELS_OPEN" "$(mib "$TUNNEL_RSS")" "$(mib "$TUNNEL_RSS_AFTER")" \
         "$TUNNELS_REQ_OPEN" "$(mib "$TUNNEL_REQ_RSS")" "$(mib "$TUNNEL_REQ_RSS_AFTER")" "$TUNNELS_FAILED")"
@@ -1198,15 +1252,168 @@ targets() {
     ' "$WORK/medians.tsv"
 }
 
+# --- two builds ------------------------------------------------------------
+
+# The builds side by side, from results-base.tsv and results-new.tsv: the
+# median (min–max) of each, and new ÷ previous as the median (min–max) of the
+# repetitions' ratios, each repetition having run the two back to back.
+compare_report() {
+    awk -v scenarios="${SCENARIOS[*]}" -v conns="${CONNS[*]}" '
+        function sort(a, n,    i, j, t) {
+            for (i = 2; i <= n; i++)
+                for (j = i; j > 1 && a[j - 1] > a[j]; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
+        }
+        # "median (min–max)", the median followed by unit; MED is the median.
+        function spread(a, n, fmt, unit) {
+            sort(a, n)
+            MED = n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+            return sprintf(fmt unit " (" fmt "–" fmt ")", MED, a[1], a[n])
+        }
+        FNR == 1 { b = (FILENAME ~ /-base\.tsv$/) ? "base" : "new" }
+        {
+            k = $1 " " $2; i = ++n[b, k]
+            rps[b, k, i] = $4
+            cpu[b, k, i] = ($7 > 0) ? $10 / $7 : 0
+            bad[k] += $8; errs[k] += $9
+        }
+        END {
+            ns = split(scenarios, S, " "); nc = split(conns, C, " ")
+            label["proxy-http"] = "credgate forward, http (wrk)"
+            label["connect-https"] = "credgate CONNECT+MITM, https (hey)"
+            print "| scenario | conns | req/s previous | req/s new | req/s new ÷ previous | proxy CPU µs/req previous | proxy CPU µs/req new | CPU/req new ÷ previous | non-2xx | errors |"
+            print "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+            for (s = 1; s <= ns; s++) for (c = 1; c <= nc; c++) {
+                k = S[s] " " C[c]; m = n["new", k]
+                if (n["base", k] < m) m = n["base", k]
+                if (!m) continue
+                for (i = 1; i <= m; i++) {
+                    a[i] = rps["base", k, i]; x[i] = rps["new", k, i]
+                    e[i] = cpu["base", k, i]; y[i] = cpu["new", k, i]
+                    q[i] = (a[i] > 0) ? x[i] / a[i] : 0
+                    r[i] = (e[i] > 0) ? y[i] / e[i] : 0
+                }
+                row = sprintf("| %s | %d | %s | %s | %s | %s | %s |", label[S[s]], C[c],
+                    spread(a, m, "%.0f"), spread(x, m, "%.0f"), spread(q, m, "%.3f", "×"),
+                    spread(e, m, "%.1f"), spread(y, m, "%.1f"))
+                cr = spread(r, m, "%.3f", "×"); CR[k] = MED
+                printf "%s %s | %d | %d |\n", row, cr, bad[k], errs[k]
+            }
+            print ""
+            print "| acceptance | measured | goal | |"
+            print "|---|---:|---:|---|"
+            for (s = 1; s <= ns; s++) for (c = 1; c <= nc; c++) {
+                k = S[s] " " C[c]
+                if (!(k in CR)) continue
+                printf "| %s, %d conns: proxy CPU/req new ÷ previous | %.3f× | ≤ 1.03× | %s |\n",
+                    label[S[s]], C[c], CR[k], (CR[k] > 0 && CR[k] <= 1.03) ? "met" : "**not met**"
+            }
+        }
+    ' "$WORK/results-base.tsv" "$WORK/results-new.tsv"
+}
+
+# --compare: this build ("new") and BASE_BIN ("previous") as two instances of
+# the same configuration, started together and pinned alike, only the one
+# under test carrying traffic; credgate's scenarios only, then the report and
+# the log checks for both. Exits 1 when a run or a log has a problem.
+compare_builds() {
+    start_credgate credgate "$BIN"
+    save_instance new
+    start_credgate credgate-base "$BASE_BIN"
+    save_instance base
+    log "origin http://127.0.0.1:$HTTP_PORT https://$HTTPS_AUTHORITY (nginx pid $NGINX_PID, cpu $LOAD_CPU)"
+    log "credgate new $BIN: ${INSTANCE[new.PROXY_ADDR]} (pid ${INSTANCE[new.CREDGATE_PID]}); previous $BASE_BIN: ${INSTANCE[base.PROXY_ADDR]} (pid ${INSTANCE[base.CREDGATE_PID]}); both on cpu $PROXY_CPU"
+    sanity_checks
+
+    local build scenario conns rep
+    log "warming up (${WARMUP} s per build, scenario and connection count)"
+    for build in base new; do
+        use_instance "$build"
+        for scenario in "${SCENARIOS[@]}"; do
+            for conns in "${CONNS[@]}"; do
+                load "$scenario" "$conns" "$WARMUP" "$WORK/out/warmup.txt" || true
+            done
+        done
+    done
+
+    log "measuring: ${DURATION} s per run, $REPS repetition(s), previous and new back to back for each scenario"
+    : >"$WORK/results-base.tsv"
+    : >"$WORK/results-new.tsv"
+    local order
+    for ((rep = 1; rep <= REPS; rep++)); do
+        # The second run of a pair follows a run of the same scenario (in one
+        # run with one binary on both sides it came out cheaper in three of
+        # the four scenarios): the builds take turns at going first.
+        if ((rep % 2 == 1)); then order=(base new); else order=(new base); fi
+        for scenario in "${SCENARIOS[@]}"; do
+            for conns in "${CONNS[@]}"; do
+                for build in "${order[@]}"; do
+                    use_instance "$build"
+                    RUN_TAG=-$build
+                    measure "$scenario" "$conns" "$rep"
+                done
+            done
+        done
+    done
+
+    # The same log checks as a full run, for each build's decision log.
+    local problems=0 denies leaked errors notes=()
+    for build in base new; do
+        use_instance "$build"
+        denies=$(grep '"decision":"deny"' "$AUDIT" | grep -c -v '"reason":"client_disconnected"' || true)
+        leaked=$(grep -c -F -e "$CREDENTIAL" -e "$TASK_TOKEN" "$AUDIT" || true)
+        errors=$(grep -c -E ' (ERROR|WARN) ' "$CREDGATE_DIR/stderr.log" || true)
+        notes+=("${build/base/previous}: $(records) records, deny records other than client_disconnected: $denies, credential or task token in the log: $leaked lines, WARN/ERROR log lines: $errors")
+        ((denies + leaked + errors == 0)) || problems=1
+    done
+    awk '$8 > 0 || $9 > 0 { n++ } END { exit (n > 0) }' "$WORK/results-base.tsv" "$WORK/results-new.tsv" ||
+        problems=1
+
+    echo
+    echo "## credgate benchmark, two builds — $(date -u +%Y-%m-%dT%H:%MZ)"
+    echo
+    echo "- machine: $NPROC CPU ($(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)), kernel $(uname -r), load average before: $LOAD_BEFORE"
+    echo "- pinning: load generator + nginx on CPU $LOAD_CPU, both credgate instances on CPU $PROXY_CPU (one under load at a time); ${DURATION} s per run, $REPS repetition(s), the two builds back to back in each (previous first in odd repetitions, new first in even ones), median (min–max)"
+    echo "- previous: $BASE_BIN (credgate $("$BASE_BIN" --version | awk '{ print $2 }'))"
+    echo "- new: $BIN (credgate $("$BIN" --version | awk '{ print $2 }'))"
+    echo "- tools: $(wrk -v 2>&1 | head -1 | awk '{ print $1, $2 }'), hey $(dpkg-query -W -f='${Version}' hey 2>/dev/null || echo '?'), nginx $(nginx -v 2>&1 | sed 's/.*nginx\///')"
+    echo
+    compare_report
+    echo
+    echo "- proxy CPU µs/req: utime + stime of the instance under test (/proc/PID/stat, ${CLK_TCK} ticks a second) over the run, ÷ the requests completed; instruction counts (bench/callgrind.sh) are the steadier figure"
+    for line in "${notes[@]}"; do
+        echo "- $line"
+    done
+    echo "- load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+    if ((problems > 0)); then
+        echo
+        echo "**problems**: see the counts above and the runs below"
+        local f
+        for f in "$WORK"/out/*-r*.txt; do
+            if grep -q -E 'Non-2xx|Socket errors|Error distribution' "$f"; then
+                echo
+                echo "### $(basename "$f" .txt)"
+                echo '```'
+                grep -A8 -E 'Non-2xx|Socket errors|Error distribution|Status code distribution' "$f" | head -30
+                echo '```'
+            fi
+        done
+        exit 1
+    fi
+}
+
 # --- run -------------------------------------------------------------------
 
 CREDENTIAL="cgbench_$(openssl rand -hex 16)"
 make_origin_certs
 start_nginx
+mkdir -p "$WORK/out"
+if [[ -n $BASE_BIN ]]; then
+    compare_builds
+    exit 0
+fi
 start_credgate
 start_peers
 write_wrk_script
-mkdir -p "$WORK/out"
 log "origin http://127.0.0.1:$HTTP_PORT https://$HTTPS_AUTHORITY (nginx pid $NGINX_PID, cpu $LOAD_CPU)"
 log "credgate $PROXY_ADDR (pid $CREDGATE_PID, cpu $PROXY_CPU), task $TASK_ID"
 log "peers on cpu $PROXY_CPU:${NGINXRP_PID:+ nginx-rp 127.0.0.1:$RP_PORT (TLS :$RP_TLS_PORT)}${ENVOY_PID:+ envoy 127.0.0.1:$ENVOY_PORT}${SQUID_PID:+ squid 127.0.0.1:$SQUID_PORT (ssl-bump :$SQUID_BUMP_PORT)}${MITM_PID:+ mitmproxy 127.0.0.1:$MITM_PORT}"
