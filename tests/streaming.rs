@@ -269,12 +269,12 @@ async fn events_arrive_as_they_are_sent_and_a_split_credential_is_masked() {
     let got = read_stream(&s, Duration::from_secs(20)).await;
     let sent = s.source.sent();
     assert_eq!(sent.len(), 9, "the upstream sent every write");
-    for i in 0..6 {
+    for (i, sent_at) in sent.iter().enumerate().take(6) {
         let needle = format!("data: {{\"delta\":\"token {i}\"}}\n\n");
         let arrived = got
             .arrival(needle.as_bytes())
             .unwrap_or_else(|| panic!("event {i} never arrived"));
-        let late = arrived.saturating_duration_since(sent[i]);
+        let late = arrived.saturating_duration_since(*sent_at);
         assert!(
             late < Duration::from_millis(100),
             "event {i} arrived {late:?} after it was sent"
