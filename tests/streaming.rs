@@ -209,6 +209,12 @@ fn dechunk(raw: &[u8]) -> Vec<u8> {
 /// GETs the stream through an intercepted tunnel and reads until the
 /// response ends (the terminal chunk) or the connection closes, within `limit`.
 async fn read_stream(s: &Setup, limit: Duration) -> Received {
+    read_stream_after(s, limit, Duration::ZERO).await
+}
+
+/// Like [`read_stream`], with the agent waiting `pause` after the first
+/// read before it reads on.
+async fn read_stream_after(s: &Setup, limit: Duration, pause: Duration) -> Received {
     let target = format!("{HOST}:{}", s.source.port);
     let mut tls = tunnel(&s.env, &s.auth, &target, HOST).await.unwrap();
     tls.write_all(
@@ -227,6 +233,9 @@ async fn read_stream(s: &Setup, limit: Duration) -> Received {
             Ok(Ok(n)) if n > 0 => {
                 all.extend_from_slice(&buf[..n]);
                 reads.push((Instant::now(), buf[..n].to_vec()));
+                if reads.len() == 1 {
+                    tokio::time::sleep(pause).await;
+                }
                 if all.ends_with(b"\r\n0\r\n\r\n") {
                     break;
                 }
@@ -385,5 +394,33 @@ async fn a_flowing_stream_outlives_the_idle_limit_and_a_stalled_one_is_cut() {
             .is_some_and(|m| m.contains("upstream.idle_timeout")),
         "{record:?}"
     );
+    s.env.stop().await;
+}
+
+/// 8 MiB at once: far more than the socket buffers hold, so the upstream
+/// waits on the agent, not the other way round.
+fn bulk(_secret: &str) -> Vec<Write> {
+    (0..128)
+        .map(|_| Write {
+            after: Duration::ZERO,
+            bytes: vec![b'x'; 64 * 1024],
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn an_agent_that_reads_slowly_does_not_make_the_upstream_idle() {
+    let s = setup(bulk, Some("400ms")).await;
+    let got = read_stream_after(&s, Duration::from_secs(20), Duration::from_millis(1500)).await;
+    assert_eq!(got.body().len(), 128 * 64 * 1024);
+    let records = s
+        .env
+        .wait_for_record(|r| r.path.as_deref() == Some("/events"))
+        .await;
+    let record = records
+        .iter()
+        .find(|r| r.path.as_deref() == Some("/events"))
+        .expect("a record of the stream");
+    assert_eq!(record.reason, Some(Reason::Allowed), "{record:?}");
     s.env.stop().await;
 }

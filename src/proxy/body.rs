@@ -97,8 +97,12 @@ pub(crate) struct UpstreamBody {
     total_deadline: Option<Instant>,
     /// The longest the upstream may pause between two frames.
     idle: Duration,
-    /// When the upstream has paused too long, unless a frame comes first.
+    /// When the upstream has paused too long, unless a frame comes first;
+    /// counted from when credgate began to wait for it, so an agent that
+    /// reads slowly does not make a flowing upstream look idle.
     idle_deadline: Instant,
+    /// The last poll found the upstream with nothing to give.
+    waiting: bool,
     /// Wakes the body at the earlier deadline; armed only once the upstream
     /// makes it wait, so a body that is already there costs no timer.
     timer: Option<Pin<Box<Sleep>>>,
@@ -133,6 +137,7 @@ impl ProxyBody {
             total_deadline: remaining.and_then(|r| now.checked_add(r)),
             idle,
             idle_deadline: later(now, idle),
+            waiting: false,
             timer: None,
             tail: None,
             finished: false,
@@ -190,24 +195,21 @@ impl UpstreamBody {
             return Poll::Ready(None);
         }
         let now = Instant::now();
-        let late = if self.total_deadline.is_some_and(|d| now >= d) {
-            Some("the response did not complete within upstream.total_timeout")
-        } else if now >= self.idle_deadline {
-            Some("the upstream paused the response longer than upstream.idle_timeout")
-        } else {
-            None
-        };
-        if let Some(message) = late {
-            self.finished = true;
-            self.record.ended(Reason::UpstreamTimeout, message.into());
-            return Poll::Ready(Some(Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "upstream response timed out",
-            ))));
+        if self.total_deadline.is_some_and(|d| now >= d) {
+            return self.timed_out("the response did not complete within upstream.total_timeout");
+        }
+        if !self.waiting {
+            self.idle_deadline = later(now, self.idle);
         }
         loop {
             match Pin::new(&mut self.inner).poll_frame(cx) {
                 Poll::Pending => {
+                    if now >= self.idle_deadline {
+                        return self.timed_out(
+                            "the upstream paused the response longer than upstream.idle_timeout",
+                        );
+                    }
+                    self.waiting = true;
                     let deadline = self
                         .total_deadline
                         .map_or(self.idle_deadline, |total| total.min(self.idle_deadline));
@@ -229,7 +231,7 @@ impl UpstreamBody {
                     return Poll::Pending;
                 }
                 Poll::Ready(Some(Ok(frame))) => {
-                    self.idle_deadline = later(Instant::now(), self.idle);
+                    self.waiting = false;
                     // Trailers are dropped: they are not scanned, so they must not pass.
                     let Ok(data) = frame.into_data() else {
                         continue;
@@ -270,6 +272,18 @@ impl UpstreamBody {
                 }
             }
         }
+    }
+}
+
+impl UpstreamBody {
+    /// Ends the body with a timeout, recorded with `message`.
+    fn timed_out(&mut self, message: &str) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        self.finished = true;
+        self.record.ended(Reason::UpstreamTimeout, message.into());
+        Poll::Ready(Some(Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "upstream response timed out",
+        ))))
     }
 }
 
