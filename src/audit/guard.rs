@@ -80,6 +80,17 @@ impl RecordGuard {
         r.findings = findings;
     }
 
+    /// Detection rules that fired in a body streamed after admit (ids only).
+    pub fn found_in_body(&mut self, rules: impl IntoIterator<Item = String>) {
+        let r = self.record();
+        for rule in rules {
+            if !r.findings.contains(&rule) {
+                r.findings.push(rule);
+            }
+        }
+        r.findings.sort();
+    }
+
     /// Header names removed after admit, by a rule that strips secrets.
     pub fn also_stripped(&mut self, names: Vec<String>) {
         self.record().stripped.extend(names);
