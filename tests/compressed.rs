@@ -1,0 +1,480 @@
+//! Compressed responses through interception: an upstream that compresses
+//! although credgate asks for `Accept-Encoding: identity` has its body
+//! decoded, scrubbed and sent on decoded; a decompression bomb is refused
+//! before the head with bounded memory; a body that turns corrupt after the
+//! head breaks the connection; a coding credgate cannot decode is refused.
+
+mod support;
+
+use std::io::Write as _;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use credgate::reason::Reason;
+use credgate::tls::{CertificateAuthority, LeafCache};
+use http::{Request, Response};
+use http_body::{Body, Frame};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+const HOST: &str = "packed.test";
+
+/// Zeros the bomb producer has fed its encoder, across the test binary.
+static BOMB_ZEROS: AtomicU64 = AtomicU64::new(0);
+
+/// A response body fed from a channel, one frame per message; the channel
+/// is bounded, so a producer runs only as far as credgate reads.
+struct ChannelBody(mpsc::Receiver<Bytes>);
+
+impl Body for ChannelBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(|c| Ok(Frame::data(c))))
+    }
+}
+
+/// The text every compressed endpoint sends, with the credential in it.
+fn plain_body(secret: &str) -> String {
+    let filler: String = (0..200).map(|i| format!("{{\"row\":{i}}},")).collect();
+    format!("{filler}\n\"echo\":\"{secret}\"\n{filler}\n")
+}
+
+/// `text` encoded by `coding`, flushed in the middle of the credential so
+/// its halves decode in different pieces where the encoder can flush.
+fn encode(coding: &str, text: &str, secret: &str) -> Vec<u8> {
+    let split = text.find(secret).unwrap() + secret.len() / 2;
+    let (a, b) = text.as_bytes().split_at(split);
+    fn two<W: std::io::Write>(mut w: W, a: &[u8], b: &[u8]) -> W {
+        w.write_all(a).unwrap();
+        w.flush().unwrap();
+        w.write_all(b).unwrap();
+        w
+    }
+    let fast = flate2::Compression::fast();
+    match coding {
+        "gzip" => two(flate2::write::GzEncoder::new(Vec::new(), fast), a, b)
+            .finish()
+            .unwrap(),
+        "deflate" => two(flate2::write::ZlibEncoder::new(Vec::new(), fast), a, b)
+            .finish()
+            .unwrap(),
+        "br" => {
+            let mut out = Vec::new();
+            drop(two(
+                brotli::CompressorWriter::new(&mut out, 4096, 5, 22),
+                a,
+                b,
+            ));
+            out
+        }
+        "zstd" => ruzstd::encoding::compress_to_vec(
+            text.as_bytes(),
+            ruzstd::encoding::CompressionLevel::Fastest,
+        ),
+        other => panic!("no encoder for {other}"),
+    }
+}
+
+/// Sends `bytes` as frames of `size` bytes, `pause` apart.
+fn send_in(tx: mpsc::Sender<Bytes>, bytes: Vec<u8>, size: usize, pause: Duration) {
+    tokio::spawn(async move {
+        for piece in bytes.chunks(size) {
+            tokio::time::sleep(pause).await;
+            if tx.send(Bytes::copy_from_slice(piece)).await.is_err() {
+                return;
+            }
+        }
+    });
+}
+
+/// 1 GiB of zeros gzipped, produced as credgate reads it, never held whole.
+fn send_bomb(tx: mpsc::Sender<Bytes>) {
+    tokio::task::spawn_blocking(move || {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..1024 {
+            gz.write_all(&zeros).unwrap();
+            BOMB_ZEROS.fetch_add(zeros.len() as u64, Ordering::Relaxed);
+            if gz.get_ref().len() >= 16 * 1024 {
+                let out = std::mem::take(gz.get_mut());
+                if tx.blocking_send(Bytes::from(out)).is_err() {
+                    return;
+                }
+            }
+        }
+        let _ = tx.blocking_send(Bytes::from(gz.finish().unwrap()));
+    });
+}
+
+/// What the upstream answers on `path`: the `Content-Encoding`, and a body
+/// producer started on `tx`.
+fn answer(path: &str, secret: &str, tx: mpsc::Sender<Bytes>) -> Option<String> {
+    let text = plain_body(secret);
+    let fast = Duration::ZERO;
+    match path.trim_start_matches('/') {
+        coding @ ("gzip" | "deflate" | "br" | "zstd") => {
+            // Compressed bytes in frames of 5: every secret's encoding is cut.
+            send_in(tx, encode(coding, &text, secret), 5, fast);
+            Some(coding.into())
+        }
+        "x-gzip" => {
+            send_in(tx, encode("gzip", &text, secret), 64, fast);
+            Some("x-gzip".into())
+        }
+        "gzip-br" => {
+            let gz = encode("gzip", &text, secret);
+            send_in(tx, brotli_of(&gz), 7, fast);
+            Some("gzip, br".into())
+        }
+        "bomb" => {
+            send_bomb(tx);
+            Some("gzip".into())
+        }
+        "turns-corrupt" => {
+            // A sound start, flushed so it decodes at once; then, once the
+            // head has gone out, bytes no deflate stream may hold.
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            gz.write_all(b"data: a sound start\n\n").unwrap();
+            gz.flush().unwrap();
+            let start = gz.get_ref().clone();
+            tokio::spawn(async move {
+                tx.send(Bytes::from(start)).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                let _ = tx.send(Bytes::from(vec![0xff; 64])).await;
+            });
+            Some("gzip".into())
+        }
+        "truncated" => {
+            // Paced, so the head goes out before the end is missed.
+            let gz = encode("gzip", &text, secret);
+            send_in(
+                tx,
+                gz[..gz.len() - 12].to_vec(),
+                64,
+                Duration::from_millis(30),
+            );
+            Some("gzip".into())
+        }
+        "compress" => {
+            send_in(tx, text.into_bytes(), 64, fast);
+            Some("compress".into())
+        }
+        "too-deep" => {
+            let gz = encode("gzip", &text, secret);
+            send_in(tx, gz, 64, fast);
+            Some("identity, gzip, gzip, gzip".into())
+        }
+        _ => None,
+    }
+}
+
+/// `data` brotli-compressed.
+fn brotli_of(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    {
+        let mut w = brotli::CompressorWriter::new(&mut out, 4096, 5, 22);
+        w.write_all(data).unwrap();
+    }
+    out
+}
+
+/// An HTTPS upstream that ignores `Accept-Encoding` and answers as
+/// [`answer`] says; it notes the `Accept-Encoding` each request carried.
+struct Packed {
+    port: u16,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl Packed {
+    async fn start(ca: Arc<CertificateAuthority>, secret: String) -> Self {
+        let tls = LeafCache::new(ca).server_config(HOST).await.unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                let secret = secret.clone();
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(stream).await else {
+                        return;
+                    };
+                    let service = service_fn(move |req: Request<Incoming>| {
+                        let asked = req.headers().get("accept-encoding").cloned();
+                        let (tx, rx) = mpsc::channel(2);
+                        let coding = answer(req.uri().path(), &secret, tx);
+                        let mut response = Response::builder()
+                            .header("content-type", "application/json")
+                            .header("x-upstream", "packed");
+                        if let Some(asked) = asked {
+                            response = response.header("x-asked-encoding", asked);
+                        }
+                        if let Some(coding) = coding {
+                            response = response.header("content-encoding", coding);
+                        }
+                        let response = response.body(ChannelBody(rx)).unwrap();
+                        async move { Ok::<_, std::convert::Infallible>(response) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tls), service)
+                        .await;
+                });
+            }
+        });
+        Packed { port, _task: task }
+    }
+}
+
+struct Setup {
+    env: Env,
+    upstream: Packed,
+    secret: String,
+    auth: String,
+}
+
+async fn setup() -> Setup {
+    let secret = test_secret();
+    let ca = Arc::new(CertificateAuthority::generate().unwrap());
+    let upstream = Packed::start(ca.clone(), secret.clone()).await;
+    let config = format!(
+        "credentials:\n  api:\n    static: {{ env: API_TOKEN }}\n\
+         scopes:\n  api:\n    - host: {HOST}\n      port: {port}\n      credential: api\n      allow_private: true\n",
+        port = upstream.port
+    );
+    let env = Env::start_trusting(ca, &config, &[("API_TOKEN", &secret)]).await;
+    env.resolver.map(HOST, "127.0.0.1");
+    let (id, token) = env.start_task(&["api"]);
+    Setup {
+        auth: proxy_auth(&id, &token),
+        env,
+        upstream,
+        secret,
+    }
+}
+
+/// A response as the agent read it off the wire.
+struct Got {
+    head: String,
+    /// The raw bytes after the head.
+    rest: Vec<u8>,
+}
+
+impl Got {
+    /// Whether a chunked body ended with its terminal chunk.
+    fn ended_cleanly(&self) -> bool {
+        self.rest.ends_with(b"\r\n0\r\n\r\n") || self.rest.starts_with(b"0\r\n\r\n")
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().find_map(|line| {
+            let (n, v) = line.split_once(':')?;
+            n.eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+}
+
+/// GETs `path` through an intercepted tunnel, `Connection: close`, and reads
+/// until the connection closes (within `limit`).
+async fn get(s: &Setup, path: &str, limit: Duration) -> Got {
+    let target = format!("{HOST}:{}", s.upstream.port);
+    let mut tls = tunnel(&s.env, &s.auth, &target, HOST).await.unwrap();
+    tls.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut all = Vec::new();
+    let read = tokio::time::timeout(limit, async {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            match tls.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => all.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "{path}: no end within {limit:?}");
+    let end = all
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("{path}: no head in {:?}", String::from_utf8_lossy(&all)));
+    Got {
+        head: String::from_utf8_lossy(&all[..end]).into_owned(),
+        rest: all[end + 4..].to_vec(),
+    }
+}
+
+/// The data of a chunked body.
+fn dechunk(mut rest: &[u8]) -> Vec<u8> {
+    let mut body = Vec::new();
+    while let Some(line_end) = rest.windows(2).position(|w| w == b"\r\n") {
+        let size = std::str::from_utf8(&rest[..line_end])
+            .ok()
+            .and_then(|line| usize::from_str_radix(line.trim(), 16).ok());
+        let Some(size) = size.filter(|s| *s > 0) else {
+            break;
+        };
+        let data = &rest[line_end + 2..];
+        if data.len() < size + 2 {
+            break;
+        }
+        body.extend_from_slice(&data[..size]);
+        rest = &data[size + 2..];
+    }
+    body
+}
+
+/// The request record of `path`, once written.
+async fn record_of(env: &Env, path: &str) -> credgate::audit::DecisionRecord {
+    let records = env
+        .wait_for_record(|r| r.path.as_deref() == Some(path))
+        .await;
+    records
+        .into_iter()
+        .find(|r| r.path.as_deref() == Some(path))
+        .unwrap_or_else(|| panic!("no record of {path}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_coding_is_decoded_scrubbed_and_sent_on_decoded() {
+    let s = setup().await;
+    let masked = plain_body(&"*".repeat(s.secret.len()));
+    for path in ["/gzip", "/x-gzip", "/deflate", "/br", "/zstd", "/gzip-br"] {
+        let got = get(&s, path, Duration::from_secs(20)).await;
+        assert!(got.head.starts_with("HTTP/1.1 200"), "{path}: {}", got.head);
+        assert_eq!(got.header("content-encoding"), None, "{path}: {}", got.head);
+        assert_eq!(got.header("content-length"), None, "{path}: {}", got.head);
+        assert_eq!(got.header("transfer-encoding"), Some("chunked"), "{path}");
+        assert_eq!(
+            got.header("x-upstream"),
+            Some("packed"),
+            "{path}: {}",
+            got.head
+        );
+        // credgate still asks for no coding; decoding is for when it comes anyway.
+        assert_eq!(got.header("x-asked-encoding"), Some("identity"), "{path}");
+        assert!(got.ended_cleanly(), "{path}: the body did not end cleanly");
+        let body = String::from_utf8(dechunk(&got.rest)).unwrap();
+        assert_eq!(body, masked, "{path}");
+        let raw = String::from_utf8_lossy(&got.rest);
+        let (head, tail) = s.secret.split_at(s.secret.len() / 2);
+        assert!(!raw.contains(head) && !raw.contains(tail), "{path}: {raw}");
+        let record = record_of(&s.env, path).await;
+        assert_eq!(record.reason, Some(Reason::Allowed), "{path}: {record:?}");
+        assert_eq!(record.scrubbed, 1, "{path}: {record:?}");
+        assert_eq!(record.bytes_out, masked.len() as u64, "{path}: {record:?}");
+    }
+    s.env.stop().await;
+}
+
+/// The peak resident set of this process (credgate runs in it).
+fn peak_rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gzip_bomb_is_refused_before_the_head_with_bounded_memory() {
+    let s = setup().await;
+    let before = peak_rss_kib();
+    let started = Instant::now();
+    let got = get(&s, "/bomb", Duration::from_secs(30)).await;
+    let took = started.elapsed();
+    assert!(got.head.starts_with("HTTP/1.1 502"), "{}", got.head);
+    assert_eq!(got.header("x-credgate-reason"), Some("response_too_large"));
+    let record = record_of(&s.env, "/bomb").await;
+    assert_eq!(record.reason, Some(Reason::ResponseTooLarge), "{record:?}");
+    assert!(
+        record
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("upstream.max_decode_ratio")),
+        "{record:?}"
+    );
+    assert_eq!(record.bytes_out, 0, "{record:?}");
+    // Judged from the first mebibyte: the upstream was stopped long before
+    // its gibibyte, and nothing near it was ever held.
+    assert!(took < Duration::from_secs(10), "refused after {took:?}");
+    let zeros = BOMB_ZEROS.load(Ordering::Relaxed);
+    assert!(
+        zeros < 256 << 20,
+        "the upstream got to encode {zeros} zeros"
+    );
+    let grown = peak_rss_kib().saturating_sub(before);
+    assert!(grown < 200 * 1024, "peak RSS grew by {grown} KiB");
+    s.env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_breaks_after_the_head_cuts_the_connection() {
+    let s = setup().await;
+    for (path, words) in [
+        ("/turns-corrupt", "corrupt"),
+        ("/truncated", "ended before"),
+    ] {
+        let got = get(&s, path, Duration::from_secs(20)).await;
+        assert!(got.head.starts_with("HTTP/1.1 200"), "{path}: {}", got.head);
+        assert!(!got.ended_cleanly(), "{path}: a cut body looked complete");
+        let record = record_of(&s.env, path).await;
+        assert_eq!(
+            record.reason,
+            Some(Reason::ResponseUnscannable),
+            "{path}: {record:?}"
+        );
+        assert!(
+            record.message.as_deref().is_some_and(|m| m.contains(words)),
+            "{path}: {record:?}"
+        );
+    }
+    let got = get(&s, "/turns-corrupt", Duration::from_secs(20)).await;
+    let body = String::from_utf8(dechunk(&got.rest)).unwrap();
+    assert_eq!(body, "data: a sound start\n\n");
+    s.env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coding_credgate_cannot_decode_is_refused() {
+    let s = setup().await;
+    for (path, words) in [
+        ("/compress", "compress\\\", which credgate cannot decode"),
+        ("/too-deep", "3 content codings"),
+    ] {
+        let got = get(&s, path, Duration::from_secs(20)).await;
+        assert!(got.head.starts_with("HTTP/1.1 502"), "{path}: {}", got.head);
+        assert_eq!(
+            got.header("x-credgate-reason"),
+            Some("response_unscannable")
+        );
+        let body = String::from_utf8_lossy(&got.rest);
+        assert!(body.contains(words), "{path}: {body}");
+        assert!(!body.contains(&s.secret), "{path}: {body}");
+        let record = record_of(&s.env, path).await;
+        assert_eq!(
+            record.reason,
+            Some(Reason::ResponseUnscannable),
+            "{path}: {record:?}"
+        );
+    }
+    s.env.stop().await;
+}
