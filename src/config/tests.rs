@@ -185,7 +185,7 @@ fn decoding_limits_have_defaults_and_name_their_field_on_error() {
             "missing {expected:?} in:\n{joined}"
         );
     }
-    let joined = errors("upstream: { max_decoded_body: 0 }\n").join("\n");
+    let joined = errors("upstream: { max_decoded_body: \"0\" }\n").join("\n");
     assert!(
         joined.contains("upstream.max_decoded_body: must be larger than zero"),
         "{joined}"
