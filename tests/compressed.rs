@@ -28,6 +28,11 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
+    setup_with("").await
+}
+
+/// Like [`setup`], with `upstream` settings added (`idle_timeout: 400ms`).
+async fn setup_with(upstream_settings: &str) -> Setup {
     let secret = test_secret();
     let ca = Arc::new(CertificateAuthority::generate().unwrap());
     let upstream = Packed::start(ca.clone(), secret.clone()).await;
@@ -37,6 +42,18 @@ async fn setup() -> Setup {
         port = upstream.port
     );
     let env = Env::start_trusting(ca, &config, &[("API_TOKEN", &secret)]).await;
+    if !upstream_settings.is_empty() {
+        let text = std::fs::read_to_string(&env.config_path).unwrap();
+        let text = text.replace(
+            "first_byte_timeout: 10s }",
+            &format!("first_byte_timeout: 10s, {upstream_settings} }}"),
+        );
+        assert!(text.contains(upstream_settings), "{text}");
+        let provider: std::collections::BTreeMap<String, String> =
+            [("API_TOKEN".to_string(), secret.clone())].into();
+        let config = credgate::config::Config::parse(&text, &provider).unwrap();
+        env.gateway().reload(config, &provider).await.unwrap();
+    }
     env.resolver.map(HOST, "127.0.0.1");
     let (id, token) = env.start_task(&["api"]);
     Setup {
@@ -71,10 +88,16 @@ impl Got {
 /// GETs `path` through an intercepted tunnel, `Connection: close`, and reads
 /// until the connection closes (within `limit`).
 async fn get(s: &Setup, path: &str, limit: Duration) -> Got {
+    request(s, "GET", path, limit).await
+}
+
+/// Like [`get`], with any method.
+async fn request(s: &Setup, method: &str, path: &str, limit: Duration) -> Got {
     let target = format!("{HOST}:{}", s.upstream.port);
     let mut tls = tunnel(&s.env, &s.auth, &target, HOST).await.unwrap();
     tls.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\r\n").as_bytes(),
+        format!("{method} {path} HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
     )
     .await
     .unwrap();
@@ -255,5 +278,27 @@ async fn a_coding_credgate_cannot_decode_is_refused() {
             "{path}: {record:?}"
         );
     }
+    s.env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_for_the_first_piece_is_bounded_and_head_gets_decoded_headers() {
+    let s = setup_with("idle_timeout: 400ms").await;
+    let started = Instant::now();
+    let got = get(&s, "/silent", Duration::from_secs(10)).await;
+    assert!(got.head.starts_with("HTTP/1.1 504"), "{}", got.head);
+    assert_eq!(got.header("x-credgate-reason"), Some("upstream_timeout"));
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    let record = record_of(&s.env, "/silent").await;
+    assert_eq!(record.reason, Some(Reason::UpstreamTimeout), "{record:?}");
+
+    // A HEAD describes the body as a GET would get it: decoded.
+    let got = request(&s, "HEAD", "/gzip", Duration::from_secs(10)).await;
+    assert!(got.head.starts_with("HTTP/1.1 200"), "{}", got.head);
+    assert_eq!(got.header("content-encoding"), None, "{}", got.head);
     s.env.stop().await;
 }

@@ -79,13 +79,14 @@ pub(crate) struct DecodedBody {
 /// Decodes the start of a content-coded body, before the response head goes
 /// out: until the first read has given decoded output, the body has ended,
 /// or a little over [`RATIO_FLOOR`] has been decoded (so a bomb is judged).
-/// Waits for the upstream at most `idle`, and not past the task's end.
+/// Waits for the upstream at most `wait` (what is left of the idle and
+/// total timeouts), and not past the task's end.
 /// On success, `headers` lose `Content-Encoding` and `Content-Length`.
 pub(crate) async fn prime(
     inner: ResponseBody,
     codings: &[Coding],
     limits: DecodeLimits,
-    idle: Duration,
+    wait: Duration,
     task: &Task,
     headers: &mut HeaderMap,
 ) -> Result<UpstreamSource, Deny> {
@@ -95,7 +96,7 @@ pub(crate) async fn prime(
         ready: VecDeque::new(),
     };
     let primed = tokio::select! {
-        primed = tokio::time::timeout(idle, poll_fn(|cx| body.poll_prime(cx))) => primed,
+        primed = tokio::time::timeout(wait, poll_fn(|cx| body.poll_prime(cx))) => primed,
         () = task.wait_ended() => {
             return Err(Deny::new(Reason::TaskEnded, "the task ended while the response was decoded"));
         }
@@ -103,7 +104,7 @@ pub(crate) async fn prime(
     match primed {
         Err(_) => Err(Deny::new(
             Reason::UpstreamTimeout,
-            "the upstream paused the compressed response longer than upstream.idle_timeout",
+            "the compressed response did not begin within upstream.idle_timeout (or upstream.total_timeout)",
         )),
         Ok(Err(failure)) => Err(Deny::new(failure.reason, failure.message)),
         Ok(Ok(())) => {

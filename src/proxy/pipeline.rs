@@ -509,8 +509,13 @@ async fn respond(
             max_decoded: limits.max_decoded_body,
             max_ratio: limits.max_decode_ratio,
         };
-        let idle = limits.idle_timeout;
-        match decoded::prime(body, &codings, decode, idle, &who.task, &mut parts.headers).await {
+        // Waiting for the first piece is bounded like any wait on the body.
+        let wait = limits.total_timeout.map_or(limits.idle_timeout, |total| {
+            total
+                .saturating_sub(upstream.started.elapsed())
+                .min(limits.idle_timeout)
+        });
+        match decoded::prime(body, &codings, decode, wait, &who.task, &mut parts.headers).await {
             Ok(source) => source,
             Err(d) => return deny(rec, d),
         }

@@ -167,6 +167,16 @@ fn answer(path: &str, secret: &str, tx: mpsc::Sender<Bytes>) -> Option<String> {
             send_in(tx, text.into_bytes(), 64, fast);
             Some("compress".into())
         }
+        "silent" => {
+            // Compressed, and nothing of the body for far longer than the
+            // idle limit.
+            let gz = encode("gzip", &text, secret);
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                let _ = tx.send(Bytes::from(gz)).await;
+            });
+            Some("gzip".into())
+        }
         "too-deep" => {
             let gz = encode("gzip", &text, secret);
             send_in(tx, gz, 64, fast);
