@@ -1,7 +1,8 @@
 //! The body credgate sends back to the agent.
 //!
 //! An upstream body flows through a [`StreamScrubber`] so every credential in
-//! play is masked, even when it is split across chunks. The request's
+//! play is masked, even when it is split across chunks; a compressed one is
+//! decoded first ([`super::decoded`]), so the scrubber reads what the agent will. The request's
 //! [`RecordGuard`] travels inside the body: the record is written when the
 //! body is finished or dropped, so it carries the bytes actually sent, and a
 //! client that disconnects mid-body still yields exactly one record.
