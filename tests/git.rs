@@ -171,20 +171,6 @@ fn git_command(dir: &Path, args: &[&str]) -> Command {
     cmd
 }
 
-/// `len` bytes that do not compress, so the pack is as large as the file.
-fn incompressible(len: usize) -> Vec<u8> {
-    let mut x = u64::from_str_radix(&random_hex(8), 16).unwrap() | 1;
-    let mut data = Vec::with_capacity(len + 8);
-    while data.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        data.extend_from_slice(&x.to_le_bytes());
-    }
-    data.truncate(len);
-    data
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn git_clone_and_push_a_repository_of_several_mib_through_credgate() {
     let token = test_secret();
@@ -201,7 +187,8 @@ async fn git_clone_and_push_a_repository_of_several_mib_through_credgate() {
     let proxy = env.proxy_url(&id, &task_token);
     let ca = env.ca_cert.display().to_string();
     let work = TempDir::new();
-    let file = incompressible(6 << 20);
+    // Noise does not compress: the pack is as large as the file.
+    let file = noise(6 << 20);
 
     let pushed = tokio::task::spawn_blocking({
         let (work, url, file) = (work.path().to_path_buf(), url.clone(), file.clone());

@@ -173,17 +173,8 @@ scopes:
 impl Setup {
     /// A file of `len` pseudo-random bytes named `name`; its path.
     fn file(&self, name: &str, len: usize) -> String {
-        let mut data = Vec::with_capacity(len);
-        let mut x = u64::from_str_radix(&random_hex(8), 16).unwrap() | 1;
-        while data.len() < len {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            data.extend_from_slice(&x.to_le_bytes());
-        }
-        data.truncate(len);
         let path = self.files.path().join(name);
-        std::fs::write(&path, data).unwrap();
+        std::fs::write(&path, noise(len)).unwrap();
         path.display().to_string()
     }
 

@@ -154,19 +154,6 @@ async fn setup(strip: bool, sanitize: &str) -> Setup {
     }
 }
 
-/// `len` bytes that no secret rule fires on and no two MiB of which are alike.
-fn data(len: usize) -> Vec<u8> {
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
-
 /// A GitHub-token-shaped string, made now.
 fn fake_token() -> String {
     format!("ghp_{}", random_hex(20))
@@ -238,7 +225,7 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_body_streams_through_whole_in_either_framing() {
-    let body = data(12 * MIB + 12_345);
+    let body = noise(12 * MIB + 12_345);
     for framing in [Framing::Length, Framing::Chunked] {
         let s = setup(false, "").await;
         let answer = upload(&s, framing, &body).await;
@@ -284,7 +271,7 @@ async fn a_large_body_streams_through_whole_in_either_framing() {
 async fn curl_uploads_100_mib_through_interception() {
     let s = setup(false, "").await;
     let file = s.env.dir.path().join("upload.bin");
-    let body = data(100 * MIB);
+    let body = noise(100 * MIB);
     std::fs::write(&file, &body).unwrap();
     let (id, token) = s.env.start_task(&["up"]);
     let out = run_cli(curl([
@@ -320,7 +307,7 @@ async fn a_secret_deep_in_a_body_stops_it_before_the_secret_goes_on() {
         // Past the first part, and split across the agent's writes.
         for at in [3 * MIB, 3 * MIB - token.len() / 2] {
             let s = setup(false, "").await;
-            let mut body = data(5 * MIB);
+            let mut body = noise(5 * MIB);
             body[at - 1] = b' ';
             body[at..at + token.len()].copy_from_slice(token.as_bytes());
             body[at + token.len()] = b' ';
@@ -344,7 +331,7 @@ async fn a_secret_deep_in_a_body_stops_it_before_the_secret_goes_on() {
 async fn under_a_stripping_rule_a_secret_deep_in_a_body_is_masked() {
     let token = fake_token();
     let s = setup(true, "").await;
-    let mut body = data(5 * MIB);
+    let mut body = noise(5 * MIB);
     let at = 4 * MIB - 7;
     body[at - 1] = b'"';
     body[at..at + token.len()].copy_from_slice(token.as_bytes());
@@ -382,7 +369,7 @@ async fn max_body_is_decided_from_content_length_before_any_byte_and_without_100
 
     // Without a Content-Length, the body is cut where it passes the bound.
     let s = setup(false, "max_body: 2MiB").await;
-    let answer = upload(&s, Framing::Chunked, &data(3 * MIB)).await;
+    let answer = upload(&s, Framing::Chunked, &noise(3 * MIB)).await;
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     assert!(s.sink.seen().iter().all(|seen| !seen.complete));
     let record = upload_record(&s.env).await;
@@ -401,7 +388,7 @@ async fn a_body_that_breaks_off_or_breaks_its_framing_reaches_the_upstream_incom
         4 * MIB
     );
     tls.write_all(head.as_bytes()).await.unwrap();
-    tls.write_all(&data(2 * MIB)).await.unwrap();
+    tls.write_all(&noise(2 * MIB)).await.unwrap();
     tls.shutdown().await.unwrap();
     let _ = read_until_quiet(&mut tls, Duration::from_secs(2)).await;
     drop(tls);
@@ -419,7 +406,7 @@ async fn a_body_that_breaks_off_or_breaks_its_framing_reaches_the_upstream_incom
         "POST /store/file.bin HTTP/1.1\r\nHost: {target}\r\nTransfer-Encoding: chunked\r\n\r\n"
     );
     tls.write_all(head.as_bytes()).await.unwrap();
-    for piece in data(2 * MIB).chunks(64 * 1024) {
+    for piece in noise(2 * MIB).chunks(64 * 1024) {
         tls.write_all(format!("{:x}\r\n", piece.len()).as_bytes())
             .await
             .unwrap();
@@ -441,7 +428,7 @@ async fn a_body_that_breaks_off_or_breaks_its_framing_reaches_the_upstream_incom
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn over_http2_a_large_body_streams_through_and_a_deep_secret_stops_it() {
     let token = fake_token();
-    let body = data(3 * MIB);
+    let body = noise(3 * MIB);
     let mut tainted = body.clone();
     let at = 2 * MIB + 3;
     tainted[at - 1] = b' ';
@@ -478,7 +465,7 @@ async fn a_body_that_must_be_held_whole_is_bounded_by_max_buffered_body() {
     let s = setup(false, "max_buffered_body: 2MiB").await;
     let target = format!("{HOST}:{}", s.sink.port);
     let mut tls = tunnel(&s.env, &s.auth, &target, HOST).await.unwrap();
-    let body = data(3 * MIB);
+    let body = noise(3 * MIB);
     let head = format!(
         "POST /store/file.bin HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\nx-amz-checksum-crc32: AAAAAA==\r\nContent-Length: {}\r\n\r\n",
         body.len()

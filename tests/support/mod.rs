@@ -41,6 +41,21 @@ pub fn random_hex(bytes: usize) -> String {
     raw.iter().take(bytes).map(|b| format!("{b:02x}")).collect()
 }
 
+/// `len` pseudo-random bytes, different every run: data that does not
+/// compress and in which no secret rule fires.
+pub fn noise(len: usize) -> Vec<u8> {
+    let mut x = u64::from_str_radix(&random_hex(8), 16).unwrap() | 1;
+    let mut data = Vec::with_capacity(len + 8);
+    while data.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        data.extend_from_slice(&x.to_le_bytes());
+    }
+    data.truncate(len);
+    data
+}
+
 /// An obviously fake secret, different every run.
 pub fn test_secret() -> String {
     format!("test-secret-{}", random_hex(12))
