@@ -94,6 +94,17 @@ pub(crate) struct Waits {
 struct Failure {
     answered: bool,
     message: String,
+    /// Set when a wait ran out, not the connection.
+    waited: Option<Waited>,
+}
+
+/// Which wait on the upstream ran out.
+#[derive(Clone, Copy)]
+enum Waited {
+    /// It stopped taking the request body (`upstream.idle_timeout`).
+    Body,
+    /// It did not answer (`upstream.first_byte_timeout`).
+    Answer,
 }
 
 impl Failure {
@@ -101,6 +112,7 @@ impl Failure {
         Failure {
             answered,
             message: format!("the connection failed: {e}"),
+            waited: None,
         }
     }
 
@@ -108,6 +120,26 @@ impl Failure {
         Failure {
             answered: true,
             message: message.into(),
+            waited: None,
+        }
+    }
+
+    /// A wait that ran out: never retried (the upstream may be working on it).
+    fn waited(waited: Waited) -> Self {
+        Failure {
+            answered: true,
+            message: String::new(),
+            waited: Some(waited),
+        }
+    }
+}
+
+impl From<Failure> for SendError {
+    fn from(f: Failure) -> SendError {
+        match f.waited {
+            Some(Waited::Body) => SendError::Stalled,
+            Some(Waited::Answer) => SendError::FirstByteTimeout,
+            None => SendError::Broken(f.message),
         }
     }
 }
@@ -157,11 +189,7 @@ impl Client {
             port,
         };
         match body {
-            Outgoing::Whole(body) => {
-                tokio::time::timeout(waits.first_byte, self.send_whole(parts, body, to))
-                    .await
-                    .map_err(|_| SendError::FirstByteTimeout)?
-            }
+            Outgoing::Whole(body) => self.send_whole(parts, body, to, waits).await,
             Outgoing::Stream(stream) => self.send_stream(parts, stream, to, waits).await,
         }
     }
@@ -171,21 +199,22 @@ impl Client {
         parts: &request::Parts,
         body: &Bytes,
         to: Destination,
+        waits: Waits,
     ) -> Result<Response<ResponseBody>, SendError> {
         let message = encode_request(parts, body);
         let head_request = parts.method == Method::HEAD;
 
         if let Some(mut conn) = self.pool.checkout(&to) {
-            match exchange(&mut conn, &message, body, head_request).await {
+            match exchange(&mut conn, &message, body, head_request, waits).await {
                 Ok(head) => return Ok(self.response(head, conn, to)),
                 Err(f) if !f.answered && parts.method.is_idempotent() => {}
-                Err(f) => return Err(SendError::Broken(f.message)),
+                Err(f) => return Err(f.into()),
             }
         }
         let mut conn = self.connect(&to).await?;
-        match exchange(&mut conn, &message, body, head_request).await {
+        match exchange(&mut conn, &message, body, head_request, waits).await {
             Ok(head) => Ok(self.response(head, conn, to)),
-            Err(f) => Err(SendError::Broken(f.message)),
+            Err(f) => Err(f.into()),
         }
     }
 
@@ -220,8 +249,7 @@ impl Client {
         let head_request = parts.method == Method::HEAD;
         let mut head = tokio::time::timeout(waits.first_byte, read_head(&mut conn, head_request))
             .await
-            .map_err(|_| SendError::FirstByteTimeout)?
-            .map_err(|f| SendError::Broken(f.message))?;
+            .map_err(|_| SendError::FirstByteTimeout)??;
         if early {
             // The rest of the request body was never sent.
             head.reuse = false;
@@ -254,24 +282,31 @@ impl Client {
     }
 }
 
+/// Writes the request (bounded by `waits.idle`: a body held whole may be
+/// large) and reads the response head (bounded by `waits.first_byte`, which
+/// starts once the request has been sent).
 async fn exchange(
     conn: &mut Conn,
     message: &Message,
     body: &[u8],
     head_request: bool,
+    waits: Waits,
 ) -> Result<Head, Failure> {
-    let sent: io::Result<bool> = async {
+    let sent = tokio::time::timeout(waits.idle, async {
         write_turn().await;
         conn.io.write_all(&message.bytes).await?;
         let early = !message.body_inline && write_body(conn, body).await?;
         if !early {
             conn.io.flush().await?;
         }
-        Ok(early)
-    }
-    .await;
+        Ok::<_, io::Error>(early)
+    })
+    .await
+    .map_err(|_| Failure::waited(Waited::Body))?;
     let early = sent.map_err(|e| Failure::io(!conn.buf.is_empty(), &e))?;
-    let mut head = read_head(conn, head_request).await?;
+    let mut head = tokio::time::timeout(waits.first_byte, read_head(conn, head_request))
+        .await
+        .map_err(|_| Failure::waited(Waited::Answer))??;
     if early {
         // The rest of the request body was never sent.
         head.reuse = false;

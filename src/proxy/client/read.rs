@@ -80,6 +80,7 @@ pub(super) async fn read_head(conn: &mut Conn, head_request: bool) -> Result<Hea
                 return Err(Failure {
                     answered: false,
                     message: "the upstream closed the connection without answering".into(),
+                    waited: None,
                 })
             }
             Ok(_) => {}

@@ -442,3 +442,48 @@ async fn an_answer_before_the_whole_body_is_returned_and_the_connection_dropped(
     );
     assert_eq!(seen.lock().unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn the_answer_is_awaited_from_the_end_of_the_body_and_a_stalled_body_is_its_own_error() {
+    let waits = Waits {
+        first_byte: Duration::from_millis(300),
+        idle: Duration::from_millis(300),
+    };
+    // Reads the request, never answers: the first-byte wait runs out.
+    let (addr, seen) = upstream(vec![vec![Act::AnswerBeforeBody(b"")]]).await;
+    let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        // Accepts and reads the request, then stays quiet.
+        let (mut stream, _) = silent.accept().await.unwrap();
+        let _ = read_request(&mut stream).await;
+        tokio::time::sleep(Duration::from_secs(30)).await;
+    });
+    let client = client();
+    let small = Bytes::from_static(b"x");
+    let Err(err) = client
+        .send(
+            &request(Method::POST, &silent_addr, "/"),
+            &mut Outgoing::Whole(small),
+            waits,
+        )
+        .await
+    else {
+        panic!("an answer came");
+    };
+    assert!(matches!(err, SendError::FirstByteTimeout), "{err}");
+    // Takes the head and stops reading: the body cannot be sent.
+    let big = Bytes::from(vec![b'x'; 32 << 20]);
+    let Err(err) = client
+        .send(
+            &request(Method::POST, &addr, "/upload"),
+            &mut Outgoing::Whole(big),
+            waits,
+        )
+        .await
+    else {
+        panic!("an answer came");
+    };
+    assert!(matches!(err, SendError::Stalled), "{err}");
+    assert_eq!(seen.lock().unwrap().len(), 1);
+}
