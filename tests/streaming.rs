@@ -124,13 +124,25 @@ struct Setup {
 }
 
 async fn setup(writes: fn(&str) -> Vec<Write>, idle_timeout: Option<&str>) -> Setup {
+    setup_with(writes, idle_timeout, None).await
+}
+
+/// [`setup`], with the rule's own `idle_timeout` when `rule_idle` is given.
+async fn setup_with(
+    writes: fn(&str) -> Vec<Write>,
+    idle_timeout: Option<&str>,
+    rule_idle: Option<&str>,
+) -> Setup {
     let secret = test_secret();
     let ca = Arc::new(CertificateAuthority::generate().unwrap());
     let source = EventSource::start(ca.clone(), writes, secret.clone()).await;
     let config = format!(
         "credentials:\n  api:\n    static: {{ env: API_TOKEN }}\n\
-         scopes:\n  api:\n    - host: {HOST}\n      port: {port}\n      credential: api\n      allow_private: true\n",
-        port = source.port
+         scopes:\n  api:\n    - host: {HOST}\n      port: {port}\n      credential: api\n      allow_private: true\n{rule_idle}",
+        port = source.port,
+        rule_idle = rule_idle
+            .map(|idle| format!("      idle_timeout: {idle}\n"))
+            .unwrap_or_default(),
     );
     let env = Env::start_trusting(ca, &config, &[("API_TOKEN", &secret)]).await;
     if let Some(idle) = idle_timeout {
@@ -393,6 +405,40 @@ async fn a_flowing_stream_outlives_the_idle_limit_and_a_stalled_one_is_cut() {
             .as_deref()
             .is_some_and(|m| m.contains("upstream.idle_timeout")),
         "{record:?}"
+    );
+    s.env.stop().await;
+}
+
+/// One event, a pause of a second, and another.
+fn pauses(_secret: &str) -> Vec<Write> {
+    vec![
+        Write {
+            after: Duration::ZERO,
+            bytes: b"data: first\n\n".to_vec(),
+        },
+        Write {
+            after: Duration::from_secs(1),
+            bytes: b"data: after the pause\n\n".to_vec(),
+        },
+    ]
+}
+
+#[tokio::test]
+async fn a_rule_may_let_its_streams_pause_longer_than_the_idle_limit() {
+    // Cut by upstream.idle_timeout...
+    let s = setup(pauses, Some("300ms")).await;
+    let text =
+        String::from_utf8_lossy(&read_stream(&s, Duration::from_secs(10)).await.all()).into_owned();
+    assert!(!text.contains("after the pause"), "{text}");
+    s.env.stop().await;
+    // ...but not under a rule that sets its own.
+    let s = setup_with(pauses, Some("300ms"), Some("5s")).await;
+    let text =
+        String::from_utf8_lossy(&read_stream(&s, Duration::from_secs(10)).await.all()).into_owned();
+    assert!(text.contains("data: after the pause\n\n"), "{text}");
+    assert!(
+        text.ends_with("\r\n0\r\n\r\n"),
+        "the stream ended cleanly: {text}"
     );
     s.env.stop().await;
 }

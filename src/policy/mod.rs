@@ -70,6 +70,10 @@ pub struct RawRule {
     /// `block` (default) or `strip` a secret found in the agent's request.
     #[serde(default)]
     pub on_secret: Option<String>,
+    /// The longest a response body may pause under this rule (a duration
+    /// such as `30m`); `upstream.idle_timeout` when absent.
+    #[serde(default)]
+    pub idle_timeout: Option<String>,
     /// How to narrow the rule's credential for the requests it allows; its
     /// shape belongs to the credential's source, which validates it.
     #[serde(default)]

@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::Method;
 
@@ -31,6 +32,9 @@ pub struct ScopeRule {
     pub upstream_tls: bool,
     /// What to do when the agent's request carries a secret.
     pub on_secret: SecretAction,
+    /// The longest a response body may pause under this rule, when it sets
+    /// its own (a long-lived stream that is quiet for long stretches).
+    pub idle_timeout: Option<Duration>,
     /// The rule's `narrowing:` block, as written; the credential's source
     /// validates it at load and applies it per request.
     pub narrowing: Option<Arc<serde_yaml::Value>>,
@@ -110,6 +114,22 @@ impl ScopeRule {
                 SecretAction::Block
             }
         };
+        let idle_timeout = match raw
+            .idle_timeout
+            .as_deref()
+            .map(crate::units::parse_duration)
+        {
+            None => None,
+            Some(Ok(d)) if d.is_zero() => {
+                errors.push(FieldError::new("idle_timeout", "must be longer than zero"));
+                None
+            }
+            Some(Ok(d)) => Some(d),
+            Some(Err(message)) => {
+                errors.push(FieldError::new("idle_timeout", message));
+                None
+            }
+        };
         if raw.narrowing.is_some() && raw.credential.is_none() {
             errors.push(FieldError::new(
                 "narrowing",
@@ -126,6 +146,12 @@ impl ScopeRule {
                 ));
             }
         }
+        if idle_timeout.is_some() && (action == Action::Deny || raw.tunnel) {
+            errors.push(FieldError::new(
+                "idle_timeout",
+                "bounds a response credgate forwards, so a deny or tunnel rule cannot set it",
+            ));
+        }
         check_combinations(raw, action, schemes, &mut errors);
         if !errors.is_empty() {
             return Err(errors);
@@ -140,6 +166,7 @@ impl ScopeRule {
             allow_private: raw.allow_private,
             upstream_tls: raw.upstream_tls,
             on_secret,
+            idle_timeout,
             narrowing: raw.narrowing.clone().map(Arc::new),
             host: host.expect("no errors means the host compiled"),
             port: raw.port,
@@ -231,6 +258,13 @@ impl ScopeRule {
         }
         if self.on_secret == SecretAction::Strip {
             out.push_str("; secrets the agent sends are stripped");
+        }
+        if let Some(idle) = self.idle_timeout {
+            let _ = write!(
+                out,
+                "; a response may pause {}",
+                humantime::format_duration(idle)
+            );
         }
     }
 
@@ -491,11 +525,12 @@ mod tests {
             r.describe(),
             "tunnel CONNECT [::1]:443 blindly (no interception, no credential); may reach private addresses"
         );
-        let r = rule("host: a.example\nschemes: [http]\nupstream_tls: true\non_secret: strip");
+        let r = rule("host: a.example\nschemes: [http]\nupstream_tls: true\non_secret: strip\nidle_timeout: 30m");
+        assert_eq!(r.idle_timeout, Some(std::time::Duration::from_secs(1800)));
         assert_eq!(
             r.describe(),
             "allow any method http://a.example/**; plain-http requests go upstream over TLS; \
-             secrets the agent sends are stripped"
+             secrets the agent sends are stripped; a response may pause 30m"
         );
     }
 
@@ -503,7 +538,7 @@ mod tests {
     fn every_problem_of_a_rule_is_reported() {
         let paths = error_paths(
             "host: 'a..b'\nport: 0\nschemes: [https, ftp]\nmethods: [GET, 'BAD METHOD', TRACE, connect]\n\
-             paths: [/ok, 'no-slash', '/a**b', '/x/../y']\naction: permit\non_secret: ignore\ncredential: ''",
+             paths: [/ok, 'no-slash', '/a**b', '/x/../y']\naction: permit\non_secret: ignore\ncredential: ''\nidle_timeout: soon",
         );
         assert_eq!(
             paths,
@@ -519,6 +554,7 @@ mod tests {
                 "paths[3]",
                 "action",
                 "on_secret",
+                "idle_timeout",
                 "credential"
             ]
         );
@@ -533,6 +569,14 @@ mod tests {
 
     #[test]
     fn contradictory_fields_are_errors() {
+        assert_eq!(
+            error_paths("host: a.example\naction: deny\nidle_timeout: 1h"),
+            ["idle_timeout"]
+        );
+        assert_eq!(
+            error_paths("host: a.example\nidle_timeout: 0s"),
+            ["idle_timeout"]
+        );
         assert_eq!(
             error_paths("host: a.example\naction: deny\ncredential: github"),
             ["credential"]

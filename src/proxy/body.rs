@@ -208,7 +208,7 @@ impl UpstreamBody {
                 Poll::Pending => {
                     if now >= self.idle_deadline {
                         return self.timed_out(
-                            "the upstream paused the response longer than upstream.idle_timeout",
+                            "the upstream paused the response longer than its idle_timeout (the rule's, or upstream.idle_timeout)",
                         );
                     }
                     self.waiting = true;

@@ -177,6 +177,8 @@ pub(crate) async fn handle(
 struct Upstream {
     response: Response<ResponseBody>,
     started: Instant,
+    /// The longest its body may pause: the rule's, or `upstream.idle_timeout`.
+    idle: std::time::Duration,
 }
 
 /// sanitize → admit → destination → credential → inject → forward.
@@ -376,7 +378,12 @@ async fn run_phases(
         ),
         e => classify_upstream_error(e),
     })?;
-    Ok(Upstream { response, started })
+    let idle = rule.idle_timeout.unwrap_or(config.upstream.idle_timeout);
+    Ok(Upstream {
+        response,
+        started,
+        idle,
+    })
 }
 
 /// Holds a streamed body whole (within `limit`), counting it as received.
@@ -600,10 +607,10 @@ async fn respond(
             max_ratio: limits.max_decode_ratio,
         };
         // Waiting for the first piece is bounded like any wait on the body.
-        let wait = limits.total_timeout.map_or(limits.idle_timeout, |total| {
+        let wait = limits.total_timeout.map_or(upstream.idle, |total| {
             total
                 .saturating_sub(upstream.started.elapsed())
-                .min(limits.idle_timeout)
+                .min(upstream.idle)
         });
         match decoded::prime(body, &codings, decode, wait, &who.task, &mut parts.headers).await {
             Ok(source) => source,
@@ -614,14 +621,7 @@ async fn respond(
         .total_timeout
         .map(|total| total.saturating_sub(upstream.started.elapsed()));
     let chain = ScrubChain::new(stages);
-    let body = ProxyBody::upstream(
-        body,
-        chain,
-        rec,
-        remaining,
-        limits.idle_timeout,
-        who.task.clone(),
-    );
+    let body = ProxyBody::upstream(body, chain, rec, remaining, upstream.idle, who.task.clone());
     Response::from_parts(parts, body)
 }
 
