@@ -19,6 +19,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("units", 0),
     ("sigv4", 0),
     ("audit", 1),
+    ("decode", 1),
     ("policy", 1),
     ("sanitize", 1),
     ("scrub", 1),
