@@ -103,6 +103,7 @@ pub fn explain(
         host: &host,
         port,
         path: &path,
+        websocket: false,
     };
     let decision = config.policy.decide(scopes, &target);
     let allowed = decision.verdict == Verdict::Allow && findings.is_empty();

@@ -22,6 +22,8 @@ mod rule;
 mod target;
 #[cfg(test)]
 mod test_support;
+#[cfg(test)]
+mod websocket_tests;
 
 use std::fmt;
 
@@ -70,6 +72,10 @@ pub struct RawRule {
     /// `block` (default) or `strip` a secret found in the agent's request.
     #[serde(default)]
     pub on_secret: Option<String>,
+    /// The rule also allows WebSocket upgrades of the `GET`s it allows. An
+    /// upgrade is allowed only by such a rule.
+    #[serde(default)]
+    pub websocket: bool,
     /// How to narrow the rule's credential for the requests it allows; its
     /// shape belongs to the credential's source, which validates it.
     #[serde(default)]
