@@ -128,6 +128,20 @@ impl RecordGuard {
         r.bytes_out = to_agent;
     }
 
+    /// What a WebSocket relayed until now (the upgrade's record carries it).
+    pub fn websocket(&mut self, info: crate::audit::WebSocketInfo) {
+        self.record().websocket = Some(info);
+    }
+
+    /// Secret-detection rules that matched after the request was admitted
+    /// (in a WebSocket message), added to the record's findings.
+    pub fn found(&mut self, rules: impl IntoIterator<Item = String>) {
+        let r = self.record();
+        r.findings.extend(rules);
+        r.findings.sort();
+        r.findings.dedup();
+    }
+
     /// Allowed; `message` says how, where a record shows it (a tunnel).
     pub fn allow(&mut self, message: Option<String>) {
         let r = self.record();
