@@ -34,19 +34,20 @@ use http::{request, Method, Response, StatusCode};
 use super::address::AddressPolicy;
 use super::admission::{self, Ask};
 use super::body::{ProxyBody, ScrubChain};
-use super::client::{ResponseBody, SendError};
+use super::client::{ResponseBody, SendError, Upgraded};
 use super::gateway::{Gateway, Snapshot};
 use super::identify::Identity;
 use super::respond::{deny, strip_response_hop_by_hop, Deny};
 use super::target::{authority_for, resolve_target, upstream_uri, Target};
 use super::upstream::check_destination;
+use super::websocket;
 use crate::audit::{CacheOutcome, DecisionRecord, Event, RecordGuard, Verdict as RecordVerdict};
 use crate::config::CredentialSpec;
 use crate::credential::cache::CacheStatus;
 use crate::credential::{Credential, FetchContext, RequestView};
 use crate::decimal::Decimal;
 use crate::inject::InjectError;
-use crate::policy::{Scheme, ScopeRule};
+use crate::policy::{Scheme, ScopeRule, SecretAction};
 use crate::reason::Reason;
 use crate::sanitize::{aws_payload, Finding, FindingLocation};
 use crate::scrub::{scrub_headers_with, Scrubber};
@@ -142,6 +143,14 @@ pub(crate) async fn handle(
         target.port,
         Some(&target.path),
     );
+    // A WebSocket upgrade is noted before sanitizing strips `Upgrade`.
+    match websocket::offer(&parts, body.len()) {
+        Ok(Some(offer)) => {
+            parts.extensions.insert(offer);
+        }
+        Ok(None) => {}
+        Err(d) => return deny(rec, d),
+    }
     let head_request = parts.method == Method::HEAD;
     // Ending the task cuts a request still in flight (waiting for a
     // credential or for the upstream), not only its later responses.
@@ -153,6 +162,9 @@ pub(crate) async fn handle(
         )),
     };
     match outcome {
+        Ok(upstream) if upstream.response.extensions().get::<Upgraded>().is_some() => {
+            websocket::respond(gw, snapshot, &who, upstream.response, upstream.started, rec)
+        }
         Ok(upstream) => respond(gw, &snapshot, &who, upstream, head_request, rec),
         Err(d) => deny(rec, d),
     }
@@ -212,7 +224,10 @@ async fn run_phases(
     }
 
     // admit: authorize, the secret check, the gateway's admission phases.
-    let ask = Ask::Request(target.for_policy(&parts.method));
+    let offer = parts.extensions.get::<websocket::Offer>().cloned();
+    let mut asked = target.for_policy(&parts.method);
+    asked.websocket = offer.is_some();
+    let ask = Ask::Request(asked);
     let admitted = admission::admit(gw, snapshot, task, ask, &findings, rec).await?;
     let rule = admitted.rule();
     if !findings.is_empty() {
@@ -283,10 +298,13 @@ async fn run_phases(
     // forward
     let client = snapshot.upstreams.client(address_policy);
     let started = Instant::now();
-    let sent = tokio::time::timeout(
-        config.upstream.first_byte_timeout,
-        client.send(parts, &body),
-    )
+    let strip_secrets = rule.on_secret == SecretAction::Strip;
+    let sent = tokio::time::timeout(config.upstream.first_byte_timeout, async {
+        match &offer {
+            Some(offer) => websocket::forward(client, parts, offer, strip_secrets).await,
+            None => client.send(parts, &body).await,
+        }
+    })
     .await;
     let response = match sent {
         Err(_) => {

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use http::{Method, Request};
+use http::{Method, Request, Response};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -30,6 +30,7 @@ use tokio::task::JoinSet;
 
 use super::address::AddressPolicy;
 use super::admission::{self, Admitted, Ask};
+use super::body::ProxyBody;
 use super::gateway::Gateway;
 use super::h1::{Framing, H1Connection, H1Error, InFlight, RequestHead};
 use super::identify::identify;
@@ -234,6 +235,15 @@ where
             };
         let head_only = head.parts.method == Method::HEAD;
         let response = pipeline::handle(gw, ctx, who, head.parts, body, rec).await;
+        let response = match response.into_parts() {
+            // A switched WebSocket takes the connection over for good.
+            (_, ProxyBody::WebSocket(switch)) => {
+                let (io, buffered) = conn.into_parts();
+                switch.run(gw, io, buffered).await;
+                return None;
+            }
+            (parts, body) => Response::from_parts(parts, body),
+        };
         let keep_alive =
             head.keep_alive && response.extensions().get::<CloseConnection>().is_none();
         // Ending a task also cuts a response still streaming for it.

@@ -1,0 +1,466 @@
+//! The frame relay of a switched WebSocket: one task, both directions.
+//!
+//! - From the upstream, every text and binary payload goes through the same
+//!   scrubbers as a response body (the credentials in play and the task
+//!   token), streamed within the message: a fragment goes on at once, less
+//!   only the tail that could still begin a secret, which waits for the next
+//!   fragment of the same message. Ping, pong and close payloads are
+//!   scrubbed whole (they are at most 125 bytes).
+//! - From the agent, each message is reassembled and screened by the
+//!   request-side secret detector before any of it is forwarded (re-framed
+//!   as one frame, masked afresh). A finding closes the agent's socket with
+//!   1008 and the message goes nowhere, unless the rule strips secrets:
+//!   then it is masked in place and forwarded, as a request body would be.
+//!   A close reason with a finding is dropped, the code relayed.
+//! - A protocol error on either side closes both with 1002 (1009 for a
+//!   message too big); the task ending closes both with 1001; so does
+//!   `upstream.idle_timeout` without a frame either way.
+//!
+//! The upgrade's record is held here and written when the socket closes,
+//! with what was relayed ([`crate::audit::WebSocketInfo`]) and how it ended.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::frame::{self, close_code, close_payload, decode, encode, Opcode, Sender};
+use super::message::{Reassembler, Sequence};
+use crate::audit::{RecordGuard, WebSocketInfo};
+use crate::proxy::body::ScrubChain;
+use crate::proxy::gateway::{Gateway, Snapshot};
+use crate::reason::Reason;
+use crate::scrub::Scrubber;
+use crate::stream::Io;
+use crate::task::Task;
+
+/// How long, after one side's close frame was relayed, the other side has
+/// to answer it before the connections are cut.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// How long a close frame credgate sends of its own may take to write.
+const CLOSE_WRITE: Duration = Duration::from_secs(1);
+/// 1001: going away (the task ended, the socket idled out, the peer left).
+const GOING_AWAY: u16 = 1001;
+/// 1008: policy violation (the agent sent a secret).
+const POLICY_VIOLATION: u16 = 1008;
+
+/// A switched upgrade, waiting for the connection layer to run it with the
+/// agent's connection.
+pub(crate) struct Switch {
+    /// The `101` for the agent, head only.
+    pub(super) head: Vec<u8>,
+    /// The switched upstream connection.
+    pub(super) upstream: Io,
+    /// What the upstream sent right behind its `101`.
+    pub(super) upstream_buf: BytesMut,
+    /// The configuration the upgrade was admitted under.
+    pub(super) snapshot: Arc<Snapshot>,
+    /// The task token's scrubber, when the agent presented one.
+    pub(super) token: Option<Arc<Scrubber>>,
+    /// The rule strips secrets instead of refusing them.
+    pub(super) strip_secrets: bool,
+    /// The task the socket belongs to: its end closes the socket.
+    pub(super) task: Arc<Task>,
+    /// The upgrade's record, written when the socket closes.
+    pub(super) rec: RecordGuard,
+}
+
+/// Which peer a protocol error came from.
+#[derive(Clone, Copy)]
+enum Peer {
+    Agent,
+    Upstream,
+}
+
+/// Whether the relay goes on.
+#[derive(PartialEq, Eq)]
+enum Flow {
+    Go,
+    Stop,
+}
+
+impl Switch {
+    /// Writes the `101` to the agent and relays frames until the socket
+    /// closes. `agent_buf` holds what the agent sent past its request head.
+    pub(crate) async fn run<A>(self: Box<Self>, gw: &Gateway, agent: A, agent_buf: BytesMut)
+    where
+        A: AsyncRead + AsyncWrite + Unpin,
+    {
+        let switch = *self;
+        let mut relay = Relay {
+            gw,
+            agent,
+            agent_buf,
+            upstream: switch.upstream,
+            upstream_buf: switch.upstream_buf,
+            snapshot: switch.snapshot,
+            token: switch.token,
+            strip_secrets: switch.strip_secrets,
+            task: switch.task,
+            rec: switch.rec,
+            from_agent: Reassembler::default(),
+            from_upstream: Sequence::default(),
+            chain: None,
+            continuing: false,
+            agent_closed: false,
+            upstream_closed: false,
+            info: WebSocketInfo::default(),
+            finished: false,
+        };
+        if relay.agent.write_all(&switch.head).await.is_err() || relay.agent.flush().await.is_err()
+        {
+            return;
+        }
+        relay.pump().await;
+        relay.finished = true;
+        let _ = tokio::time::timeout(CLOSE_WRITE, relay.agent.shutdown()).await;
+        let _ = tokio::time::timeout(CLOSE_WRITE, relay.upstream.shutdown()).await;
+    }
+}
+
+struct Relay<'g, A> {
+    gw: &'g Gateway,
+    agent: A,
+    agent_buf: BytesMut,
+    upstream: Io,
+    upstream_buf: BytesMut,
+    snapshot: Arc<Snapshot>,
+    token: Option<Arc<Scrubber>>,
+    strip_secrets: bool,
+    task: Arc<Task>,
+    rec: RecordGuard,
+    from_agent: Reassembler,
+    from_upstream: Sequence,
+    /// The scrubbers of the upstream message in progress.
+    chain: Option<ScrubChain>,
+    /// Part of the current upstream message has gone to the agent, so the
+    /// next frame of it is a continuation.
+    continuing: bool,
+    agent_closed: bool,
+    upstream_closed: bool,
+    info: WebSocketInfo,
+    finished: bool,
+}
+
+impl<A: AsyncRead + AsyncWrite + Unpin> Relay<'_, A> {
+    async fn pump(&mut self) {
+        let idle = self.snapshot.config.upstream.idle_timeout;
+        loop {
+            if self.drain_upstream().await == Flow::Stop || self.drain_agent().await == Flow::Stop {
+                return;
+            }
+            if self.agent_closed && self.upstream_closed {
+                return; // the closing handshake is complete
+            }
+            let wait = if self.agent_closed || self.upstream_closed {
+                CLOSE_GRACE
+            } else {
+                idle
+            };
+            tokio::select! {
+                biased;
+                () = self.task.wait_ended() => {
+                    self.close_both(GOING_AWAY).await;
+                    let message = "the task ended; the WebSocket was closed with 1001";
+                    return self.rec.ended(Reason::TaskEnded, message.into());
+                }
+                read = self.agent.read_buf(&mut self.agent_buf) => {
+                    if !matches!(read, Ok(n) if n > 0) {
+                        if !self.agent_closed {
+                            let message = "the agent closed the WebSocket without a closing handshake";
+                            self.rec.ended(Reason::ClientDisconnected, message.into());
+                        }
+                        return;
+                    }
+                }
+                read = self.upstream.read_buf(&mut self.upstream_buf) => {
+                    if !matches!(read, Ok(n) if n > 0) {
+                        if !self.upstream_closed {
+                            let message = "the upstream closed the WebSocket without a closing handshake";
+                            self.rec.ended(Reason::UpstreamError, message.into());
+                        }
+                        return;
+                    }
+                }
+                () = tokio::time::sleep(wait) => {
+                    self.close_both(GOING_AWAY).await;
+                    let message = if wait == CLOSE_GRACE {
+                        "the closing handshake was not answered in time"
+                    } else {
+                        "no frame either way for upstream.idle_timeout; closed with 1001"
+                    };
+                    return self.rec.ended(Reason::UpstreamTimeout, message.into());
+                }
+            }
+        }
+    }
+
+    /// Relays every whole frame the upstream has sent.
+    async fn drain_upstream(&mut self) -> Flow {
+        let mut out = Vec::new();
+        let flow = loop {
+            let room = self.from_upstream.room().max(125);
+            let frame = match decode(&mut self.upstream_buf, Sender::Server, room) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break Flow::Go,
+                Err(e) => {
+                    self.send(Peer::Agent, &out).await;
+                    return self.protocol_error(Peer::Upstream, &e).await;
+                }
+            };
+            if self.upstream_closed {
+                continue; // nothing follows a close (§5.5.1)
+            }
+            let mut payload = frame.payload;
+            let (fin, opcode) = match frame.opcode {
+                Opcode::Close | Opcode::Ping | Opcode::Pong => {
+                    if frame.opcode == Opcode::Close {
+                        match close_code(&payload) {
+                            Ok(code) => self.info.close_code = code,
+                            Err(e) => {
+                                self.send(Peer::Agent, &out).await;
+                                return self.protocol_error(Peer::Upstream, &e).await;
+                            }
+                        }
+                        self.upstream_closed = true;
+                    }
+                    let masked = self
+                        .scrubbers()
+                        .map(|s| s.scrub_in_place(&mut payload))
+                        .sum::<usize>();
+                    self.rec.sent(0, masked as u64);
+                    (true, frame.opcode)
+                }
+                data => {
+                    let place = match self.from_upstream.place(frame.fin, data, payload.len()) {
+                        Ok(place) => place,
+                        Err(e) => {
+                            self.send(Peer::Agent, &out).await;
+                            return self.protocol_error(Peer::Upstream, &e).await;
+                        }
+                    };
+                    if place.first {
+                        // Fresh per message: credentials issued since the
+                        // last one are scrubbed too.
+                        let credentials = self.gw.credential_scrubber();
+                        let stages = std::iter::once(&credentials)
+                            .chain(self.token.as_ref())
+                            .map(Scrubber::stream)
+                            .collect();
+                        self.chain = Some(ScrubChain::new(stages));
+                    }
+                    let chain = self
+                        .chain
+                        .as_mut()
+                        .expect("a message in progress has scrubbers");
+                    let (safe, masked) = if place.last {
+                        chain.push_last(payload.freeze())
+                    } else {
+                        chain.push(payload.freeze())
+                    };
+                    self.rec.sent(0, masked as u64);
+                    if safe.is_empty() && !place.last {
+                        continue; // all of it could still begin a secret
+                    }
+                    let opcode = if self.continuing {
+                        Opcode::Continuation
+                    } else {
+                        place.kind
+                    };
+                    self.continuing = !place.last;
+                    if place.last {
+                        self.chain = None;
+                    }
+                    payload = BytesMut::from(&safe[..]);
+                    (place.last, opcode)
+                }
+            };
+            encode(&mut out, fin, opcode, &payload, None);
+            self.info.frames_out += 1;
+            self.info.bytes_out += payload.len() as u64;
+        };
+        if !self.send(Peer::Agent, &out).await {
+            let message = "the agent went away during the WebSocket";
+            self.rec.ended(Reason::ClientDisconnected, message.into());
+            return Flow::Stop;
+        }
+        flow
+    }
+
+    /// Relays every whole message (and control frame) the agent has sent,
+    /// once screened.
+    async fn drain_agent(&mut self) -> Flow {
+        let mut out = Vec::new();
+        let flow = loop {
+            let room = self.from_agent.room().max(125);
+            let frame = match decode(&mut self.agent_buf, Sender::Client, room) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break Flow::Go,
+                Err(e) => {
+                    self.send(Peer::Upstream, &out).await;
+                    return self.protocol_error(Peer::Agent, &e).await;
+                }
+            };
+            self.info.frames_in += 1;
+            self.info.bytes_in += frame.payload.len() as u64;
+            if self.agent_closed {
+                continue;
+            }
+            let (opcode, mut payload) = match frame.opcode {
+                Opcode::Close => {
+                    match close_code(&frame.payload) {
+                        Ok(code) => self.info.close_code = code,
+                        Err(e) => {
+                            self.send(Peer::Upstream, &out).await;
+                            return self.protocol_error(Peer::Agent, &e).await;
+                        }
+                    }
+                    self.agent_closed = true;
+                    let mut payload = frame.payload;
+                    if !self.screen(&payload).is_empty() {
+                        payload.truncate(2); // the reason goes, the code stays
+                    }
+                    (Opcode::Close, payload)
+                }
+                Opcode::Ping | Opcode::Pong => (frame.opcode, frame.payload),
+                _ => match self.from_agent.push(frame) {
+                    Ok(None) => continue,
+                    Ok(Some(message)) => message,
+                    Err(e) => {
+                        self.send(Peer::Upstream, &out).await;
+                        return self.protocol_error(Peer::Agent, &e).await;
+                    }
+                },
+            };
+            if opcode != Opcode::Close {
+                let findings = self.screen(&payload);
+                if !findings.is_empty() {
+                    if !self.strip_secrets {
+                        self.send(Peer::Upstream, &out).await;
+                        return self.refuse_secret(findings).await;
+                    }
+                    self.snapshot.config.sanitizer.redact_body(&mut payload);
+                    self.rec.found(findings);
+                }
+            }
+            encode(&mut out, true, opcode, &payload, Some(mask_key()));
+            payload.fill(0);
+        };
+        if !self.send(Peer::Upstream, &out).await {
+            let message = "the upstream went away during the WebSocket";
+            self.rec.ended(Reason::UpstreamError, message.into());
+            return Flow::Stop;
+        }
+        flow
+    }
+
+    /// The detection rules that match `payload`, by id.
+    fn screen(&self, payload: &[u8]) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .snapshot
+            .config
+            .sanitizer
+            .scan_body(payload)
+            .into_iter()
+            .map(|f| f.rule.to_string())
+            .collect();
+        ids.dedup();
+        ids
+    }
+
+    /// The agent sent a secret: 1008 to the agent, 1001 to the upstream,
+    /// the message goes nowhere.
+    async fn refuse_secret(&mut self, findings: Vec<String>) -> Flow {
+        let message = format!(
+            "the agent sent what looks like a secret ({}) in a WebSocket message; it was not forwarded and the socket was closed with 1008",
+            findings.join(", ")
+        );
+        self.rec.found(findings);
+        self.info.close_code = Some(POLICY_VIOLATION);
+        self.send_close(Peer::Agent, POLICY_VIOLATION).await;
+        self.send_close(Peer::Upstream, GOING_AWAY).await;
+        self.rec.ended(Reason::SecretInRequest, message);
+        Flow::Stop
+    }
+
+    async fn protocol_error(&mut self, from: Peer, e: &frame::ProtocolError) -> Flow {
+        let code = e.close_code();
+        self.close_both(code).await;
+        let (reason, who) = match from {
+            Peer::Agent => (Reason::BadRequest, "the agent"),
+            Peer::Upstream => (Reason::UpstreamError, "the upstream"),
+        };
+        let message = format!("WebSocket protocol error: {who} sent {e}; closed with {code}");
+        self.rec.ended(reason, message);
+        Flow::Stop
+    }
+
+    /// Sends a close frame with `code` to each side that has not closed.
+    async fn close_both(&mut self, code: u16) {
+        self.info.close_code = Some(code);
+        if !self.agent_closed {
+            self.send_close(Peer::Agent, code).await;
+        }
+        if !self.upstream_closed {
+            self.send_close(Peer::Upstream, code).await;
+        }
+    }
+
+    async fn send_close(&mut self, to: Peer, code: u16) {
+        let mut out = Vec::with_capacity(8);
+        let mask = matches!(to, Peer::Upstream).then(mask_key);
+        encode(&mut out, true, Opcode::Close, &close_payload(code), mask);
+        if matches!(to, Peer::Agent) {
+            self.info.frames_out += 1;
+        }
+        let _ = tokio::time::timeout(CLOSE_WRITE, self.send(to, &out)).await;
+    }
+
+    /// Writes `bytes` (whole frames) to `to`; `false` when that side is gone.
+    async fn send(&mut self, to: Peer, bytes: &[u8]) -> bool {
+        if bytes.is_empty() {
+            return true;
+        }
+        let written = match to {
+            Peer::Agent => write_flush(&mut self.agent, bytes).await,
+            Peer::Upstream => write_flush(&mut self.upstream, bytes).await,
+        };
+        written.is_ok()
+    }
+
+    /// The scrubbers of everything that flows back, current now.
+    fn scrubbers(&self) -> impl Iterator<Item = Arc<Scrubber>> {
+        std::iter::once(self.gw.credential_scrubber()).chain(self.token.clone())
+    }
+}
+
+impl<A> Drop for Relay<'_, A> {
+    fn drop(&mut self) {
+        self.rec.websocket(self.info);
+        if !self.finished {
+            // Cut from outside: the connection was dropped (the task's end
+            // closing its tunnel, or shutdown).
+            let (reason, message) = if self.task.ended().is_some() {
+                (Reason::TaskEnded, "the task ended; the WebSocket was cut")
+            } else {
+                (Reason::ClientDisconnected, "the WebSocket was cut")
+            };
+            self.rec.ended(reason, message.into());
+        }
+    }
+}
+
+async fn write_flush<W: AsyncWrite + Unpin>(w: &mut W, bytes: &[u8]) -> std::io::Result<()> {
+    w.write_all(bytes).await?;
+    w.flush().await
+}
+
+/// A fresh masking key for a frame to the upstream (§5.3: unpredictable).
+fn mask_key() -> [u8; 4] {
+    let mut key = [0u8; 4];
+    // Should the system generator ever fail, a fixed key still frames
+    // correctly; masking protects intermediaries, not the payload.
+    let _ = aws_lc_rs::rand::fill(&mut key);
+    key
+}
