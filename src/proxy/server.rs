@@ -357,6 +357,8 @@ async fn handle_connect(
         }
     };
     tokio::select! {
+        // The connection first, so a WebSocket gets to send its close frame.
+        biased;
         () = serve => {}
         () = task.wait_ended() => {}
     }
