@@ -21,6 +21,7 @@
 //! Any other `Upgrade` (`h2c`, …) is stripped as before. WebSocket over an
 //! agent-side HTTP/2 connection (RFC 8441 extended CONNECT) is not supported.
 
+mod drain;
 mod frame;
 mod message;
 mod relay;

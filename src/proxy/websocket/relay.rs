@@ -25,7 +25,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::frame::{self, close_code, close_payload, decode, encode, Opcode, Sender};
+use super::frame::{self, close_payload, encode, Opcode};
 use super::message::{Reassembler, Sequence};
 use crate::audit::{RecordGuard, WebSocketInfo};
 use crate::proxy::body::ScrubChain;
@@ -41,9 +41,9 @@ const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// How long a close frame credgate sends of its own may take to write.
 const CLOSE_WRITE: Duration = Duration::from_secs(1);
 /// 1001: going away (the task ended, the socket idled out, the peer left).
-const GOING_AWAY: u16 = 1001;
+pub(super) const GOING_AWAY: u16 = 1001;
 /// 1008: policy violation (the agent sent a secret).
-const POLICY_VIOLATION: u16 = 1008;
+pub(super) const POLICY_VIOLATION: u16 = 1008;
 
 /// A switched upgrade, waiting for the connection layer to run it with the
 /// agent's connection.
@@ -68,14 +68,14 @@ pub(crate) struct Switch {
 
 /// Which peer a protocol error came from.
 #[derive(Clone, Copy)]
-enum Peer {
+pub(super) enum Peer {
     Agent,
     Upstream,
 }
 
 /// Whether the relay goes on.
 #[derive(PartialEq, Eq)]
-enum Flow {
+pub(super) enum Flow {
     Go,
     Stop,
 }
@@ -119,28 +119,45 @@ impl Switch {
     }
 }
 
-struct Relay<'g, A> {
-    gw: &'g Gateway,
-    agent: A,
-    agent_buf: BytesMut,
-    upstream: Io,
-    upstream_buf: BytesMut,
-    snapshot: Arc<Snapshot>,
-    token: Option<Arc<Scrubber>>,
-    strip_secrets: bool,
-    task: Arc<Task>,
-    rec: RecordGuard,
-    from_agent: Reassembler,
-    from_upstream: Sequence,
+/// A running relay: both connections, each direction's state, the record.
+pub(super) struct Relay<'g, A> {
+    /// For the credentials in play, current at each message.
+    pub(super) gw: &'g Gateway,
+    /// The agent's connection.
+    pub(super) agent: A,
+    /// Read from the agent, not yet a whole frame.
+    pub(super) agent_buf: BytesMut,
+    /// The switched upstream connection.
+    pub(super) upstream: Io,
+    /// Read from the upstream, not yet a whole frame.
+    pub(super) upstream_buf: BytesMut,
+    /// The sanitizer and the idle limit the upgrade was admitted under.
+    pub(super) snapshot: Arc<Snapshot>,
+    /// The task token's scrubber.
+    pub(super) token: Option<Arc<Scrubber>>,
+    /// The rule strips secrets instead of refusing them.
+    pub(super) strip_secrets: bool,
+    /// The socket's task.
+    pub(super) task: Arc<Task>,
+    /// The upgrade's record.
+    pub(super) rec: RecordGuard,
+    /// The agent's message in progress.
+    pub(super) from_agent: Reassembler,
+    /// Where the upstream's data frames are in their message.
+    pub(super) from_upstream: Sequence,
     /// The scrubbers of the upstream message in progress.
-    chain: Option<ScrubChain>,
+    pub(super) chain: Option<ScrubChain>,
     /// Part of the current upstream message has gone to the agent, so the
     /// next frame of it is a continuation.
-    continuing: bool,
-    agent_closed: bool,
-    upstream_closed: bool,
-    info: WebSocketInfo,
-    finished: bool,
+    pub(super) continuing: bool,
+    /// The agent's close frame was relayed.
+    pub(super) agent_closed: bool,
+    /// The upstream's close frame was relayed.
+    pub(super) upstream_closed: bool,
+    /// What was relayed, for the record.
+    pub(super) info: WebSocketInfo,
+    /// The relay ended on its own (not dropped from outside).
+    pub(super) finished: bool,
 }
 
 impl<A: AsyncRead + AsyncWrite + Unpin> Relay<'_, A> {
@@ -196,195 +213,7 @@ impl<A: AsyncRead + AsyncWrite + Unpin> Relay<'_, A> {
         }
     }
 
-    /// Relays every whole frame the upstream has sent.
-    async fn drain_upstream(&mut self) -> Flow {
-        let mut out = Vec::new();
-        let flow = loop {
-            let room = self.from_upstream.room().max(125);
-            let frame = match decode(&mut self.upstream_buf, Sender::Server, room) {
-                Ok(Some(frame)) => frame,
-                Ok(None) => break Flow::Go,
-                Err(e) => {
-                    self.send(Peer::Agent, &out).await;
-                    return self.protocol_error(Peer::Upstream, &e).await;
-                }
-            };
-            if self.upstream_closed {
-                continue; // nothing follows a close (§5.5.1)
-            }
-            let mut payload = frame.payload;
-            let (fin, opcode) = match frame.opcode {
-                Opcode::Close | Opcode::Ping | Opcode::Pong => {
-                    if frame.opcode == Opcode::Close {
-                        match close_code(&payload) {
-                            Ok(code) => self.info.close_code = code,
-                            Err(e) => {
-                                self.send(Peer::Agent, &out).await;
-                                return self.protocol_error(Peer::Upstream, &e).await;
-                            }
-                        }
-                        self.upstream_closed = true;
-                    }
-                    let masked = self
-                        .scrubbers()
-                        .map(|s| s.scrub_in_place(&mut payload))
-                        .sum::<usize>();
-                    self.rec.sent(0, masked as u64);
-                    (true, frame.opcode)
-                }
-                data => {
-                    let place = match self.from_upstream.place(frame.fin, data, payload.len()) {
-                        Ok(place) => place,
-                        Err(e) => {
-                            self.send(Peer::Agent, &out).await;
-                            return self.protocol_error(Peer::Upstream, &e).await;
-                        }
-                    };
-                    if place.first {
-                        // Fresh per message: credentials issued since the
-                        // last one are scrubbed too.
-                        let credentials = self.gw.credential_scrubber();
-                        let stages = std::iter::once(&credentials)
-                            .chain(self.token.as_ref())
-                            .map(Scrubber::stream)
-                            .collect();
-                        self.chain = Some(ScrubChain::new(stages));
-                    }
-                    let chain = self
-                        .chain
-                        .as_mut()
-                        .expect("a message in progress has scrubbers");
-                    let (safe, masked) = if place.last {
-                        chain.push_last(payload.freeze())
-                    } else {
-                        chain.push(payload.freeze())
-                    };
-                    self.rec.sent(0, masked as u64);
-                    if safe.is_empty() && !place.last {
-                        continue; // all of it could still begin a secret
-                    }
-                    let opcode = if self.continuing {
-                        Opcode::Continuation
-                    } else {
-                        place.kind
-                    };
-                    self.continuing = !place.last;
-                    if place.last {
-                        self.chain = None;
-                    }
-                    payload = BytesMut::from(&safe[..]);
-                    (place.last, opcode)
-                }
-            };
-            encode(&mut out, fin, opcode, &payload, None);
-            self.info.frames_out += 1;
-            self.info.bytes_out += payload.len() as u64;
-        };
-        if !self.send(Peer::Agent, &out).await {
-            let message = "the agent went away during the WebSocket";
-            self.rec.ended(Reason::ClientDisconnected, message.into());
-            return Flow::Stop;
-        }
-        flow
-    }
-
-    /// Relays every whole message (and control frame) the agent has sent,
-    /// once screened.
-    async fn drain_agent(&mut self) -> Flow {
-        let mut out = Vec::new();
-        let flow = loop {
-            let room = self.from_agent.room().max(125);
-            let frame = match decode(&mut self.agent_buf, Sender::Client, room) {
-                Ok(Some(frame)) => frame,
-                Ok(None) => break Flow::Go,
-                Err(e) => {
-                    self.send(Peer::Upstream, &out).await;
-                    return self.protocol_error(Peer::Agent, &e).await;
-                }
-            };
-            self.info.frames_in += 1;
-            self.info.bytes_in += frame.payload.len() as u64;
-            if self.agent_closed {
-                continue;
-            }
-            let (opcode, mut payload) = match frame.opcode {
-                Opcode::Close => {
-                    match close_code(&frame.payload) {
-                        Ok(code) => self.info.close_code = code,
-                        Err(e) => {
-                            self.send(Peer::Upstream, &out).await;
-                            return self.protocol_error(Peer::Agent, &e).await;
-                        }
-                    }
-                    self.agent_closed = true;
-                    let mut payload = frame.payload;
-                    if !self.screen(&payload).is_empty() {
-                        payload.truncate(2); // the reason goes, the code stays
-                    }
-                    (Opcode::Close, payload)
-                }
-                Opcode::Ping | Opcode::Pong => (frame.opcode, frame.payload),
-                _ => match self.from_agent.push(frame) {
-                    Ok(None) => continue,
-                    Ok(Some(message)) => message,
-                    Err(e) => {
-                        self.send(Peer::Upstream, &out).await;
-                        return self.protocol_error(Peer::Agent, &e).await;
-                    }
-                },
-            };
-            if opcode != Opcode::Close {
-                let findings = self.screen(&payload);
-                if !findings.is_empty() {
-                    if !self.strip_secrets {
-                        self.send(Peer::Upstream, &out).await;
-                        return self.refuse_secret(findings).await;
-                    }
-                    self.snapshot.config.sanitizer.redact_body(&mut payload);
-                    self.rec.found(findings);
-                }
-            }
-            encode(&mut out, true, opcode, &payload, Some(mask_key()));
-            payload.fill(0);
-        };
-        if !self.send(Peer::Upstream, &out).await {
-            let message = "the upstream went away during the WebSocket";
-            self.rec.ended(Reason::UpstreamError, message.into());
-            return Flow::Stop;
-        }
-        flow
-    }
-
-    /// The detection rules that match `payload`, by id.
-    fn screen(&self, payload: &[u8]) -> Vec<String> {
-        let mut ids: Vec<String> = self
-            .snapshot
-            .config
-            .sanitizer
-            .scan_body(payload)
-            .into_iter()
-            .map(|f| f.rule.to_string())
-            .collect();
-        ids.dedup();
-        ids
-    }
-
-    /// The agent sent a secret: 1008 to the agent, 1001 to the upstream,
-    /// the message goes nowhere.
-    async fn refuse_secret(&mut self, findings: Vec<String>) -> Flow {
-        let message = format!(
-            "the agent sent what looks like a secret ({}) in a WebSocket message; it was not forwarded and the socket was closed with 1008",
-            findings.join(", ")
-        );
-        self.rec.found(findings);
-        self.info.close_code = Some(POLICY_VIOLATION);
-        self.send_close(Peer::Agent, POLICY_VIOLATION).await;
-        self.send_close(Peer::Upstream, GOING_AWAY).await;
-        self.rec.ended(Reason::SecretInRequest, message);
-        Flow::Stop
-    }
-
-    async fn protocol_error(&mut self, from: Peer, e: &frame::ProtocolError) -> Flow {
+    pub(super) async fn protocol_error(&mut self, from: Peer, e: &frame::ProtocolError) -> Flow {
         let code = e.close_code();
         self.close_both(code).await;
         let (reason, who) = match from {
@@ -397,7 +226,7 @@ impl<A: AsyncRead + AsyncWrite + Unpin> Relay<'_, A> {
     }
 
     /// Sends a close frame with `code` to each side that has not closed.
-    async fn close_both(&mut self, code: u16) {
+    pub(super) async fn close_both(&mut self, code: u16) {
         self.info.close_code = Some(code);
         if !self.agent_closed {
             self.send_close(Peer::Agent, code).await;
@@ -407,7 +236,7 @@ impl<A: AsyncRead + AsyncWrite + Unpin> Relay<'_, A> {
         }
     }
 
-    async fn send_close(&mut self, to: Peer, code: u16) {
+    pub(super) async fn send_close(&mut self, to: Peer, code: u16) {
         let mut out = Vec::with_capacity(8);
         let mask = matches!(to, Peer::Upstream).then(mask_key);
         encode(&mut out, true, Opcode::Close, &close_payload(code), mask);
@@ -418,7 +247,7 @@ impl<A: AsyncRead + AsyncWrite + Unpin> Relay<'_, A> {
     }
 
     /// Writes `bytes` (whole frames) to `to`; `false` when that side is gone.
-    async fn send(&mut self, to: Peer, bytes: &[u8]) -> bool {
+    pub(super) async fn send(&mut self, to: Peer, bytes: &[u8]) -> bool {
         if bytes.is_empty() {
             return true;
         }
@@ -430,7 +259,7 @@ impl<A: AsyncRead + AsyncWrite + Unpin> Relay<'_, A> {
     }
 
     /// The scrubbers of everything that flows back, current now.
-    fn scrubbers(&self) -> impl Iterator<Item = Arc<Scrubber>> {
+    pub(super) fn scrubbers(&self) -> impl Iterator<Item = Arc<Scrubber>> {
         std::iter::once(self.gw.credential_scrubber()).chain(self.token.clone())
     }
 }
@@ -457,7 +286,7 @@ async fn write_flush<W: AsyncWrite + Unpin>(w: &mut W, bytes: &[u8]) -> std::io:
 }
 
 /// A fresh masking key for a frame to the upstream (§5.3: unpredictable).
-fn mask_key() -> [u8; 4] {
+pub(super) fn mask_key() -> [u8; 4] {
     let mut key = [0u8; 4];
     // Should the system generator ever fail, a fixed key still frames
     // correctly; masking protects intermediaries, not the payload.
