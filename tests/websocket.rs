@@ -5,112 +5,13 @@
 
 mod support;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use credgate::reason::Reason;
-use credgate::tls::CertificateAuthority;
+use support::ws::setup::*;
+use support::ws::upstream::*;
 use support::ws::*;
 use support::*;
-use tokio::io::{AsyncRead, AsyncWrite};
-
-const HOST: &str = "ws.test";
-
-struct Setup {
-    env: Env,
-    upstream: WsUpstream,
-    secret: String,
-    auth: String,
-    task: String,
-}
-
-/// credgate with scope `api` (WebSocket upgrades allowed, credential
-/// injected), scope `stripping` (the same, secrets the agent sends are
-/// masked) and scope `plain` (the same host, no upgrades), and a task
-/// holding `scope`.
-async fn setup(answer: Answer, scope: &str) -> Setup {
-    setup_idle(answer, scope, None).await
-}
-
-/// [`setup`] with `upstream.idle_timeout` set to `idle`.
-async fn setup_idle(answer: Answer, scope: &str, idle: Option<&str>) -> Setup {
-    let secret = test_secret();
-    let ca = Arc::new(CertificateAuthority::generate().unwrap());
-    let upstream = WsUpstream::start(Some(ca.clone()), HOST, answer).await;
-    let config = format!(
-        "credentials:\n  api:\n    static: {{ env: API_TOKEN }}\n\
-         scopes:\n  api:\n    - host: {HOST}\n      port: {port}\n      credential: api\n      allow_private: true\n      websocket: true\n\
-         \x20 stripping:\n    - host: {HOST}\n      port: {port}\n      credential: api\n      allow_private: true\n      websocket: true\n      on_secret: strip\n\
-         \x20 plain:\n    - host: {HOST}\n      port: {port}\n      credential: api\n      allow_private: true\n",
-        port = upstream.port
-    );
-    let env = Env::start_trusting(ca, &config, &[("API_TOKEN", &secret)]).await;
-    if let Some(idle) = idle {
-        let text = std::fs::read_to_string(&env.config_path).unwrap();
-        let text = text.replace(
-            "first_byte_timeout: 10s }",
-            &format!("first_byte_timeout: 10s, idle_timeout: {idle} }}"),
-        );
-        assert!(text.contains("idle_timeout"), "{text}");
-        let provider: std::collections::BTreeMap<String, String> =
-            [("API_TOKEN".to_string(), secret.clone())].into();
-        let config = credgate::config::Config::parse(&text, &provider).unwrap();
-        env.gateway().reload(config, &provider).await.unwrap();
-    }
-    env.resolver.map(HOST, "127.0.0.1");
-    let (task, token) = env.start_task(&[scope]);
-    Setup {
-        auth: proxy_auth(&task, &token),
-        env,
-        upstream,
-        secret,
-        task,
-    }
-}
-
-/// An upgrade request for `/chat` offering permessage-deflate, with an
-/// `Authorization` of the agent's own (which must not reach the upstream).
-fn upgrade(target: &str, key: &str, extra: &str) -> String {
-    format!(
-        "GET /chat HTTP/1.1\r\nHost: {target}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {key}\r\n\
-         Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\
-         Authorization: Bearer agent-own-value\r\n{extra}\r\n"
-    )
-}
-
-/// Opens the tunnel and sends the upgrade; returns the wire and the head.
-async fn open(s: &Setup) -> (Wire<impl AsyncRead + AsyncWrite + Unpin>, String, String) {
-    let target = format!("{HOST}:{}", s.upstream.port);
-    let tls = tunnel(&s.env, &s.auth, &target, HOST).await.unwrap();
-    let mut wire = Wire::new(tls);
-    let key = new_key();
-    wire.send(upgrade(&target, &key, "").as_bytes()).await;
-    let head = wire.head().await.expect("an answer to the upgrade");
-    (wire, head, key)
-}
-
-/// Opens a socket and reads the credential message the upstream sends first.
-async fn open_switched(s: &Setup) -> Wire<impl AsyncRead + AsyncWrite + Unpin> {
-    let (mut wire, head, key) = open(s).await;
-    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    assert_eq!(
-        header(&head, "sec-websocket-accept"),
-        Some(&*accept_for(&key))
-    );
-    let (kind, text) = wire.message().await.expect("the echoed credential");
-    assert_eq!(kind, TEXT);
-    let masked = format!("auth=Bearer {}", "*".repeat(s.secret.len()));
-    assert_eq!(String::from_utf8_lossy(&text), masked);
-    wire
-}
-
-fn request_record(records: &[credgate::audit::DecisionRecord]) -> &credgate::audit::DecisionRecord {
-    records
-        .iter()
-        .find(|r| r.path.as_deref() == Some("/chat"))
-        .expect("a record of the upgrade")
-}
 
 #[tokio::test]
 async fn frames_are_relayed_with_the_credential_injected_and_scrubbed() {
@@ -252,6 +153,7 @@ async fn an_unmasked_agent_frame_closes_with_1002() {
     let message = record.message.as_deref().unwrap_or_default();
     assert!(message.contains("unmasked"), "{record:?}");
     // The upstream was told too, and never got the frame.
+    assert!(s.upstream.got(|f| f.close_code() == Some(1002)).await);
     let frames = s.upstream.frames();
     assert!(
         frames.iter().all(|f| f.payload != b"not masked"),
@@ -312,10 +214,10 @@ async fn a_masked_frame_from_the_upstream_closes_both_sides_with_1002() {
         message.contains("masked frame from the server"),
         "{record:?}"
     );
-    let frames = s.upstream.frames();
     assert!(
-        frames.iter().any(|f| f.close_code() == Some(1002)),
-        "{frames:?}"
+        s.upstream.got(|f| f.close_code() == Some(1002)).await,
+        "{:?}",
+        s.upstream.frames()
     );
 }
 
@@ -338,6 +240,25 @@ async fn an_idle_socket_is_closed_after_the_idle_timeout() {
         .await;
     let record = request_record(&records);
     assert_eq!(record.reason, Some(Reason::UpstreamTimeout), "{record:?}");
+}
+
+#[tokio::test]
+async fn a_message_over_the_limit_closes_with_1009_from_its_header() {
+    let s = setup(Answer::Echo, "api").await;
+    let mut wire = open_switched(&s).await;
+    // A binary frame announcing 17 MiB: refused before its payload comes.
+    let mut head = vec![0x82u8, 0x80 | 127];
+    head.extend_from_slice(&(17u64 << 20).to_be_bytes());
+    head.extend_from_slice(&[1, 2, 3, 4]);
+    wire.send(&head).await;
+    let close = wire.frame().await.unwrap();
+    assert_eq!(close.close_code(), Some(1009), "{close:?}");
+    assert!(wire.closes().await);
+    assert!(
+        s.upstream.got(|f| f.close_code() == Some(1009)).await,
+        "{:?}",
+        s.upstream.frames()
+    );
 }
 
 #[tokio::test]
@@ -441,10 +362,11 @@ async fn a_real_client_talks_through_credgate() {
     let probe = std::process::Command::new("python3")
         .args(["-c", "import websockets.asyncio.client"])
         .output();
-    if !probe.is_ok_and(|o| o.status.success()) {
-        eprintln!("skipped: python3 with websockets is not installed (tests/run.sh installs it)");
-        return;
-    }
+    // The client is required, never skipped.
+    assert!(
+        probe.is_ok_and(|o| o.status.success()),
+        "python3 with websockets >= 15 is needed (tests/run.sh installs it)"
+    );
     let s = setup(Answer::Echo, "api").await;
     let script = r#"
 import asyncio, os, ssl, sys
