@@ -105,6 +105,34 @@ async fn frames_are_relayed_with_the_credential_injected_and_scrubbed() {
 }
 
 #[tokio::test]
+async fn a_close_the_upstream_starts_is_relayed_and_answered() {
+    let s = setup(Answer::Echo, "api").await;
+    let mut wire = open_switched(&s).await;
+    wire.send(&client_frame(true, TEXT, b"bye")).await;
+    let close = wire.frame().await.unwrap();
+    assert_eq!(close.close_code(), Some(1000), "{close:?}");
+    assert_eq!(&close.payload[2..], b"done");
+    wire.send(&client_frame(true, CLOSE, &1000u16.to_be_bytes()))
+        .await;
+    assert!(wire.closes().await);
+    assert!(s.upstream.got(|f| f.close_code() == Some(1000)).await);
+    let records = s
+        .env
+        .wait_for_record(|r| r.websocket.is_some_and(|w| w.close_code == Some(1000)))
+        .await;
+    let record = request_record(&records);
+    assert_eq!(record.reason, Some(Reason::Allowed), "{record:?}");
+    // One close frame each way: credgate added none of its own.
+    let closes = s
+        .upstream
+        .frames()
+        .iter()
+        .filter(|f| f.opcode == CLOSE)
+        .count();
+    assert_eq!(closes, 1);
+}
+
+#[tokio::test]
 async fn a_secret_from_the_agent_closes_with_1008_and_goes_nowhere() {
     let s = setup(Answer::Echo, "api").await;
     let mut wire = open_switched(&s).await;

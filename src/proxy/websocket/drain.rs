@@ -40,6 +40,7 @@ impl<A: AsyncRead + AsyncWrite + Unpin> Relay<'_, A> {
                             }
                         }
                         self.upstream_closed = true;
+                        self.agent_told = true;
                     }
                     let masked = self
                         .scrubbers()
@@ -133,6 +134,7 @@ impl<A: AsyncRead + AsyncWrite + Unpin> Relay<'_, A> {
                         }
                     }
                     self.agent_closed = true;
+                    self.upstream_told = true;
                     let mut payload = frame.payload;
                     if !self.screen(&payload).is_empty() {
                         payload.truncate(2); // the reason goes, the code stays

@@ -206,7 +206,9 @@ pub(crate) fn decode(
         None
     };
     if buf.len() < at + len {
-        buf.reserve(at + len - buf.len());
+        // Room for what is announced, but a piece at a time: a length is
+        // only a claim until the bytes arrive.
+        buf.reserve((at + len - buf.len()).min(64 * 1024));
         return Ok(None);
     }
     buf.advance(at);

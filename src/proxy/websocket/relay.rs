@@ -105,6 +105,8 @@ impl Switch {
             continuing: false,
             agent_closed: false,
             upstream_closed: false,
+            agent_told: false,
+            upstream_told: false,
             info: WebSocketInfo::default(),
             finished: false,
         };
@@ -150,10 +152,14 @@ pub(super) struct Relay<'g, A> {
     /// Part of the current upstream message has gone to the agent, so the
     /// next frame of it is a continuation.
     pub(super) continuing: bool,
-    /// The agent's close frame was relayed.
+    /// The agent sent its close frame: nothing it sends later is relayed.
     pub(super) agent_closed: bool,
-    /// The upstream's close frame was relayed.
+    /// The upstream sent its close frame: nothing it sends later is relayed.
     pub(super) upstream_closed: bool,
+    /// A close frame went to the agent (relayed or credgate's): never a second.
+    pub(super) agent_told: bool,
+    /// A close frame went to the upstream: never a second.
+    pub(super) upstream_told: bool,
     /// What was relayed, for the record.
     pub(super) info: WebSocketInfo,
     /// The relay ended on its own (not dropped from outside).
@@ -175,6 +181,13 @@ impl<A: AsyncRead + AsyncWrite + Unpin> Relay<'_, A> {
             } else {
                 idle
             };
+            // Room to read into: a full buffer would be read a few bytes
+            // at a time.
+            for buf in [&mut self.agent_buf, &mut self.upstream_buf] {
+                if buf.capacity() - buf.len() < 4096 {
+                    buf.reserve(16 * 1024);
+                }
+            }
             tokio::select! {
                 biased;
                 () = self.task.wait_ended() => {
@@ -225,18 +238,23 @@ impl<A: AsyncRead + AsyncWrite + Unpin> Relay<'_, A> {
         Flow::Stop
     }
 
-    /// Sends a close frame with `code` to each side that has not closed.
+    /// Sends a close frame with `code` to each side that has not had one.
     pub(super) async fn close_both(&mut self, code: u16) {
         self.info.close_code = Some(code);
-        if !self.agent_closed {
-            self.send_close(Peer::Agent, code).await;
-        }
-        if !self.upstream_closed {
-            self.send_close(Peer::Upstream, code).await;
-        }
+        self.send_close(Peer::Agent, code).await;
+        self.send_close(Peer::Upstream, code).await;
     }
 
+    /// Sends credgate's own close frame with `code` to `to`, unless a close
+    /// frame went there already.
     pub(super) async fn send_close(&mut self, to: Peer, code: u16) {
+        let told = match to {
+            Peer::Agent => &mut self.agent_told,
+            Peer::Upstream => &mut self.upstream_told,
+        };
+        if std::mem::replace(told, true) {
+            return;
+        }
         let mut out = Vec::with_capacity(8);
         let mask = matches!(to, Peer::Upstream).then(mask_key);
         encode(&mut out, true, Opcode::Close, &close_payload(code), mask);

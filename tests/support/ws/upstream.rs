@@ -14,7 +14,8 @@ use super::*;
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Answer {
     /// A correct `101`, then: the request's `Authorization` sent back in a
-    /// text message of two fragments, 300 ms apart, then an echo.
+    /// text message of two fragments, 300 ms apart, then an echo; a text
+    /// `bye` makes it start the closing handshake.
     Echo,
     /// A `101` with a wrong `Sec-WebSocket-Accept`.
     WrongAccept,
@@ -156,6 +157,17 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             PING => wire.send(&frame(true, PONG, &f.payload, None)).await,
             CLOSE => {
                 wire.send(&frame(true, CLOSE, &f.payload, None)).await;
+                return;
+            }
+            // The upstream starts the closing handshake, and waits for
+            // the answer (noted like any frame).
+            TEXT if f.payload == b"bye" => {
+                let mut close = 1000u16.to_be_bytes().to_vec();
+                close.extend_from_slice(b"done");
+                wire.send(&frame(true, CLOSE, &close, None)).await;
+                if let Some(answer) = wire.frame().await {
+                    seen.lock().unwrap().frames.push(answer);
+                }
                 return;
             }
             op => wire.send(&frame(f.fin, op, &f.payload, None)).await,
