@@ -66,17 +66,21 @@ pub(crate) struct Switch {
     pub(super) rec: RecordGuard,
 }
 
-/// Which peer a protocol error came from.
+/// One end of the socket.
 #[derive(Clone, Copy)]
 pub(super) enum Peer {
+    /// The agent (the client).
     Agent,
+    /// The upstream (the server).
     Upstream,
 }
 
 /// Whether the relay goes on.
 #[derive(PartialEq, Eq)]
 pub(super) enum Flow {
+    /// Keep relaying.
     Go,
+    /// The socket is done; the record says why.
     Stop,
 }
 
@@ -167,6 +171,9 @@ pub(super) struct Relay<'g, A> {
 }
 
 impl<A: AsyncRead + AsyncWrite + Unpin> Relay<'_, A> {
+    /// Relays until the closing handshake completes, a side goes away or
+    /// breaks the protocol, the task ends or the socket idles out; the
+    /// record says which.
     async fn pump(&mut self) {
         let idle = self.snapshot.config.upstream.idle_timeout;
         loop {
@@ -226,6 +233,7 @@ impl<A: AsyncRead + AsyncWrite + Unpin> Relay<'_, A> {
         }
     }
 
+    /// `from` broke RFC 6455: both sides get the error's close code.
     pub(super) async fn protocol_error(&mut self, from: Peer, e: &frame::ProtocolError) -> Flow {
         let code = e.close_code();
         self.close_both(code).await;
