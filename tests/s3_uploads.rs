@@ -126,10 +126,10 @@ async fn setup(tls: bool) -> Setup {
     let moto = Moto::start_with(SETUP_ACTIONS, tls.as_ref()).await;
     let front = StsFront::start(&moto).await;
     let scheme = if tls.is_some() { "https" } else { "http" };
-    // Multipart parts are 5 MiB at least.
+    // Multipart parts are 5 MiB at least: held whole (to be decoded and
+    // signed) within the default sanitize.max_buffered_body.
     let extra = format!(
         r#"
-sanitize: {{ max_body_scan: 8MiB }}
 credentials:
   s3:
     aws:
@@ -322,6 +322,44 @@ async fn boto3_uploads_over_https_are_stored_byte_for_byte_with_their_checksums(
             "{r:?}"
         );
     }
+    s.env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boto3_uploads_a_20_mib_file_in_parts_and_in_one_piece() {
+    let s = setup(true).await;
+    let big = s.file("20m.bin", 20 << 20);
+    // upload_file's defaults split it into 8 MiB parts; put_object sends it
+    // whole, past the first MiB credgate reads before the pipeline runs.
+    let jobs = Value::Array(vec![
+        job("upload_file", "20m-parts.bin", &big, ""),
+        job("put_object", "20m-whole.bin", &big, ""),
+    ]);
+    let results = s.upload(&jobs).await;
+    assert!(results.iter().all(|r| r == "ok"), "{results:?}");
+    let stored = s.read_back(&jobs).await;
+    for key in ["uploads/20m-parts.bin", "uploads/20m-whole.bin"] {
+        assert_eq!(stored[key]["same"], true, "{key}: {}", stored[key]);
+    }
+    // The object in parts has a checksum of its parts' checksums.
+    let whole = &stored["uploads/20m-whole.bin"];
+    assert_eq!(whole["stored"], whole["expected"], "{whole}");
+    let records = puts(&s.env).await;
+    // Three parts and one whole object, each signed by credgate and
+    // accepted by moto's signature check.
+    assert_eq!(records.len(), 4, "{records:?}");
+    for r in &records {
+        assert_eq!(
+            r.upstream.as_ref().and_then(|u| u.status),
+            Some(200),
+            "{r:?}"
+        );
+    }
+    let whole = records
+        .iter()
+        .find(|r| r.path.as_deref() == Some("/reports/uploads/20m-whole.bin"))
+        .unwrap();
+    assert!(whole.bytes_in > 20 << 20, "{whole:?}");
     s.env.stop().await;
 }
 

@@ -80,6 +80,18 @@ impl RecordGuard {
         r.findings = findings;
     }
 
+    /// Detection rules that fired after admit, in a body streamed then or in
+    /// a WebSocket message (ids only).
+    pub fn found_in_body(&mut self, rules: impl IntoIterator<Item = String>) {
+        let r = self.record();
+        for rule in rules {
+            if !r.findings.contains(&rule) {
+                r.findings.push(rule);
+            }
+        }
+        r.findings.sort();
+    }
+
     /// Header names removed after admit, by a rule that strips secrets.
     pub fn also_stripped(&mut self, names: Vec<String>) {
         self.record().stripped.extend(names);
@@ -131,15 +143,6 @@ impl RecordGuard {
     /// What a WebSocket relayed until now (the upgrade's record carries it).
     pub fn websocket(&mut self, info: crate::audit::WebSocketInfo) {
         self.record().websocket = Some(info);
-    }
-
-    /// Secret-detection rules that matched after the request was admitted
-    /// (in a WebSocket message), added to the record's findings.
-    pub fn found(&mut self, rules: impl IntoIterator<Item = String>) {
-        let r = self.record();
-        r.findings.extend(rules);
-        r.findings.sort();
-        r.findings.dedup();
     }
 
     /// Allowed; `message` says how, where a record shows it (a tunnel).

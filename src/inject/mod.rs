@@ -231,6 +231,13 @@ impl Injection {
         self.apply_with_body(credential, parts, &[], &AwsPayload::default())
     }
 
+    /// Whether the injection reads the whole request body (a SigV4
+    /// signature covers the payload's hash), so a streamed body must be
+    /// held whole first.
+    pub fn reads_body(&self) -> bool {
+        matches!(self, Injection::SigV4(_))
+    }
+
     /// [`apply`](Injection::apply) for a request whose (buffered) body is
     /// `body`: SigV4 signs its hash, with the checksum headers of `payload`
     /// (what the sanitizer learnt of the body's AWS framing). `parts` must

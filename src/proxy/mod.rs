@@ -8,6 +8,7 @@ mod gateway;
 mod h1;
 mod identify;
 pub(crate) mod pipeline;
+mod request_body;
 mod respond;
 mod rewind;
 mod server;

@@ -34,9 +34,10 @@ use http::{request, Method, Response, StatusCode};
 use super::address::AddressPolicy;
 use super::admission::{self, Ask};
 use super::body::{ProxyBody, ScrubChain};
-use super::client::{ResponseBody, SendError, Upgraded};
+use super::client::{ResponseBody, SendError, Upgraded, Waits};
 use super::gateway::{Gateway, Snapshot};
 use super::identify::Identity;
+use super::request_body::{BodyAbort, Outgoing, RequestBody, Streamed};
 use super::respond::{deny, strip_response_hop_by_hop, Deny};
 use super::target::{authority_for, resolve_target, upstream_uri, Target};
 use super::upstream::check_destination;
@@ -49,7 +50,7 @@ use crate::decimal::Decimal;
 use crate::inject::InjectError;
 use crate::policy::{Scheme, ScopeRule, SecretAction};
 use crate::reason::Reason;
-use crate::sanitize::{aws_payload, Finding, FindingLocation};
+use crate::sanitize::{aws_payload, BodyStreamScan, Finding, FindingLocation};
 use crate::scrub::{scrub_headers_with, Scrubber};
 use crate::secret::Secret;
 use crate::task::Task;
@@ -118,33 +119,46 @@ pub(crate) fn new_record(gw: &Gateway) -> RecordGuard {
     RecordGuard::new(gw.audit.clone(), record)
 }
 
-/// Runs one admitted request through every phase and returns the response
-/// for the agent. Never fails: every failure becomes a denial with a reason,
-/// recorded in `rec`, which is written when the response body is done (or
-/// dropped).
-pub(crate) async fn handle(
-    gw: &Gateway,
+/// Where the request goes, named in its record as soon as its head is
+/// read: a request refused before the pipeline runs (no task, a body too
+/// large) still says where it was going. [`handle`] takes the result.
+pub(crate) fn target_of(
     conn: &ConnContext,
-    who: Identity,
-    mut parts: request::Parts,
-    body: Bytes,
-    mut rec: RecordGuard,
-) -> Response<ProxyBody> {
-    let snapshot = gw.snapshot();
-    rec.received(body.len() as u64);
-    rec.task(&who.task.id, &who.task.agent, &who.task.labels);
-    let target = match resolve_target(conn, &parts) {
-        Ok(t) => t,
-        Err(d) => return deny(rec, d),
-    };
+    parts: &request::Parts,
+    rec: &mut RecordGuard,
+) -> Result<Target, Deny> {
+    let target = resolve_target(conn, parts)?;
     rec.target(
         target.scheme.as_str(),
         &target.host,
         target.port,
         Some(&target.path),
     );
+    Ok(target)
+}
+
+/// Runs one admitted request through every phase and returns the response
+/// for the agent. Never fails: every failure becomes a denial with a reason,
+/// recorded in `rec`, which is written when the response body is done (or
+/// dropped).
+pub(crate) async fn handle(
+    gw: &Gateway,
+    who: Identity,
+    target: Result<Target, Deny>,
+    mut parts: request::Parts,
+    body: RequestBody,
+    mut rec: RecordGuard,
+) -> Response<ProxyBody> {
+    let snapshot = gw.snapshot();
+    rec.received(body.received());
+    rec.task(&who.task.id, &who.task.agent, &who.task.labels);
+    let target = match target {
+        Ok(t) => t,
+        Err(d) => return deny(rec, d),
+    };
     // A WebSocket upgrade is noted before sanitizing strips `Upgrade`.
-    match websocket::offer(&parts, body.len()) {
+    let has_body = !matches!(&body, RequestBody::Full(whole) if whole.is_empty());
+    match websocket::offer(&parts, has_body) {
         Ok(Some(offer)) => {
             parts.extensions.insert(offer);
         }
@@ -183,31 +197,56 @@ async fn run_phases(
     task: &Arc<Task>,
     mut target: Target,
     parts: &mut request::Parts,
-    mut body: Bytes,
+    body: RequestBody,
     rec: &mut RecordGuard,
 ) -> Result<Upstream, Deny> {
     let config = &snapshot.config;
+    let limits = &config.sanitizer;
 
     // sanitize: first the body as the upstream will read it: an AWS SDK's
     // aws-chunked upload is decoded to its payload and its declared
     // checksums are checked. That reads `x-amz-*` headers, so it runs before
     // the strip removes them, and the scan below then reads the payload,
-    // where chunk framing cannot split a secret.
-    let (payload, mut aws_payload) = aws_payload::read(
-        &mut parts.headers,
-        body,
-        &parts.method,
-        target.query.as_deref(),
-    )
-    .map_err(|e| Deny::new(e.reason(), e.to_string()))?;
-    body = payload;
+    // where chunk framing cannot split a secret. Both need the whole
+    // payload, so a streamed body that such headers describe is held whole.
+    let mut body = match body {
+        RequestBody::Streamed(streamed) if aws_payload::describes_body(&parts.headers) => {
+            let what = "a body in AWS framing or with an AWS checksum";
+            RequestBody::Full(spool(streamed, limits.max_buffered_body(), what, rec).await?)
+        }
+        body => body,
+    };
+    let payload_error = |e: aws_payload::PayloadError| Deny::new(e.reason(), e.to_string());
+    let mut aws_payload = match &mut body {
+        RequestBody::Full(whole) => {
+            let (payload, aws) = aws_payload::read(
+                &mut parts.headers,
+                std::mem::take(whole),
+                &parts.method,
+                target.query.as_deref(),
+            )
+            .map_err(payload_error)?;
+            *whole = payload;
+            aws
+        }
+        RequestBody::Streamed(_) => {
+            aws_payload::take_expect(&mut parts.headers).map_err(payload_error)?;
+            aws_payload::AwsPayload::default()
+        }
+    };
     // Then strip what must never be forwarded, and look for secrets in what is left.
     let stripped = config.sanitizer.strip_headers(&mut parts.headers);
     parts.headers.remove(header::HOST);
     let path_and_query = target.path_and_query();
     let mut findings: Vec<Finding> = config.sanitizer.scan_target(&path_and_query);
     findings.extend(config.sanitizer.scan_headers(&parts.headers));
-    findings.extend(config.sanitizer.scan_body(&body));
+    // The body as far as it has arrived: all of a small one, the first part
+    // of a streamed one (the rest is scanned as it flows, after admit).
+    let first = match &body {
+        RequestBody::Full(whole) => whole,
+        RequestBody::Streamed(streamed) => streamed.first(),
+    };
+    findings.extend(config.sanitizer.scan_body(first));
     rec.sanitized(stripped, finding_ids(&findings));
     if !findings.is_empty() {
         // What a rule that strips secrets would forward: the target without
@@ -235,10 +274,22 @@ async fn run_phases(
         let removed = config.sanitizer.redact_headers(&mut parts.headers);
         rec.also_stripped(removed);
         if findings.iter().any(|f| f.location == FindingLocation::Body) {
-            let mut owned = body.to_vec();
-            config.sanitizer.redact_body(&mut owned);
-            body = Bytes::from(owned);
-            aws_payload.body_changed(&mut parts.headers, &body);
+            match &mut body {
+                RequestBody::Full(whole) => {
+                    let mut owned = whole.to_vec();
+                    config.sanitizer.redact_body(&mut owned);
+                    *whole = Bytes::from(owned);
+                    aws_payload.body_changed(&mut parts.headers, whole);
+                }
+                RequestBody::Streamed(streamed) => {
+                    let mut owned = streamed.first().to_vec();
+                    config.sanitizer.redact_body(&mut owned);
+                    streamed.set_first(Bytes::from(owned));
+                    for name in ["content-md5", "content-digest", "repr-digest", "digest"] {
+                        parts.headers.remove(name);
+                    }
+                }
+            }
         }
     }
     let (upstream_tls, address_policy) = route(rule, &target)?;
@@ -278,6 +329,20 @@ async fn run_phases(
         header::ACCEPT_ENCODING,
         HeaderValue::from_static("identity"),
     );
+    if let Some((spec, _)) = &credential {
+        if let (true, RequestBody::Streamed(_)) = (spec.injection.reads_body(), &body) {
+            // A signature covers the payload's hash: the body is held whole.
+            let RequestBody::Streamed(streamed) = body else {
+                unreachable!("matched above")
+            };
+            let what = "a body signed with SigV4";
+            body = RequestBody::Full(spool(streamed, limits.max_buffered_body(), what, rec).await?);
+        }
+    }
+    let whole: &[u8] = match &body {
+        RequestBody::Full(whole) => whole,
+        RequestBody::Streamed(_) => &[],
+    };
     if let Some((spec, cred)) = &credential {
         // A range of a response that reflects the credential would carry a
         // piece of it too short to recognise; with a credential in play the
@@ -285,7 +350,7 @@ async fn run_phases(
         parts.headers.remove(header::RANGE);
         parts.headers.remove(header::IF_RANGE);
         spec.injection
-            .apply_with_body(cred, parts, &body, &aws_payload)
+            .apply_with_body(cred, parts, whole, &aws_payload)
             .map_err(|e| match e {
                 InjectError::Payload(e) => Deny::new(e.reason(), e.to_string()),
                 e => Deny::new(
@@ -295,31 +360,63 @@ async fn run_phases(
             })?;
     }
 
-    // forward
-    let client = snapshot.upstreams.client(address_policy);
-    let started = Instant::now();
-    let strip_secrets = rule.on_secret == SecretAction::Strip;
-    let sent = tokio::time::timeout(config.upstream.first_byte_timeout, async {
-        match &offer {
-            Some(offer) => websocket::forward(client, parts, offer, strip_secrets).await,
-            None => client.send(parts, &body).await,
+    // forward: a streamed body is scanned piece by piece as it goes; a
+    // finding stops it before the secret does.
+    let mut outgoing = match body {
+        RequestBody::Full(whole) => Outgoing::Whole(whole),
+        RequestBody::Streamed(streamed) => {
+            let strip = rule.on_secret == SecretAction::Strip;
+            Outgoing::stream(streamed, BodyStreamScan::new(strip), limits.max_body())
         }
-    })
-    .await;
-    let response = match sent {
-        Err(_) => {
-            return Err(Deny::new(
-                Reason::UpstreamTimeout,
-                format!(
-                    "{} did not answer within upstream.first_byte_timeout",
-                    target.host
-                ),
-            ))
-        }
-        Ok(Err(e)) => return Err(classify_upstream_error(&e)),
-        Ok(Ok(r)) => r,
     };
+    let client = snapshot.upstreams.client(address_policy);
+    let waits = Waits {
+        first_byte: config.upstream.first_byte_timeout,
+        idle: config.upstream.idle_timeout,
+    };
+    let started = Instant::now();
+    let sent = match &offer {
+        Some(offer) => {
+            let strip_secrets = rule.on_secret == SecretAction::Strip;
+            let upgrade = websocket::forward(client, parts, offer, strip_secrets);
+            tokio::time::timeout(waits.first_byte, upgrade)
+                .await
+                .unwrap_or(Err(SendError::FirstByteTimeout))
+        }
+        None => client.send(parts, &mut outgoing, waits).await,
+    };
+    if let Some(received) = outgoing.streamed_in() {
+        rec.received(received);
+    }
+    rec.found_in_body(outgoing.findings().into_iter().map(|f| f.rule.to_string()));
+    let response = sent.map_err(|e| match e {
+        SendError::FirstByteTimeout => Deny::new(
+            Reason::UpstreamTimeout,
+            format!(
+                "{} did not answer within upstream.first_byte_timeout",
+                target.host
+            ),
+        ),
+        e => classify_upstream_error(e),
+    })?;
     Ok(Upstream { response, started })
+}
+
+/// Holds a streamed body whole (within `limit`), counting it as received.
+async fn spool(
+    streamed: Streamed,
+    limit: usize,
+    what: &str,
+    rec: &mut RecordGuard,
+) -> Result<Bytes, Deny> {
+    let whole = streamed.spool(limit, what).await.map_err(abort_deny)?;
+    rec.received(whole.len() as u64);
+    Ok(whole)
+}
+
+/// The denial for a request body that stopped before it was all read.
+fn abort_deny(abort: BodyAbort) -> Deny {
+    Deny::new(abort.reason, abort.message)
 }
 
 /// Whether the upstream connection is TLS, and which addresses it may reach.
@@ -539,13 +636,17 @@ fn respond(
     Response::from_parts(parts, body)
 }
 
-fn classify_upstream_error(e: &SendError) -> Deny {
+fn classify_upstream_error(e: SendError) -> Deny {
     match e {
         SendError::Connect(connect) => Deny::new(connect.reason(), connect.to_string()),
         SendError::Broken(what) => Deny::new(
             Reason::UpstreamError,
             format!("the upstream broke the exchange: {what}"),
         ),
+        e @ (SendError::FirstByteTimeout | SendError::Stalled) => {
+            Deny::new(Reason::UpstreamTimeout, e.to_string())
+        }
+        SendError::Body(abort) => abort_deny(abort),
     }
 }
 

@@ -17,24 +17,25 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use http::{Method, Request, Response};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 
 use super::address::AddressPolicy;
 use super::admission::{self, Admitted, Ask};
 use super::body::ProxyBody;
 use super::gateway::Gateway;
-use super::h1::{Framing, H1Connection, H1Error, InFlight, RequestHead};
+use super::h1::{BodyReader, Framing, H1Connection, H1Error, InFlight, RequestHead};
 use super::identify::identify;
 use super::pipeline::{self, new_record, ConnContext, Tunnel};
+use super::request_body::{BodyAbort, Piece, RequestBody, Streamed, FIRST_PART, PIECES_IN_FLIGHT};
 use super::respond::{deny, CloseConnection, Deny};
 use super::rewind::Rewind;
 use super::upstream::dial;
@@ -49,8 +50,10 @@ const TLS_HANDSHAKE: u8 = 0x16;
 const MAX_CONNECTIONS: usize = 10_000;
 /// How long a connection may sit without sending the next request head.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
-/// How long a request body may take to arrive.
+/// How long the first part of a request body may take to arrive.
 const BODY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a streamed request body may go without a byte.
+const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long the TLS handshake after CONNECT may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
 /// Concurrent HTTP/2 streams per intercepted connection (each may buffer a body).
@@ -192,6 +195,7 @@ where
         // sending its body still leaves one.
         let mut rec = new_record(gw);
         rec.method(head.parts.method.as_str());
+        let target = pipeline::target_of(ctx, &head.parts, &mut rec);
         // identify before the body is read: nothing is buffered for a caller
         // that is not a live task. The unread body makes the connection
         // unusable afterwards, so it closes.
@@ -206,35 +210,77 @@ where
                 return None;
             }
         };
+        // A body larger than max_body is refused from its Content-Length,
+        // before any byte of it is read and without a 100 Continue.
+        let max_body = gw.snapshot().config.sanitizer.max_body();
+        if let Framing::Length(len) = head.framing {
+            if len > max_body {
+                let d = Deny::new(
+                    Reason::BodyTooLarge,
+                    format!("the request body ({len} bytes) is larger than sanitize.max_body ({max_body} bytes)"),
+                );
+                rec.task(&who.task.id, &who.task.agent, &who.task.labels);
+                refuse(&mut conn, rec, d).await;
+                return None;
+            }
+        }
         if head.expect_continue
             && head.framing != Framing::Empty
             && conn.write_continue().await.is_err()
         {
             return None;
         }
-        let limit = gw.snapshot().config.sanitizer.max_body_scan();
-        let body =
-            match tokio::time::timeout(BODY_TIMEOUT, conn.read_body(head.framing, limit)).await {
-                Ok(Ok(body)) => body,
-                Ok(Err(e)) => {
-                    let reason = e.reason();
-                    let response = deny(rec, Deny::new(reason, e.to_string()));
-                    if reason != Reason::ClientDisconnected {
-                        let _ = conn.write_response(response, false, false).await;
-                    }
-                    return None;
+        let start =
+            tokio::time::timeout(BODY_TIMEOUT, conn.read_body_start(head.framing, FIRST_PART))
+                .await;
+        let start = match start {
+            Ok(Ok(start)) => start,
+            Ok(Err(e)) => {
+                let reason = e.reason();
+                let response = deny(rec, Deny::new(reason, e.to_string()));
+                if reason != Reason::ClientDisconnected {
+                    let _ = conn.write_response(response, false, false).await;
                 }
-                Err(_) => {
-                    let d = Deny::new(
-                        Reason::BadRequest,
-                        "the request body did not arrive in time",
-                    );
-                    let _ = conn.write_response(deny(rec, d), false, false).await;
-                    return None;
-                }
-            };
+                return None;
+            }
+            Err(_) => {
+                let d = Deny::new(
+                    Reason::BadRequest,
+                    "the request body did not arrive in time",
+                );
+                let _ = conn.write_response(deny(rec, d), false, false).await;
+                return None;
+            }
+        };
         let head_only = head.parts.method == Method::HEAD;
-        let response = pipeline::handle(gw, ctx, who, head.parts, body, rec).await;
+        let (response, body_read) = match start.rest {
+            None => {
+                let body = RequestBody::Full(start.first);
+                let response = pipeline::handle(gw, who, target, head.parts, body, rec).await;
+                (response, true)
+            }
+            Some(reader) => {
+                // The rest of the body is read as the pipeline forwards it.
+                let length = match head.framing {
+                    Framing::Length(len) => Some(len),
+                    _ => None,
+                };
+                let (tx, rx) = mpsc::channel(PIECES_IN_FLIGHT);
+                let body = RequestBody::Streamed(Streamed::new(start.first, rx, length));
+                let handled = pipeline::handle(gw, who, target, head.parts, body, rec);
+                let pumped = pump_h1(&mut conn, reader, tx);
+                tokio::pin!(handled, pumped);
+                let mut body_read = None;
+                let response = loop {
+                    tokio::select! {
+                        response = &mut handled => break response,
+                        read = &mut pumped, if body_read.is_none() => body_read = Some(read),
+                    }
+                };
+                // A body not read to its end leaves the connection unusable.
+                (response, body_read == Some(true))
+            }
+        };
         let response = match response.into_parts() {
             // A switched WebSocket takes the connection over for good.
             (_, ProxyBody::WebSocket(switch)) => {
@@ -244,8 +290,9 @@ where
             }
             (parts, body) => Response::from_parts(parts, body),
         };
-        let keep_alive =
-            head.keep_alive && response.extensions().get::<CloseConnection>().is_none();
+        let keep_alive = body_read
+            && head.keep_alive
+            && response.extensions().get::<CloseConnection>().is_none();
         // Ending a task also cuts a response still streaming for it.
         let task = response.body().task().cloned();
         let written = match task {
@@ -260,6 +307,46 @@ where
             _ => return None,
         }
     }
+}
+
+/// Reads the rest of a streamed body from the agent into `tx`, piece by
+/// piece, each wait bounded. Returns whether the body was read to its end
+/// (only then can the connection carry another request).
+async fn pump_h1<IO: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut H1Connection<IO>,
+    mut reader: BodyReader,
+    tx: mpsc::Sender<Piece>,
+) -> bool {
+    loop {
+        let (piece, done) =
+            match tokio::time::timeout(BODY_IDLE_TIMEOUT, conn.next_piece(&mut reader)).await {
+                Ok(Ok(Some(data))) => (Piece::Data(data), None),
+                Ok(Ok(None)) => (Piece::End, Some(true)),
+                Ok(Err(e)) => (
+                    Piece::Failed(BodyAbort::new(e.reason(), e.to_string())),
+                    Some(false),
+                ),
+                Err(_) => (Piece::Failed(body_stalled()), Some(false)),
+            };
+        // A pipeline that stopped reading (a denial, an early answer) has
+        // dropped its end: the rest of the body stays unread.
+        if tx.send(piece).await.is_err() {
+            return false;
+        }
+        if let Some(done) = done {
+            return done;
+        }
+    }
+}
+
+fn body_stalled() -> BodyAbort {
+    BodyAbort::new(
+        Reason::BadRequest,
+        format!(
+            "the request body stalled: no byte for {}s",
+            BODY_IDLE_TIMEOUT.as_secs()
+        ),
+    )
 }
 
 /// Writes a denial on a connection that then closes.
@@ -457,33 +544,28 @@ where
         async move {
             let mut rec = new_record(&gw);
             rec.method(req.method().as_str());
-            let who = match identify(&gw, &ctx, req.headers()) {
+            let (parts, body) = req.into_parts();
+            let target = pipeline::target_of(&ctx, &parts, &mut rec);
+            let who = match identify(&gw, &ctx, &parts.headers) {
                 Ok(who) => who,
                 Err(d) => return Ok::<_, Infallible>(deny(rec, d)),
             };
-            let (parts, body) = req.into_parts();
-            let limit = gw.snapshot().config.sanitizer.max_body_scan();
-            let collected =
-                tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, limit).collect()).await;
-            let body = match collected {
-                Ok(Ok(collected)) => collected.to_bytes(),
-                Ok(Err(e)) => {
-                    let d = if e
-                        .downcast_ref::<http_body_util::LengthLimitError>()
-                        .is_some()
-                    {
-                        Deny::new(
-                            Reason::BodyTooLarge,
-                            format!("request body larger than {limit} bytes"),
-                        )
-                    } else {
-                        Deny::new(
-                            Reason::ClientDisconnected,
-                            "the request body did not arrive",
-                        )
-                    };
-                    return Ok(deny(rec, d));
-                }
+            let max_body = gw.snapshot().config.sanitizer.max_body();
+            let length = parts
+                .headers
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+            if let Some(len) = length.filter(|len| *len > max_body) {
+                let d = Deny::new(
+                    Reason::BodyTooLarge,
+                    format!("the request body ({len} bytes) is larger than sanitize.max_body ({max_body} bytes)"),
+                );
+                rec.task(&who.task.id, &who.task.agent, &who.task.labels);
+                return Ok(deny(rec, d));
+            }
+            let body = match tokio::time::timeout(BODY_TIMEOUT, h2_body_start(body)).await {
+                Ok(Ok(body)) => body,
+                Ok(Err(abort)) => return Ok(deny(rec, Deny::new(abort.reason, abort.message))),
                 Err(_) => {
                     let d = Deny::new(
                         Reason::BadRequest,
@@ -492,13 +574,67 @@ where
                     return Ok(deny(rec, d));
                 }
             };
-            Ok(pipeline::handle(&gw, &ctx, who, parts, body, rec).await)
+            let body = match body {
+                (first, None) => RequestBody::Full(first),
+                (first, Some(rest)) => {
+                    let (tx, rx) = mpsc::channel(PIECES_IN_FLIGHT);
+                    // Ends when the body does, or when the pipeline stops reading.
+                    tokio::spawn(pump_h2(rest, tx));
+                    RequestBody::Streamed(Streamed::new(first, rx, length))
+                }
+            };
+            Ok(pipeline::handle(&gw, who, target, parts, body, rec).await)
         }
     });
     let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
         .max_concurrent_streams(H2_MAX_STREAMS)
         .serve_connection(TokioIo::new(io), service)
         .await;
+}
+
+/// The first part of an HTTP/2 request body, and the rest when there is
+/// more (trailers are dropped, as on HTTP/1).
+async fn h2_body_start(mut body: Incoming) -> Result<(Bytes, Option<Incoming>), BodyAbort> {
+    let mut first = BytesMut::new();
+    while first.len() <= FIRST_PART {
+        match body.frame().await {
+            None => return Ok((first.freeze(), None)),
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    first.extend_from_slice(&data);
+                }
+            }
+            Some(Err(_)) => return Err(body_lost()),
+        }
+    }
+    Ok((first.freeze(), Some(body)))
+}
+
+/// [`pump_h1`] for an HTTP/2 stream.
+async fn pump_h2(mut body: Incoming, tx: mpsc::Sender<Piece>) {
+    loop {
+        let piece = match tokio::time::timeout(BODY_IDLE_TIMEOUT, body.frame()).await {
+            Ok(Some(Ok(frame))) => match frame.into_data() {
+                Ok(data) if data.is_empty() => continue,
+                Ok(data) => Piece::Data(data),
+                Err(_) => continue,
+            },
+            Ok(None) => Piece::End,
+            Ok(Some(Err(_))) => Piece::Failed(body_lost()),
+            Err(_) => Piece::Failed(body_stalled()),
+        };
+        let last = !matches!(piece, Piece::Data(_));
+        if tx.send(piece).await.is_err() || last {
+            return;
+        }
+    }
+}
+
+fn body_lost() -> BodyAbort {
+    BodyAbort::new(
+        Reason::ClientDisconnected,
+        "the request body did not arrive: the stream was reset",
+    )
 }
 
 /// A CONNECT `admitted` by a `tunnel: true` rule: bytes are relayed

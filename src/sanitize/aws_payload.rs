@@ -167,6 +167,36 @@ enum Declared {
     Chunked { signed: bool, trailer: bool },
 }
 
+/// Whether `headers` say anything about the body that [`read`] must check
+/// on the whole payload: an `x-amz-*` header (framing, a declared checksum
+/// or hash) or an `aws-chunked` content coding. A body too large to hold
+/// that they describe is held whole (within `max_buffered_body`) first.
+pub fn describes_body(headers: &HeaderMap) -> bool {
+    headers
+        .keys()
+        .any(|name| name.as_str().starts_with("x-amz-"))
+        || headers
+            .get_all(CONTENT_ENCODING)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+            .any(|coding| coding.trim_ascii().eq_ignore_ascii_case(b"aws-chunked"))
+}
+
+/// Takes `Expect` out of `headers`: credgate answered it (the agent sent
+/// its body), so nothing upstream has to wait for a 100 Continue. Only
+/// `100-continue` is understood.
+pub fn take_expect(headers: &mut HeaderMap) -> Result<(), PayloadError> {
+    for value in headers.get_all(EXPECT) {
+        if !value.as_bytes().eq_ignore_ascii_case(b"100-continue") {
+            return Err(PayloadError::Unsupported(
+                "Expect names an expectation other than 100-continue".into(),
+            ));
+        }
+    }
+    headers.remove(EXPECT);
+    Ok(())
+}
+
 /// Decodes `body` to the payload it carries and checks what `headers`
 /// declare about it. Removes the headers it reads (`x-amz-content-sha256`,
 /// `x-amz-decoded-content-length`, `x-amz-trailer`, `x-amz-checksum-*` but
@@ -194,16 +224,7 @@ pub fn read(
     if !relevant {
         return Ok((body, AwsPayload::default()));
     }
-    // The body is in credgate's hands whole before anything is forwarded:
-    // nothing upstream has to wait for a 100 Continue.
-    for value in headers.get_all(EXPECT) {
-        if !value.as_bytes().eq_ignore_ascii_case(b"100-continue") {
-            return Err(PayloadError::Unsupported(
-                "Expect names an expectation other than 100-continue".into(),
-            ));
-        }
-    }
-    headers.remove(EXPECT);
+    take_expect(headers)?;
     let declared = declared_framing(headers)?;
     let aws_chunked = take_aws_chunked_coding(headers)?;
     let mut payload = AwsPayload::default();

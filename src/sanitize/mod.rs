@@ -22,8 +22,13 @@
 //! sanitize:
 //!   strip_headers: [authorization, cookie, "x-amz-*"]  # replaces DEFAULT_STRIP_HEADERS
 //!   also_strip_headers: [x-my-secret]                  # added to the list in effect
-//!   max_body_scan: 1MiB                                # larger bodies are not buffered
+//!   max_body: 5GiB             # larger request bodies get 413 (from Content-Length, before any byte is read)
+//!   max_buffered_body: 64MiB   # bodies that must be held whole (a SigV4 payload hash) get 413 beyond this
 //! ```
+//!
+//! Bodies are scanned as they stream ([`BodyStreamScan`]), whatever their
+//! size; only a body that must be hashed before its first byte is sent is
+//! held whole, up to `max_buffered_body`.
 
 pub mod aws_payload;
 mod crc;
@@ -31,6 +36,7 @@ mod decode;
 mod headers;
 mod payload;
 mod rules;
+mod stream;
 mod target;
 
 use http::HeaderMap;
@@ -40,6 +46,8 @@ use crate::field::FieldError;
 use crate::units::parse_size;
 use headers::StripList;
 use rules::{Rule, RuleSet};
+
+pub use stream::{BodyStopped, BodyStreamScan};
 
 /// The secret-bearing headers stripped unless `strip_headers` replaces them
 /// (`prefix*` is a wildcard). See the list's source for who uses each one.
@@ -63,12 +71,17 @@ pub const DETECTION_RULES: [&str; 9] = [
 /// (`secret_query_param`), compared case-insensitively.
 pub const SECRET_QUERY_PARAMS: &[&str] = target::SECRET_QUERY_PARAMS;
 
-/// Body bytes buffered and scanned when `max_body_scan` is not set (1 MiB).
-pub const DEFAULT_MAX_BODY_SCAN: usize = 1 << 20;
+/// The largest request body accepted when `max_body` is not set (5 GiB).
+pub const DEFAULT_MAX_BODY: u64 = 5 << 30;
 
-/// The largest accepted `max_body_scan` (64 MiB): every in-flight request may
-/// hold this much in memory.
-pub const MAX_BODY_SCAN_LIMIT: usize = 64 << 20;
+/// How much of a body that must be held whole (to hash it for a SigV4
+/// signature, or to decode an AWS SDK's aws-chunked upload) is held when
+/// `max_buffered_body` is not set (64 MiB).
+pub const DEFAULT_MAX_BUFFERED_BODY: usize = 64 << 20;
+
+/// The largest accepted `max_buffered_body` (1 GiB): every such request in
+/// flight may hold this much in memory.
+pub const MAX_BUFFERED_BODY_LIMIT: usize = 1 << 30;
 
 /// The `sanitize:` section as written in the configuration file.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -80,9 +93,16 @@ pub struct RawSanitize {
     /// Added to the list in effect (default or given).
     #[serde(default)]
     pub also_strip_headers: Vec<String>,
-    /// A size such as `1MiB`; [`DEFAULT_MAX_BODY_SCAN`] when absent.
+    /// A size such as `5GiB`; [`DEFAULT_MAX_BODY`] when absent.
     #[serde(default)]
-    pub max_body_scan: Option<String>,
+    pub max_body: Option<String>,
+    /// A size such as `64MiB`; [`DEFAULT_MAX_BUFFERED_BODY`] when absent.
+    #[serde(default)]
+    pub max_buffered_body: Option<String>,
+    /// The setting `max_body` and streaming replaced; kept so that a
+    /// configuration that still has it gets an error that says so.
+    #[serde(default)]
+    pub max_body_scan: Option<serde_yaml::Value>,
 }
 
 /// Where a secret was found.
@@ -109,37 +129,64 @@ pub struct Finding {
 #[derive(Debug, Clone)]
 pub struct Sanitizer {
     strip: StripList,
-    max_body_scan: usize,
+    max_body: u64,
+    max_buffered_body: usize,
 }
 
 impl Sanitizer {
     /// Validates `raw`. Error paths are relative to `sanitize`
-    /// (`strip_headers[2]`, `max_body_scan`); every error is reported, not the
+    /// (`strip_headers[2]`, `max_body`); every error is reported, not the
     /// first only.
     pub fn compile(raw: &RawSanitize) -> Result<Sanitizer, Vec<FieldError>> {
         let mut errors = Vec::new();
         let strip = StripList::compile(raw.strip_headers.as_deref(), &raw.also_strip_headers)
             .map_err(|mut list_errors| errors.append(&mut list_errors))
             .ok();
-        let max_body_scan = match raw.max_body_scan.as_deref() {
-            None => Some(DEFAULT_MAX_BODY_SCAN),
-            Some(text) => parse_max_body_scan(text)
-                .map_err(|message| errors.push(FieldError::new("max_body_scan", message)))
+        if raw.max_body_scan.is_some() {
+            errors.push(FieldError::new(
+                "max_body_scan",
+                "max_body_scan was replaced: request bodies are scanned as they stream, whatever their size; set max_body to bound an upload",
+            ));
+        }
+        let max_body = match raw.max_body.as_deref() {
+            None => Some(DEFAULT_MAX_BODY),
+            Some(text) => parse_size(text)
+                .and_then(|size| match size {
+                    0 => Err("must be at least 1 byte".to_string()),
+                    size => Ok(size),
+                })
+                .map_err(|message| errors.push(FieldError::new("max_body", message)))
                 .ok(),
         };
-        match (strip, max_body_scan) {
-            (Some(strip), Some(max_body_scan)) if errors.is_empty() => Ok(Sanitizer {
-                strip,
-                max_body_scan,
-            }),
+        let max_buffered_body = match raw.max_buffered_body.as_deref() {
+            None => Some(DEFAULT_MAX_BUFFERED_BODY),
+            Some(text) => parse_max_buffered_body(text)
+                .map_err(|message| errors.push(FieldError::new("max_buffered_body", message)))
+                .ok(),
+        };
+        match (strip, max_body, max_buffered_body) {
+            (Some(strip), Some(max_body), Some(max_buffered_body)) if errors.is_empty() => {
+                Ok(Sanitizer {
+                    strip,
+                    max_body,
+                    max_buffered_body,
+                })
+            }
             _ => Err(errors),
         }
     }
 
-    /// Bodies up to this many bytes are buffered and scanned; the pipeline
-    /// treats a larger body that must be inspected as `BodyTooLarge`.
-    pub fn max_body_scan(&self) -> usize {
-        self.max_body_scan
+    /// The largest request body forwarded: a larger `Content-Length` is
+    /// refused with 413 before any byte is read (and without `100
+    /// Continue`); a body without one is cut at this size.
+    pub fn max_body(&self) -> u64 {
+        self.max_body
+    }
+
+    /// The most of a body held whole when it must be (a SigV4 payload hash,
+    /// an aws-chunked upload to decode); past it the request gets 413.
+    pub fn max_buffered_body(&self) -> usize {
+        self.max_buffered_body
     }
 
     /// Removes hop-by-hop headers (`connection`, `keep-alive`,
@@ -182,8 +229,8 @@ impl Sanitizer {
     }
 
     /// Secrets in a buffered body, read raw, form-urlencoded and JSON-escaped.
-    /// One finding per rule. Scans all of `body`; bounding it by
-    /// [`Sanitizer::max_body_scan`] is the caller's job.
+    /// One finding per rule. Scans all of `body`; the rest of a body too
+    /// large to hold goes through a [`BodyStreamScan`].
     pub fn scan_body(&self, body: &[u8]) -> Vec<Finding> {
         findings(payload::body_rules(body), FindingLocation::Body)
     }
@@ -223,15 +270,15 @@ impl Sanitizer {
     }
 }
 
-fn parse_max_body_scan(text: &str) -> Result<usize, String> {
+fn parse_max_buffered_body(text: &str) -> Result<usize, String> {
     let size = parse_size(text)?;
     if size == 0 {
         return Err("must be at least 1 byte".into());
     }
     usize::try_from(size)
         .ok()
-        .filter(|size| *size <= MAX_BODY_SCAN_LIMIT)
-        .ok_or_else(|| format!("{text:?} is larger than the limit of 64MiB"))
+        .filter(|size| *size <= MAX_BUFFERED_BODY_LIMIT)
+        .ok_or_else(|| format!("{text:?} is larger than the limit of 1GiB"))
 }
 
 fn findings(found: RuleSet, location: FindingLocation) -> Vec<Finding> {

@@ -8,7 +8,7 @@ use base64::Engine;
 use http::{HeaderName, HeaderValue};
 
 use super::decode::{merge, Decoding};
-use super::rules::{self, RuleSet};
+use super::rules::{self, Rule, RuleSet};
 
 /// Header values are percent-decoded only: `+` is literal in most of them.
 const HEADER_VIEW: Decoding = Decoding::Percent {
@@ -63,6 +63,24 @@ pub(crate) fn body_spans(body: &[u8]) -> Vec<Range<usize>> {
     merge(spans)
 }
 
+/// Every secret in `body`, found raw or decoded, with its rule and raw range
+/// (a secret seen in several views is listed once per view).
+pub(crate) fn body_matches(body: &[u8]) -> Vec<(Rule, Range<usize>)> {
+    let mut found = Vec::new();
+    rules::scan(body, |rule, span| found.push((rule, span)));
+    for view in BODY_VIEWS {
+        if view.applies(body) {
+            let decoded = view.decode(body);
+            let mut in_view = Vec::new();
+            rules::scan(&decoded, |rule, span| in_view.push((rule, span)));
+            let spans: Vec<Range<usize>> = in_view.iter().map(|(_, span)| span.clone()).collect();
+            let raw = view.map_to_raw(body, &spans);
+            found.extend(in_view.into_iter().map(|(rule, _)| rule).zip(raw));
+        }
+    }
+    found
+}
+
 /// `user:password` from `Basic <base64>`, when the value is one.
 fn basic_credentials(raw: &[u8]) -> Option<Vec<u8>> {
     let (scheme, rest) = raw.split_at(raw.iter().position(|b| *b == b' ')?);
@@ -75,7 +93,6 @@ fn basic_credentials(raw: &[u8]) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sanitize::rules::Rule;
 
     const KEY: &str = "sk-ant-api03-Test-Secret-0000000000";
 

@@ -31,7 +31,8 @@ fn rules_of(findings: &[Finding]) -> Vec<&'static str> {
 #[test]
 fn an_empty_section_gives_the_defaults() {
     let s = sanitizer("{}");
-    assert_eq!(s.max_body_scan(), DEFAULT_MAX_BODY_SCAN);
+    assert_eq!(s.max_body(), DEFAULT_MAX_BODY);
+    assert_eq!(s.max_buffered_body(), DEFAULT_MAX_BUFFERED_BODY);
     let mut map = headers(&[("x-api-key", "test-secret"), ("accept", "*/*")]);
     assert_eq!(s.strip_headers(&mut map), ["x-api-key"]);
 }
@@ -39,9 +40,10 @@ fn an_empty_section_gives_the_defaults() {
 #[test]
 fn configuration_is_read_and_applied() {
     let s = sanitizer(
-        "strip_headers: [x-team-token]\nalso_strip_headers: [\"x-corp-*\"]\nmax_body_scan: 64KiB\n",
+        "strip_headers: [x-team-token]\nalso_strip_headers: [\"x-corp-*\"]\nmax_body: 1GiB\nmax_buffered_body: 64KiB\n",
     );
-    assert_eq!(s.max_body_scan(), 64 << 10);
+    assert_eq!(s.max_body(), 1 << 30);
+    assert_eq!(s.max_buffered_body(), 64 << 10);
     let mut map = headers(&[
         ("x-team-token", "test-secret"),
         ("x-corp-key", "test-secret"),
@@ -59,26 +61,55 @@ fn unknown_fields_are_refused() {
 #[test]
 fn every_error_is_reported_with_its_path() {
     let raw: RawSanitize = serde_yaml::from_str(
-        "strip_headers: [ok, \"*\"]\nalso_strip_headers: [\"bad name\"]\nmax_body_scan: lots\n",
+        "strip_headers: [ok, \"*\"]\nalso_strip_headers: [\"bad name\"]\nmax_body: lots\nmax_buffered_body: 2GiB\nmax_body_scan: 1MiB\n",
     )
     .unwrap();
     let errors = Sanitizer::compile(&raw).unwrap_err();
     let paths: Vec<_> = errors.iter().map(|e| e.path.as_str()).collect();
     assert_eq!(
         paths,
-        ["strip_headers[1]", "also_strip_headers[0]", "max_body_scan"]
+        [
+            "strip_headers[1]",
+            "also_strip_headers[0]",
+            "max_body_scan",
+            "max_body",
+            "max_buffered_body"
+        ]
     );
 }
 
 #[test]
-fn max_body_scan_bounds() {
-    for (text, ok) in [("1", true), ("64MiB", true), ("0", false), ("65MiB", false)] {
+fn body_size_bounds() {
+    for (max_body, buffered, ok) in [
+        ("1", "1", true),
+        ("100GiB", "1GiB", true),
+        ("0", "1MiB", false),
+        ("1MiB", "0", false),
+        ("1MiB", "1025MiB", false),
+    ] {
         let raw = RawSanitize {
-            max_body_scan: Some(text.into()),
+            max_body: Some(max_body.into()),
+            max_buffered_body: Some(buffered.into()),
             ..RawSanitize::default()
         };
-        assert_eq!(Sanitizer::compile(&raw).is_ok(), ok, "{text}");
+        assert_eq!(
+            Sanitizer::compile(&raw).is_ok(),
+            ok,
+            "{max_body} {buffered}"
+        );
     }
+}
+
+#[test]
+fn the_replaced_max_body_scan_says_what_replaced_it() {
+    let raw: RawSanitize = serde_yaml::from_str("max_body_scan: 1MiB").unwrap();
+    let errors = Sanitizer::compile(&raw).unwrap_err();
+    assert_eq!(errors.len(), 1);
+    assert!(
+        errors[0].message.contains("max_body"),
+        "{}",
+        errors[0].message
+    );
 }
 
 #[test]

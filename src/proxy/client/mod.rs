@@ -26,6 +26,7 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use super::h1::{parse_chunk_size, write_turn};
+use super::request_body::{BodyAbort, Outgoing, Stream};
 use super::upstream::{ConnectError, GuardedConnector};
 use crate::stream::Io;
 
@@ -69,6 +70,25 @@ pub(crate) enum SendError {
     /// is not a well-framed HTTP/1.1 response.
     #[error("{0}")]
     Broken(String),
+    /// No response head within `upstream.first_byte_timeout`.
+    #[error("no answer within upstream.first_byte_timeout")]
+    FirstByteTimeout,
+    /// The upstream stopped reading a streamed request body.
+    #[error("the upstream stopped reading the request body for upstream.idle_timeout")]
+    Stalled,
+    /// The request body stopped before it was all sent (a secret found in
+    /// it, a body past `max_body`, an agent that went away).
+    #[error("{}", .0.message)]
+    Body(BodyAbort),
+}
+
+/// How long an exchange may wait on the upstream.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Waits {
+    /// From the end of the request to the response head.
+    pub(crate) first_byte: Duration,
+    /// For the upstream to take more of a streamed request body.
+    pub(crate) idle: Duration,
 }
 
 /// A failed exchange on one connection; `answered` once any byte of a
@@ -117,11 +137,13 @@ impl Client {
     /// with `body`, and returns the response with its body still to be read.
     /// A request that fails on a reused connection before any answer came
     /// back is sent again on a new one when its method is idempotent: the
-    /// upstream may have closed the idle connection as it was taken.
+    /// upstream may have closed the idle connection as it was taken. A
+    /// streamed body cannot be sent twice, so it always takes a new one.
     pub(crate) async fn send(
         &self,
         parts: &request::Parts,
-        body: &Bytes,
+        body: &mut Outgoing,
+        waits: Waits,
     ) -> Result<Response<ResponseBody>, SendError> {
         let tls = parts.uri.scheme() == Some(&http::uri::Scheme::HTTPS);
         let host = parts
@@ -136,6 +158,22 @@ impl Client {
             host: host.to_string(),
             port,
         };
+        match body {
+            Outgoing::Whole(body) => {
+                tokio::time::timeout(waits.first_byte, self.send_whole(parts, body, to))
+                    .await
+                    .map_err(|_| SendError::FirstByteTimeout)?
+            }
+            Outgoing::Stream(stream) => self.send_stream(parts, stream, to, waits).await,
+        }
+    }
+
+    async fn send_whole(
+        &self,
+        parts: &request::Parts,
+        body: &Bytes,
+        to: Destination,
+    ) -> Result<Response<ResponseBody>, SendError> {
         let message = encode_request(parts, body);
         let head_request = parts.method == Method::HEAD;
 
@@ -146,17 +184,61 @@ impl Client {
                 Err(f) => return Err(SendError::Broken(f.message)),
             }
         }
-        let io = tokio::time::timeout(
-            self.connector.connect_timeout,
-            self.connector.connect(host, port, tls),
-        )
-        .await
-        .map_err(|_| ConnectError::Timeout(host.to_string()))??;
-        let mut conn = Conn::new(io);
+        let mut conn = self.connect(&to).await?;
         match exchange(&mut conn, &message, body, head_request).await {
             Ok(head) => Ok(self.response(head, conn, to)),
             Err(f) => Err(SendError::Broken(f.message)),
         }
+    }
+
+    /// Sends a streamed body on a new connection; the wait for the answer
+    /// starts when the body has been sent.
+    async fn send_stream(
+        &self,
+        parts: &request::Parts,
+        body: &mut Stream,
+        to: Destination,
+        waits: Waits,
+    ) -> Result<Response<ResponseBody>, SendError> {
+        let length = body.length();
+        let mut conn = self.connect(&to).await?;
+        let mut head = Vec::with_capacity(512);
+        encode_head(parts, length, &mut head);
+        write_turn().await;
+        tokio::time::timeout(waits.idle, conn.io.write_all(&head))
+            .await
+            .map_err(|_| SendError::Stalled)?
+            .map_err(|e| SendError::Broken(Failure::io(false, &e).message))?;
+        let early = match write_stream(&mut conn, body, length.is_none(), waits.idle).await {
+            Ok(early) => early,
+            Err(StreamFailure::Body(abort)) => return Err(SendError::Body(abort)),
+            Err(StreamFailure::Stalled) => return Err(SendError::Stalled),
+            // An upstream that answered and closed is read below.
+            Err(StreamFailure::Io(e)) if conn.buf.is_empty() => {
+                return Err(SendError::Broken(Failure::io(false, &e).message))
+            }
+            Err(StreamFailure::Io(_)) => true,
+        };
+        let head_request = parts.method == Method::HEAD;
+        let mut head = tokio::time::timeout(waits.first_byte, read_head(&mut conn, head_request))
+            .await
+            .map_err(|_| SendError::FirstByteTimeout)?
+            .map_err(|f| SendError::Broken(f.message))?;
+        if early {
+            // The rest of the request body was never sent.
+            head.reuse = false;
+        }
+        Ok(self.response(head, conn, to))
+    }
+
+    async fn connect(&self, to: &Destination) -> Result<Conn, SendError> {
+        let io = tokio::time::timeout(
+            self.connector.connect_timeout,
+            self.connector.connect(&to.host, to.port, to.tls),
+        )
+        .await
+        .map_err(|_| ConnectError::Timeout(to.host.clone()))??;
+        Ok(Conn::new(io))
     }
 
     fn response(&self, head: Head, conn: Conn, to: Destination) -> Response<ResponseBody> {

@@ -8,6 +8,11 @@ use super::*;
 use crate::proxy::address::AddressPolicy;
 use crate::proxy::upstream::SystemResolver;
 
+const WAITS: Waits = Waits {
+    first_byte: Duration::from_secs(10),
+    idle: Duration::from_secs(10),
+};
+
 /// What a scripted upstream does with the next request on a connection.
 #[derive(Clone)]
 enum Act {
@@ -116,7 +121,11 @@ fn request(method: Method, addr: &str, path: &str) -> request::Parts {
 
 async fn get(client: &Client, addr: &str) -> Result<(Response<()>, Bytes), SendError> {
     let response = client
-        .send(&request(Method::GET, addr, "/"), &Bytes::new())
+        .send(
+            &request(Method::GET, addr, "/"),
+            &mut Outgoing::Whole(Bytes::new()),
+            WAITS,
+        )
         .await?;
     let (parts, body) = response.into_parts();
     let body = body
@@ -253,7 +262,11 @@ async fn a_head_response_has_no_body_whatever_its_length_says() {
     .await;
     let client = client();
     let response = client
-        .send(&request(Method::HEAD, &addr, "/"), &Bytes::new())
+        .send(
+            &request(Method::HEAD, &addr, "/"),
+            &mut Outgoing::Whole(Bytes::new()),
+            WAITS,
+        )
         .await
         .unwrap();
     assert!(response.body().is_end_stream());
@@ -271,7 +284,10 @@ async fn a_closed_idle_connection_is_not_used() {
     // Let the close arrive before the next checkout.
     tokio::time::sleep(Duration::from_millis(50)).await;
     let post = request(Method::POST, &addr, "/");
-    let response = client.send(&post, &Bytes::from_static(b"x")).await.unwrap();
+    let response = client
+        .send(&post, &mut Outgoing::Whole(Bytes::from_static(b"x")), WAITS)
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     let conns: Vec<usize> = seen.lock().unwrap().iter().map(|(c, _)| *c).collect();
     assert_eq!(conns, [0, 1]);
@@ -291,7 +307,10 @@ async fn only_idempotent_requests_are_sent_again_when_a_reused_connection_drops_
     let (addr, seen) = upstream(script).await;
     get(&client, &addr).await.unwrap();
     let post = request(Method::POST, &addr, "/");
-    let Err(err) = client.send(&post, &Bytes::from_static(b"x")).await else {
+    let Err(err) = client
+        .send(&post, &mut Outgoing::Whole(Bytes::from_static(b"x")), WAITS)
+        .await
+    else {
         panic!("a dropped POST must not be sent again");
     };
     assert!(matches!(err, SendError::Broken(_)), "{err}");
@@ -320,7 +339,11 @@ async fn a_body_dropped_early_closes_its_connection() {
     .await;
     let client = client();
     let response = client
-        .send(&request(Method::GET, &addr, "/"), &Bytes::new())
+        .send(
+            &request(Method::GET, &addr, "/"),
+            &mut Outgoing::Whole(Bytes::new()),
+            WAITS,
+        )
         .await
         .unwrap();
     let mut body = response.into_body();
@@ -345,11 +368,18 @@ async fn framing_headers_are_credgates_own() {
     post.headers
         .insert(header::CONNECTION, HeaderValue::from_static("close"));
     client
-        .send(&post, &Bytes::from_static(b"body!"))
+        .send(
+            &post,
+            &mut Outgoing::Whole(Bytes::from_static(b"body!")),
+            WAITS,
+        )
         .await
         .unwrap();
     let empty_post = request(Method::POST, &addr, "/");
-    client.send(&empty_post, &Bytes::new()).await.unwrap();
+    client
+        .send(&empty_post, &mut Outgoing::Whole(Bytes::new()), WAITS)
+        .await
+        .unwrap();
     let seen = seen.lock().unwrap();
     let first = &seen[0].1;
     assert!(
@@ -391,7 +421,11 @@ async fn an_answer_before_the_whole_body_is_returned_and_the_connection_dropped(
     let body = Bytes::from(vec![b'x'; 32 * 1024 * 1024]);
     let sent = tokio::time::timeout(
         Duration::from_secs(10),
-        client.send(&request(Method::POST, &addr, "/upload"), &body),
+        client.send(
+            &request(Method::POST, &addr, "/upload"),
+            &mut Outgoing::Whole(body.clone()),
+            WAITS,
+        ),
     )
     .await
     .expect("the early answer is returned, not waited past");

@@ -10,16 +10,29 @@ pub(super) struct Message {
 }
 
 pub(super) fn encode_request(parts: &request::Parts, body: &[u8]) -> Message {
-    let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
     let body_inline = body.len() <= INLINE_BODY;
     let mut out = Vec::with_capacity(256 + if body_inline { body.len() } else { 0 });
+    encode_head(parts, Some(body.len() as u64), &mut out);
+    if body_inline {
+        out.extend_from_slice(body);
+    }
+    Message {
+        bytes: out,
+        body_inline,
+    }
+}
+
+/// The request head, framed for a body of `length` bytes, or chunked when
+/// `length` is `None`.
+pub(super) fn encode_head(parts: &request::Parts, length: Option<u64>, out: &mut Vec<u8>) {
+    let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
     out.extend_from_slice(parts.method.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let mut had_length = false;
     for (name, value) in &parts.headers {
-        // Framing is credgate's to set: the body was read whole.
+        // Framing is credgate's to set.
         if name == header::CONTENT_LENGTH {
             had_length = true;
             continue;
@@ -39,20 +52,18 @@ pub(super) fn encode_request(parts: &request::Parts, body: &[u8]) -> Message {
             out.extend_from_slice(b"\r\n");
         }
     }
-    let body_expected = matches!(parts.method, Method::POST | Method::PUT | Method::PATCH);
-    if !body.is_empty() || had_length || body_expected {
-        out.extend_from_slice(b"content-length: ");
-        out.extend_from_slice(body.len().to_string().as_bytes());
-        out.extend_from_slice(b"\r\n");
+    match length {
+        None => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        Some(length) => {
+            let body_expected = matches!(parts.method, Method::POST | Method::PUT | Method::PATCH);
+            if length > 0 || had_length || body_expected {
+                out.extend_from_slice(b"content-length: ");
+                out.extend_from_slice(length.to_string().as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
+        }
     }
     out.extend_from_slice(b"\r\n");
-    if body_inline {
-        out.extend_from_slice(body);
-    }
-    Message {
-        bytes: out,
-        body_inline,
-    }
 }
 
 /// Writes a large request body while watching the connection: an upstream
@@ -93,4 +104,60 @@ pub(super) async fn write_body(conn: &mut Conn, body: &[u8]) -> io::Result<bool>
         Poll::Ready(Ok(false))
     })
     .await
+}
+
+/// Sends a streamed body piece by piece, each as it clears the scan, chunked
+/// when the upstream was told no length. Returns `true` when a final
+/// response arrived before the body was all sent (its bytes are in
+/// `conn.buf`; the rest is not sent). A body that stops (a finding, a body
+/// past `max_body`, an agent that went away) returns its abort, and the
+/// caller drops the connection: the upstream never sees the request end.
+pub(super) async fn write_stream(
+    conn: &mut Conn,
+    body: &mut Stream,
+    chunked: bool,
+    idle: Duration,
+) -> Result<bool, StreamFailure> {
+    while let Some(piece) = body.next().await.map_err(StreamFailure::Body)? {
+        let written = tokio::time::timeout(idle, async {
+            if chunked {
+                let size = format!("{:x}\r\n", piece.len());
+                if write_body(conn, size.as_bytes()).await? {
+                    return Ok(true);
+                }
+            }
+            if write_body(conn, &piece).await? {
+                return Ok(true);
+            }
+            if chunked {
+                return write_body(conn, b"\r\n").await;
+            }
+            Ok(false)
+        })
+        .await
+        .map_err(|_| StreamFailure::Stalled)?
+        .map_err(StreamFailure::Io)?;
+        if written {
+            return Ok(true);
+        }
+    }
+    let end: &[u8] = if chunked { b"0\r\n\r\n" } else { b"" };
+    tokio::time::timeout(idle, async {
+        conn.io.write_all(end).await?;
+        conn.io.flush().await
+    })
+    .await
+    .map_err(|_| StreamFailure::Stalled)?
+    .map_err(StreamFailure::Io)?;
+    Ok(false)
+}
+
+/// Why a streamed body could not be sent.
+pub(super) enum StreamFailure {
+    /// The body itself stopped.
+    Body(BodyAbort),
+    /// The upstream did not read for `upstream.idle_timeout`.
+    Stalled,
+    /// The connection failed.
+    Io(io::Error),
 }

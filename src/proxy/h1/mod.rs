@@ -9,8 +9,9 @@
 //! closes, because after an ambiguity nobody can know where the next request
 //! starts.
 //!
-//! Request bodies are read whole, up to a bound, before the pipeline runs:
-//! the sanitize phase must see them before anything is sent upstream.
+//! A request body's first part is read before the pipeline runs, so the
+//! sanitize phase sees a small body whole; the rest of a larger one is read
+//! piece by piece as it is forwarded ([`body`]).
 
 use std::future::poll_fn;
 use std::io;
@@ -27,7 +28,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use crate::decimal::Decimal;
 use crate::reason::Reason;
 
+mod body;
 mod head;
+
+pub(crate) use body::BodyReader;
 
 pub(super) use head::parse_chunk_size;
 use head::{build_head, Spans};
@@ -80,9 +84,6 @@ pub(crate) enum H1Error {
     /// Not a valid HTTP/1 request.
     #[error("{0}")]
     Malformed(String),
-    /// A body larger than the bound.
-    #[error("request body larger than {0} bytes")]
-    BodyTooLarge(usize),
 }
 
 impl H1Error {
@@ -92,7 +93,6 @@ impl H1Error {
             H1Error::Closed | H1Error::Io(_) => Reason::ClientDisconnected,
             H1Error::Framing(_) => Reason::FramingAmbiguous,
             H1Error::Malformed(_) => Reason::BadRequest,
-            H1Error::BodyTooLarge(_) => Reason::BodyTooLarge,
         }
     }
 }
@@ -187,30 +187,6 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> H1Connection<IO> {
         self.io.flush().await
     }
 
-    /// Reads the whole body of the current request, refusing more than `limit` bytes.
-    pub(crate) async fn read_body(
-        &mut self,
-        framing: Framing,
-        limit: usize,
-    ) -> Result<Bytes, H1Error> {
-        match framing {
-            Framing::Empty => Ok(Bytes::new()),
-            Framing::Length(len) => {
-                if len > limit as u64 {
-                    return Err(H1Error::BodyTooLarge(limit));
-                }
-                let len = len as usize;
-                while self.buf.len() < len {
-                    if self.fill().await? == 0 {
-                        return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into());
-                    }
-                }
-                Ok(self.buf.split_to(len).freeze())
-            }
-            Framing::Chunked => self.read_chunked(limit).await,
-        }
-    }
-
     async fn read_line(&mut self, max: usize) -> Result<BytesMut, H1Error> {
         loop {
             if let Some(pos) = self.buf.iter().position(|&b| b == b'\n') {
@@ -228,48 +204,6 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> H1Connection<IO> {
                 return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into());
             }
         }
-    }
-
-    async fn read_chunked(&mut self, limit: usize) -> Result<Bytes, H1Error> {
-        let mut body = BytesMut::new();
-        loop {
-            let line = self.read_line(1024).await?;
-            let size = parse_chunk_size(&line)?;
-            if size == 0 {
-                break;
-            }
-            if body.len() as u64 + size > limit as u64 {
-                return Err(H1Error::BodyTooLarge(limit));
-            }
-            let size = size as usize;
-            while self.buf.len() < size + 2 {
-                if self.fill().await? == 0 {
-                    return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into());
-                }
-            }
-            body.extend_from_slice(&self.buf[..size]);
-            if &self.buf[size..size + 2] != b"\r\n" {
-                return Err(H1Error::Framing("chunk data not followed by CRLF"));
-            }
-            self.buf.advance(size + 2);
-        }
-        // Trailer fields are read and discarded: nothing downstream uses them,
-        // and forwarding them would be a way around header sanitizing.
-        let mut trailer_bytes = 0;
-        loop {
-            let line = self.read_line(MAX_TRAILERS).await?;
-            if line.is_empty() {
-                break;
-            }
-            trailer_bytes += line.len();
-            if trailer_bytes > MAX_TRAILERS {
-                return Err(H1Error::Framing("trailer section too large"));
-            }
-            if line[0] == b' ' || line[0] == b'\t' {
-                return Err(H1Error::Framing("obs-fold in trailer section"));
-            }
-        }
-        Ok(body.freeze())
     }
 
     /// Writes `response` and reports whether the connection can carry another
@@ -469,8 +403,9 @@ mod tests {
         drop(client);
         let mut conn = H1Connection::new(server, BytesMut::new());
         let head = conn.read_head().await?;
-        let body = conn.read_body(head.framing, 1024).await?;
-        Ok((head, body))
+        let start = conn.read_body_start(head.framing, 1024).await?;
+        assert!(start.rest.is_none(), "the test bodies are small");
+        Ok((head, start.first))
     }
 
     #[tokio::test]
@@ -531,12 +466,100 @@ mod tests {
         }
     }
 
+    /// Reads a whole body through `read_body_start` with a first part of
+    /// `hold` bytes, then piece by piece.
+    async fn read_in_pieces(raw: &[u8], hold: usize) -> Result<(Bytes, Vec<u8>), H1Error> {
+        let (mut client, server) = tokio::io::duplex(1024);
+        let raw = raw.to_vec();
+        let writer = tokio::spawn(async move {
+            // Small writes, so pieces and chunk lines fall apart.
+            for part in raw.chunks(7) {
+                if client.write_all(part).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let mut conn = H1Connection::new(server, BytesMut::new());
+        let head = conn.read_head().await?;
+        let start = conn.read_body_start(head.framing, hold).await?;
+        let mut rest = Vec::new();
+        if let Some(mut reader) = start.rest {
+            while let Some(piece) = conn.next_piece(&mut reader).await? {
+                assert!(!piece.is_empty());
+                rest.extend_from_slice(&piece);
+            }
+        }
+        writer.abort();
+        Ok((start.first, rest))
+    }
+
     #[tokio::test]
-    async fn oversized_body_is_refused_before_reading_it() {
-        let err = parse(b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 99999\r\n\r\n")
-            .await
-            .unwrap_err();
-        assert_eq!(err.reason(), Reason::BodyTooLarge);
+    async fn a_large_body_is_read_in_its_first_part_then_piece_by_piece() {
+        let data: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+        let mut length = b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 5000\r\n\r\n".to_vec();
+        length.extend_from_slice(&data);
+        let mut chunked =
+            b"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        for part in data.chunks(999) {
+            chunked.extend_from_slice(format!("{:x};e=1\r\n", part.len()).as_bytes());
+            chunked.extend_from_slice(part);
+            chunked.extend_from_slice(b"\r\n");
+        }
+        chunked.extend_from_slice(b"0\r\nX-T: 1\r\n\r\n");
+        for raw in [&length, &chunked] {
+            let (first, rest) = read_in_pieces(raw, 1024).await.unwrap();
+            assert!(first.len() > 1024 && first.len() < 5000, "{}", first.len());
+            assert_eq!([&first[..], &rest[..]].concat(), data);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_that_ends_early_or_breaks_its_framing_is_an_error() {
+        let length = b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 4000\r\n\r\n".to_vec();
+        let chunked = b"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        let with = |head: &[u8], tail: &[u8]| [head, tail].concat();
+        let cases = [
+            // Ends before its Content-Length, after the first part.
+            (with(&length, &[b'x'; 100]), Reason::ClientDisconnected),
+            // Ends inside a chunk.
+            (
+                with(&chunked, &[b"800\r\n", &[b'x'; 100][..]].concat()),
+                Reason::ClientDisconnected,
+            ),
+            // Ends after a chunk, before the last one.
+            (
+                with(&chunked, &[b"40\r\n", &[b'x'; 64][..], b"\r\n"].concat()),
+                Reason::ClientDisconnected,
+            ),
+            // A chunk longer than its size line says.
+            (
+                with(
+                    &chunked,
+                    &[b"40\r\n", &[b'x'; 80][..], b"\r\n0\r\n\r\n"].concat(),
+                ),
+                Reason::FramingAmbiguous,
+            ),
+            // A size line that is not hex, mid-body.
+            (
+                with(
+                    &chunked,
+                    &[b"40\r\n", &[b'x'; 64][..], b"\r\nzz\r\n"].concat(),
+                ),
+                Reason::FramingAmbiguous,
+            ),
+            // A bare LF after a size line.
+            (
+                with(
+                    &chunked,
+                    &[b"40\r\n", &[b'x'; 64][..], b"\r\n40\n"].concat(),
+                ),
+                Reason::FramingAmbiguous,
+            ),
+        ];
+        for (raw, reason) in cases {
+            let err = read_in_pieces(&raw, 16).await.unwrap_err();
+            assert_eq!(err.reason(), reason, "{}", String::from_utf8_lossy(&raw));
+        }
     }
 
     #[tokio::test]

@@ -159,7 +159,7 @@ impl<A: AsyncRead + AsyncWrite + Unpin> Relay<'_, A> {
                         return self.refuse_secret(findings).await;
                     }
                     self.snapshot.config.sanitizer.redact_body(&mut payload);
-                    self.rec.found(findings);
+                    self.rec.found_in_body(findings);
                 }
             }
             encode(&mut out, true, opcode, &payload, Some(mask_key()));
@@ -194,7 +194,7 @@ impl<A: AsyncRead + AsyncWrite + Unpin> Relay<'_, A> {
             "the agent sent what looks like a secret ({}) in a WebSocket message; it was not forwarded and the socket was closed with 1008",
             findings.join(", ")
         );
-        self.rec.found(findings);
+        self.rec.found_in_body(findings);
         self.info.close_code = Some(POLICY_VIOLATION);
         self.send_close(Peer::Agent, POLICY_VIOLATION).await;
         self.send_close(Peer::Upstream, GOING_AWAY).await;

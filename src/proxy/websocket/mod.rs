@@ -72,7 +72,7 @@ struct Negotiated {
 /// `Ok(Some)` for a valid WebSocket upgrade, `Ok(None)` for a request that
 /// does not ask for one (another `Upgrade` value is stripped later, as a
 /// hop-by-hop header), and a 400 for an upgrade that is not valid.
-pub(crate) fn offer(parts: &request::Parts, body_len: usize) -> Result<Option<Offer>, Deny> {
+pub(crate) fn offer(parts: &request::Parts, has_body: bool) -> Result<Option<Offer>, Deny> {
     let headers = &parts.headers;
     if !has_token(headers, &header::UPGRADE, "websocket") {
         return Ok(None);
@@ -89,7 +89,7 @@ pub(crate) fn offer(parts: &request::Parts, body_len: usize) -> Result<Option<Of
     if parts.method != Method::GET {
         return refuse("it must be a GET");
     }
-    if body_len != 0 {
+    if has_body {
         return refuse("it cannot carry a body");
     }
     if !has_token(headers, &header::CONNECTION, "upgrade") {

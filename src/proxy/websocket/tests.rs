@@ -31,11 +31,11 @@ fn the_accept_is_the_rfc_example() {
 
 #[test]
 fn a_valid_upgrade_is_an_offer_and_a_plain_request_is_not() {
-    let valid = offer(&request("GET", &upgrade_headers()), 0)
+    let valid = offer(&request("GET", &upgrade_headers()), false)
         .unwrap()
         .unwrap();
     assert_eq!(valid.key, KEY);
-    assert!(offer(&request("GET", &[("host", "a")]), 0)
+    assert!(offer(&request("GET", &[("host", "a")]), false)
         .unwrap()
         .is_none());
     // Another protocol is not a WebSocket offer: it is stripped as before.
@@ -43,7 +43,7 @@ fn a_valid_upgrade_is_an_offer_and_a_plain_request_is_not() {
         "GET",
         &[("host", "a"), ("upgrade", "h2c"), ("connection", "upgrade")],
     );
-    assert!(offer(&h2c, 0).unwrap().is_none());
+    assert!(offer(&h2c, false).unwrap().is_none());
 }
 
 #[test]
@@ -69,12 +69,12 @@ fn an_invalid_upgrade_is_a_bad_request() {
         request("GET", &with("sec-websocket-key", "not base64!")),
     ];
     for parts in cases {
-        assert!(offer(&parts, 0).is_err(), "{:?}", parts.headers);
+        assert!(offer(&parts, false).is_err(), "{:?}", parts.headers);
     }
-    assert!(offer(&request("GET", &upgrade_headers()), 3).is_err());
+    assert!(offer(&request("GET", &upgrade_headers()), true).is_err());
     let mut old = request("GET", &upgrade_headers());
     old.version = Version::HTTP_10;
-    assert!(offer(&old, 0).is_err());
+    assert!(offer(&old, false).is_err());
 }
 
 fn switch(headers: &[(&str, &str)]) -> Result<(), String> {
