@@ -15,6 +15,7 @@ pub mod cli;
 pub mod config;
 pub mod credential;
 mod decimal;
+pub mod decode;
 pub mod field;
 mod hex;
 pub mod inject;

@@ -65,8 +65,12 @@ pub enum Reason {
     UpstreamTimeout,
     /// The upstream broke the exchange.
     UpstreamError,
-    /// The response could not be scanned for credentials (e.g. compressed).
+    /// The response could not be scanned for credentials: a content coding
+    /// credgate cannot decode, or a compressed body that is corrupt or truncated.
     ResponseUnscannable,
+    /// A compressed response decoded to more than `upstream.max_decoded_body`,
+    /// or by more than `upstream.max_decode_ratio` (a decompression bomb).
+    ResponseTooLarge,
     /// The decision log cannot be written; requests fail closed.
     AuditUnavailable,
     /// The agent went away before the exchange finished.
@@ -106,7 +110,8 @@ impl Reason {
             Reason::UpstreamConnectFailed
             | Reason::UpstreamTlsFailed
             | Reason::UpstreamError
-            | Reason::ResponseUnscannable => StatusCode::BAD_GATEWAY,
+            | Reason::ResponseUnscannable
+            | Reason::ResponseTooLarge => StatusCode::BAD_GATEWAY,
             Reason::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             // Nobody is left to read it; the record carries the reason.
             Reason::ClientDisconnected => StatusCode::BAD_REQUEST,
@@ -144,6 +149,7 @@ impl Reason {
             Reason::UpstreamTimeout => "upstream_timeout",
             Reason::UpstreamError => "upstream_error",
             Reason::ResponseUnscannable => "response_unscannable",
+            Reason::ResponseTooLarge => "response_too_large",
             Reason::AuditUnavailable => "audit_unavailable",
             Reason::ClientDisconnected => "client_disconnected",
             Reason::Internal => "internal",
@@ -167,6 +173,7 @@ mod tests {
             Reason::Allowed,
             Reason::SecretInRequest,
             Reason::UpstreamTlsFailed,
+            Reason::ResponseTooLarge,
         ] {
             let json = serde_json::to_string(&r).unwrap();
             assert_eq!(json, format!("\"{}\"", r.as_str()));

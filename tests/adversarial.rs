@@ -79,8 +79,8 @@ fn upstream_handler(state: Arc<UpstreamState>) -> Handler {
             "/echo/raw" => Reply::ok(&text),
             "/echo/gzip" => Reply {
                 status: 200,
-                // Ignores `Accept-Encoding: identity`; a compressed body
-                // cannot be scrubbed.
+                // Ignores `Accept-Encoding: identity`, and is not even
+                // gzip: a body that cannot be decoded cannot be scrubbed.
                 headers: vec![("content-encoding".into(), "gzip".into())],
                 chunks: vec![text.clone().into_bytes()],
             },
@@ -815,7 +815,7 @@ async fn echoed_credentials_are_scrubbed_in_every_form() {
         assert_scrubbed(&s, path, &resp, status);
         s.assert_no_secrets(&resp.text()).await;
     }
-    // An upstream that compresses anyway gets nothing through.
+    // A body labelled gzip that does not decode gets nothing through.
     let resp = exchange(&mut tls, &s.inner_request("GET", "/echo/gzip", "")).await;
     assert_refused(&resp, 502, "response_unscannable");
     s.assert_no_secrets(&resp.text()).await;

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Installs the real agent clients the integration tests drive (curl, Python
+# Installs the real agent clients the integration tests drive (curl, git, Python
 # requests/httpx/websockets, boto3 and the AWS CLI, Node with undici) and the real peers they talk to (an OAuth
-# 2.0 server, OpenBao, moto), then runs every test. Safe to re-run.
+# 2.0 server, OpenBao, moto, git http-backend behind nginx), then runs every test. Safe to re-run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,9 +10,23 @@ command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-pip)
+# The git smart-HTTP server the git tests clone from and push to: Debian's
+# git (for git http-backend), behind nginx over fcgiwrap.
+[ -x /usr/bin/git ] || missing+=(git)
+command -v nginx >/dev/null 2>&1 || missing+=(nginx-light)
+command -v fcgiwrap >/dev/null 2>&1 || missing+=(fcgiwrap)
 if [ ${#missing[@]} -gt 0 ]; then
+  # Keep Debian from starting the services it installs (nginx): the tests
+  # start their own.
+  policy_created=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+    chmod 755 /usr/sbin/policy-rc.d
+    policy_created=1
+  fi
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  if [ "$policy_created" = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi
 fi
 if ! python3 -c 'import requests, httpx' >/dev/null 2>&1; then
   python3 -m pip install --quiet --disable-pip-version-check 'requests>=2.31,<3' 'httpx>=0.27,<1'

@@ -100,6 +100,13 @@ pub struct UpstreamConfig {
     /// The whole exchange, body included; none by default, so a healthy
     /// long stream (an LLM's tokens, a log tail) is not cut.
     pub total_timeout: Option<Duration>,
+    /// The most a compressed response body may decode to; past it the
+    /// response is cut (`response_too_large`).
+    pub max_decoded_body: u64,
+    /// The most a compressed body may grow by (decoded bytes per encoded
+    /// byte), judged once it has decoded past 1 MiB: a decompression bomb
+    /// is stopped long before `max_decoded_body`.
+    pub max_decode_ratio: u64,
 }
 
 /// Task lifetime bounds.
@@ -186,6 +193,10 @@ struct RawUpstream {
     idle_timeout: Option<String>,
     #[serde(default)]
     total_timeout: Option<String>,
+    #[serde(default)]
+    max_decoded_body: Option<String>,
+    #[serde(default)]
+    max_decode_ratio: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -256,6 +267,34 @@ impl Collector {
                 self.errors.push(FieldError::new(path, msg));
                 default
             }
+        }
+    }
+
+    fn size(&mut self, path: &str, text: Option<&str>, default: u64) -> u64 {
+        match text.map(crate::units::parse_size) {
+            None => default,
+            Some(Ok(0)) => {
+                self.errors
+                    .push(FieldError::new(path, "must be larger than zero"));
+                default
+            }
+            Some(Ok(n)) => n,
+            Some(Err(msg)) => {
+                self.errors.push(FieldError::new(path, msg));
+                default
+            }
+        }
+    }
+
+    fn positive(&mut self, path: &str, value: Option<u64>, default: u64) -> u64 {
+        match value {
+            None => default,
+            Some(0) => {
+                self.errors
+                    .push(FieldError::new(path, "must be larger than zero"));
+                default
+            }
+            Some(n) => n,
         }
     }
 
@@ -397,6 +436,12 @@ impl Config {
                 .total_timeout
                 .as_deref()
                 .map(|text| c.duration("upstream.total_timeout", Some(text), Duration::MAX)),
+            max_decoded_body: c.size(
+                "upstream.max_decoded_body",
+                up.max_decoded_body.as_deref(),
+                1 << 30,
+            ),
+            max_decode_ratio: c.positive("upstream.max_decode_ratio", up.max_decode_ratio, 100),
         };
 
         let raw_tasks: RawTasks = get("tasks")

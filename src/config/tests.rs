@@ -161,3 +161,33 @@ scopes:
     );
     assert!(joined.contains("scopes.s[1].narrowing"), "{joined}");
 }
+
+#[test]
+fn decoding_limits_have_defaults_and_name_their_field_on_error() {
+    let config = Config::parse("", &env()).unwrap();
+    assert_eq!(config.upstream.max_decoded_body, 1 << 30);
+    assert_eq!(config.upstream.max_decode_ratio, 100);
+    let config = Config::parse(
+        "upstream: { max_decoded_body: 64MiB, max_decode_ratio: 20 }\n",
+        &env(),
+    )
+    .unwrap();
+    assert_eq!(config.upstream.max_decoded_body, 64 << 20);
+    assert_eq!(config.upstream.max_decode_ratio, 20);
+    let joined =
+        errors("upstream: { max_decoded_body: 1 parsec, max_decode_ratio: 0 }\n").join("\n");
+    for expected in [
+        "upstream.max_decoded_body:",
+        "upstream.max_decode_ratio: must be larger than zero",
+    ] {
+        assert!(
+            joined.contains(expected),
+            "missing {expected:?} in:\n{joined}"
+        );
+    }
+    let joined = errors("upstream: { max_decoded_body: \"0\" }\n").join("\n");
+    assert!(
+        joined.contains("upstream.max_decoded_body: must be larger than zero"),
+        "{joined}"
+    );
+}

@@ -1,7 +1,8 @@
 //! The body credgate sends back to the agent.
 //!
 //! An upstream body flows through a [`StreamScrubber`] so every credential in
-//! play is masked, even when it is split across chunks. The request's
+//! play is masked, even when it is split across chunks; a compressed one is
+//! decoded first ([`super::decoded`]), so the scrubber reads what the agent will. The request's
 //! [`RecordGuard`] travels inside the body: the record is written when the
 //! body is finished or dropped, so it carries the bytes actually sent, and a
 //! client that disconnects mid-body still yields exactly one record.
@@ -17,7 +18,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 
-use super::client::ResponseBody;
+use super::decoded::{DecodeFailure, UpstreamSource};
 use super::websocket::Switch;
 use crate::audit::RecordGuard;
 use crate::reason::Reason;
@@ -94,7 +95,7 @@ pub(crate) enum ProxyBody {
 
 /// The state of a streaming upstream body.
 pub(crate) struct UpstreamBody {
-    inner: ResponseBody,
+    inner: UpstreamSource,
     scrubber: ScrubChain,
     task: Arc<Task>,
     record: RecordGuard,
@@ -125,7 +126,7 @@ impl ProxyBody {
     /// `record`. The upstream may pause at most `idle` between frames, and
     /// the whole body must arrive within `remaining` when that is given.
     pub(crate) fn upstream(
-        inner: ResponseBody,
+        inner: UpstreamSource,
         scrubber: ScrubChain,
         record: RecordGuard,
         remaining: Option<Duration>,
@@ -192,7 +193,8 @@ impl Body for ProxyBody {
             ProxyBody::Full(bytes) => {
                 SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
             }
-            // Scrubbing keeps lengths, so the upstream's length still holds.
+            // Scrubbing keeps lengths, so the upstream's length still holds
+            // (a decoded body has none).
             ProxyBody::Upstream(body) => body.inner.size_hint(),
             ProxyBody::WebSocket(_) => SizeHint::with_exact(0),
         }
@@ -277,10 +279,14 @@ impl UpstreamBody {
                 }
                 Poll::Ready(Some(Err(e))) => {
                     self.finished = true;
-                    self.record.ended(
-                        Reason::UpstreamError,
-                        format!("the upstream body broke off: {e}"),
-                    );
+                    // A decoded body that failed (corrupt, too large) says why.
+                    match e.get_ref().and_then(|e| e.downcast_ref::<DecodeFailure>()) {
+                        Some(failure) => self.record.ended(failure.reason, failure.message.clone()),
+                        None => self.record.ended(
+                            Reason::UpstreamError,
+                            format!("the upstream body broke off: {e}"),
+                        ),
+                    }
                     return Poll::Ready(Some(Err(io::Error::other("upstream body failed"))));
                 }
             }

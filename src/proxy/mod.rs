@@ -4,6 +4,7 @@ mod address;
 mod admission;
 mod body;
 mod client;
+mod decoded;
 mod gateway;
 mod h1;
 mod identify;

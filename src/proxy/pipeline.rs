@@ -35,6 +35,7 @@ use super::address::AddressPolicy;
 use super::admission::{self, Ask};
 use super::body::{ProxyBody, ScrubChain};
 use super::client::{ResponseBody, SendError, Upgraded, Waits};
+use super::decoded::{self, UpstreamSource};
 use super::gateway::{Gateway, Snapshot};
 use super::identify::Identity;
 use super::request_body::{BodyAbort, Outgoing, RequestBody, Streamed};
@@ -47,6 +48,7 @@ use crate::config::CredentialSpec;
 use crate::credential::cache::CacheStatus;
 use crate::credential::{Credential, FetchContext, RequestView};
 use crate::decimal::Decimal;
+use crate::decode::DecodeLimits;
 use crate::inject::InjectError;
 use crate::policy::{Scheme, ScopeRule, SecretAction};
 use crate::reason::Reason;
@@ -179,7 +181,7 @@ pub(crate) async fn handle(
         Ok(upstream) if upstream.response.extensions().get::<Upgraded>().is_some() => {
             websocket::respond(gw, snapshot, &who, upstream.response, upstream.started, rec)
         }
-        Ok(upstream) => respond(gw, &snapshot, &who, upstream, head_request, rec),
+        Ok(upstream) => respond(gw, &snapshot, &who, upstream, head_request, rec).await,
         Err(d) => deny(rec, d),
     }
 }
@@ -567,7 +569,7 @@ fn record_issue(
 }
 
 /// scrub: the response goes back with every credential in play masked.
-fn respond(
+async fn respond(
     gw: &Gateway,
     snapshot: &Snapshot,
     who: &Identity,
@@ -580,27 +582,14 @@ fn respond(
         parts.status.as_u16(),
         upstream.started.elapsed().as_millis() as u64,
     );
-    // Every Content-Encoding line counts: one "identity" must not hide a
-    // "gzip". Judged before the hop-by-hop headers go, so a Connection header
-    // naming Content-Encoding cannot make it disappear.
-    let encoded = parts
-        .headers
-        .get_all(header::CONTENT_ENCODING)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-        .any(|coding| !coding.trim_ascii().eq_ignore_ascii_case(b"identity"));
+    // Judged before the hop-by-hop headers go (see `decoded::codings`). A
+    // coding credgate cannot decode cannot be scanned; passing it would let
+    // a credential through.
+    let codings = match decoded::codings(&parts.headers) {
+        Ok(codings) => codings,
+        Err(d) => return deny(rec, d),
+    };
     strip_response_hop_by_hop(&mut parts.headers);
-    if encoded {
-        // A compressed body cannot be scanned; passing it would let a
-        // credential through.
-        return deny(
-            rec,
-            Deny::new(
-                Reason::ResponseUnscannable,
-                "the upstream answered with an encoded body although credgate asked for identity encoding",
-            ),
-        );
-    }
     let credentials = gw.credential_scrubber();
     let token = who
         .token
@@ -617,10 +606,35 @@ fn respond(
         || parts.status == StatusCode::NOT_MODIFIED;
     if no_body {
         // Nothing will be read from the body; the record is complete now.
+        // The headers describe the body as the agent would get it: decoded.
+        if !codings.is_empty() {
+            parts.headers.remove(header::CONTENT_ENCODING);
+            parts.headers.remove(header::CONTENT_LENGTH);
+        }
         drop(rec);
         return Response::from_parts(parts, ProxyBody::full(Bytes::new()));
     }
     let limits = &snapshot.config.upstream;
+    let body = if codings.is_empty() {
+        UpstreamSource::Identity(body)
+    } else {
+        // The upstream compressed although asked not to: decoded, so it can
+        // be scrubbed; its first piece before the head goes out.
+        let decode = DecodeLimits {
+            max_decoded: limits.max_decoded_body,
+            max_ratio: limits.max_decode_ratio,
+        };
+        // Waiting for the first piece is bounded like any wait on the body.
+        let wait = limits.total_timeout.map_or(limits.idle_timeout, |total| {
+            total
+                .saturating_sub(upstream.started.elapsed())
+                .min(limits.idle_timeout)
+        });
+        match decoded::prime(body, &codings, decode, wait, &who.task, &mut parts.headers).await {
+            Ok(source) => source,
+            Err(d) => return deny(rec, d),
+        }
+    };
     let remaining = limits
         .total_timeout
         .map(|total| total.saturating_sub(upstream.started.elapsed()));

@@ -53,8 +53,10 @@ pub struct MotoTls {
     /// The CA certificate (what credgate and boto3 must trust).
     pub ca_cert: PathBuf,
     ca_key: PathBuf,
-    cert: PathBuf,
-    key: PathBuf,
+    /// The server's certificate, for `localhost` and 127.0.0.1.
+    pub cert: PathBuf,
+    /// Its private key.
+    pub key: PathBuf,
 }
 
 impl MotoTls {
