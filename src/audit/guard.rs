@@ -80,7 +80,8 @@ impl RecordGuard {
         r.findings = findings;
     }
 
-    /// Detection rules that fired in a body streamed after admit (ids only).
+    /// Detection rules that fired after admit, in a body streamed then or in
+    /// a WebSocket message (ids only).
     pub fn found_in_body(&mut self, rules: impl IntoIterator<Item = String>) {
         let r = self.record();
         for rule in rules {
@@ -137,6 +138,11 @@ impl RecordGuard {
         let r = self.record();
         r.bytes_in = to_upstream;
         r.bytes_out = to_agent;
+    }
+
+    /// What a WebSocket relayed until now (the upgrade's record carries it).
+    pub fn websocket(&mut self, info: crate::audit::WebSocketInfo) {
+        self.record().websocket = Some(info);
     }
 
     /// Allowed; `message` says how, where a record shows it (a tunnel).

@@ -162,6 +162,29 @@ pub struct UpstreamInfo {
     pub ms: Option<u64>,
 }
 
+/// What a WebSocket relayed, on the record of the upgrade that opened it
+/// (written when the socket closes). "In" is from the agent, "out" is to
+/// the agent, as for `bytes_in`/`bytes_out`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebSocketInfo {
+    /// Frames received from the agent.
+    #[serde(default)]
+    pub frames_in: u64,
+    /// Frames sent to the agent.
+    #[serde(default)]
+    pub frames_out: u64,
+    /// Payload bytes received from the agent.
+    #[serde(default)]
+    pub bytes_in: u64,
+    /// Payload bytes sent to the agent.
+    #[serde(default)]
+    pub bytes_out: u64,
+    /// The close code the socket ended with (sent or relayed by credgate),
+    /// when there was a closing handshake.
+    #[serde(default)]
+    pub close_code: Option<u16>,
+}
+
 /// One line of the decision log. See the module documentation for which
 /// fields may be absent.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -233,6 +256,9 @@ pub struct DecisionRecord {
     /// How many credential occurrences were scrubbed from the response.
     #[serde(default)]
     pub scrubbed: u64,
+    /// Set when the request switched to WebSocket: what the socket relayed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub websocket: Option<WebSocketInfo>,
     /// Wall time from the start of the request to the record.
     #[serde(default)]
     pub duration_ms: u64,
@@ -585,6 +611,16 @@ mod tests {
             r.bytes_out = 10;
             r.scrubbed = 1;
             r.duration_ms = 1234;
+            assert_same_json(&r);
+            r.websocket = Some(WebSocketInfo {
+                frames_in: 3,
+                frames_out: u64::MAX,
+                bytes_in: 0,
+                bytes_out: 17,
+                close_code: Some(1000),
+            });
+            assert_same_json(&r);
+            r.websocket = Some(WebSocketInfo::default());
             assert_same_json(&r);
             for cache in [None, Some(CacheOutcome::Hit), Some(CacheOutcome::Miss)] {
                 r.credential = Some(Arc::new(CredentialInfo {

@@ -19,7 +19,8 @@ pub struct ExplainArgs {
     pub scopes: Vec<String>,
     /// The request method, e.g. GET.
     pub method: String,
-    /// The full URL, e.g. https://api.github.com/repos/acme/app/issues.
+    /// The full URL, e.g. https://api.github.com/repos/acme/app/issues;
+    /// wss:// or ws:// for the WebSocket upgrade of a GET.
     pub url: String,
 }
 
@@ -63,11 +64,17 @@ pub fn explain(
     let method = Method::from_bytes(method.to_ascii_uppercase().as_bytes())
         .map_err(|_| format!("{method:?} is not an HTTP method"))?;
     let uri: http::Uri = url.parse().map_err(|_| format!("{url:?} is not a URL"))?;
-    let scheme = match uri.scheme_str() {
-        Some("https") => Scheme::Https,
-        Some("http") => Scheme::Http,
-        _ => return Err("the URL must start with http:// or https://".into()),
+    // ws:// and wss:// ask about the WebSocket upgrade of that URL.
+    let (scheme, websocket) = match uri.scheme_str() {
+        Some("https") => (Scheme::Https, false),
+        Some("http") => (Scheme::Http, false),
+        Some("wss") => (Scheme::Https, true),
+        Some("ws") => (Scheme::Http, true),
+        _ => return Err("the URL must start with http://, https://, ws:// or wss://".into()),
     };
+    if websocket && method != Method::GET {
+        return Err("a WebSocket upgrade is a GET".into());
+    }
     let host = uri.host().ok_or("the URL has no host")?;
     let host = normalize_host(host.trim_start_matches('[').trim_end_matches(']'))
         .map_err(|e| e.to_string())?;
@@ -103,6 +110,7 @@ pub fn explain(
         host: &host,
         port,
         path: &path,
+        websocket,
     };
     let decision = config.policy.decide(scopes, &target);
     let allowed = decision.verdict == Verdict::Allow && findings.is_empty();
@@ -140,4 +148,29 @@ pub fn explain(
     }
     out.push_str("nothing was sent.\n");
     Ok((allowed, out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ws_url_asks_about_the_upgrade() {
+        let text = "scopes:\n  chat:\n    - host: rt.example\n      methods: [GET]\n      websocket: true\n  \
+                    plain:\n    - host: rt.example\n";
+        let config = Config::parse(text, &std::collections::BTreeMap::new()).unwrap();
+        let scopes = |name: &str| vec![name.to_string()];
+        let (allowed, text) =
+            explain(&config, &scopes("chat"), "GET", "wss://rt.example/s").unwrap();
+        assert!(allowed, "{text}");
+        assert!(text.contains("WebSocket upgrades too"), "{text}");
+        let (allowed, text) =
+            explain(&config, &scopes("plain"), "GET", "wss://rt.example/s").unwrap();
+        assert!(!allowed, "{text}");
+        assert!(text.contains("websocket: true"), "{text}");
+        let (allowed, _) =
+            explain(&config, &scopes("plain"), "GET", "https://rt.example/s").unwrap();
+        assert!(allowed);
+        assert!(explain(&config, &scopes("chat"), "POST", "wss://rt.example/s").is_err());
+    }
 }

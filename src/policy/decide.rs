@@ -286,6 +286,33 @@ impl Policy {
             // The allow sentence is built only where it is shown
             // ([`Decision::why`]), not on every forwarded request.
             Some(rule) => Decision::allow(rule, String::new()),
+            None if target.websocket => {
+                let plain = RequestTarget {
+                    websocket: false,
+                    ..*target
+                };
+                // Say whether the GET itself would pass: the usual fix is
+                // `websocket: true` on the rule that allows it.
+                let message = match self.decide(task_scopes, &plain) {
+                    Decision {
+                        verdict: Verdict::Allow,
+                        rule: Some(rule),
+                        ..
+                    } => {
+                        rule_message(&rule.id, " allows ", target)
+                            + " but not as a WebSocket upgrade (the rule needs websocket: true)"
+                    }
+                    _ => {
+                        let what = rule_message("", "", target);
+                        format!(
+                            "{} allows a WebSocket upgrade of {}",
+                            self.no_rule_prefix(task_scopes),
+                            what.trim_start_matches("rule ")
+                        )
+                    }
+                };
+                Decision::deny(Reason::NoMatchingRule, None, message)
+            }
             None => {
                 let mut message = self.no_rule_prefix(task_scopes);
                 message.push_str(" allows ");
@@ -365,6 +392,7 @@ mod tests {
                 host,
                 port: 443,
                 path,
+                websocket: false,
             },
         )
     }
@@ -425,6 +453,7 @@ mod tests {
             host: "api.github.com",
             port: 443,
             path: "/repos/acme/x/issues/1",
+            websocket: false,
         };
         assert_eq!(
             d.why(&target),

@@ -22,6 +22,8 @@ mod rule;
 mod target;
 #[cfg(test)]
 mod test_support;
+#[cfg(test)]
+mod websocket_tests;
 
 use std::fmt;
 
@@ -74,6 +76,10 @@ pub struct RawRule {
     /// such as `30m`); `upstream.idle_timeout` when absent.
     #[serde(default)]
     pub idle_timeout: Option<String>,
+    /// The rule also allows WebSocket upgrades of the `GET`s it allows. An
+    /// upgrade is allowed only by such a rule.
+    #[serde(default)]
+    pub websocket: bool,
     /// How to narrow the rule's credential for the requests it allows; its
     /// shape belongs to the credential's source, which validates it.
     #[serde(default)]

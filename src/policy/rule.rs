@@ -35,6 +35,9 @@ pub struct ScopeRule {
     /// The longest a response body may pause under this rule, when it sets
     /// its own (a long-lived stream that is quiet for long stretches).
     pub idle_timeout: Option<Duration>,
+    /// The rule also allows WebSocket upgrades of what it allows (an
+    /// upgrade is allowed by no other rule).
+    pub websocket: bool,
     /// The rule's `narrowing:` block, as written; the credential's source
     /// validates it at load and applies it per request.
     pub narrowing: Option<Arc<serde_yaml::Value>>,
@@ -167,6 +170,7 @@ impl ScopeRule {
             upstream_tls: raw.upstream_tls,
             on_secret,
             idle_timeout,
+            websocket: raw.websocket,
             narrowing: raw.narrowing.clone().map(Arc::new),
             host: host.expect("no errors means the host compiled"),
             port: raw.port,
@@ -266,6 +270,9 @@ impl ScopeRule {
                 humantime::format_duration(idle)
             );
         }
+        if self.websocket {
+            out.push_str("; WebSocket upgrades too");
+        }
     }
 
     /// `true` when this rule covers the request. A `tunnel` rule never does:
@@ -289,6 +296,9 @@ impl ScopeRule {
             && self.host.matches(target.host)
             && self.accepts_port(target.scheme, target.port)
             && self.accepts_method(target.method)
+            // A deny rule refuses an upgrade like any request; only an
+            // allow rule that says so lets one switch protocols.
+            && (!target.websocket || self.websocket || self.action == Action::Deny)
             && self.paths.iter().any(|glob| glob.matches(path))
     }
 
@@ -429,6 +439,22 @@ fn check_combinations(
             "only applies to plain-http requests; add http to schemes",
         ));
     }
+    if raw.websocket {
+        let mut refuse = |message: &str| errors.push(FieldError::new("websocket", message));
+        if action == Action::Deny {
+            refuse("a deny rule refuses upgrades anyway; remove websocket from it");
+        }
+        if raw.tunnel {
+            refuse("a blind tunnel is not inspected, so it cannot allow upgrades; remove one");
+        }
+        let get = raw
+            .methods
+            .as_ref()
+            .is_none_or(|list| list.iter().any(|m| m.trim().eq_ignore_ascii_case("GET")));
+        if !get {
+            refuse("a WebSocket upgrade is a GET; add GET to methods");
+        }
+    }
     if !raw.tunnel {
         return;
     }
@@ -485,6 +511,7 @@ mod tests {
             host,
             port,
             path,
+            websocket: false,
         })
     }
 

@@ -23,6 +23,9 @@ pub struct RequestTarget<'a> {
     pub port: u16,
     /// The normalised path, without query or fragment.
     pub path: &'a str,
+    /// The request asks to switch to WebSocket: only a rule with
+    /// `websocket: true` allows it.
+    pub websocket: bool,
 }
 
 /// Why a host or path cannot be normalised safely.

@@ -19,6 +19,7 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 
 use super::decoded::{DecodeFailure, UpstreamSource};
+use super::websocket::Switch;
 use crate::audit::RecordGuard;
 use crate::reason::Reason;
 use crate::scrub::StreamScrubber;
@@ -38,7 +39,7 @@ impl ScrubChain {
 
     /// Feeds a chunk through every stage; returns what is safe to emit and
     /// the number of masked occurrences.
-    fn push(&mut self, mut data: Bytes) -> (Bytes, usize) {
+    pub(crate) fn push(&mut self, mut data: Bytes) -> (Bytes, usize) {
         let mut count = 0;
         for stage in &mut self.stages {
             let (out, n) = stage.push(&data);
@@ -50,7 +51,7 @@ impl ScrubChain {
 
     /// Feeds the chunk that ends the body through every stage; returns all
     /// that is left to emit and the number of masked occurrences.
-    fn push_last(&mut self, mut data: Bytes) -> (Bytes, usize) {
+    pub(crate) fn push_last(&mut self, mut data: Bytes) -> (Bytes, usize) {
         let mut count = 0;
         for stage in &mut self.stages {
             let (out, n) = stage.push_last(data);
@@ -86,6 +87,10 @@ pub(crate) enum ProxyBody {
     Full(Option<Bytes>),
     /// An upstream body being scrubbed on its way through.
     Upstream(Box<UpstreamBody>),
+    /// No body: the response is a `101` and the connection switches to
+    /// WebSocket, which the connection layer relays (see
+    /// [`super::websocket`]). It holds the request's record.
+    WebSocket(Box<Switch>),
 }
 
 /// The state of a streaming upstream body.
@@ -145,11 +150,16 @@ impl ProxyBody {
         }))
     }
 
+    /// A `101` that switches to WebSocket.
+    pub(crate) fn websocket(switch: Box<Switch>) -> Self {
+        ProxyBody::WebSocket(switch)
+    }
+
     /// The task an upstream body streams for: the connection layer stops
     /// streaming when it ends.
     pub(crate) fn task(&self) -> Option<&Arc<Task>> {
         match self {
-            ProxyBody::Full(_) => None,
+            ProxyBody::Full(_) | ProxyBody::WebSocket(_) => None,
             ProxyBody::Upstream(body) => Some(&body.task),
         }
     }
@@ -166,6 +176,7 @@ impl Body for ProxyBody {
         match self.get_mut() {
             ProxyBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             ProxyBody::Upstream(body) => body.poll_next(cx),
+            ProxyBody::WebSocket(_) => Poll::Ready(None),
         }
     }
 
@@ -173,6 +184,7 @@ impl Body for ProxyBody {
         match self {
             ProxyBody::Full(bytes) => bytes.is_none(),
             ProxyBody::Upstream(body) => body.finished && body.tail.is_none(),
+            ProxyBody::WebSocket(_) => true,
         }
     }
 
@@ -184,6 +196,7 @@ impl Body for ProxyBody {
             // Scrubbing keeps lengths, so the upstream's length still holds
             // (a decoded body has none).
             ProxyBody::Upstream(body) => body.inner.size_hint(),
+            ProxyBody::WebSocket(_) => SizeHint::with_exact(0),
         }
     }
 }

@@ -15,6 +15,7 @@ mod rewind;
 mod server;
 mod target;
 pub mod upstream;
+mod websocket;
 
 pub use admission::{AdmissionPhase, Ask};
 pub use gateway::{Gateway, GatewayError, Snapshot};

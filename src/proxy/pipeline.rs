@@ -34,7 +34,7 @@ use http::{request, Method, Response, StatusCode};
 use super::address::AddressPolicy;
 use super::admission::{self, Ask};
 use super::body::{ProxyBody, ScrubChain};
-use super::client::{ResponseBody, SendError, Waits};
+use super::client::{ResponseBody, SendError, Upgraded, Waits};
 use super::decoded::{self, UpstreamSource};
 use super::gateway::{Gateway, Snapshot};
 use super::identify::Identity;
@@ -42,6 +42,7 @@ use super::request_body::{BodyAbort, Outgoing, RequestBody, Streamed};
 use super::respond::{deny, strip_response_hop_by_hop, Deny};
 use super::target::{authority_for, resolve_target, upstream_uri, Target};
 use super::upstream::check_destination;
+use super::websocket;
 use crate::audit::{CacheOutcome, DecisionRecord, Event, RecordGuard, Verdict as RecordVerdict};
 use crate::config::CredentialSpec;
 use crate::credential::cache::CacheStatus;
@@ -157,6 +158,15 @@ pub(crate) async fn handle(
         Ok(t) => t,
         Err(d) => return deny(rec, d),
     };
+    // A WebSocket upgrade is noted before sanitizing strips `Upgrade`.
+    let has_body = !matches!(&body, RequestBody::Full(whole) if whole.is_empty());
+    match websocket::offer(&parts, has_body) {
+        Ok(Some(offer)) => {
+            parts.extensions.insert(offer);
+        }
+        Ok(None) => {}
+        Err(d) => return deny(rec, d),
+    }
     let head_request = parts.method == Method::HEAD;
     // Ending the task cuts a request still in flight (waiting for a
     // credential or for the upstream), not only its later responses.
@@ -168,6 +178,9 @@ pub(crate) async fn handle(
         )),
     };
     match outcome {
+        Ok(upstream) if upstream.response.extensions().get::<Upgraded>().is_some() => {
+            websocket::respond(gw, snapshot, &who, upstream.response, upstream.started, rec)
+        }
         Ok(upstream) => respond(gw, &snapshot, &who, upstream, head_request, rec).await,
         Err(d) => deny(rec, d),
     }
@@ -254,7 +267,10 @@ async fn run_phases(
     }
 
     // admit: authorize, the secret check, the gateway's admission phases.
-    let ask = Ask::Request(target.for_policy(&parts.method));
+    let offer = parts.extensions.get::<websocket::Offer>().cloned();
+    let mut asked = target.for_policy(&parts.method);
+    asked.websocket = offer.is_some();
+    let ask = Ask::Request(asked);
     let admitted = admission::admit(gw, snapshot, task, ask, &findings, rec).await?;
     let rule = admitted.rule();
     if !findings.is_empty() {
@@ -363,7 +379,16 @@ async fn run_phases(
         idle: config.upstream.idle_timeout,
     };
     let started = Instant::now();
-    let sent = client.send(parts, &mut outgoing, waits).await;
+    let sent = match &offer {
+        Some(offer) => {
+            let strip_secrets = rule.on_secret == SecretAction::Strip;
+            let upgrade = websocket::forward(client, parts, offer, strip_secrets);
+            tokio::time::timeout(waits.first_byte, upgrade)
+                .await
+                .unwrap_or(Err(SendError::FirstByteTimeout))
+        }
+        None => client.send(parts, &mut outgoing, waits).await,
+    };
     if let Some(received) = outgoing.streamed_in() {
         rec.received(received);
     }

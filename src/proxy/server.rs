@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::{Method, Request};
+use http::{Method, Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -30,6 +30,7 @@ use tokio::task::JoinSet;
 
 use super::address::AddressPolicy;
 use super::admission::{self, Admitted, Ask};
+use super::body::ProxyBody;
 use super::gateway::Gateway;
 use super::h1::{BodyReader, Framing, H1Connection, H1Error, InFlight, RequestHead};
 use super::identify::identify;
@@ -280,6 +281,15 @@ where
                 (response, body_read == Some(true))
             }
         };
+        let response = match response.into_parts() {
+            // A switched WebSocket takes the connection over for good.
+            (_, ProxyBody::WebSocket(switch)) => {
+                let (io, buffered) = conn.into_parts();
+                switch.run(gw, io, buffered).await;
+                return None;
+            }
+            (parts, body) => Response::from_parts(parts, body),
+        };
         let keep_alive = body_read
             && head.keep_alive
             && response.extensions().get::<CloseConnection>().is_none();
@@ -434,6 +444,8 @@ async fn handle_connect(
         }
     };
     tokio::select! {
+        // The connection first, so a WebSocket gets to send its close frame.
+        biased;
         () = serve => {}
         () = task.wait_ended() => {}
     }

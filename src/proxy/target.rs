@@ -38,6 +38,7 @@ impl Target {
             host: &self.host,
             port: self.port,
             path: &self.path,
+            websocket: false,
         }
     }
 

@@ -81,6 +81,19 @@ impl DecisionRecord {
         json_u64(out, self.bytes_out);
         out.extend_from_slice(b",\"scrubbed\":");
         json_u64(out, self.scrubbed);
+        if let Some(ws) = &self.websocket {
+            out.extend_from_slice(b",\"websocket\":{\"frames_in\":");
+            json_u64(out, ws.frames_in);
+            out.extend_from_slice(b",\"frames_out\":");
+            json_u64(out, ws.frames_out);
+            out.extend_from_slice(b",\"bytes_in\":");
+            json_u64(out, ws.bytes_in);
+            out.extend_from_slice(b",\"bytes_out\":");
+            json_u64(out, ws.bytes_out);
+            out.extend_from_slice(b",\"close_code\":");
+            json_opt_u64(out, ws.close_code.map(u64::from));
+            out.push(b'}');
+        }
         out.extend_from_slice(b",\"duration_ms\":");
         json_u64(out, self.duration_ms);
         out.extend_from_slice(b"}\n");

@@ -84,6 +84,16 @@ fn describe(record: &DecisionRecord) -> String {
             if record.tunnel {
                 text.push_str(" [tunnel]");
             }
+            if let Some(ws) = &record.websocket {
+                text.push_str(&format!(
+                    " [websocket: {} frames in, {} out",
+                    ws.frames_in, ws.frames_out
+                ));
+                if let Some(code) = ws.close_code {
+                    text.push_str(&format!(", closed {code}"));
+                }
+                text.push(']');
+            }
             printable(&text)
         }
         Event::TaskStart | Event::TaskEnd => {
@@ -236,6 +246,24 @@ mod tests {
         assert!(HumanFormat::new()
             .format(&tunnel)
             .contains("CONNECT api.github.com:443 [tunnel]  allowed"));
+
+        let socket = DecisionRecord {
+            method: Some("GET".into()),
+            decision: Some(Verdict::Allow),
+            reason: Some(Reason::Allowed),
+            websocket: Some(crate::audit::WebSocketInfo {
+                frames_in: 2,
+                frames_out: 5,
+                close_code: Some(1000),
+                ..Default::default()
+            }),
+            ..deny()
+        };
+        let line = HumanFormat::new().format(&socket);
+        assert!(
+            line.contains("[websocket: 2 frames in, 5 out, closed 1000]  allowed"),
+            "{line}"
+        );
 
         let mut revoke =
             DecisionRecord::event(Event::CredentialRevoke, std::time::SystemTime::now());

@@ -50,12 +50,14 @@ const INLINE_BODY: usize = 16 * 1024;
 mod body;
 mod pool;
 mod read;
+mod upgrade;
 mod write;
 
 pub(crate) use body::ResponseBody;
 use body::*;
 use pool::*;
 use read::*;
+pub(crate) use upgrade::Upgraded;
 use write::*;
 
 /// Why an exchange with an upstream failed.

@@ -32,7 +32,29 @@ pub(super) fn final_answer(buf: &mut BytesMut) -> bool {
     }
 }
 
+/// What an upstream answered a request with.
+pub(super) enum Answer {
+    /// A final response, its body still to be read.
+    Final(Head),
+    /// `101 Switching Protocols`: the connection now speaks what the head
+    /// says, starting right after it.
+    Switched(Response<()>),
+}
+
 pub(super) async fn read_head(conn: &mut Conn, head_request: bool) -> Result<Head, Failure> {
+    match read_answer(conn, head_request, false).await? {
+        Answer::Final(head) => Ok(head),
+        Answer::Switched(_) => unreachable!("a switch is only read when asked for"),
+    }
+}
+
+/// Reads the answer to a request; a `101` is an answer only when the
+/// request asked to switch (`switch`), and a protocol error otherwise.
+pub(super) async fn read_answer(
+    conn: &mut Conn,
+    head_request: bool,
+    switch: bool,
+) -> Result<Answer, Failure> {
     let mut interim = 0;
     let mut answered = false;
     loop {
@@ -42,6 +64,9 @@ pub(super) async fn read_head(conn: &mut Conn, head_request: bool) -> Result<Hea
                 None => {}
                 Some(response) => {
                     let status = response.status();
+                    if status == StatusCode::SWITCHING_PROTOCOLS && switch {
+                        return Ok(Answer::Switched(response));
+                    }
                     if status == StatusCode::SWITCHING_PROTOCOLS {
                         return Err(Failure::protocol(
                             "the upstream switched protocols, which credgate never asks for",
@@ -57,11 +82,11 @@ pub(super) async fn read_head(conn: &mut Conn, head_request: bool) -> Result<Hea
                         continue;
                     }
                     let (decode, reuse) = framing(&response, head_request)?;
-                    return Ok(Head {
+                    return Ok(Answer::Final(Head {
                         response,
                         decode,
                         reuse,
-                    });
+                    }));
                 }
             }
             if conn.buf.len() > MAX_HEAD {
