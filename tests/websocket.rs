@@ -271,6 +271,23 @@ async fn an_idle_socket_is_closed_after_the_idle_timeout() {
 }
 
 #[tokio::test]
+async fn a_rule_with_its_own_idle_timeout_keeps_a_quiet_socket_open() {
+    let s = setup_idle(Answer::Echo, "patient", Some("1s")).await;
+    let mut wire = open_switched(&s).await;
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    wire.send(&client_frame(true, TEXT, b"still here")).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let (opcode, payload) = wire.message().await.expect("the socket is still open");
+        assert_ne!(opcode, CLOSE, "closed by the global idle limit");
+        if payload == b"still here" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline);
+    }
+}
+
+#[tokio::test]
 async fn a_message_over_the_limit_closes_with_1009_from_its_header() {
     let s = setup(Answer::Echo, "api").await;
     let mut wire = open_switched(&s).await;

@@ -179,7 +179,8 @@ pub(crate) async fn handle(
     };
     match outcome {
         Ok(upstream) if upstream.response.extensions().get::<Upgraded>().is_some() => {
-            websocket::respond(gw, snapshot, &who, upstream.response, upstream.started, rec)
+            let (started, idle) = (upstream.started, upstream.idle);
+            websocket::respond(gw, snapshot, &who, upstream.response, started, idle, rec)
         }
         Ok(upstream) => respond(gw, &snapshot, &who, upstream, head_request, rec).await,
         Err(d) => deny(rec, d),

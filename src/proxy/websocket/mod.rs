@@ -27,7 +27,7 @@ mod message;
 mod relay;
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -193,6 +193,7 @@ pub(crate) fn respond(
     who: &Identity,
     mut response: Response<ResponseBody>,
     started: Instant,
+    idle: Duration,
     mut rec: RecordGuard,
 ) -> Response<ProxyBody> {
     let elapsed = started.elapsed().as_millis() as u64;
@@ -233,6 +234,7 @@ pub(crate) fn respond(
         snapshot,
         token,
         strip_secrets: negotiated.strip_secrets,
+        idle,
         task: who.task.clone(),
         rec,
     };

@@ -60,6 +60,9 @@ pub(crate) struct Switch {
     pub(super) token: Option<Arc<Scrubber>>,
     /// The rule strips secrets instead of refusing them.
     pub(super) strip_secrets: bool,
+    /// The longest the socket may go without a frame either way: the
+    /// rule's `idle_timeout`, or `upstream.idle_timeout`.
+    pub(super) idle: Duration,
     /// The task the socket belongs to: its end closes the socket.
     pub(super) task: Arc<Task>,
     /// The upgrade's record, written when the socket closes.
@@ -101,6 +104,7 @@ impl Switch {
             snapshot: switch.snapshot,
             token: switch.token,
             strip_secrets: switch.strip_secrets,
+            idle: switch.idle,
             task: switch.task,
             rec: switch.rec,
             from_agent: Reassembler::default(),
@@ -137,12 +141,14 @@ pub(super) struct Relay<'g, A> {
     pub(super) upstream: Io,
     /// Read from the upstream, not yet a whole frame.
     pub(super) upstream_buf: BytesMut,
-    /// The sanitizer and the idle limit the upgrade was admitted under.
+    /// The sanitizer the upgrade was admitted under.
     pub(super) snapshot: Arc<Snapshot>,
     /// The task token's scrubber.
     pub(super) token: Option<Arc<Scrubber>>,
     /// The rule strips secrets instead of refusing them.
     pub(super) strip_secrets: bool,
+    /// The longest the socket may go without a frame either way.
+    pub(super) idle: Duration,
     /// The socket's task.
     pub(super) task: Arc<Task>,
     /// The upgrade's record.
@@ -175,7 +181,7 @@ impl<A: AsyncRead + AsyncWrite + Unpin> Relay<'_, A> {
     /// breaks the protocol, the task ends or the socket idles out; the
     /// record says which.
     async fn pump(&mut self) {
-        let idle = self.snapshot.config.upstream.idle_timeout;
+        let idle = self.idle;
         loop {
             if self.drain_upstream().await == Flow::Stop || self.drain_agent().await == Flow::Stop {
                 return;
@@ -225,7 +231,7 @@ impl<A: AsyncRead + AsyncWrite + Unpin> Relay<'_, A> {
                     let message = if wait == CLOSE_GRACE {
                         "the closing handshake was not answered in time"
                     } else {
-                        "no frame either way for upstream.idle_timeout; closed with 1001"
+                        "no frame either way for its idle_timeout (the rule's, or upstream.idle_timeout); closed with 1001"
                     };
                     return self.rec.ended(Reason::UpstreamTimeout, message.into());
                 }

@@ -37,7 +37,8 @@ pub async fn setup_idle(answer: Answer, scope: &str, idle: Option<&str>) -> Setu
         "credentials:\n  api:\n    static: {{ env: API_TOKEN }}\n\
          scopes:\n  api:\n    - host: {HOST}\n      port: {port}\n      credential: api\n      allow_private: true\n      websocket: true\n\
          \x20 stripping:\n    - host: {HOST}\n      port: {port}\n      credential: api\n      allow_private: true\n      websocket: true\n      on_secret: strip\n\
-         \x20 plain:\n    - host: {HOST}\n      port: {port}\n      credential: api\n      allow_private: true\n",
+         \x20 plain:\n    - host: {HOST}\n      port: {port}\n      credential: api\n      allow_private: true\n\
+         \x20 patient:\n    - host: {HOST}\n      port: {port}\n      credential: api\n      allow_private: true\n      websocket: true\n      idle_timeout: 30s\n",
         port = upstream.port
     );
     let env = Env::start_trusting(ca, &config, &[("API_TOKEN", &secret)]).await;
