@@ -118,6 +118,17 @@ def respond(sock, status, body, extra=""):
     )
 
 
+def read_cycled(f, view):
+    """Reads into view from f, starting over at the end of the file."""
+    got = f.readinto(view)
+    if got == 0:
+        f.seek(0)
+        got = f.readinto(view)
+        if got == 0:
+            raise ValueError("the data file is empty")
+    return got
+
+
 def serve_download(sock, n, data_path):
     sock.sendall(
         (
@@ -130,10 +141,7 @@ def serve_download(sock, n, data_path):
     left = n
     with open(data_path, "rb", buffering=0) as f:
         while left > 0:
-            got = f.readinto(view[: min(left, PIECE)])
-            if got == 0:
-                f.seek(0)
-                continue
+            got = read_cycled(f, view[: min(left, PIECE)])
             sock.sendall(view[:got])
             left -= got
 
@@ -292,10 +300,7 @@ def upload(args):
     left = args.bytes
     with open(args.data, "rb", buffering=0) as f:
         while left > 0:
-            got = f.readinto(view[: min(left, PIECE)])
-            if got == 0:
-                f.seek(0)
-                continue
+            got = read_cycled(f, view[: min(left, PIECE)])
             sock.sendall(view[:got])
             left -= got
     status, headers = read_head(reader)
