@@ -39,13 +39,14 @@ pub(crate) fn header_rules(name: &HeaderName, value: &HeaderValue) -> RuleSet {
     found
 }
 
+/// The shortest secret any rule accepts (`xoxa-` and ten characters).
+const SHORTEST_SECRET: usize = 15;
+
 /// The rules that fire anywhere in `body`, raw or decoded.
 pub(crate) fn body_rules(body: &[u8]) -> RuleSet {
     let mut found = rules::rules_in(body);
-    for view in BODY_VIEWS {
-        if view.applies(body) {
-            found.extend(rules::rules_in(&view.decode(body)));
-        }
+    for (run, view) in decoded_views(body) {
+        found.extend(rules::rules_in(&view.decode(&body[run])));
     }
     found
 }
@@ -53,14 +54,12 @@ pub(crate) fn body_rules(body: &[u8]) -> RuleSet {
 /// Raw ranges of every secret in `body`, found raw or decoded; sorted and
 /// merged so each range is masked (and counted) once.
 pub(crate) fn body_spans(body: &[u8]) -> Vec<Range<usize>> {
-    let mut spans = rules::spans_in(body);
-    for view in BODY_VIEWS {
-        if view.applies(body) {
-            let decoded = view.decode(body);
-            spans.extend(view.map_to_raw(body, &rules::spans_in(&decoded)));
-        }
-    }
-    merge(spans)
+    merge(
+        body_matches(body)
+            .into_iter()
+            .map(|(_, span)| span)
+            .collect(),
+    )
 }
 
 /// Every secret in `body`, found raw or decoded, with its rule and raw range
@@ -68,17 +67,52 @@ pub(crate) fn body_spans(body: &[u8]) -> Vec<Range<usize>> {
 pub(crate) fn body_matches(body: &[u8]) -> Vec<(Rule, Range<usize>)> {
     let mut found = Vec::new();
     rules::scan(body, |rule, span| found.push((rule, span)));
-    for view in BODY_VIEWS {
-        if view.applies(body) {
-            let decoded = view.decode(body);
-            let mut in_view = Vec::new();
-            rules::scan(&decoded, |rule, span| in_view.push((rule, span)));
-            let spans: Vec<Range<usize>> = in_view.iter().map(|(_, span)| span.clone()).collect();
-            let raw = view.map_to_raw(body, &spans);
-            found.extend(in_view.into_iter().map(|(rule, _)| rule).zip(raw));
-        }
+    for (run, view) in decoded_views(body) {
+        let raw = &body[run.clone()];
+        let decoded = view.decode(raw);
+        let mut in_view = Vec::new();
+        rules::scan(&decoded, |rule, span| in_view.push((rule, span)));
+        let spans: Vec<Range<usize>> = in_view.iter().map(|(_, span)| span.clone()).collect();
+        let mapped = view.map_to_raw(raw, &spans);
+        found.extend(
+            in_view
+                .into_iter()
+                .map(|(rule, _)| rule)
+                .zip(mapped)
+                .map(|(rule, span)| (rule, span.start + run.start..span.end + run.start)),
+        );
     }
     found
+}
+
+/// Each run of text in `body` that a decoded view changes, with the view.
+/// An escape sequence and the secret it spells are text (no control byte
+/// but tab, CR and LF), so an encoded secret lies within one run of text;
+/// a JSON or form body is one run, and binary data (an upload) has few runs
+/// long enough to hold a secret, so its views cost little.
+fn decoded_views(body: &[u8]) -> impl Iterator<Item = (Range<usize>, Decoding)> + '_ {
+    text_runs(body)
+        .filter(|run| run.len() >= SHORTEST_SECRET)
+        .flat_map(move |run| {
+            let text = &body[run.clone()];
+            BODY_VIEWS
+                .into_iter()
+                .filter(move |view| view.applies(text))
+                .map(move |view| (run.clone(), view))
+        })
+}
+
+/// The maximal runs of `body` without a control byte other than tab, CR
+/// and LF (bytes from 0x80 count as text: UTF-8).
+fn text_runs(body: &[u8]) -> impl Iterator<Item = Range<usize>> + '_ {
+    let is_text = |b: u8| (b >= 0x20 && b != 0x7f) || matches!(b, b'\t' | b'\r' | b'\n');
+    let mut pos = 0;
+    std::iter::from_fn(move || {
+        let start = pos + body[pos..].iter().position(|b| is_text(*b))?;
+        let len = body[start..].iter().take_while(|b| is_text(**b)).count();
+        pos = start + len;
+        Some(start..pos)
+    })
 }
 
 /// `user:password` from `Basic <base64>`, when the value is one.
@@ -146,6 +180,28 @@ mod tests {
         let spans = body_spans(body.as_bytes());
         let covered: Vec<&str> = spans.iter().map(|s| &body[s.clone()]).collect();
         assert_eq!(covered, [escaped.as_str(), KEY]);
+    }
+
+    #[test]
+    fn an_encoded_secret_amid_binary_data_is_found_in_its_run_of_text() {
+        let escaped = KEY.replacen('a', r"\u0061", 2);
+        let percent = KEY.replace('-', "%2D");
+        for secret in [escaped.as_str(), percent.as_str(), KEY] {
+            let mut body: Vec<u8> = (0..4000u32).map(|i| (i * 7 % 32) as u8).collect();
+            let at = 1234;
+            body.splice(at..at, format!("\"{secret}\"").bytes());
+            assert_eq!(ids(body_rules(&body)), ["anthropic_api_key"], "{secret}");
+            let spans = body_spans(&body);
+            assert_eq!(spans.len(), 1, "{secret}");
+            assert_eq!(&body[spans[0].clone()], secret.as_bytes());
+        }
+    }
+
+    #[test]
+    fn text_runs_split_at_control_bytes_only() {
+        let body = b"ab\x00cd\tef\n\x01\x02g\xc3\xa9";
+        let runs: Vec<_> = text_runs(body).collect();
+        assert_eq!(runs, [0..2, 3..9, 11..14]);
     }
 
     #[test]

@@ -121,18 +121,14 @@ pub(super) async fn write_stream(
     while let Some(piece) = body.next().await.map_err(StreamFailure::Body)? {
         let written = tokio::time::timeout(idle, async {
             if chunked {
-                let size = format!("{:x}\r\n", piece.len());
-                if write_body(conn, size.as_bytes()).await? {
-                    return Ok(true);
-                }
+                // One write per chunk, so its framing shares a TLS record.
+                let mut chunk = Vec::with_capacity(piece.len() + 20);
+                chunk.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+                chunk.extend_from_slice(&piece);
+                chunk.extend_from_slice(b"\r\n");
+                return write_body(conn, &chunk).await;
             }
-            if write_body(conn, &piece).await? {
-                return Ok(true);
-            }
-            if chunked {
-                return write_body(conn, b"\r\n").await;
-            }
-            Ok(false)
+            write_body(conn, &piece).await
         })
         .await
         .map_err(|_| StreamFailure::Stalled)?

@@ -144,8 +144,13 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> H1Connection<IO> {
     /// Up to `left` (and at most [`MAX_PIECE`]) body bytes, reading when
     /// nothing is buffered.
     async fn take(&mut self, left: u64) -> Result<Bytes, H1Error> {
-        if self.buf.is_empty() && self.fill().await? == 0 {
-            return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into());
+        if self.buf.is_empty() {
+            // Room for a whole piece: every piece is scanned with the end of
+            // the one before, so few large pieces cost less than many small.
+            self.buf.reserve(MAX_PIECE);
+            if self.io.read_buf(&mut self.buf).await? == 0 {
+                return Err(io::Error::from(io::ErrorKind::UnexpectedEof).into());
+            }
         }
         let n = self.buf.len().min(MAX_PIECE).min(left as usize);
         Ok(self.buf.split_to(n).freeze())
