@@ -305,6 +305,9 @@ async fn run_phases(
     parts.uri = upstream_uri(&parts.uri, &target, upstream_tls, authority)
         .ok_or_else(|| Deny::new(Reason::BadRequest, "the request target cannot be forwarded"))?;
     parts.version = http::Version::HTTP_11;
+    // Which HTTP version the client may speak to the upstream (ALPN decides
+    // within it).
+    parts.extensions.insert(rule.upstream_http);
     if let Some(authority) = parts.uri.authority() {
         if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
             parts.headers.insert(header::HOST, host);
