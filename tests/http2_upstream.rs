@@ -1,8 +1,9 @@
 //! HTTP/2 upstreams: when an upstream picks `h2` in ALPN, requests go to
 //! it as streams of one shared connection, from HTTP/2 and HTTP/1.1 agents
-//! alike. Credentials are injected and scrubbed as over HTTP/1.1, a
-//! streamed body with a secret deep inside resets the upstream stream, and
-//! a rule's `upstream_http` forces either version.
+//! alike. Credentials are injected and scrubbed as over HTTP/1.1, trailers
+//! come back scrubbed (to an HTTP/1.1 agent only when it sent
+//! `TE: trailers`), a streamed body with a secret deep inside resets the
+//! upstream stream, and a rule's `upstream_http` forces either version.
 
 mod support;
 
@@ -211,7 +212,7 @@ fn echo_request(s: &Setup) -> Request<Full<Bytes>> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_h2_agent_reaches_an_h2_only_upstream_with_the_credential_masked() {
+async fn an_h2_agent_reaches_an_h2_only_upstream_with_the_credential_and_scrubbed_trailers() {
     let ca = Arc::new(CertificateAuthority::generate().unwrap());
     let upstream = H2Upstream::start(ca.clone(), false).await;
     let s = setup(ca, upstream.port, "").await;
@@ -219,7 +220,7 @@ async fn an_h2_agent_reaches_an_h2_only_upstream_with_the_credential_masked() {
     let response = h2.send_request(echo_request(&s)).await.unwrap();
     assert_eq!(response.status(), 200);
     let collected = response.into_body().collect().await.unwrap();
-    let trailers = collected.trailers().cloned();
+    let trailers = collected.trailers().cloned().expect("trailers arrive");
     let body = String::from_utf8(collected.to_bytes().to_vec()).unwrap();
 
     let seen = upstream.seen();
@@ -234,10 +235,47 @@ async fn an_h2_agent_reaches_an_h2_only_upstream_with_the_credential_masked() {
         "{body}"
     );
     assert!(!body.contains(&s.secret), "the echoed credential is masked");
-    // Trailers are not scrubbed yet, so they do not pass.
-    assert!(trailers.is_none(), "{trailers:?}");
+    assert_eq!(trailers["grpc-status"], "0");
+    let echoed = trailers["x-echo"].to_str().unwrap();
+    assert!(
+        echoed.starts_with("Bearer ") && !echoed.contains(&s.secret),
+        "{echoed}"
+    );
+    assert!(trailers.get("content-length").is_none(), "{trailers:?}");
     let log = s.env.log_text().await;
     assert!(!log.contains(&s.secret));
+    s.env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h1_agent_gets_trailers_only_when_it_asks_for_them() {
+    let ca = Arc::new(CertificateAuthority::generate().unwrap());
+    let upstream = H2Upstream::start(ca.clone(), false).await;
+    let s = setup(ca, upstream.port, "").await;
+    for te in [true, false] {
+        let mut tls = tunnel(&s.env, &s.auth, &s.target, HOST).await.unwrap();
+        let te_line = if te { "TE: trailers\r\n" } else { "" };
+        let head = format!("GET /echo HTTP/1.1\r\nHost: {}\r\n{te_line}\r\n", s.target);
+        tls.write_all(head.as_bytes()).await.unwrap();
+        let answer = read_response(&mut tls, Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert_eq!(answer.status, 200);
+        let raw = String::from_utf8_lossy(&answer.raw).into_owned();
+        assert!(!raw.contains(&s.secret), "{raw}");
+        assert!(raw.contains("version HTTP/2.0"), "{raw}");
+        assert_eq!(raw.contains("grpc-status: 0\r\n"), te, "{raw}");
+        assert_eq!(raw.contains("x-echo: Bearer "), te, "{raw}");
+        assert!(
+            !raw.to_ascii_lowercase().contains("content-length: 1\r\n"),
+            "{raw}"
+        );
+        assert!(raw.ends_with("\r\n\r\n"), "{raw}");
+    }
+    assert!(upstream
+        .seen()
+        .iter()
+        .all(|seen| seen.version == Version::HTTP_2));
     s.env.stop().await;
 }
 
