@@ -108,7 +108,13 @@ impl H2Upstream {
     }
 }
 
-async fn answer(req: Request<Incoming>, noted: Arc<Mutex<Vec<Seen>>>) -> Response<Frames> {
+type Answer = http_body_util::combinators::BoxBody<Bytes, hyper::Error>;
+
+async fn answer(req: Request<Incoming>, noted: Arc<Mutex<Vec<Seen>>>) -> Response<Answer> {
+    if req.uri().path() == "/bidi" {
+        // Each piece of the request goes straight back, as it comes.
+        return Response::new(req.into_body().boxed());
+    }
     let (parts, mut body) = req.into_parts();
     let mut seen = Seen {
         version: parts.version,
@@ -152,7 +158,11 @@ async fn answer(req: Request<Incoming>, noted: Arc<Mutex<Vec<Seen>>>) -> Respons
         )))]
     };
     noted.lock().unwrap().push(seen);
-    Response::new(Frames(frames.into()))
+    Response::new(
+        Frames(frames.into())
+            .map_err(|never| match never {})
+            .boxed(),
+    )
 }
 
 /// A response body of fixed frames (data, then trailers).
@@ -284,7 +294,11 @@ async fn a_hundred_concurrent_streams_share_one_upstream_connection() {
     let ca = Arc::new(CertificateAuthority::generate().unwrap());
     let upstream = H2Upstream::start(ca.clone(), false).await;
     let s = setup(ca, upstream.port, "").await;
-    let h2 = h2_agent(&s).await;
+    let mut h2 = h2_agent(&s).await;
+    // One exchange first, so the client has credgate's SETTINGS (at most 32
+    // streams at once) and queues the rest instead of having them refused.
+    let (parts, _) = h2_exchange(&mut h2, echo_request(&s)).await;
+    assert_eq!(parts.status, 200);
     let mut calls = tokio::task::JoinSet::new();
     for _ in 0..100 {
         let mut h2 = h2.clone();
@@ -304,8 +318,72 @@ async fn a_hundred_concurrent_streams_share_one_upstream_connection() {
         assert_eq!(status, 200);
         assert!(!String::from_utf8_lossy(&body).contains(&s.secret));
     }
-    assert_eq!(upstream.seen().len(), 100);
+    assert_eq!(upstream.seen().len(), 101);
     assert_eq!(upstream.connections.load(Ordering::SeqCst), 1);
+    s.env.stop().await;
+}
+
+/// A request body the test writes piece by piece.
+struct Pieces(tokio::sync::mpsc::Receiver<Bytes>);
+
+impl Body for Pieces {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|piece| piece.map(|p| Ok(Frame::data(p))))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_stream_flows_both_ways_without_waiting_for_the_request_to_end() {
+    let ca = Arc::new(CertificateAuthority::generate().unwrap());
+    let upstream = H2Upstream::start(ca.clone(), false).await;
+    let s = setup(ca, upstream.port, "").await;
+    let tls = tunnel_alpn(&s.env, &s.auth, &s.target, HOST, &[b"h2"])
+        .await
+        .unwrap();
+    let (mut h2, conn) = hyper::client::conn::http2::handshake::<_, _, Pieces>(
+        TokioExecutor::new(),
+        TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let request = Request::post(format!("https://{}/bidi", s.target))
+        .header("content-type", "application/grpc")
+        .body(Pieces(rx))
+        .unwrap();
+    tx.send(Bytes::from_static(b"first message."))
+        .await
+        .unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(5), h2.send_request(request))
+        .await
+        .expect("the answer begins while the request is still open")
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    let mut echoed = Vec::new();
+    for next in [&b"second message."[..], b"third message."] {
+        // What was sent comes back before the agent sends more.
+        let frame = tokio::time::timeout(Duration::from_secs(5), body.frame())
+            .await
+            .expect("the echo arrives while the request is still open")
+            .unwrap()
+            .unwrap();
+        echoed.extend_from_slice(&frame.into_data().unwrap());
+        tx.send(Bytes::from_static(next)).await.unwrap();
+    }
+    drop(tx);
+    let rest = body.collect().await.unwrap().to_bytes();
+    echoed.extend_from_slice(&rest);
+    assert_eq!(echoed, b"first message.second message.third message.");
     s.env.stop().await;
 }
 

@@ -51,13 +51,14 @@ mod body;
 mod h2;
 mod pool;
 mod read;
+mod response;
 mod write;
 
 use body::*;
-pub(crate) use h2::ResponseBody;
 use h2::{H2Pool, Route};
 use pool::*;
 use read::*;
+pub(crate) use response::ResponseBody;
 use write::*;
 
 /// Why an exchange with an upstream failed.
