@@ -53,8 +53,10 @@ pub struct MotoTls {
     /// The CA certificate (what credgate and boto3 must trust).
     pub ca_cert: PathBuf,
     ca_key: PathBuf,
-    cert: PathBuf,
-    key: PathBuf,
+    /// The leaf certificate (for any test server on localhost).
+    pub cert: PathBuf,
+    /// The leaf's private key.
+    pub key: PathBuf,
 }
 
 impl MotoTls {
