@@ -14,18 +14,17 @@
 //! the stream is reset and the upstream never sees a complete request. The
 //! abort itself comes back to the caller through a shared slot.
 
+use super::h2_body::{H2Body, Pull};
+use super::*;
+use crate::policy::UpstreamHttp;
 use hyper::body::Incoming;
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::sync::oneshot;
-
-use super::*;
-use crate::policy::UpstreamHttp;
 
 /// What a request goes over.
 pub(super) enum Route {
-    /// A stream of this HTTP/2 connection.
-    H2(SendRequest<H2Body>),
+    /// A stream of this HTTP/2 connection (and its number in the pool).
+    H2(SendRequest<H2Body>, u64),
     /// HTTP/1.1: this fresh connection, or (`None`) one from the pool.
     H1(Option<Conn>),
 }
@@ -34,8 +33,8 @@ pub(super) enum Route {
 enum Slot {
     /// Nothing yet.
     Empty,
-    /// A connection, maybe since gone away.
-    H2(SendRequest<H2Body>),
+    /// A connection, maybe since gone away, and its number.
+    H2(SendRequest<H2Body>, u64),
     /// The upstream chose HTTP/1.1 at this time: requests that leave the
     /// choice to it go HTTP/1.1 for a while without asking again.
     Http1Since(Instant),
@@ -45,6 +44,9 @@ enum Slot {
 #[derive(Default)]
 pub(super) struct H2Pool {
     slots: Mutex<HashMap<Destination, Arc<tokio::sync::Mutex<Slot>>>>,
+    /// Numbers connections, so a retry replaces the one that failed and
+    /// not one another request has opened since.
+    opened: std::sync::atomic::AtomicU64,
 }
 
 /// The HTTP version `parts` asks for: the rule's choice, carried as a
@@ -70,6 +72,18 @@ impl H2Pool {
         http: UpstreamHttp,
         connector: &GuardedConnector,
     ) -> Result<Route, SendError> {
+        self.route_replacing(to, http, connector, None).await
+    }
+
+    /// [`H2Pool::route`], replacing connection number `failed` (it gave a
+    /// request back unsent) if it is still in the slot.
+    async fn route_replacing(
+        &self,
+        to: &Destination,
+        http: UpstreamHttp,
+        connector: &GuardedConnector,
+        failed: Option<u64>,
+    ) -> Result<Route, SendError> {
         let slot = {
             let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
             slots
@@ -78,12 +92,17 @@ impl H2Pool {
                 .clone()
         };
         let mut slot = slot.lock().await;
-        if let Slot::H2(sender) = &*slot {
+        if let Slot::H2(_, id) = &*slot {
+            if failed == Some(*id) {
+                *slot = Slot::Empty;
+            }
+        }
+        if let Slot::H2(sender, id) = &*slot {
             // A connection that went away says so here, before any of the
             // request is taken: it is replaced below.
             let mut sender = sender.clone();
             if !sender.is_closed() && sender.ready().await.is_ok() {
-                return Ok(Route::H2(sender));
+                return Ok(Route::H2(sender, *id));
             }
         }
         match &*slot {
@@ -126,8 +145,11 @@ impl H2Pool {
                 tracing::debug!(error = %e, "upstream HTTP/2 connection ended");
             }
         });
-        *slot = Slot::H2(sender.clone());
-        Ok(Route::H2(sender))
+        let id = self
+            .opened
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        *slot = Slot::H2(sender.clone(), id);
+        Ok(Route::H2(sender, id))
     }
 }
 
@@ -135,7 +157,8 @@ impl H2Pool {
 /// HTTP/1.1, the wait for the answer (`first_byte`) starts once the body
 /// is sent, and the upstream may take no more of it for `idle`.
 pub(super) async fn send(
-    mut sender: SendRequest<H2Body>,
+    sender: SendRequest<H2Body>,
+    retry: Retry<'_>,
     parts: &request::Parts,
     body: &mut Outgoing,
     waits: Waits,
@@ -152,7 +175,7 @@ pub(super) async fn send(
         }
     };
     let request = h2_request(parts, request_body)?;
-    let mut response = std::pin::pin!(sender.send_request(request));
+    let mut response = std::pin::pin!(retrying(sender, request, retry));
     if let Some(mut pulled) = pulled {
         let check = (waits.idle / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
         let early = loop {
@@ -179,6 +202,7 @@ pub(super) async fn send(
             return Err(SendError::Body(abort));
         }
         if let Some(answered) = early {
+            pulled.answered = answered.is_ok();
             return answer(answered);
         }
     }
@@ -188,12 +212,55 @@ pub(super) async fn send(
     answer(answered)
 }
 
+/// Where a request that a connection refused before sending it (it was
+/// going away: `GOAWAY`, closed) can go instead.
+pub(super) struct Retry<'a> {
+    pub(super) pool: &'a H2Pool,
+    pub(super) to: &'a Destination,
+    pub(super) http: UpstreamHttp,
+    pub(super) connector: &'a GuardedConnector,
+    /// The number of the connection the request is first sent on.
+    pub(super) connection: u64,
+}
+
+/// Sends `request` on `sender`'s connection, or, if that connection gave it
+/// back unsent, once more on a new one. Nothing of it reached the upstream,
+/// so this is safe for any method and body.
+async fn retrying(
+    mut sender: SendRequest<H2Body>,
+    request: http::Request<H2Body>,
+    retry: Retry<'_>,
+) -> Result<Response<Incoming>, SendError> {
+    let mut refused = match sender.try_send_request(request).await {
+        Ok(response) => return Ok(response),
+        Err(refused) => refused,
+    };
+    let Some(request) = refused.take_message() else {
+        return Err(broken(&refused.into_error()));
+    };
+    let route = retry
+        .pool
+        .route_replacing(
+            retry.to,
+            retry.http,
+            retry.connector,
+            Some(retry.connection),
+        )
+        .await?;
+    let Route::H2(mut sender, _) = route else {
+        return Err(broken(&refused.into_error()));
+    };
+    sender.send_request(request).await.map_err(|e| broken(&e))
+}
+
+fn broken(e: &hyper::Error) -> SendError {
+    SendError::Broken(format!("the HTTP/2 stream failed: {e}"))
+}
+
 fn answer(
-    answered: Result<Response<Incoming>, hyper::Error>,
+    answered: Result<Response<Incoming>, SendError>,
 ) -> Result<Response<ResponseBody>, SendError> {
-    answered
-        .map(|response| response.map(ResponseBody::H2))
-        .map_err(|e| SendError::Broken(format!("the HTTP/2 stream failed: {e}")))
+    answered.map(|response| response.map(ResponseBody::H2))
 }
 
 /// Headers that belong to one HTTP/1.1 connection and have no place in
@@ -229,174 +296,4 @@ fn h2_request(parts: &request::Parts, body: H2Body) -> Result<http::Request<H2Bo
         return Err(ConnectError::NoHost.into());
     }
     Ok(request)
-}
-
-/// A request body as an HTTP/2 connection pulls it.
-pub(crate) enum H2Body {
-    /// One piece, sent in one go.
-    Whole(Option<Bytes>),
-    /// Pieces pulled from a scanned stream.
-    Stream(Box<Pull>),
-}
-
-impl Body for H2Body {
-    type Data = Bytes;
-    type Error = io::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
-        match self.get_mut() {
-            H2Body::Whole(whole) => Poll::Ready(whole.take().map(|b| Ok(Frame::data(b)))),
-            H2Body::Stream(pull) => pull.poll_piece(cx),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            H2Body::Whole(whole) => whole.as_ref().is_none_or(Bytes::is_empty),
-            H2Body::Stream(pull) => pull.done.is_none(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            H2Body::Whole(whole) => {
-                SizeHint::with_exact(whole.as_ref().map_or(0, |b| b.len() as u64))
-            }
-            H2Body::Stream(pull) => pull
-                .length
-                .map_or_else(SizeHint::default, SizeHint::with_exact),
-        }
-    }
-}
-
-type Next = Pin<Box<dyn Future<Output = (Box<Stream>, Result<Option<Bytes>, BodyAbort>)> + Send>>;
-
-/// What the body and the request that sent it share.
-#[derive(Default)]
-struct Shared {
-    /// The stream, back from the body once it ended (for its counts and
-    /// findings).
-    stream: Option<Box<Stream>>,
-    /// When the body last handed a piece over and has not been asked for
-    /// the next since: the upstream is not taking more.
-    handed: Option<Instant>,
-    /// Why the body stopped, when it did: the connection may report the
-    /// reset it caused before the sender hears of it.
-    abort: Option<BodyAbort>,
-}
-
-/// A streamed body being pulled by the connection.
-pub(crate) struct Pull {
-    stream: Option<Box<Stream>>,
-    next: Option<Next>,
-    length: Option<u64>,
-    shared: Arc<Mutex<Shared>>,
-    /// Says how the body ended; `None` once it has.
-    done: Option<oneshot::Sender<Result<(), BodyAbort>>>,
-}
-
-/// The sender's side of a [`Pull`].
-struct Pulled {
-    shared: Arc<Mutex<Shared>>,
-    done: oneshot::Receiver<Result<(), BodyAbort>>,
-}
-
-impl Pull {
-    fn new(stream: Box<Stream>) -> (Pull, Pulled) {
-        let shared = Arc::new(Mutex::new(Shared::default()));
-        let (tx, rx) = oneshot::channel();
-        let pull = Pull {
-            length: stream.length(),
-            stream: Some(stream),
-            next: None,
-            shared: shared.clone(),
-            done: Some(tx),
-        };
-        (pull, Pulled { shared, done: rx })
-    }
-
-    fn shared(&self) -> std::sync::MutexGuard<'_, Shared> {
-        self.shared.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn poll_piece(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
-        self.shared().handed = None;
-        let next = match &mut self.next {
-            Some(next) => next,
-            None => {
-                let Some(mut stream) = self.stream.take() else {
-                    return Poll::Ready(None);
-                };
-                self.next.insert(Box::pin(async move {
-                    let next = stream.next().await;
-                    (stream, next)
-                }))
-            }
-        };
-        let Poll::Ready((stream, next)) = next.as_mut().poll(cx) else {
-            return Poll::Pending;
-        };
-        self.next = None;
-        match next {
-            Ok(Some(piece)) => {
-                self.stream = Some(stream);
-                self.shared().handed = Some(Instant::now());
-                Poll::Ready(Some(Ok(Frame::data(piece))))
-            }
-            Ok(None) => {
-                self.end(stream, Ok(()));
-                Poll::Ready(None)
-            }
-            Err(abort) => {
-                let message = abort.message.clone();
-                self.end(stream, Err(abort));
-                // The error resets the stream: the upstream sees no end.
-                Poll::Ready(Some(Err(io::Error::other(message))))
-            }
-        }
-    }
-
-    fn end(&mut self, stream: Box<Stream>, outcome: Result<(), BodyAbort>) {
-        {
-            let mut shared = self.shared();
-            shared.stream = Some(stream);
-            shared.abort = outcome.as_ref().err().cloned();
-        }
-        if let Some(done) = self.done.take() {
-            let _ = done.send(outcome);
-        }
-    }
-}
-
-impl Pulled {
-    /// Whether the upstream has not taken the last piece for `idle`.
-    fn stalled(&self, idle: Duration) -> bool {
-        let shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
-        shared.handed.is_some_and(|at| at.elapsed() >= idle)
-    }
-
-    /// Why the body stopped, if it did.
-    fn abort(&self) -> Option<BodyAbort> {
-        let mut shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
-        shared.abort.take()
-    }
-
-    /// Puts the stream back into `body` once the connection is done with it.
-    fn restore(&self, body: &mut Outgoing) {
-        let stream = self
-            .shared
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .stream
-            .take();
-        if let Some(stream) = stream {
-            *body = Outgoing::Stream(stream);
-        }
-    }
 }

@@ -49,6 +49,7 @@ const INLINE_BODY: usize = 16 * 1024;
 
 mod body;
 mod h2;
+mod h2_body;
 mod pool;
 mod read;
 mod response;
@@ -169,7 +170,16 @@ impl Client {
         let mut fresh = None;
         if tls && http != crate::policy::UpstreamHttp::Http1 {
             match self.h2.route(&to, http, &self.connector).await? {
-                Route::H2(sender) => return h2::send(sender, parts, body, waits).await,
+                Route::H2(sender, connection) => {
+                    let retry = h2::Retry {
+                        pool: &self.h2,
+                        to: &to,
+                        http,
+                        connector: &self.connector,
+                        connection,
+                    };
+                    return h2::send(sender, retry, parts, body, waits).await;
+                }
                 Route::H1(conn) => fresh = conn,
             }
         }
