@@ -78,15 +78,26 @@ impl H2Upstream {
                         return;
                     };
                     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                    // `/bye` asks for this connection to be shut down.
+                    let (bye, mut byes) = tokio::sync::mpsc::unbounded_channel();
                     let service = service_fn(move |req: Request<Incoming>| {
                         let noted = noted.clone();
+                        if req.uri().path() == "/bye" {
+                            let _ = bye.send(());
+                        }
                         async move { Ok::<_, hyper::Error>(answer(req, noted).await) }
                     });
                     let io = TokioIo::new(tls);
                     if h2 {
-                        let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                            .serve_connection(io, service)
-                            .await;
+                        let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                            .serve_connection(io, service);
+                        tokio::pin!(conn);
+                        loop {
+                            tokio::select! {
+                                _ = conn.as_mut() => break,
+                                Some(()) = byes.recv() => conn.as_mut().graceful_shutdown(),
+                            }
+                        }
                     } else {
                         let _ = hyper::server::conn::http1::Builder::new()
                             .serve_connection(io, service)
@@ -384,6 +395,26 @@ async fn a_grpc_stream_flows_both_ways_without_waiting_for_the_request_to_end() 
     let rest = body.collect().await.unwrap().to_bytes();
     echoed.extend_from_slice(&rest);
     assert_eq!(echoed, b"first message.second message.third message.");
+    s.env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_the_upstream_closed_is_replaced() {
+    let ca = Arc::new(CertificateAuthority::generate().unwrap());
+    let upstream = H2Upstream::start(ca.clone(), false).await;
+    let s = setup(ca, upstream.port, "").await;
+    let mut h2 = h2_agent(&s).await;
+    // The upstream answers, then says GOAWAY and closes the connection.
+    let bye = Request::get(format!("https://{}/bye", s.target))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let (parts, _) = h2_exchange(&mut h2, bye).await;
+    assert_eq!(parts.status, 200);
+    for _ in 0..3 {
+        let (parts, body) = h2_exchange(&mut h2, echo_request(&s)).await;
+        assert_eq!(parts.status, 200, "{}", String::from_utf8_lossy(&body));
+    }
+    assert_eq!(upstream.connections.load(Ordering::SeqCst), 2);
     s.env.stop().await;
 }
 
