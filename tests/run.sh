@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the real agent clients the integration tests drive (curl, git, Python
-# requests/httpx/websockets, boto3 and the AWS CLI, Node with undici) and the real peers they talk to (an OAuth
-# 2.0 server, OpenBao, moto, git http-backend behind nginx), then runs every test. Safe to re-run.
+# requests/httpx/websockets, boto3 and the AWS CLI, Node with undici, grpcio) and the real peers
+# they talk to (an OAuth 2.0 server, OpenBao, moto, git http-backend behind nginx, a grpcio
+# server), then runs every test. Safe to re-run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -47,6 +48,11 @@ if ! command -v moto_server >/dev/null 2>&1 || ! command -v aws >/dev/null 2>&1 
   || ! python3 -c 'import moto, boto3, awscrt' >/dev/null 2>&1; then
   python3 -m pip install --quiet --disable-pip-version-check \
     'moto[server]>=5,<6' 'boto3[crt]>=1.36,<2' 'awscli>=1.37,<2'
+fi
+# grpcio plays both ends of the gRPC tests (tests/peers/grpc): a TLS server
+# and an agent that reaches it through credgate by CONNECT.
+if ! python3 -c 'import grpc' >/dev/null 2>&1; then
+  python3 -m pip install --quiet --disable-pip-version-check 'grpcio>=1.60,<2'
 fi
 if [ ! -f tests/clients/node_modules/undici/package.json ]; then
   npm ci --silent --no-audit --no-fund --prefix tests/clients

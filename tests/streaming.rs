@@ -63,7 +63,7 @@ impl EventSource {
         writes: fn(&str) -> Vec<Write>,
         secret: String,
     ) -> Self {
-        let tls = LeafCache::new(ca).server_config(HOST).await.unwrap();
+        let tls = http1_only(LeafCache::new(ca).server_config(HOST).await.unwrap());
         let acceptor = tokio_rustls::TlsAcceptor::from(tls);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();

@@ -54,7 +54,7 @@ struct Sink {
 
 impl Sink {
     async fn start(ca: Arc<CertificateAuthority>) -> Sink {
-        let tls = LeafCache::new(ca).server_config(HOST).await.unwrap();
+        let tls = http1_only(LeafCache::new(ca).server_config(HOST).await.unwrap());
         let acceptor = tokio_rustls::TlsAcceptor::from(tls);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();

@@ -330,6 +330,10 @@ scopes:
 /// The demo API: `GET /v1/reports`, `POST /v1/reports`, and `GET /v1/echo`,
 /// which reflects the Authorization header it received, as careless APIs do.
 async fn serve_demo_api(listener: TcpListener, tls: Arc<rustls::ServerConfig>, token: String) {
+    // The demo API speaks HTTP/1.1 only, so it must not accept `h2` in ALPN.
+    let mut tls = (*tls).clone();
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tls = Arc::new(tls);
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let expected = format!("Bearer {token}");
     loop {

@@ -72,6 +72,9 @@ pub struct RawRule {
     /// `block` (default) or `strip` a secret found in the agent's request.
     #[serde(default)]
     pub on_secret: Option<String>,
+    /// `auto` (default: the upstream's TLS ALPN decides), `http1` or `http2`.
+    #[serde(default)]
+    pub upstream_http: Option<String>,
     /// The longest a response body may pause under this rule (a duration
     /// such as `30m`); `upstream.idle_timeout` when absent.
     #[serde(default)]
@@ -147,6 +150,18 @@ pub enum SecretAction {
     Block,
     /// Remove the secret and go on.
     Strip,
+}
+
+/// Which HTTP version a rule's requests use towards the upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UpstreamHttp {
+    /// HTTP/2 when the upstream's TLS ALPN picks `h2`, else HTTP/1.1.
+    #[default]
+    Auto,
+    /// Only HTTP/1.1 is offered.
+    Http1,
+    /// Only `h2` is offered; an upstream that refuses it is an error.
+    Http2,
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use http::Method;
 
 use super::glob::{MatchPath, PathGlob, PathMatching};
 use super::host::HostPattern;
-use super::{Action, RawRule, RequestTarget, Scheme, SecretAction};
+use super::{Action, RawRule, RequestTarget, Scheme, SecretAction, UpstreamHttp};
 use crate::field::FieldError;
 
 /// One compiled rule.
@@ -32,6 +32,8 @@ pub struct ScopeRule {
     pub upstream_tls: bool,
     /// What to do when the agent's request carries a secret.
     pub on_secret: SecretAction,
+    /// Which HTTP version the upstream is spoken to in.
+    pub upstream_http: UpstreamHttp,
     /// The longest a response body may pause under this rule, when it sets
     /// its own (a long-lived stream that is quiet for long stretches).
     pub idle_timeout: Option<Duration>,
@@ -133,6 +135,18 @@ impl ScopeRule {
                 None
             }
         };
+        let upstream_http = match raw.upstream_http.as_deref() {
+            None | Some("auto") => UpstreamHttp::Auto,
+            Some("http1") => UpstreamHttp::Http1,
+            Some("http2") => UpstreamHttp::Http2,
+            Some(other) => {
+                errors.push(FieldError::new(
+                    "upstream_http",
+                    format!("{other:?} is not an upstream HTTP version; use auto, http1 or http2"),
+                ));
+                UpstreamHttp::Auto
+            }
+        };
         if raw.narrowing.is_some() && raw.credential.is_none() {
             errors.push(FieldError::new(
                 "narrowing",
@@ -169,6 +183,7 @@ impl ScopeRule {
             allow_private: raw.allow_private,
             upstream_tls: raw.upstream_tls,
             on_secret,
+            upstream_http,
             idle_timeout,
             websocket: raw.websocket,
             narrowing: raw.narrowing.clone().map(Arc::new),
@@ -262,6 +277,11 @@ impl ScopeRule {
         }
         if self.on_secret == SecretAction::Strip {
             out.push_str("; secrets the agent sends are stripped");
+        }
+        match self.upstream_http {
+            UpstreamHttp::Auto => {}
+            UpstreamHttp::Http1 => out.push_str("; upstream spoken to in HTTP/1.1 only"),
+            UpstreamHttp::Http2 => out.push_str("; upstream spoken to in HTTP/2 only"),
         }
         if let Some(idle) = self.idle_timeout {
             let _ = write!(
@@ -455,6 +475,13 @@ fn check_combinations(
             refuse("a WebSocket upgrade is a GET; add GET to methods");
         }
     }
+    // HTTP/2 is negotiated in TLS (ALPN); credgate speaks no cleartext h2c.
+    if raw.upstream_http.as_deref() == Some("http2") && schemes.http && !raw.upstream_tls {
+        errors.push(FieldError::new(
+            "upstream_http",
+            "http2 is negotiated over TLS only; remove http from schemes or set upstream_tls: true",
+        ));
+    }
     if !raw.tunnel {
         return;
     }
@@ -470,6 +497,9 @@ fn check_combinations(
     }
     if raw.upstream_tls {
         refuse("a blind tunnel carries the agent's own TLS; remove upstream_tls");
+    }
+    if raw.upstream_http.is_some() {
+        refuse("a blind tunnel carries the agent's own protocol; remove upstream_http");
     }
     if !schemes.https {
         refuse("a tunnel answers CONNECT, which carries https; add https to schemes");
@@ -584,6 +614,30 @@ mod tests {
                 "idle_timeout",
                 "credential"
             ]
+        );
+    }
+
+    #[test]
+    fn upstream_http_is_auto_unless_a_rule_says_otherwise() {
+        assert_eq!(rule("host: a.example").upstream_http, UpstreamHttp::Auto);
+        let r = rule("host: a.example\nupstream_http: http2");
+        assert_eq!(r.upstream_http, UpstreamHttp::Http2);
+        assert!(r.describe().ends_with("HTTP/2 only"), "{}", r.describe());
+        let r = rule("host: a.example\nupstream_http: http1");
+        assert_eq!(r.upstream_http, UpstreamHttp::Http1);
+        assert_eq!(
+            error_paths("host: a.example\nupstream_http: h2c"),
+            ["upstream_http"]
+        );
+        // No cleartext HTTP/2, and nothing to choose in a blind tunnel.
+        assert_eq!(
+            error_paths("host: a.example\nschemes: [http]\nupstream_http: http2"),
+            ["upstream_http"]
+        );
+        rule("host: a.example\nschemes: [http]\nupstream_tls: true\nupstream_http: http2");
+        assert_eq!(
+            error_paths("host: a.example\ntunnel: true\nupstream_http: http1"),
+            ["tunnel"]
         );
     }
 

@@ -19,6 +19,7 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 
 use super::decoded::{DecodeFailure, UpstreamSource};
+use super::trailers::TrailerScrub;
 use super::websocket::Switch;
 use crate::audit::RecordGuard;
 use crate::reason::Reason;
@@ -114,6 +115,10 @@ pub(crate) struct UpstreamBody {
     timer: Option<Pin<Box<Sleep>>>,
     tail: Option<Bytes>,
     finished: bool,
+    /// How trailers are cleaned, or `None`: the agent cannot read them.
+    trailer_scrub: Option<TrailerScrub>,
+    /// Cleaned trailers, sent after the last of the body.
+    trailers: Option<http::HeaderMap>,
 }
 
 impl ProxyBody {
@@ -125,6 +130,7 @@ impl ProxyBody {
     /// Streams `inner` through `scrubber`, filling and finally emitting
     /// `record`. The upstream may pause at most `idle` between frames, and
     /// the whole body must arrive within `remaining` when that is given.
+    /// Trailers go through `trailer_scrub`, or are dropped without one.
     pub(crate) fn upstream(
         inner: UpstreamSource,
         scrubber: ScrubChain,
@@ -132,6 +138,7 @@ impl ProxyBody {
         remaining: Option<Duration>,
         idle: Duration,
         task: Arc<Task>,
+        trailer_scrub: Option<TrailerScrub>,
     ) -> Self {
         let now = Instant::now();
         ProxyBody::Upstream(Box::new(UpstreamBody {
@@ -147,6 +154,8 @@ impl ProxyBody {
             timer: None,
             tail: None,
             finished: false,
+            trailer_scrub,
+            trailers: None,
         }))
     }
 
@@ -183,7 +192,9 @@ impl Body for ProxyBody {
     fn is_end_stream(&self) -> bool {
         match self {
             ProxyBody::Full(bytes) => bytes.is_none(),
-            ProxyBody::Upstream(body) => body.finished && body.tail.is_none(),
+            ProxyBody::Upstream(body) => {
+                body.finished && body.tail.is_none() && body.trailers.is_none()
+            }
             ProxyBody::WebSocket(_) => true,
         }
     }
@@ -207,7 +218,7 @@ impl UpstreamBody {
             return Poll::Ready(Some(Ok(Frame::data(tail))));
         }
         if self.finished {
-            return Poll::Ready(None);
+            return Poll::Ready(self.trailers.take().map(|t| Ok(Frame::trailers(t))));
         }
         let now = Instant::now();
         if self.total_deadline.is_some_and(|d| now >= d) {
@@ -247,9 +258,12 @@ impl UpstreamBody {
                 }
                 Poll::Ready(Some(Ok(frame))) => {
                     self.waiting = false;
-                    // Trailers are dropped: they are not scanned, so they must not pass.
-                    let Ok(data) = frame.into_data() else {
-                        continue;
+                    let data = match frame.into_data() {
+                        Ok(data) => data,
+                        Err(frame) => {
+                            self.take_trailers(frame);
+                            continue;
+                        }
                     };
                     let last = self.inner.is_end_stream();
                     let (out, count) = if last {
@@ -273,8 +287,9 @@ impl UpstreamBody {
                     let (out, count) = self.scrubber.finish();
                     self.record.sent(out.len() as u64, count as u64);
                     if out.is_empty() {
-                        return Poll::Ready(None);
+                        return Poll::Ready(self.trailers.take().map(|t| Ok(Frame::trailers(t))));
                     }
+                    // Trailers, if any, follow on the next poll.
                     return Poll::Ready(Some(Ok(Frame::data(out))));
                 }
                 Poll::Ready(Some(Err(e))) => {
@@ -295,6 +310,19 @@ impl UpstreamBody {
 }
 
 impl UpstreamBody {
+    /// Keeps the trailers of `frame`, cleaned, for after the body; without
+    /// a [`TrailerScrub`] (an agent that cannot read them) they are dropped.
+    fn take_trailers(&mut self, frame: Frame<Bytes>) {
+        let (Ok(mut trailers), Some(scrub)) = (frame.into_trailers(), &self.trailer_scrub) else {
+            return;
+        };
+        let masked = scrub.clean(&mut trailers);
+        self.record.sent(0, masked as u64);
+        if !trailers.is_empty() {
+            self.trailers = Some(trailers);
+        }
+    }
+
     /// Ends the body with a timeout, recorded with `message`.
     fn timed_out(&mut self, message: &str) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         self.finished = true;

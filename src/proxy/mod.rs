@@ -14,6 +14,7 @@ mod respond;
 mod rewind;
 mod server;
 mod target;
+mod trailers;
 pub mod upstream;
 mod websocket;
 

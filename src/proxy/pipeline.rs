@@ -41,6 +41,7 @@ use super::identify::Identity;
 use super::request_body::{BodyAbort, Outgoing, RequestBody, Streamed};
 use super::respond::{deny, strip_response_hop_by_hop, Deny};
 use super::target::{authority_for, resolve_target, upstream_uri, Target};
+use super::trailers::{agent_takes_trailers, TrailerScrub};
 use super::upstream::check_destination;
 use super::websocket;
 use crate::audit::{CacheOutcome, DecisionRecord, Event, RecordGuard, Verdict as RecordVerdict};
@@ -168,6 +169,8 @@ pub(crate) async fn handle(
         Err(d) => return deny(rec, d),
     }
     let head_request = parts.method == Method::HEAD;
+    // Judged before sanitize strips `TE`.
+    let takes_trailers = agent_takes_trailers(&parts);
     // Ending the task cuts a request still in flight (waiting for a
     // credential or for the upstream), not only its later responses.
     let outcome = tokio::select! {
@@ -182,9 +185,23 @@ pub(crate) async fn handle(
             let (started, idle) = (upstream.started, upstream.idle);
             websocket::respond(gw, snapshot, &who, upstream.response, started, idle, rec)
         }
-        Ok(upstream) => respond(gw, &snapshot, &who, upstream, head_request, rec).await,
+        Ok(upstream) => {
+            let asked = Asked {
+                head_request,
+                takes_trailers,
+            };
+            respond(gw, &snapshot, &who, upstream, asked, rec).await
+        }
         Err(d) => deny(rec, d),
     }
+}
+
+/// What the agent's request says about the response it can take.
+struct Asked {
+    /// A `HEAD`: no body.
+    head_request: bool,
+    /// Trailers can be sent to it (see [`agent_takes_trailers`]).
+    takes_trailers: bool,
 }
 
 /// An upstream response, waiting to be scrubbed.
@@ -324,6 +341,9 @@ async fn run_phases(
     parts.uri = upstream_uri(&parts.uri, &target, upstream_tls, authority)
         .ok_or_else(|| Deny::new(Reason::BadRequest, "the request target cannot be forwarded"))?;
     parts.version = http::Version::HTTP_11;
+    // Which HTTP version the client may speak to the upstream (ALPN decides
+    // within it).
+    parts.extensions.insert(rule.upstream_http);
     if let Some(authority) = parts.uri.authority() {
         if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
             parts.headers.insert(header::HOST, host);
@@ -582,9 +602,10 @@ async fn respond(
     snapshot: &Snapshot,
     who: &Identity,
     upstream: Upstream,
-    head_request: bool,
+    asked: Asked,
     mut rec: RecordGuard,
 ) -> Response<ProxyBody> {
+    let head_request = asked.head_request;
     let (mut parts, body) = upstream.response.into_parts();
     rec.upstream(
         parts.status.as_u16(),
@@ -605,6 +626,9 @@ async fn respond(
         .map(|token| who.task.token_scrubber(token));
     let scrubbers = std::iter::once(&credentials).chain(token.as_ref());
     let masked = scrub_headers_with(scrubbers.clone().map(|s| &**s), &mut parts.headers);
+    let trailer_scrub = asked
+        .takes_trailers
+        .then(|| TrailerScrub::new(scrubbers.clone().cloned().collect()));
     let stages = scrubbers.map(Scrubber::stream).collect();
     rec.allow(None);
     rec.sent(0, masked as u64);
@@ -647,7 +671,15 @@ async fn respond(
         .total_timeout
         .map(|total| total.saturating_sub(upstream.started.elapsed()));
     let chain = ScrubChain::new(stages);
-    let body = ProxyBody::upstream(body, chain, rec, remaining, upstream.idle, who.task.clone());
+    let body = ProxyBody::upstream(
+        body,
+        chain,
+        rec,
+        remaining,
+        upstream.idle,
+        who.task.clone(),
+        trailer_scrub,
+    );
     Response::from_parts(parts, body)
 }
 

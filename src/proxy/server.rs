@@ -563,7 +563,8 @@ where
                 rec.task(&who.task.id, &who.task.agent, &who.task.labels);
                 return Ok(deny(rec, d));
             }
-            let body = match tokio::time::timeout(BODY_TIMEOUT, h2_body_start(body)).await {
+            let eager = is_grpc(&parts.headers);
+            let body = match tokio::time::timeout(BODY_TIMEOUT, h2_body_start(body, eager)).await {
                 Ok(Ok(body)) => body,
                 Ok(Err(abort)) => return Ok(deny(rec, Deny::new(abort.reason, abort.message))),
                 Err(_) => {
@@ -593,10 +594,15 @@ where
 }
 
 /// The first part of an HTTP/2 request body, and the rest when there is
-/// more (trailers are dropped, as on HTTP/1).
-async fn h2_body_start(mut body: Incoming) -> Result<(Bytes, Option<Incoming>), BodyAbort> {
+/// more (trailers are dropped, as on HTTP/1). An `eager` start ends at the
+/// first data: a gRPC call may stream messages both ways, and the upstream
+/// must see the first before the agent sends the next.
+async fn h2_body_start(
+    mut body: Incoming,
+    eager: bool,
+) -> Result<(Bytes, Option<Incoming>), BodyAbort> {
     let mut first = BytesMut::new();
-    while first.len() <= FIRST_PART {
+    while first.len() <= FIRST_PART && (!eager || first.is_empty()) {
         match body.frame().await {
             None => return Ok((first.freeze(), None)),
             Some(Ok(frame)) => {
@@ -607,7 +613,17 @@ async fn h2_body_start(mut body: Incoming) -> Result<(Bytes, Option<Incoming>), 
             Some(Err(_)) => return Err(body_lost()),
         }
     }
+    if http_body::Body::is_end_stream(&body) {
+        return Ok((first.freeze(), None));
+    }
     Ok((first.freeze(), Some(body)))
+}
+
+/// Whether a request is a gRPC call (`application/grpc`, `+proto`, …).
+fn is_grpc(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
 /// [`pump_h1`] for an HTTP/2 stream.

@@ -13,6 +13,7 @@ use tokio_rustls::TlsConnector;
 
 use super::address::AddressPolicy;
 use super::client::Client;
+use crate::policy::UpstreamHttp;
 use crate::reason::Reason;
 use crate::stream::Io;
 
@@ -102,6 +103,15 @@ pub(crate) enum ConnectError {
         /// The TLS error.
         source: io::Error,
     },
+    /// The rule says `upstream_http: http2`, and the upstream's TLS did not
+    /// agree to `h2`.
+    #[error("{host} did not agree to HTTP/2 in TLS (ALPN){detail}, and the rule says upstream_http: http2")]
+    NoHttp2 {
+        /// The host asked for.
+        host: String,
+        /// More about the refusal, or nothing.
+        detail: String,
+    },
     /// Resolve + connect + handshake took too long.
     #[error("connecting to {0} timed out")]
     Timeout(String),
@@ -117,6 +127,7 @@ impl ConnectError {
             ConnectError::Refused { .. } => Reason::DestinationRefused,
             ConnectError::Tls { .. } => Reason::UpstreamTlsFailed,
             ConnectError::Timeout(_) => Reason::UpstreamTimeout,
+            ConnectError::NoHttp2 { .. } => Reason::UpstreamError,
             ConnectError::Resolve { .. } | ConnectError::Connect { .. } | ConnectError::NoHost => {
                 Reason::UpstreamConnectFailed
             }
@@ -130,8 +141,21 @@ impl ConnectError {
 pub(crate) struct GuardedConnector {
     resolver: Arc<dyn Resolve>,
     policy: AddressPolicy,
+    /// Offers `http/1.1` only.
     tls: TlsConnector,
+    /// Offers `h2`, then `http/1.1`.
+    tls_auto: TlsConnector,
+    /// Offers `h2` only.
+    tls_h2: TlsConnector,
     pub(crate) connect_timeout: Duration,
+}
+
+/// `config` offering `protocols` in ALPN (the configuration is shared with
+/// the credential sources, whose client speaks HTTP/1.1 only).
+fn offering(config: &rustls::ClientConfig, protocols: &[&[u8]]) -> TlsConnector {
+    let mut config = config.clone();
+    config.alpn_protocols = protocols.iter().map(|p| p.to_vec()).collect();
+    TlsConnector::from(Arc::new(config))
 }
 
 impl GuardedConnector {
@@ -145,28 +169,48 @@ impl GuardedConnector {
         GuardedConnector {
             resolver,
             policy,
-            tls: TlsConnector::from(tls),
+            tls: offering(&tls, &[b"http/1.1"]),
+            tls_auto: offering(&tls, &[b"h2", b"http/1.1"]),
+            tls_h2: offering(&tls, &[b"h2"]),
             connect_timeout,
         }
     }
 
-    /// Dials `host:port` at an address the policy permits, with TLS when asked.
+    /// Dials `host:port` at an address the policy permits, with TLS when
+    /// asked, offering HTTP/1.1 only.
     pub(crate) async fn connect(
         &self,
         host: &str,
         port: u16,
         tls: bool,
     ) -> Result<Io, ConnectError> {
+        self.connect_offering(host, port, tls, UpstreamHttp::Http1)
+            .await
+    }
+
+    /// [`GuardedConnector::connect`], offering in ALPN what `http` allows;
+    /// [`Io::is_h2`] says what the upstream chose.
+    pub(crate) async fn connect_offering(
+        &self,
+        host: &str,
+        port: u16,
+        tls: bool,
+        http: UpstreamHttp,
+    ) -> Result<Io, ConnectError> {
         let stream = dial(self.resolver.as_ref(), host, port, self.policy).await?;
         if !tls {
             return Ok(Io::Plain(stream));
         }
+        let connector = match http {
+            UpstreamHttp::Auto => &self.tls_auto,
+            UpstreamHttp::Http1 => &self.tls,
+            UpstreamHttp::Http2 => &self.tls_h2,
+        };
         let name = ServerName::try_from(host.to_string()).map_err(|_| ConnectError::Tls {
             host: host.to_string(),
             source: io::Error::new(io::ErrorKind::InvalidInput, "not a valid server name"),
         })?;
-        let tls = self
-            .tls
+        let tls = connector
             .connect(name, stream)
             .await
             .map_err(|source| ConnectError::Tls {

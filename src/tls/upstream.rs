@@ -14,7 +14,9 @@ use crate::provider::Provider;
 ///
 /// Trusts the webpki (Mozilla) roots plus every certificate in
 /// `extra_ca_bundle` (a PEM file, read through `files`; non-certificate
-/// blocks are ignored, a file without any certificate is an error). ALPN offers only `http/1.1`.
+/// blocks are ignored, a file without any certificate is an error). ALPN offers only
+/// `http/1.1`: the credential sources speak nothing else. The proxy's upstream
+/// connector derives configurations that also offer `h2` from it.
 /// Certificate verification is always on: there is deliberately no way to
 /// turn it off. Build it once per configuration load, not per request.
 pub fn upstream_client_config(

@@ -205,7 +205,7 @@ pub(crate) struct Packed {
 
 impl Packed {
     pub(crate) async fn start(ca: Arc<CertificateAuthority>, secret: String) -> Self {
-        let tls = LeafCache::new(ca).server_config(HOST).await.unwrap();
+        let tls = crate::support::http1_only(LeafCache::new(ca).server_config(HOST).await.unwrap());
         let acceptor = tokio_rustls::TlsAcceptor::from(tls);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();

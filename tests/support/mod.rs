@@ -273,6 +273,14 @@ pub fn echo_handler() -> Handler {
     })
 }
 
+/// `config` choosing only HTTP/1.1 in ALPN: for upstreams served by an
+/// HTTP/1-only server, which must not let credgate pick `h2`.
+pub fn http1_only(config: Arc<rustls::ServerConfig>) -> Arc<rustls::ServerConfig> {
+    let mut config = (*config).clone();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(config)
+}
+
 /// A recording HTTPS upstream on 127.0.0.1.
 pub struct Upstream {
     pub addr: SocketAddr,
@@ -292,7 +300,7 @@ impl Upstream {
         host: &str,
         handler: Handler,
     ) -> Upstream {
-        let config = LeafCache::new(ca).server_config(host).await.unwrap();
+        let config = http1_only(LeafCache::new(ca).server_config(host).await.unwrap());
         let acceptor = tokio_rustls::TlsAcceptor::from(config);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

@@ -53,9 +53,9 @@ pub struct MotoTls {
     /// The CA certificate (what credgate and boto3 must trust).
     pub ca_cert: PathBuf,
     ca_key: PathBuf,
-    /// The server's certificate, for `localhost` and 127.0.0.1.
+    /// The leaf certificate, for `localhost` and 127.0.0.1 (any test server).
     pub cert: PathBuf,
-    /// Its private key.
+    /// The leaf's private key.
     pub key: PathBuf,
 }
 

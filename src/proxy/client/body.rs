@@ -34,10 +34,10 @@ pub(super) enum Step {
     Done,
 }
 
-/// A response body being read from its upstream connection. The connection
-/// goes back to the pool when the body ends at its framed length; if the
-/// body is dropped early, the connection is closed.
-pub(crate) struct ResponseBody {
+/// A response body being read from its HTTP/1.1 upstream connection. The
+/// connection goes back to the pool when the body ends at its framed length;
+/// if the body is dropped early, the connection is closed.
+pub(crate) struct H1Body {
     pub(super) conn: Option<Conn>,
     pub(super) decode: Decode,
     pub(super) reuse: bool,
@@ -45,7 +45,7 @@ pub(crate) struct ResponseBody {
     pub(super) pool: Arc<Pool>,
 }
 
-impl ResponseBody {
+impl H1Body {
     pub(super) fn release(&mut self) {
         self.decode = Decode::Done;
         if let Some(conn) = self.conn.take() {
@@ -157,7 +157,7 @@ pub(super) fn framing_error(what: &str) -> io::Error {
     )
 }
 
-impl Body for ResponseBody {
+impl Body for H1Body {
     type Data = Bytes;
     type Error = io::Error;
 

@@ -48,15 +48,19 @@ const MAX_TRAILERS: usize = 16 * 1024;
 const INLINE_BODY: usize = 16 * 1024;
 
 mod body;
+mod h2;
+mod h2_body;
 mod pool;
 mod read;
+mod response;
 mod upgrade;
 mod write;
 
-pub(crate) use body::ResponseBody;
 use body::*;
+use h2::{H2Pool, Route};
 use pool::*;
 use read::*;
+pub(crate) use response::ResponseBody;
 pub(crate) use upgrade::Upgraded;
 use write::*;
 
@@ -150,6 +154,7 @@ impl From<Failure> for SendError {
 pub(crate) struct Client {
     connector: GuardedConnector,
     pool: Arc<Pool>,
+    h2: H2Pool,
 }
 
 impl Client {
@@ -157,6 +162,7 @@ impl Client {
         Client {
             connector,
             pool: Arc::default(),
+            h2: H2Pool::default(),
         }
     }
 
@@ -171,6 +177,10 @@ impl Client {
     /// back is sent again on a new one when its method is idempotent: the
     /// upstream may have closed the idle connection as it was taken. A
     /// streamed body cannot be sent twice, so it always takes a new one.
+    ///
+    /// Over TLS, the upstream may choose HTTP/2 (see [`h2`]); an
+    /// [`UpstreamHttp`](crate::policy::UpstreamHttp) in the request's
+    /// extensions says what the rule allows.
     pub(crate) async fn send(
         &self,
         parts: &request::Parts,
@@ -190,22 +200,48 @@ impl Client {
             host: host.to_string(),
             port,
         };
+        let http = h2::wanted(parts);
+        let mut fresh = None;
+        if tls && http != crate::policy::UpstreamHttp::Http1 {
+            match self.h2.route(&to, http, &self.connector).await? {
+                Route::H2(sender, connection) => {
+                    let retry = h2::Retry {
+                        pool: &self.h2,
+                        to: &to,
+                        http,
+                        connector: &self.connector,
+                        connection,
+                    };
+                    return h2::send(sender, retry, parts, body, waits).await;
+                }
+                Route::H1(conn) => fresh = conn,
+            }
+        }
         match body {
-            Outgoing::Whole(body) => self.send_whole(parts, body, to, waits).await,
-            Outgoing::Stream(stream) => self.send_stream(parts, stream, to, waits).await,
+            Outgoing::Whole(body) => self.send_whole(parts, body, to, waits, fresh).await,
+            Outgoing::Stream(stream) => self.send_stream(parts, stream, to, waits, fresh).await,
         }
     }
 
+    /// `fresh` is a connection just made for this request (the upstream
+    /// chose HTTP/1.1 in ALPN).
     async fn send_whole(
         &self,
         parts: &request::Parts,
         body: &Bytes,
         to: Destination,
         waits: Waits,
+        fresh: Option<Conn>,
     ) -> Result<Response<ResponseBody>, SendError> {
         let message = encode_request(parts, body);
         let head_request = parts.method == Method::HEAD;
 
+        if let Some(mut conn) = fresh {
+            return match exchange(&mut conn, &message, body, head_request, waits).await {
+                Ok(head) => Ok(self.response(head, conn, to)),
+                Err(f) => Err(f.into()),
+            };
+        }
         if let Some(mut conn) = self.pool.checkout(&to) {
             match exchange(&mut conn, &message, body, head_request, waits).await {
                 Ok(head) => return Ok(self.response(head, conn, to)),
@@ -228,9 +264,13 @@ impl Client {
         body: &mut Stream,
         to: Destination,
         waits: Waits,
+        fresh: Option<Conn>,
     ) -> Result<Response<ResponseBody>, SendError> {
         let length = body.length();
-        let mut conn = self.connect(&to).await?;
+        let mut conn = match fresh {
+            Some(conn) => conn,
+            None => self.connect(&to).await?,
+        };
         let mut head = Vec::with_capacity(512);
         encode_head(parts, length, &mut head);
         write_turn().await;
@@ -270,7 +310,7 @@ impl Client {
     }
 
     fn response(&self, head: Head, conn: Conn, to: Destination) -> Response<ResponseBody> {
-        let mut body = ResponseBody {
+        let mut body = H1Body {
             conn: Some(conn),
             decode: head.decode,
             reuse: head.reuse,
@@ -280,7 +320,7 @@ impl Client {
         if body.decode == Decode::Done {
             body.release();
         }
-        head.response.map(|()| body)
+        head.response.map(|()| ResponseBody::H1(body))
     }
 }
 

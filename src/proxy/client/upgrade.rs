@@ -68,12 +68,14 @@ impl Client {
             Ok(Answer::Switched(response)) => {
                 let buffered = std::mem::take(&mut conn.buf);
                 let slot = Upgraded(Arc::new(Mutex::new(Some((conn.io, buffered)))));
-                let mut response = response.map(|()| ResponseBody {
-                    conn: None,
-                    decode: Decode::Done,
-                    reuse: false,
-                    to,
-                    pool: self.pool.clone(),
+                let mut response = response.map(|()| {
+                    ResponseBody::H1(H1Body {
+                        conn: None,
+                        decode: Decode::Done,
+                        reuse: false,
+                        to,
+                        pool: self.pool.clone(),
+                    })
                 });
                 response.extensions_mut().insert(slot);
                 Ok(response)

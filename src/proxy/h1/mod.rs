@@ -264,6 +264,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> H1Connection<IO> {
         }
 
         let mut written: u64 = 0;
+        let mut trailers: Option<http::HeaderMap> = None;
         loop {
             // Take the next frame if it is ready now; otherwise flush what we
             // have before waiting, so a slow stream is never held back.
@@ -291,8 +292,16 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> H1Connection<IO> {
                     return Ok(false);
                 }
                 Some(Ok(frame)) => {
-                    let Ok(data) = frame.into_data() else {
-                        continue; // trailers are not forwarded
+                    let data = match frame.into_data() {
+                        Ok(data) => data,
+                        // The body only yields trailers an agent can read
+                        // (it sent `TE: trailers`); they need chunked framing.
+                        Err(frame) => {
+                            if chunked {
+                                trailers = frame.into_trailers().ok();
+                            }
+                            continue;
+                        }
                     };
                     if data.is_empty() {
                         continue;
@@ -313,7 +322,11 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> H1Connection<IO> {
             }
         }
         if chunked {
-            out.extend_from_slice(b"0\r\n\r\n");
+            out.extend_from_slice(b"0\r\n");
+            for (name, value) in trailers.iter().flatten() {
+                push_header(&mut out, name.as_str().as_bytes(), value.as_bytes());
+            }
+            out.extend_from_slice(b"\r\n");
         }
         write_turn().await;
         self.io.write_all(&out).await?;
@@ -578,5 +591,45 @@ mod tests {
         let mut client = client;
         client.read_to_string(&mut out).await.unwrap();
         assert_eq!(out, "HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello");
+    }
+
+    /// Frames, each ready at once.
+    struct Frames(std::collections::VecDeque<http_body::Frame<Bytes>>);
+
+    impl Body for Frames {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _cx: &mut std::task::Context<'_>,
+        ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+            Poll::Ready(self.0.pop_front().map(Ok))
+        }
+    }
+
+    #[tokio::test]
+    async fn trailers_follow_the_last_chunk() {
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+        let body = Frames(
+            [
+                http_body::Frame::data(Bytes::from_static(b"hello")),
+                http_body::Frame::trailers(trailers),
+            ]
+            .into(),
+        );
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let mut conn = H1Connection::new(server, BytesMut::new());
+        let resp = Response::builder().status(200).body(body).unwrap();
+        assert!(conn.write_response(resp, false, true).await.unwrap());
+        drop(conn);
+        let mut out = String::new();
+        let mut client = client;
+        client.read_to_string(&mut out).await.unwrap();
+        assert_eq!(
+            out,
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\ngrpc-status: 0\r\n\r\n"
+        );
     }
 }
