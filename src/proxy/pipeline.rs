@@ -38,7 +38,9 @@ use super::client::{ResponseBody, SendError, Upgraded, Waits};
 use super::decoded::{self, UpstreamSource};
 use super::gateway::{Gateway, Snapshot};
 use super::identify::Identity;
-use super::request_body::{BodyAbort, Outgoing, RequestBody, Streamed};
+use super::request_body::{
+    decoded_for_scan, has_content_coding, BodyAbort, Outgoing, RequestBody, Streamed,
+};
 use super::respond::{deny, strip_response_hop_by_hop, Deny};
 use super::target::{authority_for, resolve_target, upstream_uri, Target};
 use super::trailers::{agent_takes_trailers, TrailerScrub};
@@ -230,10 +232,15 @@ async fn run_phases(
     // checksums are checked. That reads `x-amz-*` headers, so it runs before
     // the strip removes them, and the scan below then reads the payload,
     // where chunk framing cannot split a secret. Both need the whole
-    // payload, so a streamed body that such headers describe is held whole.
+    // payload, so a streamed body that such headers describe is held whole;
+    // so is a compressed one, which the scan reads decoded.
     let mut body = match body {
         RequestBody::Streamed(streamed) if aws_payload::describes_body(&parts.headers) => {
             let what = "a body in AWS framing or with an AWS checksum";
+            RequestBody::Full(spool(streamed, limits.max_buffered_body(), what, rec).await?)
+        }
+        RequestBody::Streamed(streamed) if has_content_coding(&parts.headers) => {
+            let what = "a compressed body (decoded to be scanned)";
             RequestBody::Full(spool(streamed, limits.max_buffered_body(), what, rec).await?)
         }
         body => body,
@@ -268,7 +275,20 @@ async fn run_phases(
         RequestBody::Full(whole) => whole,
         RequestBody::Streamed(streamed) => streamed.first(),
     };
-    findings.extend(config.sanitizer.scan_body(first));
+    // A compressed body is read as the upstream will: decoded.
+    let decoded = decoded_for_scan(
+        &parts.headers,
+        first,
+        limits.max_buffered_body(),
+        config.upstream.max_decode_ratio,
+    )
+    .map_err(abort_deny)?;
+    let compressed = decoded.is_some();
+    findings.extend(
+        config
+            .sanitizer
+            .scan_body(decoded.as_deref().unwrap_or(first)),
+    );
     rec.sanitized(stripped, finding_ids(&findings));
     if !findings.is_empty() {
         // What a rule that strips secrets would forward: the target without
@@ -296,6 +316,13 @@ async fn run_phases(
         let removed = config.sanitizer.redact_headers(&mut parts.headers);
         rec.also_stripped(removed);
         if findings.iter().any(|f| f.location == FindingLocation::Body) {
+            if compressed {
+                // Masking the secret would mean sending the body decoded.
+                return Err(Deny::new(
+                    Reason::SecretInRequest,
+                    "the compressed request body carries what looks like a secret, which cannot be stripped from it; credgate injects credentials itself, send none",
+                ));
+            }
             match &mut body {
                 RequestBody::Full(whole) => {
                     let mut owned = whole.to_vec();

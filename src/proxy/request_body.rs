@@ -12,8 +12,10 @@
 //! ends (its connection is dropped), never a complete one.
 
 use bytes::Bytes;
+use http::header::{self, HeaderMap};
 use tokio::sync::mpsc;
 
+use crate::decode::{parse_codings, BodyDecoder, DecodeError, DecodeLimits};
 use crate::reason::Reason;
 use crate::sanitize::{BodyStopped, BodyStreamScan, Finding};
 
@@ -250,5 +252,82 @@ fn secret_abort(stopped: BodyStopped) -> BodyAbort {
             "the request body carries {what} ({} in the body); credgate injects credentials itself, send none. The upload was stopped before it: the upstream got an incomplete request",
             rules.join(", ")
         ),
+    }
+}
+
+/// Whether the request body has a content coding (other than `identity`):
+/// the scan must then read it decoded, so it is held whole.
+pub(crate) fn has_content_coding(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::CONTENT_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .any(|coding| {
+            let coding = coding.trim_ascii();
+            !coding.is_empty() && !coding.eq_ignore_ascii_case(b"identity")
+        })
+}
+
+/// A request body with a content coding, decoded so the secret scan reads
+/// what the upstream will (at most `max` bytes, and `max_ratio` times its
+/// encoded size); `None` when it has no coding. A coding credgate cannot
+/// decode is refused: a body it cannot read is a body it cannot scan.
+pub(crate) fn decoded_for_scan(
+    headers: &HeaderMap,
+    body: &[u8],
+    max: usize,
+    max_ratio: u64,
+) -> Result<Option<Vec<u8>>, BodyAbort> {
+    if !has_content_coding(headers) {
+        return Ok(None);
+    }
+    let lines = headers
+        .get_all(header::CONTENT_ENCODING)
+        .iter()
+        .map(|v| v.as_bytes());
+    let codings = parse_codings(lines).map_err(|e| {
+        let what = match e {
+            DecodeError::Unsupported(coding) => format!("Content-Encoding {coding:?}"),
+            DecodeError::TooDeep(n, codings) => format!("{n} stacked content codings ({codings})"),
+            e => e.to_string(),
+        };
+        BodyAbort::new(
+            Reason::PayloadUnsupported,
+            format!(
+                "the request body has {what}, which credgate cannot decode to scan for secrets"
+            ),
+        )
+    })?;
+    let limits = DecodeLimits {
+        max_decoded: max as u64,
+        max_ratio,
+    };
+    let mut decoder = BodyDecoder::new(&codings, limits);
+    decoder.push(body);
+    decoder.end();
+    let mut decoded = Vec::new();
+    loop {
+        match decoder.next_piece() {
+            Ok(Some(piece)) => decoded.extend_from_slice(&piece),
+            Ok(None) if decoder.is_finished() => return Ok(Some(decoded)),
+            Ok(None) => {
+                return Err(BodyAbort::new(
+                    Reason::PayloadMalformed,
+                    "the request body ended before its encoded stream did",
+                ))
+            }
+            Err(DecodeError::TooLarge(_) | DecodeError::RatioExceeded(_)) => {
+                return Err(BodyAbort::new(
+                    Reason::BodyTooLarge,
+                    format!("the request body decodes to more than sanitize.max_buffered_body ({max} bytes) or upstream.max_decode_ratio ({max_ratio}) times its size"),
+                ))
+            }
+            Err(e) => {
+                return Err(BodyAbort::new(
+                    Reason::PayloadMalformed,
+                    format!("the request body cannot be decoded: {e}"),
+                ))
+            }
+        }
     }
 }
