@@ -169,11 +169,17 @@ async fn answer(req: Request<Incoming>, noted: Arc<Mutex<Vec<Seen>>>) -> Respons
         )))]
     };
     noted.lock().unwrap().push(seen);
-    Response::new(
+    let mut response = Response::new(
         Frames(frames.into())
             .map_err(|never| match never {})
             .boxed(),
-    )
+    );
+    // HTTP/1.1 servers send only the trailers a response declares.
+    response.headers_mut().insert(
+        "trailer",
+        HeaderValue::from_static("grpc-status, x-echo, content-length"),
+    );
+    response
 }
 
 /// A response body of fixed frames (data, then trailers).
@@ -512,5 +518,26 @@ async fn upstream_http_http1_keeps_an_h2_capable_upstream_on_http1() {
     let (parts, body) = h2_exchange(&mut h2, echo_request(&s)).await;
     assert_eq!(parts.status, 200);
     assert!(String::from_utf8_lossy(&body).starts_with("version HTTP/2.0"));
+    s.env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trailers_from_an_http1_upstream_pass_scrubbed() {
+    let ca = Arc::new(CertificateAuthority::generate().unwrap());
+    let upstream = H2Upstream::start(ca.clone(), true).await;
+    let s = setup(ca, upstream.port, "      upstream_http: http1\n").await;
+    let mut h2 = h2_agent(&s).await;
+    let response = h2.send_request(echo_request(&s)).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let collected = response.into_body().collect().await.unwrap();
+    let trailers = collected.trailers().cloned().expect("trailers arrive");
+    assert_eq!(upstream.seen()[0].version, Version::HTTP_11);
+    assert_eq!(trailers["grpc-status"], "0");
+    let echoed = trailers["x-echo"].to_str().unwrap();
+    assert!(
+        echoed.starts_with("Bearer ") && !echoed.contains(&s.secret),
+        "{echoed}"
+    );
+    assert!(!s.env.log_text().await.contains(&s.secret));
     s.env.stop().await;
 }

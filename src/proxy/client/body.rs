@@ -23,13 +23,15 @@ pub(super) enum Chunk {
     Data(u64),
     /// At the CRLF after chunk data.
     DataEnd,
-    /// Reading trailer lines (dropped), this many bytes so far.
+    /// Reading trailer lines, this many bytes so far.
     Trailers(usize),
 }
 
 /// What one decoding step produced.
 pub(super) enum Step {
     Data(Bytes),
+    /// The trailer section, which ended the body.
+    Trailers(HeaderMap),
     NeedMore,
     Done,
 }
@@ -43,6 +45,9 @@ pub(crate) struct H1Body {
     pub(super) reuse: bool,
     pub(super) to: Destination,
     pub(super) pool: Arc<Pool>,
+    /// Trailer fields read so far (a chunked body's last section), boxed:
+    /// most bodies have none.
+    pub(super) trailers: Option<Box<HeaderMap>>,
 }
 
 impl H1Body {
@@ -121,14 +126,36 @@ impl H1Body {
                     };
                     if line.is_empty() {
                         self.decode = Decode::Done;
-                    } else {
-                        // Trailers are not scanned, so they do not pass.
-                        self.decode = Decode::Chunked(Chunk::Trailers(seen + line.len() + 2));
+                        return Ok(match self.trailers.take() {
+                            Some(trailers) => Step::Trailers(*trailers),
+                            None => Step::Done,
+                        });
+                    }
+                    self.decode = Decode::Chunked(Chunk::Trailers(seen + line.len() + 2));
+                    // A field credgate cannot read exactly (obs-fold, a bad
+                    // name or value) is dropped, never guessed at; what is
+                    // kept is scrubbed and filtered by the pipeline.
+                    if let Some((name, value)) = trailer_field(&line) {
+                        let trailers = self.trailers.get_or_insert_default();
+                        if trailers.len() < MAX_HEADERS {
+                            trailers.append(name, value);
+                        }
                     }
                 }
             }
         }
     }
+}
+
+/// A trailer line as a field, when it is a well-formed one.
+fn trailer_field(line: &[u8]) -> Option<(HeaderName, HeaderValue)> {
+    if line.first().is_some_and(|b| *b == b' ' || *b == b'\t') {
+        return None;
+    }
+    let colon = line.iter().position(|b| *b == b':')?;
+    let name = HeaderName::from_bytes(&line[..colon]).ok()?;
+    let value = HeaderValue::from_bytes(line[colon + 1..].trim_ascii()).ok()?;
+    Some((name, value))
 }
 
 /// Takes one CRLF-terminated line (without its CRLF) off the front of `buf`.
@@ -184,6 +211,11 @@ impl Body for H1Body {
                     this.conn = Some(conn);
                     this.release();
                     return Poll::Ready(None);
+                }
+                Ok(Step::Trailers(trailers)) => {
+                    this.conn = Some(conn);
+                    this.release();
+                    return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
                 }
                 Ok(Step::NeedMore) => {}
             }

@@ -316,6 +316,7 @@ impl Client {
             reuse: head.reuse,
             to,
             pool: self.pool.clone(),
+            trailers: None,
         };
         if body.decode == Decode::Done {
             body.release();

@@ -152,19 +152,33 @@ async fn a_length_framed_response_is_read_and_its_connection_reused() {
 }
 
 #[tokio::test]
-async fn a_chunked_body_is_decoded_and_trailers_are_dropped() {
+async fn a_chunked_body_is_decoded_and_its_well_formed_trailers_come_after_it() {
     let (addr, seen) = upstream(vec![vec![
         Act::Answer(
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
-              5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nx-trailer: secret\r\n\r\n",
+              5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nx-trailer: secret \r\n\
+              bad name: x\r\n  folded\r\ngrpc-status: 0\r\n\r\n",
         ),
         Act::Answer(OK),
     ]])
     .await;
     let client = client();
-    let (response, body) = get(&client, &addr).await.unwrap();
-    assert_eq!(response.status(), 200);
-    assert_eq!(&body[..], b"hello world");
+    let response = client
+        .send(
+            &request(Method::GET, &addr, "/"),
+            &mut Outgoing::Whole(Bytes::new()),
+            WAITS,
+        )
+        .await
+        .unwrap();
+    let collected = response.into_body().collect().await.unwrap();
+    let trailers = collected.trailers().cloned().expect("trailers");
+    assert_eq!(&collected.to_bytes()[..], b"hello world");
+    // The malformed and folded lines are dropped, the rest kept in order.
+    let names: Vec<_> = trailers.keys().map(|k| k.as_str()).collect();
+    assert_eq!(names, ["x-trailer", "grpc-status"]);
+    assert_eq!(trailers["x-trailer"], "secret");
+    // The connection went back to the pool after the trailer section.
     let (_, body) = get(&client, &addr).await.unwrap();
     assert_eq!(&body[..], b"hello");
     assert!(seen.lock().unwrap().iter().all(|(c, _)| *c == 0));

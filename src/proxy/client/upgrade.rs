@@ -75,6 +75,7 @@ impl Client {
                         reuse: false,
                         to,
                         pool: self.pool.clone(),
+                        trailers: None,
                     })
                 });
                 response.extensions_mut().insert(slot);

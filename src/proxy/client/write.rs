@@ -45,6 +45,12 @@ pub(super) fn encode_head(parts: &request::Parts, length: Option<u64>, out: &mut
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
+    // credgate reads trailers (and passes them on, scrubbed, to an agent
+    // that takes them); an upstream may send them only when told so. Not on
+    // an upgrade, whose `Connection` must name the upgrade alone.
+    if !parts.headers.contains_key(header::TE) && !parts.headers.contains_key(header::UPGRADE) {
+        out.extend_from_slice(b"te: trailers\r\nconnection: te\r\n");
+    }
     if !parts.headers.contains_key(header::HOST) {
         if let Some(authority) = parts.uri.authority() {
             out.extend_from_slice(b"host: ");
