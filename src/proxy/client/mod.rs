@@ -187,22 +187,10 @@ impl Client {
         body: &mut Outgoing,
         waits: Waits,
     ) -> Result<Response<ResponseBody>, SendError> {
-        let tls = parts.uri.scheme() == Some(&http::uri::Scheme::HTTPS);
-        let host = parts
-            .uri
-            .host()
-            .ok_or(ConnectError::NoHost)?
-            .trim_start_matches('[')
-            .trim_end_matches(']');
-        let port = parts.uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
-        let to = Destination {
-            tls,
-            host: host.to_string(),
-            port,
-        };
+        let to = Destination::of(&parts.uri)?;
         let http = h2::wanted(parts);
         let mut fresh = None;
-        if tls && http != crate::policy::UpstreamHttp::Http1 {
+        if to.tls && http != crate::policy::UpstreamHttp::Http1 {
             match self.h2.route(&to, http, &self.connector).await? {
                 Route::H2(sender, connection) => {
                     let retry = h2::Retry {

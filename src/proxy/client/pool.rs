@@ -10,6 +10,23 @@ pub(super) struct Destination {
     pub(super) port: u16,
 }
 
+impl Destination {
+    /// Where an absolute request URI goes (its scheme, host and port).
+    pub(super) fn of(uri: &http::Uri) -> Result<Destination, ConnectError> {
+        let tls = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
+        let host = uri
+            .host()
+            .ok_or(ConnectError::NoHost)?
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        Ok(Destination {
+            tls,
+            host: host.to_string(),
+            port: uri.port_u16().unwrap_or(if tls { 443 } else { 80 }),
+        })
+    }
+}
+
 /// An upstream connection and what has been read from it but not used yet.
 pub(super) struct Conn {
     pub(super) io: Io,

@@ -30,19 +30,7 @@ impl Client {
         &self,
         parts: &request::Parts,
     ) -> Result<Response<ResponseBody>, SendError> {
-        let tls = parts.uri.scheme() == Some(&http::uri::Scheme::HTTPS);
-        let host = parts
-            .uri
-            .host()
-            .ok_or(ConnectError::NoHost)?
-            .trim_start_matches('[')
-            .trim_end_matches(']');
-        let port = parts.uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
-        let to = Destination {
-            tls,
-            host: host.to_string(),
-            port,
-        };
+        let to = Destination::of(&parts.uri)?;
         let mut message = encode_request(parts, &[]);
         // The encoder frames plain requests and leaves `Connection` out;
         // this one needs it to name the upgrade.
@@ -51,13 +39,7 @@ impl Client {
             .bytes
             .extend_from_slice(b"connection: upgrade\r\n\r\n");
 
-        let io = tokio::time::timeout(
-            self.connector.connect_timeout,
-            self.connector.connect(host, port, tls),
-        )
-        .await
-        .map_err(|_| ConnectError::Timeout(host.to_string()))??;
-        let mut conn = Conn::new(io);
+        let mut conn = self.connect(&to).await?;
         let sent = async {
             conn.io.write_all(&message.bytes).await?;
             conn.io.flush().await
