@@ -43,7 +43,7 @@ impl ScrubChain {
     pub(crate) fn push(&mut self, mut data: Bytes) -> (Bytes, usize) {
         let mut count = 0;
         for stage in &mut self.stages {
-            let (out, n) = stage.push(&data);
+            let (out, n) = stage.push(data);
             data = out;
             count += n;
         }
@@ -70,7 +70,7 @@ impl ScrubChain {
             let (mut data, n) = self.stages[i].finish();
             count += n;
             for later in &mut self.stages[i + 1..] {
-                let (next, n) = later.push(&data);
+                let (next, n) = later.push(data);
                 data = next;
                 count += n;
             }

@@ -22,6 +22,7 @@
 //! union of them is masked. A leftmost-longest search would skip a match that
 //! starts inside an earlier one and leave part of it readable.
 
+mod sample;
 mod stream;
 mod variants;
 
@@ -29,7 +30,7 @@ use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
 
-use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickKind, Input, MatchKind};
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue};
 
@@ -43,6 +44,9 @@ const DFA_NEEDLE_BYTES: usize = 16 << 10;
 /// credential generation), then shared by every response of that set.
 pub struct Scrubber {
     automaton: Option<AhoCorasick>,
+    /// Which stretches of a haystack the automaton need read, when the
+    /// needles are long enough for sampling to pay (see [`sample`]).
+    sampler: Option<sample::Sampler>,
     needles: usize,
     max_needle_len: usize,
     /// Every needle, sorted: what a streamed body's tail is compared with
@@ -80,11 +84,15 @@ impl Scrubber {
         } else {
             AhoCorasickKind::ContiguousNFA
         };
+        let sampler =
+            sample::Sampler::new(&needles.iter().map(|n| n.as_slice()).collect::<Vec<_>>());
         let automaton = (!needles.is_empty()).then(|| {
             AhoCorasick::builder()
                 .match_kind(MatchKind::Standard)
                 .kind(Some(kind))
-                .prefilter(prefilter_pays(&needles))
+                // With a sampler, the automaton reads only short stretches
+                // where a needle may start: there is nothing to skip.
+                .prefilter(sampler.is_none() && prefilter_pays(&needles))
                 .build(needles.iter().map(|n| n.as_slice()))
                 .expect("credential-sized needles always fit an automaton")
         });
@@ -94,6 +102,7 @@ impl Scrubber {
         }
         Scrubber {
             automaton,
+            sampler,
             needles: needles.len(),
             max_needle_len,
             sorted: needles,
@@ -170,14 +179,27 @@ impl Scrubber {
         scrub_headers_with([self], headers)
     }
 
+    /// Whether some needle occurs in `hay`.
+    fn is_match(&self, hay: &[u8]) -> bool {
+        let Some(automaton) = &self.automaton else {
+            return false;
+        };
+        match &self.sampler {
+            None => automaton.is_match(hay),
+            Some(sampler) => sampler
+                .stretches(hay)
+                .any(|stretch| automaton.is_match(Input::new(hay).range(stretch))),
+        }
+    }
+
     /// The exact pass: every header named by a needle goes, every value
     /// holding one is masked. Returns how many occurrences were masked.
-    fn scrub_each_header(&self, automaton: &AhoCorasick, headers: &mut HeaderMap) -> usize {
+    fn scrub_each_header(&self, headers: &mut HeaderMap) -> usize {
         // A header *name* can carry a secret too; such a header is dropped
         // whole, since no mask keeps it meaningful.
         let named: Vec<http::HeaderName> = headers
             .keys()
-            .filter(|name| automaton.is_match(name.as_str().as_bytes()))
+            .filter(|name| self.is_match(name.as_str().as_bytes()))
             .cloned()
             .collect();
         let mut count = named.len();
@@ -185,7 +207,7 @@ impl Scrubber {
             headers.remove(&name);
         }
         for value in headers.values_mut() {
-            if !automaton.is_match(value.as_bytes()) {
+            if !self.is_match(value.as_bytes()) {
                 continue;
             }
             let mut bytes = value.as_bytes().to_vec();
@@ -216,9 +238,17 @@ impl Scrubber {
         };
         let mut spans: Vec<Range<usize>> = Vec::new();
         let mut count = 0;
+        // Every match lies inside one stretch, and the stretches come in
+        // order without touching, so matches still arrive in order of end.
+        let stretches: Box<dyn Iterator<Item = Range<usize>>> = match &self.sampler {
+            Some(sampler) => Box::new(sampler.stretches(hay)),
+            None => Box::new(std::iter::once(0..hay.len())),
+        };
+        let found = stretches
+            .flat_map(|stretch| automaton.find_overlapping_iter(Input::new(hay).range(stretch)));
         // Overlapping matches arrive in order of their end, so a new match
         // can only merge with the most recent spans.
-        for found in automaton.find_overlapping_iter(hay) {
+        for found in found {
             if found.end() <= counted_after {
                 continue;
             }
@@ -303,14 +333,11 @@ where
     let mut count = 0;
     let mut searched_only = true; // no exact pass yet: `joined` is current
     for scrubber in scrubbers {
-        let Some(automaton) = &scrubber.automaton else {
-            continue;
-        };
-        if searched_only && !automaton.is_match(&*joined) {
+        if scrubber.is_empty() || searched_only && !scrubber.is_match(joined) {
             continue;
         }
         searched_only = false;
-        count += scrubber.scrub_each_header(automaton, headers);
+        count += scrubber.scrub_each_header(headers);
     }
     if !searched_only {
         // The copy may hold a secret the headers no longer show.

@@ -33,8 +33,18 @@ impl StreamScrubber {
 
     /// Feeds the next chunk. Returns the bytes now safe to emit (possibly
     /// empty) and how many new occurrences were masked.
-    pub fn push(&mut self, chunk: &[u8]) -> (Bytes, usize) {
-        self.take(chunk, None)
+    pub fn push(&mut self, chunk: Bytes) -> (Bytes, usize) {
+        if self.pending.is_empty() {
+            // Nearly every chunk of a body: nothing held, nothing to mask.
+            // What is ready then goes on as the chunk's own bytes, uncopied.
+            let (spans, _) = self.scrubber.find_all(&chunk, 0);
+            if spans.is_empty() {
+                let ready = chunk.len() - self.scrubber.open_prefix_len(&chunk);
+                self.pending.extend_from_slice(&chunk[ready..]);
+                return (chunk.slice(..ready), 0);
+            }
+        }
+        self.take(&chunk, None)
     }
 
     /// How many bytes are held back, waiting for the next chunk.

@@ -131,7 +131,7 @@ fn an_empty_scrubber_changes_nothing() {
     let scrubber = Scrubber::new([b"".as_slice()]);
     assert!(scrubber.is_empty());
     let mut stream = Arc::new(scrubber).stream();
-    assert_eq!(&stream.push(b"abc").0[..], b"abc");
+    assert_eq!(&stream.push(Bytes::from_static(b"abc")).0[..], b"abc");
 }
 
 #[test]
@@ -290,7 +290,7 @@ fn prefilter_choice_does_not_change_what_is_masked() {
         let mut stream = scrubber.stream();
         let mut streamed = Vec::new();
         for chunk in body.as_bytes().chunks(5) {
-            streamed.extend_from_slice(&stream.push(chunk).0);
+            streamed.extend_from_slice(&stream.push(Bytes::copy_from_slice(chunk)).0);
         }
         streamed.extend_from_slice(&stream.finish().0);
         assert_eq!(streamed, out);
@@ -305,7 +305,7 @@ fn prefilter_choice_does_not_change_what_is_masked() {
 fn debug_output_shows_no_secret() {
     let scrubber = Arc::new(Scrubber::new([TOKEN]));
     let mut stream = scrubber.stream();
-    stream.push(b"xx test-secret-ta");
+    stream.push(Bytes::from_static(b"xx test-secret-ta"));
     let text = format!("{scrubber:?} {stream:?}");
     assert!(!text.contains("secret"), "{text}");
 }
@@ -326,7 +326,7 @@ fn stream_through(scrubber: &Arc<Scrubber>, chunks: &[&[u8]]) -> (Vec<u8>, usize
     let mut stream = scrubber.stream();
     let (mut out, mut count) = (Vec::new(), 0);
     for chunk in chunks {
-        let (bytes, n) = stream.push(chunk);
+        let (bytes, n) = stream.push(Bytes::copy_from_slice(chunk));
         out.extend_from_slice(&bytes);
         count += n;
     }
@@ -343,7 +343,7 @@ fn stream_through_ending(scrubber: &Arc<Scrubber>, chunks: &[&[u8]]) -> (Vec<u8>
         return (out, 0);
     };
     for chunk in rest {
-        let (bytes, n) = stream.push(chunk);
+        let (bytes, n) = stream.push(Bytes::copy_from_slice(chunk));
         out.extend_from_slice(&bytes);
         count += n;
     }
@@ -412,27 +412,27 @@ fn the_stream_holds_back_only_what_could_begin_a_secret() {
     let scrubber = Arc::new(Scrubber::new([b"0123456789".as_slice()]));
     let mut stream = scrubber.stream();
     // Nothing here can begin a form of the secret: all of it goes at once.
-    let (first, _) = stream.push(&[b'a'; 100]);
+    let (first, _) = stream.push(Bytes::from_static(&[b'a'; 100]));
     assert_eq!(first.len(), 100);
     let event = b"data: {\"delta\":\"hello\"}\n\n";
-    let (out, _) = stream.push(event);
+    let (out, _) = stream.push(Bytes::copy_from_slice(event));
     assert_eq!(&out[..], event);
     assert_eq!(stream.held(), 0);
     // A tail that could begin it waits, exactly that long, and no longer
     // than the longest form minus one.
-    let (out, _) = stream.push(b"data: 0123");
+    let (out, _) = stream.push(Bytes::from_static(b"data: 0123"));
     assert_eq!(&out[..], b"data: ");
     assert_eq!(stream.held(), 4);
-    let (second, _) = stream.push(b"");
+    let (second, _) = stream.push(Bytes::new());
     assert!(second.is_empty());
     // The rest arrives: the whole secret is masked, the text after it goes.
-    let (out, count) = stream.push(b"456789\n\n");
+    let (out, count) = stream.push(Bytes::from_static(b"456789\n\n"));
     assert_eq!(&out[..], b"**********\n\n");
     assert_eq!(count, 1);
     // A tail that turns out not to be the secret goes with the next chunk.
-    let (out, _) = stream.push(b"012x");
+    let (out, _) = stream.push(Bytes::from_static(b"012x"));
     assert_eq!(&out[..], b"012x");
-    let (out, _) = stream.push(b"01");
+    let (out, _) = stream.push(Bytes::from_static(b"01"));
     assert!(out.is_empty());
     let (tail, _) = stream.finish();
     assert_eq!(&tail[..], b"01");
@@ -478,8 +478,82 @@ fn the_hold_back_never_exceeds_the_longest_form() {
     while !rest.is_empty() {
         let take = (1 + rng.next(9)).min(rest.len());
         let (chunk, tail) = rest.split_at(take);
-        stream.push(chunk);
+        stream.push(Bytes::copy_from_slice(chunk));
         assert!(stream.held() < scrubber.max_needle_len());
         rest = tail;
+    }
+}
+
+/// Every occurrence of every needle in `hay`, by brute force: the union of
+/// the spans and the count, as [`Scrubber::find_all`] reports them.
+fn brute_force(scrubber: &Scrubber, hay: &[u8]) -> (Vec<std::ops::Range<usize>>, usize) {
+    let mut masked = vec![false; hay.len()];
+    let mut count = 0;
+    for at in 0..hay.len() {
+        for needle in &scrubber.sorted {
+            if hay[at..].starts_with(needle) {
+                count += 1;
+                masked[at..at + needle.len()].fill(true);
+            }
+        }
+    }
+    let mut spans: Vec<std::ops::Range<usize>> = Vec::new();
+    for (i, _) in masked.iter().enumerate().filter(|(_, m)| **m) {
+        match spans.last_mut() {
+            Some(last) if last.end == i => last.end = i + 1,
+            _ => spans.push(i..i + 1),
+        }
+    }
+    (spans, count)
+}
+
+#[test]
+fn the_sampled_search_finds_every_occurrence_the_automaton_would() {
+    let long = Scrubber::new([SECRET, TOKEN]);
+    let compact = Scrubber::compact([TOKEN]);
+    // A 5-byte secret's only needle is itself: too short to sample.
+    let short = Scrubber::new([SECRET, b"k3y-5".as_slice()]);
+    assert!(long.sampler.is_some() && compact.sampler.is_some());
+    assert!(short.sampler.is_none());
+    let mut rng = Chunker(0x5EED_0000_5A3B_1E01);
+    for scrubber in [&long, &compact, &short] {
+        let planted: Vec<&[u8]> = scrubber.sorted.iter().map(|n| n.as_slice()).collect();
+        for round in 0..200 {
+            // Random bytes, or random base64-alphabet text (the needles' own
+            // alphabet), with needles (whole, cut short, overlapping each
+            // other, or at the very edges) planted at random offsets.
+            let len = 1 + rng.next(3000);
+            let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/-_%";
+            let mut hay: Vec<u8> = (0..len)
+                .map(|_| match round % 2 {
+                    0 => rng.next(256) as u8,
+                    _ => alphabet[rng.next(alphabet.len())],
+                })
+                .collect();
+            for _ in 0..rng.next(6) {
+                let needle = planted[rng.next(planted.len())];
+                let cut = if rng.next(4) == 0 {
+                    rng.next(needle.len())
+                } else {
+                    needle.len()
+                };
+                let at = match rng.next(5) {
+                    0 => 0,
+                    1 => hay.len().saturating_sub(cut),
+                    _ => rng.next(hay.len()),
+                };
+                let end = (at + cut).min(hay.len());
+                hay[at..end].copy_from_slice(&needle[..end - at]);
+            }
+            assert_eq!(
+                scrubber.find_all(&hay, 0),
+                brute_force(scrubber, &hay),
+                "round {round}"
+            );
+            assert_eq!(
+                scrubber.is_match(&hay),
+                !brute_force(scrubber, &hay).0.is_empty()
+            );
+        }
     }
 }
