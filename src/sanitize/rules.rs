@@ -164,22 +164,28 @@ static PREFIX_AUTOMATON: LazyLock<AhoCorasick> = LazyLock::new(|| {
         .expect("the fixed prefix set is a valid automaton")
 });
 
+/// Up to this length a haystack is checked with [`may_hold_prefix`] before
+/// it is searched; a longer one (a body) is searched at once, since the
+/// search's vectorised prefilter outruns the byte-pair check there.
+const SHORT_HAY: usize = 512;
+
 /// Whether `hay` has, anywhere, the first two bytes of one of [`PREFIXES`]:
-/// a check much cheaper than a search, which most header names and values
-/// (and many bodies) fail, so the search is skipped.
+/// a check much cheaper than a search for a short string, which most header
+/// names and values fail, so the search is skipped.
 fn may_hold_prefix(hay: &[u8]) -> bool {
-    hay.windows(2).any(|pair| {
-        matches!(
-            (pair[0], pair[1]),
-            (b'A', b'K' | b'S')
-                | (b'g', b'h' | b'i')
-                | (b'x', b'o')
-                | (b's', b'k')
-                | (b'-', b'-')
-                | (b'e', b'y')
-                | (b'c', b'g')
-        )
-    })
+    hay.len() > SHORT_HAY
+        || hay.windows(2).any(|pair| {
+            matches!(
+                (pair[0], pair[1]),
+                (b'A', b'K' | b'S')
+                    | (b'g', b'h' | b'i')
+                    | (b'x', b'o')
+                    | (b's', b'k')
+                    | (b'-', b'-')
+                    | (b'e', b'y')
+                    | (b'c', b'g')
+            )
+        })
 }
 
 /// Calls `on_match` with the rule and byte range of every secret in `hay`,
