@@ -46,6 +46,8 @@ struct Seen {
 /// - `/echo`: the `authorization` it received, in the body and in an
 ///   `x-echo` trailer, with `grpc-status: 0` and a `content-length` trailer
 ///   that must never pass;
+/// - `/gzip-echo`: the same, with the body gzip-compressed (although asked
+///   for `identity`);
 /// - anything else: reads the body to its end and says how much came.
 struct H2Upstream {
     port: u16,
@@ -152,16 +154,26 @@ async fn answer(req: Request<Incoming>, noted: Arc<Mutex<Vec<Seen>>>) -> Respons
         }
     }
     let echo = seen.authorization.clone().unwrap_or_default();
-    let frames = if seen.path == "/echo" {
+    let gzip = seen.path == "/gzip-echo";
+    let frames = if seen.path == "/echo" || gzip {
         let mut trailers = HeaderMap::new();
         trailers.insert("grpc-status", HeaderValue::from_static("0"));
         trailers.insert("x-echo", HeaderValue::from_str(&echo).unwrap());
         trailers.insert("content-length", HeaderValue::from_static("1"));
-        vec![
-            Frame::data(Bytes::from(format!("version {:?}\n", seen.version))),
-            Frame::data(Bytes::from(format!("authorization: {echo}\n"))),
-            Frame::trailers(trailers),
-        ]
+        let mut text = vec![
+            Bytes::from(format!("version {:?}\n", seen.version)),
+            Bytes::from(format!("authorization: {echo}\n")),
+        ];
+        if gzip {
+            let mut encoder = flate2::write::GzEncoder::new(Vec::new(), Default::default());
+            for piece in &text {
+                std::io::Write::write_all(&mut encoder, piece).unwrap();
+            }
+            text = vec![Bytes::from(encoder.finish().unwrap())];
+        }
+        let mut frames: Vec<Frame<Bytes>> = text.into_iter().map(Frame::data).collect();
+        frames.push(Frame::trailers(trailers));
+        frames
     } else {
         vec![Frame::data(Bytes::from(format!(
             "stored {} bytes",
@@ -174,6 +186,11 @@ async fn answer(req: Request<Incoming>, noted: Arc<Mutex<Vec<Seen>>>) -> Respons
             .map_err(|never| match never {})
             .boxed(),
     );
+    if gzip {
+        response
+            .headers_mut()
+            .insert("content-encoding", HeaderValue::from_static("gzip"));
+    }
     // HTTP/1.1 servers send only the trailers a response declares.
     response.headers_mut().insert(
         "trailer",
@@ -540,4 +557,41 @@ async fn trailers_from_an_http1_upstream_pass_scrubbed() {
     );
     assert!(!s.env.log_text().await.contains(&s.secret));
     s.env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trailers_of_a_compressed_response_follow_its_decoded_body_scrubbed() {
+    // From an HTTP/2 upstream, and from an HTTP/1.1 one in chunked framing.
+    for (also_h1, extra, version) in [
+        (false, "", Version::HTTP_2),
+        (true, "      upstream_http: http1\n", Version::HTTP_11),
+    ] {
+        let ca = Arc::new(CertificateAuthority::generate().unwrap());
+        let upstream = H2Upstream::start(ca.clone(), also_h1).await;
+        let s = setup(ca, upstream.port, extra).await;
+        let mut h2 = h2_agent(&s).await;
+        let request = Request::get(format!("https://{}/gzip-echo", s.target))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let response = h2.send_request(request).await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert!(response.headers().get("content-encoding").is_none());
+        let collected = response.into_body().collect().await.unwrap();
+        let trailers = collected.trailers().cloned().expect("trailers arrive");
+        let body = String::from_utf8(collected.to_bytes().to_vec()).unwrap();
+        assert_eq!(upstream.seen()[0].version, version);
+        // Decoded, with the echoed credential masked.
+        assert!(body.contains("\nauthorization: Bearer "), "{body}");
+        assert!(!body.contains(&s.secret), "{body}");
+        assert_eq!(trailers["grpc-status"], "0");
+        let echoed = trailers["x-echo"].to_str().unwrap();
+        assert!(
+            echoed.starts_with("Bearer ") && !echoed.contains(&s.secret),
+            "{echoed}"
+        );
+        assert!(trailers.get("content-length").is_none(), "{trailers:?}");
+        let log = s.env.log_text().await;
+        assert!(!log.contains(&s.secret));
+        s.env.stop().await;
+    }
 }

@@ -8,6 +8,8 @@
 //! or a bomb from its first bytes gets a clean 502. Past the head, a decode
 //! failure ends the body with an error, so the connection closes without a
 //! proper end of body and the agent never takes a cut body for a whole one.
+//! Trailers are held until the last decoded piece has gone, and follow it;
+//! the scrub chain cleans them like any response's (see [`super::trailers`]).
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
@@ -74,6 +76,9 @@ pub(crate) struct DecodedBody {
     decoder: BodyDecoder,
     /// Pieces decoded before the head went out.
     ready: VecDeque<Bytes>,
+    /// The upstream's trailers, which come after all of the encoded body and
+    /// go after all of the decoded one.
+    trailers: Option<HeaderMap>,
 }
 
 /// Decodes the start of a content-coded body, before the response head goes
@@ -94,6 +99,7 @@ pub(crate) async fn prime(
         inner,
         decoder: BodyDecoder::new(codings, limits),
         ready: VecDeque::new(),
+        trailers: None,
     };
     let primed = tokio::select! {
         primed = tokio::time::timeout(wait, poll_fn(|cx| body.poll_prime(cx))) => primed,
@@ -154,9 +160,13 @@ impl DecodedBody {
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Err(e)),
             Poll::Ready(Some(Ok(frame))) => {
-                // Trailers are dropped: they are not scanned.
-                if let Ok(data) = frame.into_data() {
-                    self.decoder.push(&data);
+                match frame.into_data() {
+                    Ok(data) => self.decoder.push(&data),
+                    Err(frame) => {
+                        if let Ok(trailers) = frame.into_trailers() {
+                            self.trailers = Some(trailers);
+                        }
+                    }
                 }
                 Poll::Ready(Ok(()))
             }
@@ -171,7 +181,9 @@ impl DecodedBody {
             match self.decoder.next_piece() {
                 Err(e) => return Poll::Ready(Some(Err(io::Error::other(DecodeFailure::from(e))))),
                 Ok(Some(piece)) => return Poll::Ready(Some(Ok(Frame::data(piece)))),
-                Ok(None) if self.decoder.is_finished() => return Poll::Ready(None),
+                Ok(None) if self.decoder.is_finished() => {
+                    return Poll::Ready(self.trailers.take().map(|t| Ok(Frame::trailers(t))))
+                }
                 Ok(None) => match self.read(cx) {
                     Poll::Pending => return Poll::Pending,
                     Poll::Ready(Ok(())) => {}
@@ -199,7 +211,9 @@ impl Body for UpstreamSource {
     fn is_end_stream(&self) -> bool {
         match self {
             UpstreamSource::Identity(body) => body.is_end_stream(),
-            UpstreamSource::Decoded(body) => body.ready.is_empty() && body.decoder.is_finished(),
+            UpstreamSource::Decoded(body) => {
+                body.ready.is_empty() && body.decoder.is_finished() && body.trailers.is_none()
+            }
         }
     }
 

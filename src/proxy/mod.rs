@@ -8,6 +8,7 @@ mod decoded;
 mod gateway;
 mod h1;
 mod identify;
+mod interim;
 pub(crate) mod pipeline;
 mod request_body;
 mod respond;

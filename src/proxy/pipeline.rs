@@ -38,6 +38,7 @@ use super::client::{ResponseBody, SendError, Upgraded, Waits};
 use super::decoded::{self, UpstreamSource};
 use super::gateway::{Gateway, Snapshot};
 use super::identify::Identity;
+use super::interim::{EarlyHints, InterimSink};
 use super::request_body::{
     decoded_for_scan, has_content_coding, BodyAbort, Outgoing, RequestBody, Streamed,
 };
@@ -176,7 +177,7 @@ pub(crate) async fn handle(
     // Ending the task cuts a request still in flight (waiting for a
     // credential or for the upstream), not only its later responses.
     let outcome = tokio::select! {
-        outcome = run_phases(gw, &snapshot, &who.task, target, &mut parts, body, &mut rec) => outcome,
+        outcome = run_phases(gw, &snapshot, &who, target, &mut parts, body, &mut rec) => outcome,
         () = who.task.wait_ended() => Err(Deny::new(
             Reason::TaskEnded,
             "the task ended while the request was in flight",
@@ -218,12 +219,13 @@ struct Upstream {
 async fn run_phases(
     gw: &Gateway,
     snapshot: &Snapshot,
-    task: &Arc<Task>,
+    who: &Identity,
     mut target: Target,
     parts: &mut request::Parts,
     body: RequestBody,
     rec: &mut RecordGuard,
 ) -> Result<Upstream, Deny> {
+    let task = &who.task;
     let config = &snapshot.config;
     let limits = &config.sanitizer;
 
@@ -421,6 +423,12 @@ async fn run_phases(
             Outgoing::stream(streamed, BodyStreamScan::new(strip), limits.max_body())
         }
     };
+    // Early hints are cleaned like the final response's headers, by the
+    // same scrubbers: taken now, the credential just fetched is among them.
+    if let Some(sink) = parts.extensions.remove::<InterimSink>() {
+        let hints = EarlyHints::new(sink, response_scrubbers(gw, who));
+        parts.extensions.insert(hints);
+    }
     let client = snapshot.upstreams.client(address_policy);
     let waits = Waits {
         first_byte: config.upstream.first_byte_timeout,
@@ -646,17 +654,10 @@ async fn respond(
         Err(d) => return deny(rec, d),
     };
     strip_response_hop_by_hop(&mut parts.headers);
-    let credentials = gw.credential_scrubber();
-    let token = who
-        .token
-        .as_ref()
-        .map(|token| who.task.token_scrubber(token));
-    let scrubbers = std::iter::once(&credentials).chain(token.as_ref());
-    let masked = scrub_headers_with(scrubbers.clone().map(|s| &**s), &mut parts.headers);
-    let trailer_scrub = asked
-        .takes_trailers
-        .then(|| TrailerScrub::new(scrubbers.clone().cloned().collect()));
-    let stages = scrubbers.map(Scrubber::stream).collect();
+    let scrubbers = response_scrubbers(gw, who);
+    let masked = scrub_headers_with(scrubbers.iter().map(|s| &**s), &mut parts.headers);
+    let stages = scrubbers.iter().map(Scrubber::stream).collect();
+    let trailer_scrub = asked.takes_trailers.then(|| TrailerScrub::new(scrubbers));
     rec.allow(None);
     rec.sent(0, masked as u64);
     let no_body = head_request
@@ -708,6 +709,19 @@ async fn respond(
         trailer_scrub,
     );
     Response::from_parts(parts, body)
+}
+
+/// What everything flowing back to the agent is scrubbed with: every
+/// credential held for any task (a shared upstream may echo another task's),
+/// then the requesting task's token.
+fn response_scrubbers(gw: &Gateway, who: &Identity) -> Vec<Arc<Scrubber>> {
+    let token = who
+        .token
+        .as_ref()
+        .map(|token| who.task.token_scrubber(token));
+    std::iter::once(gw.credential_scrubber())
+        .chain(token)
+        .collect()
 }
 
 fn classify_upstream_error(e: SendError) -> Deny {

@@ -34,6 +34,7 @@ use super::body::ProxyBody;
 use super::gateway::Gateway;
 use super::h1::{BodyReader, Framing, H1Connection, H1Error, InFlight, RequestHead};
 use super::identify::identify;
+use super::interim::{self, InterimQueue};
 use super::pipeline::{self, new_record, ConnContext, Tunnel};
 use super::request_body::{BodyAbort, Piece, RequestBody, Streamed, FIRST_PART, PIECES_IN_FLIGHT};
 use super::respond::{deny, CloseConnection, Deny};
@@ -253,10 +254,20 @@ where
             }
         };
         let head_only = head.parts.method == Method::HEAD;
+        let mut parts = head.parts;
+        // An HTTP/1.1 agent gets the upstream's early hints; an HTTP/1.0
+        // one must not be sent interim responses (RFC 9110 §15.2).
+        let mut interim = None;
+        if parts.version == http::Version::HTTP_11 {
+            let (sink, queue) = interim::channel();
+            parts.extensions.insert(sink);
+            interim = Some((queue, who.task.clone()));
+        }
         let (response, body_read) = match start.rest {
             None => {
                 let body = RequestBody::Full(start.first);
-                let response = pipeline::handle(gw, who, target, head.parts, body, rec).await;
+                let handled = pipeline::handle(gw, who, target, parts, body, rec);
+                let response = with_interim(&mut conn, handled, interim.as_mut()).await?;
                 (response, true)
             }
             Some(reader) => {
@@ -267,20 +278,35 @@ where
                 };
                 let (tx, rx) = mpsc::channel(PIECES_IN_FLIGHT);
                 let body = RequestBody::Streamed(Streamed::new(start.first, rx, length));
-                let handled = pipeline::handle(gw, who, target, head.parts, body, rec);
-                let pumped = pump_h1(&mut conn, reader, tx);
-                tokio::pin!(handled, pumped);
+                let handled = pipeline::handle(gw, who, target, parts, body, rec);
+                tokio::pin!(handled);
                 let mut body_read = None;
-                let response = loop {
+                // While the body is read, the connection is the pump's: early
+                // hints wait in their queue until it has been read.
+                let early = {
+                    let pumped = pump_h1(&mut conn, reader, tx);
+                    tokio::pin!(pumped);
                     tokio::select! {
-                        response = &mut handled => break response,
-                        read = &mut pumped, if body_read.is_none() => body_read = Some(read),
+                        response = &mut handled => Some(response),
+                        read = &mut pumped => {
+                            body_read = Some(read);
+                            None
+                        }
                     }
+                };
+                let queue = interim.as_mut();
+                let response = match early {
+                    Some(response) => {
+                        with_interim(&mut conn, std::future::ready(response), queue).await?
+                    }
+                    None => with_interim(&mut conn, handled, queue).await?,
                 };
                 // A body not read to its end leaves the connection unusable.
                 (response, body_read == Some(true))
             }
         };
+        // The request is done with its sink: nothing more can be queued.
+        drop(interim);
         let response = match response.into_parts() {
             // A switched WebSocket takes the connection over for good.
             (_, ProxyBody::WebSocket(switch)) => {
@@ -306,6 +332,65 @@ where
             Ok(true) => continue,
             _ => return None,
         }
+    }
+}
+
+/// Waits for `handled` while writing each early hint the upstream sends
+/// meanwhile to the agent, so it comes before the final response; any still
+/// queued when the response is ready go out first. `None` when the agent
+/// went away or the task ended during a write: the connection is then done.
+async fn with_interim<IO, F>(
+    conn: &mut H1Connection<IO>,
+    handled: F,
+    interim: Option<&mut (InterimQueue, Arc<Task>)>,
+) -> Option<Response<ProxyBody>>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+    F: Future<Output = Response<ProxyBody>>,
+{
+    let Some((queue, task)) = interim else {
+        return Some(handled.await);
+    };
+    tokio::pin!(handled);
+    let response = loop {
+        let hints = tokio::select! {
+            biased;
+            response = &mut handled => break response,
+            Some(hints) = queue.next() => hints,
+        };
+        if !write_early_hints(conn, hints, task).await {
+            if task.ended().is_some() {
+                // The pipeline sees the end at once and records it as the
+                // reason; dropped unfinished, it would say the agent went away.
+                drop(handled.await);
+            }
+            return None;
+        }
+    };
+    while let Some(hints) = queue.ready() {
+        // Dropping the response records why (its body knows the task's end).
+        if !write_early_hints(conn, hints, task).await {
+            return None;
+        }
+    }
+    Some(response)
+}
+
+/// Writes a `103 Early Hints` with `headers` (already cleaned); `false`
+/// when it could not be. While it is written the pipeline waits, so the
+/// task's end is watched here: an agent that stops reading cannot hold the
+/// request past it.
+async fn write_early_hints<IO: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut H1Connection<IO>,
+    headers: http::HeaderMap,
+    task: &Task,
+) -> bool {
+    let mut response = Response::new(ProxyBody::full(Bytes::new()));
+    *response.status_mut() = http::StatusCode::EARLY_HINTS;
+    *response.headers_mut() = headers;
+    tokio::select! {
+        written = conn.write_response(response, false, true) => written.is_ok(),
+        () = task.wait_ended() => false,
     }
 }
 

@@ -26,6 +26,7 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use super::h1::{parse_chunk_size, write_turn};
+use super::interim::{EarlyHints, MAX_INTERIM};
 use super::request_body::{BodyAbort, Outgoing, Stream};
 use super::upstream::{ConnectError, GuardedConnector};
 use crate::stream::Io;
@@ -38,8 +39,6 @@ const MAX_IDLE_PER_DESTINATION: usize = 64;
 const MAX_HEAD: usize = 64 * 1024;
 /// The most header lines in a response head.
 const MAX_HEADERS: usize = 128;
-/// Interim (1xx) responses skipped before the final one.
-const MAX_INTERIM: usize = 16;
 /// The longest chunk-size line, extensions included.
 const MAX_CHUNK_LINE: usize = 4096;
 /// The most trailer bytes read (and dropped) after a chunked body.
@@ -181,6 +180,10 @@ impl Client {
     /// Over TLS, the upstream may choose HTTP/2 (see [`h2`]); an
     /// [`UpstreamHttp`](crate::policy::UpstreamHttp) in the request's
     /// extensions says what the rule allows.
+    ///
+    /// Early hints (`103`) that come before the answer go to the
+    /// [`EarlyHints`] in the request's extensions, if any (an HTTP/1.1
+    /// upstream's: hyper's HTTP/2 client consumes them).
     pub(crate) async fn send(
         &self,
         parts: &request::Parts,
@@ -223,22 +226,23 @@ impl Client {
     ) -> Result<Response<ResponseBody>, SendError> {
         let message = encode_request(parts, body);
         let head_request = parts.method == Method::HEAD;
+        let hints = parts.extensions.get::<EarlyHints>();
 
         if let Some(mut conn) = fresh {
-            return match exchange(&mut conn, &message, body, head_request, waits).await {
+            return match exchange(&mut conn, &message, body, head_request, hints, waits).await {
                 Ok(head) => Ok(self.response(head, conn, to)),
                 Err(f) => Err(f.into()),
             };
         }
         if let Some(mut conn) = self.pool.checkout(&to) {
-            match exchange(&mut conn, &message, body, head_request, waits).await {
+            match exchange(&mut conn, &message, body, head_request, hints, waits).await {
                 Ok(head) => return Ok(self.response(head, conn, to)),
                 Err(f) if !f.answered && parts.method.is_idempotent() => {}
                 Err(f) => return Err(f.into()),
             }
         }
         let mut conn = self.connect(&to).await?;
-        match exchange(&mut conn, &message, body, head_request, waits).await {
+        match exchange(&mut conn, &message, body, head_request, hints, waits).await {
             Ok(head) => Ok(self.response(head, conn, to)),
             Err(f) => Err(f.into()),
         }
@@ -277,7 +281,9 @@ impl Client {
             Err(StreamFailure::Io(_)) => true,
         };
         let head_request = parts.method == Method::HEAD;
-        let mut head = tokio::time::timeout(waits.first_byte, read_head(&mut conn, head_request))
+        let hints = parts.extensions.get::<EarlyHints>();
+        let answer = read_head(&mut conn, head_request, hints);
+        let mut head = tokio::time::timeout(waits.first_byte, answer)
             .await
             .map_err(|_| SendError::FirstByteTimeout)??;
         if early {
@@ -321,6 +327,7 @@ async fn exchange(
     message: &Message,
     body: &[u8],
     head_request: bool,
+    hints: Option<&EarlyHints>,
     waits: Waits,
 ) -> Result<Head, Failure> {
     let sent = tokio::time::timeout(waits.idle, async {
@@ -335,7 +342,7 @@ async fn exchange(
     .await
     .map_err(|_| Failure::waited(Waited::Body))?;
     let early = sent.map_err(|e| Failure::io(!conn.buf.is_empty(), &e))?;
-    let mut head = tokio::time::timeout(waits.first_byte, read_head(conn, head_request))
+    let mut head = tokio::time::timeout(waits.first_byte, read_head(conn, head_request, hints))
         .await
         .map_err(|_| Failure::waited(Waited::Answer))??;
     if early {

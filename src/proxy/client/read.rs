@@ -10,23 +10,30 @@ pub(super) struct Head {
 }
 
 /// Whether `buf` holds the start of a final answer: a complete non-interim
-/// head, or something [`read_head`] will refuse. Interim responses are taken
-/// off, as `read_head` would skip them.
-pub(super) fn final_answer(buf: &mut BytesMut) -> bool {
+/// head behind any interim ones, or something [`read_head`] will refuse
+/// (too many interim heads among them). Interim heads stay in the buffer for
+/// `read_head`, which passes early hints on.
+pub(super) fn final_answer(buf: &BytesMut) -> bool {
+    let mut at = 0;
+    let mut interim = 0;
     loop {
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut parsed = httparse::Response::new(&mut headers);
-        match parsed.parse(buf) {
+        match parsed.parse(&buf[at..]) {
             Ok(httparse::Status::Complete(len)) => {
-                let interim = parsed
+                let is_interim = parsed
                     .code
                     .is_some_and(|c| (100..200).contains(&c) && c != 101);
-                if !interim {
+                if !is_interim {
                     return true;
                 }
-                buf.advance(len);
+                interim += 1;
+                if interim > MAX_INTERIM {
+                    return true;
+                }
+                at += len;
             }
-            Ok(httparse::Status::Partial) => return buf.len() > MAX_HEAD,
+            Ok(httparse::Status::Partial) => return buf.len() - at > MAX_HEAD,
             Err(_) => return true,
         }
     }
@@ -41,8 +48,13 @@ pub(super) enum Answer {
     Switched(Response<()>),
 }
 
-pub(super) async fn read_head(conn: &mut Conn, head_request: bool) -> Result<Head, Failure> {
-    match read_answer(conn, head_request, false).await? {
+/// Reads the final response head; early hints before it go to `hints`.
+pub(super) async fn read_head(
+    conn: &mut Conn,
+    head_request: bool,
+    hints: Option<&EarlyHints>,
+) -> Result<Head, Failure> {
+    match read_answer(conn, head_request, false, hints).await? {
         Answer::Final(head) => Ok(head),
         Answer::Switched(_) => unreachable!("a switch is only read when asked for"),
     }
@@ -50,10 +62,13 @@ pub(super) async fn read_head(conn: &mut Conn, head_request: bool) -> Result<Hea
 
 /// Reads the answer to a request; a `101` is an answer only when the
 /// request asked to switch (`switch`), and a protocol error otherwise.
+/// Other interim responses are offered to `hints` (which passes a `103`
+/// on), at most [`MAX_INTERIM`] of them: more is an upstream fault.
 pub(super) async fn read_answer(
     conn: &mut Conn,
     head_request: bool,
     switch: bool,
+    hints: Option<&EarlyHints>,
 ) -> Result<Answer, Failure> {
     let mut interim = 0;
     let mut answered = false;
@@ -75,9 +90,12 @@ pub(super) async fn read_answer(
                     if status.is_informational() {
                         interim += 1;
                         if interim > MAX_INTERIM {
-                            return Err(Failure::protocol(
-                                "the upstream sent too many interim responses",
-                            ));
+                            return Err(Failure::protocol(format!(
+                                "the upstream sent more than {MAX_INTERIM} interim (1xx) responses before its final one"
+                            )));
+                        }
+                        if let Some(hints) = hints {
+                            hints.offer(response);
                         }
                         continue;
                     }

@@ -256,15 +256,76 @@ async fn a_length_cut_short_is_an_error_not_a_short_body() {
     assert!(get(&client(), &addr).await.is_err());
 }
 
+/// A GET to `addr` whose early hints go to the returned queue.
+fn with_hints(addr: &str, path: &str) -> (request::Parts, crate::proxy::interim::InterimQueue) {
+    let (sink, queue) = crate::proxy::interim::channel();
+    let mut parts = request(Method::GET, addr, path);
+    parts.extensions.insert(EarlyHints::new(sink, Vec::new()));
+    (parts, queue)
+}
+
 #[tokio::test]
-async fn interim_responses_are_skipped() {
+async fn interim_responses_are_skipped_and_early_hints_offered() {
     let (addr, _) = upstream(vec![vec![Act::Answer(
-        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello",
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\nHTTP/1.1 102 Processing\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello",
     )]])
     .await;
+    // Without a place for them, they are consumed.
     let (response, body) = get(&client(), &addr).await.unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(&body[..], b"hello");
+
+    let (parts, mut queue) = with_hints(&addr, "/");
+    let response = client()
+        .send(&parts, &mut Outgoing::Whole(Bytes::new()), WAITS)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let hints = queue.ready().expect("the 103 is offered");
+    assert_eq!(hints["link"], "</a>");
+    assert!(queue.ready().is_none(), "only the 103");
+}
+
+#[tokio::test]
+async fn more_interim_responses_than_the_bound_are_an_upstream_fault() {
+    const NINE: &[u8] = b"HTTP/1.1 103 Early Hints\r\nlink: </1>\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </2>\r\n\r\n\
+HTTP/1.1 103 Early Hints\r\nlink: </3>\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </4>\r\n\r\n\
+HTTP/1.1 103 Early Hints\r\nlink: </5>\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </6>\r\n\r\n\
+HTTP/1.1 103 Early Hints\r\nlink: </7>\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </8>\r\n\r\n\
+HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello";
+    let (addr, _) = upstream(vec![vec![Act::Answer(NINE)]]).await;
+    let (parts, mut queue) = with_hints(&addr, "/");
+    let sent = client()
+        .send(&parts, &mut Outgoing::Whole(Bytes::new()), WAITS)
+        .await;
+    let Err(SendError::Broken(message)) = sent else {
+        panic!("refused as broken");
+    };
+    assert!(message.contains("more than 8 interim"), "{message}");
+    // The eight before the fault were passed.
+    let mut passed = 0;
+    while queue.ready().is_some() {
+        passed += 1;
+    }
+    assert_eq!(passed, MAX_INTERIM);
+}
+
+#[test]
+fn a_final_answer_is_found_behind_interim_heads_which_stay_for_the_reader() {
+    let interim = b"HTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\n";
+    let mut buf = BytesMut::from(&interim[..]);
+    assert!(!final_answer(&buf), "only an interim head so far");
+    buf.extend_from_slice(b"HTTP/1.1 413 Payload Too Large\r\ncontent-");
+    assert!(!final_answer(&buf), "the final head is not complete");
+    buf.extend_from_slice(b"length: 0\r\n\r\n");
+    assert!(final_answer(&buf));
+    assert!(buf.starts_with(interim), "nothing is taken off");
+    // Past the bound, the reader has something to refuse.
+    let many = BytesMut::from(&interim.repeat(MAX_INTERIM + 1)[..]);
+    assert!(final_answer(&many));
+    assert!(!final_answer(&BytesMut::from(
+        &interim.repeat(MAX_INTERIM)[..]
+    )));
 }
 
 #[tokio::test]
@@ -427,19 +488,17 @@ async fn idle_connections_past_their_time_are_swept() {
 #[tokio::test]
 async fn an_answer_before_the_whole_body_is_returned_and_the_connection_dropped() {
     let (addr, seen) = upstream(vec![vec![Act::AnswerBeforeBody(
-        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 413 Payload Too Large\r\ncontent-length: 8\r\n\r\ntoo big!",
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\nHTTP/1.1 413 Payload Too Large\r\ncontent-length: 8\r\n\r\ntoo big!",
     )]])
     .await;
     let client = client();
     // Far more than the socket buffers take: the write would block for good.
     let body = Bytes::from(vec![b'x'; 32 * 1024 * 1024]);
+    let (mut parts, mut hints) = with_hints(&addr, "/upload");
+    parts.method = Method::POST;
     let sent = tokio::time::timeout(
         Duration::from_secs(10),
-        client.send(
-            &request(Method::POST, &addr, "/upload"),
-            &mut Outgoing::Whole(body.clone()),
-            WAITS,
-        ),
+        client.send(&parts, &mut Outgoing::Whole(body.clone()), WAITS),
     )
     .await
     .expect("the early answer is returned, not waited past");
@@ -447,6 +506,8 @@ async fn an_answer_before_the_whole_body_is_returned_and_the_connection_dropped(
         panic!("the early answer is a response, not an error");
     };
     assert_eq!(response.status(), 413);
+    // Early hints read while the body was being written still pass.
+    assert_eq!(hints.ready().expect("the 103 is offered")["link"], "</a>");
     let body = response.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(&body[..], b"too big!");
     assert_eq!(

@@ -46,7 +46,7 @@ impl Client {
         }
         .await;
         sent.map_err(|e| SendError::Broken(Failure::io(false, &e).message))?;
-        match read_answer(&mut conn, false, true).await {
+        match read_answer(&mut conn, false, true, parts.extensions.get()).await {
             Ok(Answer::Switched(response)) => {
                 let buffered = std::mem::take(&mut conn.buf);
                 let slot = Upgraded(Arc::new(Mutex::new(Some((conn.io, buffered)))));

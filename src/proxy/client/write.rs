@@ -99,7 +99,7 @@ pub(super) async fn write_body(conn: &mut Conn, body: &[u8]) -> io::Result<bool>
                         }
                         Poll::Ready(Ok(())) => {
                             conn.buf.extend_from_slice(read.filled());
-                            if final_answer(&mut conn.buf) {
+                            if final_answer(&conn.buf) {
                                 return Poll::Ready(Ok(true));
                             }
                         }
