@@ -157,6 +157,9 @@ pub enum SignError {
     /// The request has no host.
     #[error("the request has no Host")]
     NoHost,
+    /// An unhashed payload for a service that needs the payload's hash.
+    #[error("service {0} needs the payload's SHA-256; only S3 takes a body signed before its end")]
+    NeedsPayloadHash(String),
 }
 
 /// Signs `parts` (whose `Host` header and URI are final) with `keys` for
@@ -166,6 +169,21 @@ pub enum SignError {
 pub fn sign(
     parts: &mut http::request::Parts,
     body: &[u8],
+    keys: &SigningKeys<'_>,
+    service: &str,
+    region: &str,
+    now: SystemTime,
+) -> Result<(), SignError> {
+    let payload_hash = crate::hex::lower(&crate::secret::sha256(body));
+    sign_with_payload_hash(parts, &payload_hash, keys, service, region, now)
+}
+
+/// [`sign`] for a body that is not hashed: `payload_hash` is what S3 is
+/// told instead (`UNSIGNED-PAYLOAD`, `STREAMING-UNSIGNED-PAYLOAD-TRAILER`),
+/// for a body streamed before its end is known.
+pub fn sign_with_payload_hash(
+    parts: &mut http::request::Parts,
+    payload_hash: &str,
     keys: &SigningKeys<'_>,
     service: &str,
     region: &str,
@@ -190,7 +208,6 @@ pub fn sign(
         parts.headers.insert(http::header::HOST, value);
     }
     let date = amz_date(now);
-    let payload_hash = crate::hex::lower(&crate::secret::sha256(body));
     parts.headers.insert(
         HeaderName::from_static("x-amz-date"),
         HeaderValue::from_str(&date).expect("digits and letters"),
@@ -198,7 +215,8 @@ pub fn sign(
     if service == "s3" {
         parts.headers.insert(
             HeaderName::from_static("x-amz-content-sha256"),
-            HeaderValue::from_str(&payload_hash).expect("hex digits"),
+            HeaderValue::from_str(payload_hash)
+                .map_err(|_| SignError::InvalidValue("payload hash"))?,
         );
     }
     if let Some(token) = keys.session_token {
@@ -233,7 +251,7 @@ pub fn sign(
         path: parts.uri.path(),
         query: parts.uri.query().unwrap_or(""),
         headers: &signed,
-        payload_hash: &payload_hash,
+        payload_hash,
         s3: service == "s3",
     };
     let authorization = Zeroizing::new(authorization(
@@ -511,6 +529,57 @@ mod tests {
             fixed.scope_for("127.0.0.1"),
             Some(("s3".into(), "eu-west-1".into()))
         );
+    }
+
+    /// An S3 body that streams is signed with what `x-amz-content-sha256`
+    /// says instead of its hash: the header and the signature both carry it.
+    #[test]
+    fn an_unhashed_payload_is_signed_as_s3_is_told() {
+        let request = || {
+            http::Request::builder()
+                .method("PUT")
+                .uri("https://reports.s3.eu-west-1.amazonaws.com/k")
+                .header("host", "reports.s3.eu-west-1.amazonaws.com")
+                .body(())
+                .unwrap()
+                .into_parts()
+                .0
+        };
+        let secret = Secret::new("test-secret-sak");
+        let keys = SigningKeys {
+            access_key_id: "AKIATEST",
+            secret_access_key: &secret,
+            session_token: None,
+        };
+        let mut unsigned = request();
+        sign_with_payload_hash(
+            &mut unsigned,
+            "UNSIGNED-PAYLOAD",
+            &keys,
+            "s3",
+            "eu-west-1",
+            suite_time(),
+        )
+        .unwrap();
+        assert_eq!(unsigned.headers["x-amz-content-sha256"], "UNSIGNED-PAYLOAD");
+        let mut hashed = request();
+        sign(&mut hashed, b"", &keys, "s3", "eu-west-1", suite_time()).unwrap();
+        assert_ne!(
+            unsigned.headers[AUTHORIZATION],
+            hashed.headers[AUTHORIZATION]
+        );
+        let mut empty = request();
+        let empty_hash = crate::hex::lower(&crate::secret::sha256(b""));
+        sign_with_payload_hash(
+            &mut empty,
+            &empty_hash,
+            &keys,
+            "s3",
+            "eu-west-1",
+            suite_time(),
+        )
+        .unwrap();
+        assert_eq!(empty.headers[AUTHORIZATION], hashed.headers[AUTHORIZATION]);
     }
 
     #[test]

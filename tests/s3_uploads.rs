@@ -7,8 +7,13 @@
 //! checksum in a header. Either way the object moto stores, read back
 //! directly (not through credgate), must be the file byte for byte, with
 //! the checksum of the file computed here by zlib, awscrt or hashlib.
-//! Bodies whose framing or checksum is wrong are refused with 400 before
-//! credgate asks STS for anything, so moto never sees them.
+//! Small bodies whose framing or checksum is wrong are refused with 400
+//! before credgate asks STS for anything, so moto never sees them.
+//!
+//! Uploads past the first MiB stream to https, far past a small
+//! `sanitize.max_buffered_body`: signed unhashed, re-framed with their
+//! checksum as trailer. One that fails its framing or checksum, or carries
+//! a secret, is stopped before its end: moto never stores it.
 
 mod support;
 
@@ -28,6 +33,10 @@ cfg = Config(proxies={"http": proxy, "https": proxy}, retries={"max_attempts": 1
              s3={"addressing_style": "path"})
 s3 = boto3.client("s3", endpoint_url=ep, region_name="us-east-1", config=cfg, verify=verify,
                   aws_access_key_id="AKIADUMMYAGENTKEY000", aws_secret_access_key="test-secret-agent-key")
+# Checksums only where an operation requires one: a plain body, no aws-chunked.
+plain = boto3.client("s3", endpoint_url=ep, region_name="us-east-1", verify=verify,
+                     config=cfg.merge(Config(request_checksum_calculation="when_required")),
+                     aws_access_key_id="AKIADUMMYAGENTKEY000", aws_secret_access_key="test-secret-agent-key")
 mib = 1024 * 1024
 out = []
 for job in jobs:
@@ -36,6 +45,9 @@ for job in jobs:
         if job["how"] == "put_object":
             with open(job["path"], "rb") as f:
                 s3.put_object(Bucket="reports", Key=job["key"], Body=f, **extra)
+        elif job["how"] == "put_object_plain":
+            with open(job["path"], "rb") as f:
+                plain.put_object(Bucket="reports", Key=job["key"], Body=f)
         elif job["how"] == "upload_file":
             s3.upload_file(job["path"], "reports", job["key"], ExtraArgs=extra)
         elif job["how"] in ("multipart", "multipart-full-object"):
@@ -122,12 +134,18 @@ struct Setup {
 /// moto (on https with `tls`), its STS front, and credgate with a scope
 /// that may write under `reports/uploads/` with the role's session.
 async fn setup(tls: bool) -> Setup {
+    setup_with(tls, "").await
+}
+
+/// [`setup`], with `more` added to credgate's configuration.
+async fn setup_with(tls: bool, more: &str) -> Setup {
     let tls = tls.then(MotoTls::generate);
     let moto = Moto::start_with(SETUP_ACTIONS, tls.as_ref()).await;
     let front = StsFront::start(&moto).await;
     let scheme = if tls.is_some() { "https" } else { "http" };
-    // Multipart parts are 5 MiB at least: held whole (to be decoded and
-    // signed) within the default sanitize.max_buffered_body.
+    // Multipart parts are 5 MiB at least, past the first MiB credgate reads
+    // before the pipeline runs: to https they stream (re-signed unhashed),
+    // to http they are held whole within sanitize.max_buffered_body.
     let extra = format!(
         r#"
 credentials:
@@ -139,6 +157,14 @@ credentials:
       base: env
       sts_endpoint: http://127.0.0.1:{front}
     inject: {{ sigv4: {{ service: s3, region: us-east-1 }} }}
+  sqs:
+    aws:
+      role_arn: {role_arn}
+      region: us-east-1
+      duration: 15m
+      base: env
+      sts_endpoint: http://127.0.0.1:{front}
+    inject: {{ sigv4: {{ service: sqs, region: us-east-1 }} }}
 scopes:
   uploads:
     - host: 127.0.0.1
@@ -148,6 +174,24 @@ scopes:
       paths: ["/reports/uploads/**"]
       credential: s3
       allow_private: true
+  uploads-strip:
+    - host: 127.0.0.1
+      port: {moto}
+      schemes: [{scheme}]
+      methods: [PUT]
+      paths: ["/reports/uploads/**"]
+      credential: s3
+      allow_private: true
+      on_secret: strip
+  queues:
+    - host: 127.0.0.1
+      port: {moto}
+      schemes: [{scheme}]
+      methods: [POST]
+      paths: ["/"]
+      credential: sqs
+      allow_private: true
+{more}
 "#,
         role_arn = moto.role_arn,
         front = front.port,
@@ -216,6 +260,32 @@ impl Setup {
         .await;
         out.expect_code(0);
         serde_json::from_str(out.stdout.trim()).unwrap_or_else(|_| panic!("{}", out.all()))
+    }
+
+    /// `aws s3 cp` of the file at `path` to `uploads/{name}` through
+    /// credgate, as the task `id`, with the checksum `algorithm` (the CLI's
+    /// default when empty).
+    async fn aws_cp(&self, id: &str, token: &str, path: &str, name: &str, algorithm: &str) {
+        let mut cmd = std::process::Command::new("aws");
+        cmd.args(["s3", "cp", path, &format!("s3://reports/uploads/{name}")])
+            .args(["--endpoint-url", &self.moto.endpoint()])
+            .args(["--region", "us-east-1"])
+            .arg("--ca-bundle")
+            .arg(&self.env.ca_cert);
+        if !algorithm.is_empty() {
+            cmd.args(["--checksum-algorithm", algorithm]);
+        }
+        let no_file = |name: &str| self.files.path().join(name);
+        clean_env(&mut cmd)
+            .env("HTTPS_PROXY", self.env.proxy_url(id, token))
+            .env("AWS_ACCESS_KEY_ID", "AKIADUMMYAGENTKEY000")
+            .env("AWS_SECRET_ACCESS_KEY", "test-secret-agent-key")
+            .env("AWS_CONFIG_FILE", no_file("no-config"))
+            .env("AWS_SHARED_CREDENTIALS_FILE", no_file("no-credentials"))
+            .env("AWS_EC2_METADATA_DISABLED", "true");
+        let out = run_cli(cmd).await;
+        out.expect_code(0);
+        assert!(out.stdout.contains("upload:"), "{}", out.all());
     }
 
     /// Every job's PUT came to credgate framed as aws-chunked (more bytes
@@ -369,26 +439,7 @@ async fn aws_cli_s3_cp_over_https_stores_the_file() {
     }
     let mut jobs = Vec::new();
     for (name, path, algorithm) in uploads {
-        let mut cmd = std::process::Command::new("aws");
-        cmd.args(["s3", "cp", path, &format!("s3://reports/uploads/{name}")])
-            .args(["--endpoint-url", &s.moto.endpoint()])
-            .args(["--region", "us-east-1"])
-            .arg("--ca-bundle")
-            .arg(&s.env.ca_cert);
-        if !algorithm.is_empty() {
-            cmd.args(["--checksum-algorithm", algorithm]);
-        }
-        let no_file = |name: &str| s.files.path().join(name);
-        clean_env(&mut cmd)
-            .env("HTTPS_PROXY", s.env.proxy_url(&id, &token))
-            .env("AWS_ACCESS_KEY_ID", "AKIADUMMYAGENTKEY000")
-            .env("AWS_SECRET_ACCESS_KEY", "test-secret-agent-key")
-            .env("AWS_CONFIG_FILE", no_file("no-config"))
-            .env("AWS_SHARED_CREDENTIALS_FILE", no_file("no-credentials"))
-            .env("AWS_EC2_METADATA_DISABLED", "true");
-        let out = run_cli(cmd).await;
-        out.expect_code(0);
-        assert!(out.stdout.contains("upload:"), "{}", out.all());
+        s.aws_cp(&id, &token, path, &name, algorithm).await;
         jobs.push(job("cli", &name, path, algorithm));
     }
     let jobs = Value::Array(jobs);
@@ -622,5 +673,428 @@ async fn a_secret_split_across_chunks_is_found_in_the_payload() {
     assert_eq!(records.len(), 1, "{records:?}");
     assert_eq!(records[0].findings, ["aws_access_key_id"], "{records:?}");
     assert!(s.front.calls().is_empty());
+    s.env.stop().await;
+}
+
+/// credgate's bound on what it holds whole, far below the uploads below: an
+/// upload past it streams (over https), or is refused with 413.
+const SMALL_BOUND: &str = "sanitize: { max_buffered_body: 4MiB }";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_far_past_max_buffered_body_stream_through() {
+    let s = setup_with(true, SMALL_BOUND).await;
+    let big = s.file("24m.bin", 24 << 20);
+    let jobs = Value::Array(vec![
+        // aws-chunked with the SDK's CRC32 trailer, re-framed with it.
+        job("put_object", "24m-crc32.bin", &big, ""),
+        job("put_object", "24m-sha256.bin", &big, "SHA256"),
+        // No checksum: a plain body, signed UNSIGNED-PAYLOAD as it came.
+        job("put_object_plain", "24m-plain.bin", &big, ""),
+    ]);
+    let results = s.upload(&jobs).await;
+    assert!(results.iter().all(|r| r == "ok"), "{results:?}");
+    let stored = s.read_back(&jobs).await;
+    for key in [
+        "uploads/24m-crc32.bin",
+        "uploads/24m-sha256.bin",
+        "uploads/24m-plain.bin",
+    ] {
+        assert_eq!(stored[key]["same"], true, "{key}: {}", stored[key]);
+        assert_eq!(stored[key]["len"], 24 << 20, "{key}");
+    }
+    // The checksum the SDK sent in its trailer is the one stored.
+    s.assert_stored(&json!([jobs[0], jobs[1]])).await;
+    let records = puts(&s.env).await;
+    assert_eq!(records.len(), 3, "{records:?}");
+    for r in &records {
+        assert_eq!(
+            r.upstream.as_ref().and_then(|u| u.status),
+            Some(200),
+            "{r:?}"
+        );
+        assert!(r.bytes_in >= 24 << 20, "{r:?}");
+    }
+    let plain = records
+        .iter()
+        .find(|r| r.path.as_deref() == Some("/reports/uploads/24m-plain.bin"))
+        .unwrap();
+    assert_eq!(plain.bytes_in, 24 << 20, "sent plain: {plain:?}");
+    // A client that sends no AWS header at all (credgate signs for it).
+    let data = std::fs::read(&big).unwrap();
+    let bare = ["Content-Type: application/octet-stream".to_string()];
+    let (status, answer) = put_streamed(&s, "24m-bare.bin", &bare, &data).await;
+    assert_eq!(status, 200, "{answer}");
+    let stored = s
+        .read_back(&json!([job("cli", "24m-bare.bin", &big, "")]))
+        .await;
+    assert_eq!(stored["uploads/24m-bare.bin"]["same"], true, "{stored}");
+    s.env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multipart_upload_with_parts_past_max_buffered_body_streams_every_part() {
+    let s = setup_with(true, SMALL_BOUND).await;
+    // 8 MiB parts (upload_file's default), twice the bound; with the SDK's
+    // default checksum and with SHA-256 (each part must carry its own).
+    let big = s.file("20m.bin", 20 << 20);
+    let jobs = Value::Array(vec![
+        job("upload_file", "20m-parts.bin", &big, ""),
+        job("upload_file", "20m-parts-sha256.bin", &big, "SHA256"),
+    ]);
+    let results = s.upload(&jobs).await;
+    assert!(results.iter().all(|r| r == "ok"), "{results:?}");
+    // And `aws s3 cp`, in the CLI's 8 MiB parts.
+    let (id, token) = s.env.start_task(&["uploads"]);
+    s.aws_cp(&id, &token, &big, "20m-cli.bin", "").await;
+    let jobs = Value::Array(vec![
+        jobs[0].clone(),
+        jobs[1].clone(),
+        job("cli", "20m-cli.bin", &big, ""),
+    ]);
+    let stored = s.read_back(&jobs).await;
+    for key in [
+        "uploads/20m-parts.bin",
+        "uploads/20m-parts-sha256.bin",
+        "uploads/20m-cli.bin",
+    ] {
+        assert_eq!(stored[key]["same"], true, "{key}: {}", stored[key]);
+    }
+    // Three UploadPart requests each (8, 8 and 4 MiB).
+    let records = puts(&s.env).await;
+    assert_eq!(records.len(), 9, "{records:?}");
+    for r in &records {
+        assert_eq!(
+            r.upstream.as_ref().and_then(|u| u.status),
+            Some(200),
+            "{r:?}"
+        );
+    }
+    s.env.stop().await;
+}
+
+/// An aws-chunked body of `payload` in 64 KiB chunks, with `trailer` as
+/// its CRC32 trailer.
+fn framed(payload: &[u8], trailer: &str) -> Vec<u8> {
+    let mut body = Vec::with_capacity(payload.len() + 4096);
+    for chunk in payload.chunks(64 << 10) {
+        body.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        body.extend_from_slice(chunk);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("0\r\nx-amz-checksum-crc32:{trailer}\r\n\r\n").as_bytes());
+    body
+}
+
+/// A PUT of a large `body` to `uploads/{key}` with `headers`; see
+/// [`send_raw`].
+async fn put_streamed(s: &Setup, key: &str, headers: &[String], body: &[u8]) -> (u16, Value) {
+    put_streamed_as(s, "uploads", key, headers, body).await
+}
+
+/// [`put_streamed`] as a task of `scope`.
+async fn put_streamed_as(
+    s: &Setup,
+    scope: &str,
+    key: &str,
+    headers: &[String],
+    body: &[u8],
+) -> (u16, Value) {
+    let path = format!("/reports/uploads/{key}");
+    let (status, answer) = send_raw(s, scope, "PUT", &path, headers, body).await;
+    (status, serde_json::from_str(&answer).unwrap_or(Value::Null))
+}
+
+/// A request with a large `body` and `headers` as a task of `scope`,
+/// through a tunnel of its own, the body written in pieces while the
+/// answer is read: credgate may answer (and close) before the body is all
+/// sent, which a client like curl may report as a failed send instead of
+/// the answer. The status and the body of the answer.
+async fn send_raw(
+    s: &Setup,
+    scope: &str,
+    method: &str,
+    path: &str,
+    headers: &[String],
+    body: &[u8],
+) -> (u16, String) {
+    use tokio::io::AsyncWriteExt;
+    let (id, token) = s.env.start_task(&[scope]);
+    let target = format!("127.0.0.1:{}", s.moto.port);
+    let mut tls = tunnel(&s.env, &proxy_auth(&id, &token), &target, "127.0.0.1")
+        .await
+        .unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\nContent-Length: {}\r\n{}\r\n\r\n",
+        body.len(),
+        headers.join("\r\n")
+    );
+    tls.write_all(head.as_bytes()).await.unwrap();
+    let (mut reader, mut writer) = tokio::io::split(tls);
+    let body = body.to_vec();
+    let send = tokio::spawn(async move {
+        for piece in body.chunks(64 << 10) {
+            if writer.write_all(piece).await.is_err() {
+                break;
+            }
+        }
+        writer
+    });
+    // The answer comes once the body is through (or stopped), which on a
+    // loaded machine can take a while; the connection closes after it.
+    let answer = read_until_quiet(&mut reader, std::time::Duration::from_secs(180)).await;
+    drop(send.await);
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no answer: {answer:?}"));
+    let body = answer.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+    (status, body.to_string())
+}
+
+/// zlib's CRC-32 of `data`, base64, as the SDKs send it.
+async fn crc32(s: &Setup, data: &[u8]) -> String {
+    let path = s.files.path().join("crc.input");
+    std::fs::write(&path, data).unwrap();
+    let out = python(&[
+        "import base64,sys,zlib; print(base64.b64encode(zlib.crc32(open(sys.argv[1],'rb').read()).to_bytes(4,'big')).decode())",
+        &path.display().to_string(),
+    ])
+    .await;
+    out.expect_code(0);
+    out.stdout.trim().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_upload_that_fails_its_checks_at_the_end_is_never_stored() {
+    let s = setup_with(true, SMALL_BOUND).await;
+    let payload = noise(6 << 20);
+    let crc = crc32(&s, &payload).await;
+    let good = framed(&payload, &crc);
+    let wrong_crc = if crc == "AAAAAA==" {
+        "AQAAAA=="
+    } else {
+        "AAAAAA=="
+    };
+    // A chunk in the middle one byte shorter than its size says.
+    let mut bad_chunk = good.clone();
+    let middle = (3 << 20) / (64 << 10) * ((64 << 10) + 9);
+    assert_eq!(&bad_chunk[middle..middle + 7], b"10000\r\n");
+    bad_chunk[middle..middle + 5].copy_from_slice(b"0ffff");
+    let cases = [
+        (
+            "streamed-wrong-checksum",
+            framed(&payload, wrong_crc),
+            "payload_checksum_mismatch",
+        ),
+        ("streamed-bad-chunk", bad_chunk, "payload_malformed"),
+    ];
+    for (key, body, reason) in &cases {
+        let (status, answer) = put_streamed(&s, key, &chunked_headers(payload.len()), body).await;
+        assert_eq!(status, 400, "{key}: {answer}");
+        assert_eq!(answer["error"], *reason, "{key}: {answer}");
+        assert!(
+            answer["message"]
+                .as_str()
+                .unwrap()
+                .contains("incomplete request"),
+            "{key}: {answer}"
+        );
+    }
+    // The same body with its right checksum is stored: the refusals were
+    // the checksum's and the chunk's.
+    let (status, answer) =
+        put_streamed(&s, "streamed-good", &chunked_headers(payload.len()), &good).await;
+    assert_eq!(status, 200, "{answer}");
+    let good_file = s.files.path().join("streamed-good.content");
+    std::fs::write(&good_file, &payload).unwrap();
+    let keys = json!([
+        {"key": "uploads/streamed-wrong-checksum", "path": ""},
+        {"key": "uploads/streamed-bad-chunk", "path": ""},
+        {"key": "uploads/streamed-good", "path": good_file.display().to_string(), "algorithm": ""},
+    ]);
+    let stored = s.read_back(&keys).await;
+    assert_eq!(
+        stored["uploads/streamed-wrong-checksum"], "absent",
+        "{stored}"
+    );
+    assert_eq!(stored["uploads/streamed-bad-chunk"], "absent", "{stored}");
+    assert_eq!(stored["uploads/streamed-good"]["same"], true, "{stored}");
+    // The records say why, and that the upstream was reached (the upload
+    // streamed) without answering.
+    let records = puts(&s.env).await;
+    for (key, _, reason) in &cases {
+        let path = format!("/reports/uploads/{key}");
+        let r = records
+            .iter()
+            .find(|r| r.path.as_deref() == Some(path.as_str()))
+            .unwrap();
+        assert_eq!(r.reason.map(|r| r.as_str()), Some(*reason), "{r:?}");
+        assert!(
+            r.upstream.as_ref().and_then(|u| u.status).is_none(),
+            "{r:?}"
+        );
+    }
+    s.env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_in_the_middle_of_a_streamed_upload_stops_it_before_it_is_stored() {
+    let s = setup_with(true, SMALL_BOUND).await;
+    let key_id = format!("AKIA{}", random_hex(8).to_uppercase());
+    let mut payload = noise(8 << 20);
+    // Across a chunk boundary of the framing, 5 MiB in, set apart from the
+    // noise around it.
+    let at = (5 << 20) - 7;
+    payload[at - 1] = b' ';
+    payload[at..at + key_id.len()].copy_from_slice(key_id.as_bytes());
+    payload[at + key_id.len()] = b' ';
+    let crc = crc32(&s, &payload).await;
+    let body = framed(&payload, &crc);
+    let headers = chunked_headers(payload.len());
+    let (status, answer) = put_streamed(&s, "streamed-secret", &headers, &body).await;
+    assert_eq!(status, 403, "{answer}");
+    assert_eq!(answer["error"], "secret_in_request", "{answer}");
+    // A plain body (no framing, signed unhashed) the same way.
+    let headers = [
+        "Content-Type: application/octet-stream".to_string(),
+        "x-amz-content-sha256: UNSIGNED-PAYLOAD".to_string(),
+    ];
+    let (status, answer) = put_streamed(&s, "plain-secret", &headers, &payload).await;
+    assert_eq!(status, 403, "{answer}");
+    assert_eq!(answer["error"], "secret_in_request", "{answer}");
+    let stored = s
+        .read_back(&json!([
+            {"key": "uploads/streamed-secret", "path": ""},
+            {"key": "uploads/plain-secret", "path": ""},
+        ]))
+        .await;
+    assert_eq!(stored["uploads/streamed-secret"], "absent", "{stored}");
+    assert_eq!(stored["uploads/plain-secret"], "absent", "{stored}");
+    let records = puts(&s.env).await;
+    assert_eq!(records.len(), 2, "{records:?}");
+    for r in &records {
+        assert_eq!(r.findings, ["aws_access_key_id"], "{r:?}");
+        assert!(r.bytes_in < 8 << 20, "stopped before the end: {r:?}");
+    }
+    s.env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_a_stripping_rule_a_streamed_upload_is_stored_masked_with_the_checksum_of_that() {
+    let s = setup_with(true, SMALL_BOUND).await;
+    let key_id = format!("AKIA{}", random_hex(8).to_uppercase());
+    let mut payload = noise(6 << 20);
+    let at = 4 << 20;
+    payload[at - 1] = b' ';
+    payload[at..at + key_id.len()].copy_from_slice(key_id.as_bytes());
+    payload[at + key_id.len()] = b' ';
+    let crc = crc32(&s, &payload).await;
+    let body = framed(&payload, &crc);
+    let headers = chunked_headers(payload.len());
+    let (status, answer) =
+        put_streamed_as(&s, "uploads-strip", "streamed-masked", &headers, &body).await;
+    assert_eq!(status, 200, "{answer}");
+    // Stored with the secret masked in place, and with the CRC32 of what
+    // was stored (not the agent's, which S3 would refuse).
+    let mut masked = payload.clone();
+    masked[at..at + key_id.len()].fill(b'*');
+    let masked_file = s.files.path().join("streamed-masked.content");
+    std::fs::write(&masked_file, &masked).unwrap();
+    let path = masked_file.display().to_string();
+    s.assert_stored(&json!([job("cli", "streamed-masked", &path, "")]))
+        .await;
+    let records = puts(&s.env).await;
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0].findings, ["aws_access_key_id"], "{records:?}");
+    assert_eq!(
+        records[0].upstream.as_ref().and_then(|u| u.status),
+        Some(200)
+    );
+    s.env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_http_an_upload_past_max_buffered_body_is_refused_with_413() {
+    // To plain http S3 would take the payload unprotected: it is held whole
+    // to be signed, and refused past the bound.
+    let s = setup_with(false, SMALL_BOUND).await;
+    let big = s.file("6m.bin", 6 << 20);
+    let jobs = json!([job("put_object", "http-6m.bin", &big, "")]);
+    let results = s.upload(&jobs).await;
+    assert!(results[0].starts_with("ERROR"), "{results:?}");
+    let records = puts(&s.env).await;
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(
+        records[0].reason.map(|r| r.as_str()),
+        Some("body_too_large"),
+        "{records:?}"
+    );
+    assert!(
+        records[0]
+            .message
+            .as_deref()
+            .unwrap_or("")
+            .contains("max_buffered_body"),
+        "{records:?}"
+    );
+    assert!(s.front.calls().is_empty(), "refused before any credential");
+    s.env.stop().await;
+}
+
+/// A `POST /` as a task of the scope `queues` (SQS, signed by the
+/// payload's hash); the status and the answer's body.
+async fn post_to_sqs(s: &Setup, body: &[u8]) -> (u16, String) {
+    let headers = ["Content-Type: application/x-www-form-urlencoded".to_string()];
+    send_raw(s, "queues", "POST", "/", &headers, body).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_body_for_another_service_is_held_whole_scanned_hashed_and_bounded() {
+    let s = setup_with(true, SMALL_BOUND).await;
+    // Past the first MiB, within the bound: held whole and signed by its
+    // SHA-256, which moto checks (it then refuses the action, which the
+    // role's policy does not grant: the signature was good).
+    let form = |pad: usize, tail: &str| {
+        let mut body = b"Action=ListQueues&Version=2012-11-05&Pad=".to_vec();
+        body.resize(body.len() + pad, b'a');
+        body.extend_from_slice(tail.as_bytes());
+        body
+    };
+    let (status, answer) = post_to_sqs(&s, &form(3 << 20, "")).await;
+    assert!(
+        !answer.contains("SignatureDoesNotMatch"),
+        "{status} {answer}"
+    );
+    assert!(answer.contains("AccessDenied"), "{status} {answer}");
+    // A secret after the first MiB is found in the held body.
+    let key_id = format!("AKIA{}", random_hex(8).to_uppercase());
+    let tail = format!("&Note=+{key_id}+");
+    let (status, answer) = post_to_sqs(&s, &form(3 << 20, &tail)).await;
+    assert_eq!(status, 403, "{answer}");
+    assert!(answer.contains("secret_in_request"), "{answer}");
+    assert!(answer.contains("Nothing was forwarded"), "{answer}");
+    // Past the bound: 413, saying which bound.
+    let (status, answer) = post_to_sqs(&s, &form(6 << 20, "")).await;
+    assert_eq!(status, 413, "{answer}");
+    assert!(answer.contains("max_buffered_body"), "{answer}");
+    let mut records = s.env.request_records().await;
+    records.retain(|r| r.method.as_deref() == Some("POST"));
+    let reasons: Vec<_> = records
+        .iter()
+        .map(|r| r.reason.map(|r| r.as_str()))
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            Some("allowed"),
+            Some("secret_in_request"),
+            Some("body_too_large")
+        ],
+        "{records:?}"
+    );
+    assert_eq!(records[1].findings, ["aws_access_key_id"], "{records:?}");
+    assert!(records[1].upstream.is_none(), "{records:?}");
+    assert!(records[2].upstream.is_none(), "{records:?}");
     s.env.stop().await;
 }

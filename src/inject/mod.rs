@@ -233,7 +233,8 @@ impl Injection {
 
     /// Whether the injection reads the whole request body (a SigV4
     /// signature covers the payload's hash), so a streamed body must be
-    /// held whole first.
+    /// held whole first, unless it goes to S3 unhashed
+    /// ([`apply_streamed`](Injection::apply_streamed)).
     pub fn reads_body(&self) -> bool {
         matches!(self, Injection::SigV4(_))
     }
@@ -250,7 +251,7 @@ impl Injection {
         payload: &AwsPayload,
     ) -> Result<(), InjectError> {
         if let Injection::SigV4(settings) = self {
-            return sign_sigv4(settings, credential, parts, body, payload);
+            return sign_sigv4(settings, credential, parts, Signed::Hashed(body, payload));
         }
         let token = match &credential.value {
             CredentialValue::Token(token) => token.expose(),
@@ -300,6 +301,44 @@ impl Injection {
         Ok(())
     }
 
+    /// Whether this injection signs requests to `host` for S3 (SigV4 with
+    /// service `s3`, configured or read from the host name): there a body
+    /// may stream unhashed ([`apply_streamed`](Injection::apply_streamed)).
+    pub fn signs_s3(&self, host: &str) -> bool {
+        match self {
+            Injection::SigV4(settings) => settings
+                .scope_for(host)
+                .is_some_and(|(service, _)| service == "s3"),
+            _ => false,
+        }
+    }
+
+    /// [`apply_with_body`](Injection::apply_with_body) for an S3 request
+    /// whose body streams, so is not hashed: `framing` sets the headers of
+    /// the body as it will be sent (after the request's own codings were
+    /// checked) and returns the `x-amz-content-sha256` to sign with
+    /// (`UNSIGNED-PAYLOAD`, `STREAMING-UNSIGNED-PAYLOAD-TRAILER`).
+    pub fn apply_streamed(
+        &self,
+        credential: &Credential,
+        parts: &mut http::request::Parts,
+        framing: impl FnOnce(&mut http::HeaderMap) -> &'static str,
+    ) -> Result<(), InjectError> {
+        let Injection::SigV4(settings) = self else {
+            return Err(InjectError::UnsupportedValue {
+                credential: credential.name.clone(),
+                kind: credential.value.kind(),
+                method: self.kind(),
+            });
+        };
+        sign_sigv4(
+            settings,
+            credential,
+            parts,
+            Signed::Streamed(Box::new(framing)),
+        )
+    }
+
     /// A one-line description for `credgate check`/`explain`, e.g.
     /// `header Authorization: Bearer {token}`.
     pub fn describe(&self) -> String {
@@ -329,6 +368,17 @@ impl Injection {
     }
 }
 
+/// How a signature covers the body.
+enum Signed<'a> {
+    /// By its SHA-256 (it is held whole), with the checksum headers of what
+    /// the sanitizer learnt of its AWS framing.
+    Hashed(&'a [u8], &'a AwsPayload),
+    /// Not at all (S3, a body that streams): the function sets the
+    /// headers of the body as sent and returns what `x-amz-content-sha256`
+    /// says instead.
+    Streamed(Box<dyn FnOnce(&mut http::HeaderMap) -> &'static str + 'a>),
+}
+
 /// Signs `parts` with the AWS keys of `credential` for the service and
 /// region of `settings` (or of the request's host), with the payload's
 /// checksum headers.
@@ -336,8 +386,7 @@ fn sign_sigv4(
     settings: &sigv4::SigV4,
     credential: &Credential,
     parts: &mut http::request::Parts,
-    body: &[u8],
-    payload: &AwsPayload,
+    body: Signed<'_>,
 ) -> Result<(), InjectError> {
     let CredentialValue::Aws {
         access_key_id,
@@ -366,20 +415,26 @@ fn sign_sigv4(
         .scope_for(&host)
         .ok_or_else(|| sign_error(sigv4::SignError::UnknownScope(host.clone())))?;
     check_content_coding(&parts.headers).map_err(InjectError::Payload)?;
-    payload.apply(&mut parts.headers);
     let keys = sigv4::SigningKeys {
         access_key_id,
         secret_access_key,
         session_token: session_token.as_ref(),
     };
-    sigv4::sign(
-        parts,
-        body,
-        &keys,
-        &service,
-        &region,
-        std::time::SystemTime::now(),
-    )
+    let now = std::time::SystemTime::now();
+    match body {
+        Signed::Hashed(body, payload) => {
+            payload.apply(&mut parts.headers);
+            sigv4::sign(parts, body, &keys, &service, &region, now)
+        }
+        Signed::Streamed(framing) => {
+            if service != "s3" {
+                // Only S3 takes a payload it cannot hash first.
+                return Err(sign_error(sigv4::SignError::NeedsPayloadHash(service)));
+            }
+            let payload_hash = framing(&mut parts.headers);
+            sigv4::sign_with_payload_hash(parts, payload_hash, &keys, &service, &region, now)
+        }
+    }
     .map_err(sign_error)
 }
 

@@ -40,7 +40,7 @@ use super::gateway::{Gateway, Snapshot};
 use super::identify::Identity;
 use super::interim::{EarlyHints, InterimSink};
 use super::request_body::{
-    decoded_for_scan, has_content_coding, BodyAbort, Outgoing, RequestBody, Streamed,
+    decoded_for_scan, has_content_coding, BodyAbort, Outgoing, RequestBody, Stream, Streamed,
 };
 use super::respond::{deny, strip_response_hop_by_hop, Deny};
 use super::target::{authority_for, resolve_target, upstream_uri, Target};
@@ -233,13 +233,35 @@ async fn run_phases(
     // aws-chunked upload is decoded to its payload and its declared
     // checksums are checked. That reads `x-amz-*` headers, so it runs before
     // the strip removes them, and the scan below then reads the payload,
-    // where chunk framing cannot split a secret. Both need the whole
-    // payload, so a streamed body that such headers describe is held whole;
-    // so is a compressed one, which the scan reads decoded.
+    // where chunk framing cannot split a secret. A streamed S3 upload (a
+    // `PUT` with S3's `x-amz-content-sha256`, over https) is decoded as it
+    // flows, its checksums checked at its end (see `aws_payload::streamed`);
+    // any other streamed body such headers describe is held whole, and so
+    // is a compressed one, which the scan reads decoded.
+    let payload_error = |e: aws_payload::PayloadError| Deny::new(e.reason(), e.to_string());
     let mut body = match body {
-        RequestBody::Streamed(streamed) if aws_payload::describes_body(&parts.headers) => {
-            let what = "a body in AWS framing or with an AWS checksum";
-            RequestBody::Full(spool(streamed, limits.max_buffered_body(), what, rec).await?)
+        RequestBody::Streamed(mut streamed) if aws_payload::describes_body(&parts.headers) => {
+            let streams = if may_stream_to_s3(parts, &target) {
+                aws_payload::read_streamed(
+                    &mut parts.headers,
+                    &parts.method,
+                    target.query.as_deref(),
+                    streamed.length(),
+                )
+                .map_err(payload_error)?
+            } else {
+                None
+            };
+            match streams {
+                Some(aws) => {
+                    streamed.decode_with(aws).map_err(payload_error)?;
+                    RequestBody::Streamed(streamed)
+                }
+                None => {
+                    let what = "a body in AWS framing or with an AWS checksum";
+                    RequestBody::Full(spool(streamed, limits.max_buffered_body(), what, rec).await?)
+                }
+            }
         }
         RequestBody::Streamed(streamed) if has_content_coding(&parts.headers) => {
             let what = "a compressed body (decoded to be scanned)";
@@ -247,7 +269,6 @@ async fn run_phases(
         }
         body => body,
     };
-    let payload_error = |e: aws_payload::PayloadError| Deny::new(e.reason(), e.to_string());
     let mut aws_payload = match &mut body {
         RequestBody::Full(whole) => {
             let (payload, aws) = aws_payload::read(
@@ -383,45 +404,81 @@ async fn run_phases(
         header::ACCEPT_ENCODING,
         HeaderValue::from_static("identity"),
     );
-    if let Some((spec, _)) = &credential {
-        if let (true, RequestBody::Streamed(_)) = (spec.injection.reads_body(), &body) {
-            // A signature covers the payload's hash: the body is held whole.
+    let strip = rule.on_secret == SecretAction::Strip;
+    // S3 takes a payload it cannot hash first (over TLS, which protects
+    // it), so a streamed upload to it goes on streaming; a signature of any
+    // other service covers the payload's hash, so the body is held whole,
+    // scanned to its end first. S3 takes no chunked transfer coding: a body
+    // of unknown length is held whole too, and sent with its length.
+    let unhashed = match (&credential, &body) {
+        (Some((spec, _)), RequestBody::Streamed(streamed)) => {
+            spec.injection.signs_s3(&target.host)
+                && upstream_tls
+                && parts.method == Method::PUT
+                && (streamed.aws().is_some() || streamed.length().is_some())
+        }
+        _ => false,
+    };
+    if let (Some((spec, _)), RequestBody::Streamed(_), false) = (&credential, &body, unhashed) {
+        if spec.injection.reads_body() {
             let RequestBody::Streamed(streamed) = body else {
                 unreachable!("matched above")
             };
-            let what = "a body signed with SigV4";
-            body = RequestBody::Full(spool(streamed, limits.max_buffered_body(), what, rec).await?);
+            let what = "a body signed with SigV4 (other than an S3 upload over https)";
+            let (whole, declared) =
+                collect(streamed, strip, limits, what, &mut parts.headers, rec).await?;
+            if let Some(declared) = declared {
+                aws_payload = declared;
+            }
+            body = RequestBody::Full(whole);
         }
     }
     let whole: &[u8] = match &body {
         RequestBody::Full(whole) => whole,
         RequestBody::Streamed(_) => &[],
     };
+    let mut reframe = None;
     if let Some((spec, cred)) = &credential {
         // A range of a response that reflects the credential would carry a
         // piece of it too short to recognise; with a credential in play the
         // whole representation comes back, scrubbed.
         parts.headers.remove(header::RANGE);
         parts.headers.remove(header::IF_RANGE);
-        spec.injection
-            .apply_with_body(cred, parts, whole, &aws_payload)
-            .map_err(|e| match e {
-                InjectError::Payload(e) => Deny::new(e.reason(), e.to_string()),
-                e => Deny::new(
-                    e.reason(),
-                    format!("credential {} could not be injected: {e}", spec.name),
-                ),
-            })?;
+        let applied = match &body {
+            RequestBody::Streamed(streamed) if unhashed => {
+                spec.injection
+                    .apply_streamed(cred, parts, |headers| match streamed.aws() {
+                        Some(aws) => {
+                            let (payload_hash, framing) = aws.unsigned_framing(headers, strip);
+                            reframe = framing;
+                            payload_hash
+                        }
+                        None => "UNSIGNED-PAYLOAD",
+                    })
+            }
+            _ => spec
+                .injection
+                .apply_with_body(cred, parts, whole, &aws_payload),
+        };
+        applied.map_err(|e| match e {
+            InjectError::Payload(e) => Deny::new(e.reason(), e.to_string()),
+            e => Deny::new(
+                e.reason(),
+                format!("credential {} could not be injected: {e}", spec.name),
+            ),
+        })?;
     }
 
     // forward: a streamed body is scanned piece by piece as it goes; a
     // finding stops it before the secret does.
     let mut outgoing = match body {
         RequestBody::Full(whole) => Outgoing::Whole(whole),
-        RequestBody::Streamed(streamed) => {
-            let strip = rule.on_secret == SecretAction::Strip;
-            Outgoing::stream(streamed, BodyStreamScan::new(strip), limits.max_body())
-        }
+        RequestBody::Streamed(streamed) => Outgoing::stream(
+            streamed,
+            BodyStreamScan::new(strip),
+            limits.max_body(),
+            reframe,
+        ),
     };
     // Early hints are cleaned like the final response's headers, by the
     // same scrubbers: taken now, the credential just fetched is among them.
@@ -479,9 +536,47 @@ async fn spool(
     Ok(whole)
 }
 
+/// Holds a streamed body whole after all (within `max_buffered_body`),
+/// read as it would be sent: decoded from its AWS framing, scanned to its
+/// end (under a stripping rule, secrets masked). Counts it as received and
+/// notes its findings; comes back with what its AWS framing declared
+/// (checked, and with the checksum of the body as masked), if any.
+async fn collect(
+    streamed: Streamed,
+    strip: bool,
+    limits: &crate::sanitize::Sanitizer,
+    what: &str,
+    headers: &mut http::HeaderMap,
+    rec: &mut RecordGuard,
+) -> Result<(Bytes, Option<aws_payload::AwsPayload>), Deny> {
+    let scan = BodyStreamScan::new(strip);
+    let mut stream = Stream::new(streamed, scan, limits.max_body(), None);
+    let collected = stream.collect(limits.max_buffered_body(), what).await;
+    rec.received(stream.received());
+    rec.found_in_body(stream.findings().into_iter().map(|f| f.rule.to_string()));
+    let whole = collected.map_err(abort_deny)?;
+    let mut declared = stream.declared();
+    if stream.masked() {
+        // A secret was masked: what the agent declared about its body no
+        // longer holds (its digests go, its checksum is of what is sent).
+        let mut changed = declared.take().unwrap_or_default();
+        changed.body_changed(headers, &whole);
+        declared = Some(changed);
+    }
+    Ok((whole, declared))
+}
+
 /// The denial for a request body that stopped before it was all read.
 fn abort_deny(abort: BodyAbort) -> Deny {
     Deny::new(abort.reason, abort.message)
+}
+
+/// Whether a streamed body may be an S3 upload that goes on streaming: it
+/// carries S3's `x-amz-content-sha256` (which no other service reads) and
+/// goes to https. Whether it does is decided when the rule's credential
+/// is known; until then it is decoded and scanned as it flows.
+fn may_stream_to_s3(parts: &request::Parts, target: &Target) -> bool {
+    target.scheme == Scheme::Https && parts.headers.contains_key("x-amz-content-sha256")
 }
 
 /// Whether the upstream connection is TLS, and which addresses it may reach.

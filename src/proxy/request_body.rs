@@ -10,6 +10,13 @@
 //! upstream client sends it. A finding, a body past `max_body`, or a body
 //! that breaks off stops the send: the upstream gets a request that never
 //! ends (its connection is dropped), never a complete one.
+//!
+//! A streamed S3 upload is read through its AWS framing
+//! ([`PayloadStream`]): each piece is decoded before it is scanned, the
+//! payload goes on plain or re-framed ([`Reframe`]), and its last bytes are
+//! held back until the body's end has been checked (framing, declared
+//! length, hash and checksum), so a body that fails a check stops the send
+//! the same way.
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap};
@@ -17,6 +24,7 @@ use tokio::sync::mpsc;
 
 use crate::decode::{parse_codings, BodyDecoder, DecodeError, DecodeLimits};
 use crate::reason::Reason;
+use crate::sanitize::aws_payload::{AwsPayload, PayloadError, PayloadStream, Reframe};
 use crate::sanitize::{BodyStopped, BodyStreamScan, Finding};
 
 /// How much of a body is read before the pipeline runs. A body that ends
@@ -82,24 +90,51 @@ impl RequestBody {
 
 /// A body being streamed from the agent.
 pub(crate) struct Streamed {
+    /// The first part, read before the pipeline ran (decoded, when `aws`
+    /// decodes the body).
     first: Bytes,
+    /// How many bytes of the agent's body the first part was.
+    first_received: u64,
     rest: mpsc::Receiver<Piece>,
     /// The agent's `Content-Length`, when it sent one.
     length: Option<u64>,
+    /// The AWS framing and checksums the body is read through.
+    aws: Option<Box<PayloadStream>>,
 }
 
 impl Streamed {
     pub(crate) fn new(first: Bytes, rest: mpsc::Receiver<Piece>, length: Option<u64>) -> Self {
         Streamed {
+            first_received: first.len() as u64,
             first,
             rest,
             length,
+            aws: None,
         }
     }
 
-    /// The first part, read before the pipeline ran.
+    /// The first part, read before the pipeline ran: the payload it
+    /// carries, once [`decode_with`](Streamed::decode_with) ran.
     pub(crate) fn first(&self) -> &Bytes {
         &self.first
+    }
+
+    /// The agent's `Content-Length`, when it sent one.
+    pub(crate) fn length(&self) -> Option<u64> {
+        self.length
+    }
+
+    /// From here on the body is read through `aws`: its first part is
+    /// decoded now, the rest as it arrives.
+    pub(crate) fn decode_with(&mut self, mut aws: PayloadStream) -> Result<(), PayloadError> {
+        self.first = aws.push(std::mem::take(&mut self.first))?;
+        self.aws = Some(Box::new(aws));
+        Ok(())
+    }
+
+    /// The AWS framing and checksums the body is read through.
+    pub(crate) fn aws(&self) -> Option<&PayloadStream> {
+        self.aws.as_deref()
     }
 
     /// Replaces the first part (same length: secrets masked in place).
@@ -110,13 +145,11 @@ impl Streamed {
 
     /// Reads the rest of the body into memory, for a request that must be
     /// held whole; `what` says why, for the 413 past `limit` bytes.
+    /// A body read through AWS framing is spooled through its
+    /// [`Stream`] ([`Stream::collect`]) instead.
     pub(crate) async fn spool(mut self, limit: usize, what: &str) -> Result<Bytes, BodyAbort> {
-        let too_large = || {
-            BodyAbort::new(
-                Reason::BodyTooLarge,
-                format!("{what} is held whole, and this one is larger than sanitize.max_buffered_body ({limit} bytes)"),
-            )
-        };
+        debug_assert!(self.aws.is_none(), "spooled before it is decoded");
+        let too_large = || held_too_large(limit, what);
         if self.length.is_some_and(|len| len > limit as u64) {
             return Err(too_large());
         }
@@ -135,6 +168,13 @@ impl Streamed {
             }
         }
     }
+}
+
+fn held_too_large(limit: usize, what: &str) -> BodyAbort {
+    BodyAbort::new(
+        Reason::BodyTooLarge,
+        format!("{what} is held whole, and this one is larger than sanitize.max_buffered_body ({limit} bytes)"),
+    )
 }
 
 fn cut_off() -> BodyAbort {
@@ -156,25 +196,104 @@ pub(crate) enum Outgoing {
 pub(crate) struct Stream {
     first: Option<Bytes>,
     rest: mpsc::Receiver<Piece>,
+    /// The agent's `Content-Length`.
     length: Option<u64>,
     scan: BodyStreamScan,
     max: u64,
     received: u64,
     ended: bool,
+    aws: Option<Box<AwsStream>>,
+    /// Whether what the stream gives goes upstream as it comes (unset
+    /// while it is [collected](Stream::collect)): what a stop says.
+    forwarding: bool,
+}
+
+/// A body read through AWS framing on its way out: decoded (in
+/// [`Stream::next`]), scanned, then sent plain or re-framed, its last bytes
+/// held back until its end has been checked.
+struct AwsStream {
+    /// Taken when the body ends, to check what it declared.
+    payload: Option<PayloadStream>,
+    reframe: Option<Reframe>,
+    /// The last bytes ready to go, held until the next are (or the end
+    /// has been checked): a body whose framing or checksum turns out wrong
+    /// never reaches the upstream complete.
+    held: Option<Bytes>,
+    /// What the upstream is told the length is.
+    out_length: u64,
+    /// What went out so far.
+    sent: u64,
+    /// The checksum the body declared, verified, once it has ended.
+    declared: Option<AwsPayload>,
+}
+
+impl AwsStream {
+    /// Passes scanned payload on: framed (when re-framed), and behind
+    /// what was held.
+    fn forward(&mut self, scanned: Bytes) -> Bytes {
+        let ready = match &mut self.reframe {
+            Some(reframe) => reframe.push(&scanned),
+            None => scanned,
+        };
+        if ready.is_empty() {
+            return ready;
+        }
+        let out = self.held.replace(ready).unwrap_or_default();
+        self.sent += out.len() as u64;
+        out
+    }
+
+    /// The body has ended and its last scanned bytes are `rest`: checks
+    /// its framing and checksums, then lets the held bytes go (with the
+    /// trailer, re-framed).
+    fn close(&mut self, rest: Bytes, masked: bool, forwarding: bool) -> Result<Bytes, BodyAbort> {
+        let before = self.forward(rest);
+        let payload = self.payload.take().expect("closed once");
+        let stopped = |e| payload_abort(e, forwarding);
+        let declared = payload.finish().map_err(stopped)?;
+        let mut out = before.to_vec();
+        out.extend_from_slice(&self.held.take().unwrap_or_default());
+        if let Some(reframe) = self.reframe.take() {
+            let tail = reframe.finish(&declared, masked).map_err(stopped)?;
+            out.extend_from_slice(&tail);
+        }
+        self.sent += (out.len() - before.len()) as u64;
+        if self.sent != self.out_length {
+            let e = PayloadError::Malformed(
+                "the payload came to another length than it was announced with".into(),
+            );
+            return Err(payload_abort(e, forwarding));
+        }
+        self.declared = Some(declared);
+        Ok(Bytes::from(out))
+    }
+}
+
+/// A body stopped for its framing or checksum: the same reason as a whole
+/// body's, and, when it was `forwarding`, what the upstream got.
+fn payload_abort(e: PayloadError, forwarding: bool) -> BodyAbort {
+    let message = if forwarding {
+        format!(
+            "{}; the upload was stopped before its end, so the upstream got an incomplete request",
+            e.streamed()
+        )
+    } else {
+        e.to_string()
+    };
+    BodyAbort::new(e.reason(), message)
 }
 
 impl Outgoing {
-    /// A streamed body, scanned with `scan` and cut at `max` bytes.
-    pub(crate) fn stream(body: Streamed, scan: BodyStreamScan, max: u64) -> Outgoing {
-        Outgoing::Stream(Box::new(Stream {
-            received: body.first.len() as u64,
-            first: Some(body.first),
-            rest: body.rest,
-            length: body.length,
-            scan,
-            max,
-            ended: false,
-        }))
+    /// A streamed body, scanned with `scan` and cut at `max` bytes. A body
+    /// read through AWS framing goes as its payload, plain or through
+    /// `reframe`.
+    pub(crate) fn stream(
+        body: Streamed,
+        scan: BodyStreamScan,
+        max: u64,
+        reframe: Option<Reframe>,
+    ) -> Outgoing {
+        Outgoing::Stream(Box::new(Stream::new(body, scan, max, reframe)))
     }
 
     /// Body bytes received from the agent so far, for a streamed body (a
@@ -182,7 +301,7 @@ impl Outgoing {
     pub(crate) fn streamed_in(&self) -> Option<u64> {
         match self {
             Outgoing::Whole(_) => None,
-            Outgoing::Stream(s) => Some(s.received),
+            Outgoing::Stream(s) => Some(s.received()),
         }
     }
 
@@ -190,16 +309,55 @@ impl Outgoing {
     pub(crate) fn findings(&self) -> Vec<Finding> {
         match self {
             Outgoing::Whole(_) => Vec::new(),
-            Outgoing::Stream(s) => s.scan.findings(),
+            Outgoing::Stream(s) => s.findings(),
         }
     }
 }
 
 impl Stream {
+    /// A streamed body, scanned with `scan` and cut at `max` bytes (see
+    /// [`Outgoing::stream`]).
+    pub(crate) fn new(
+        body: Streamed,
+        scan: BodyStreamScan,
+        max: u64,
+        reframe: Option<Reframe>,
+    ) -> Stream {
+        let aws = body.aws.map(|payload| {
+            let out_length = match &reframe {
+                Some(reframe) => reframe.framed_length(),
+                None => payload.length(),
+            };
+            Box::new(AwsStream {
+                payload: Some(*payload),
+                reframe,
+                held: None,
+                out_length,
+                sent: 0,
+                declared: None,
+            })
+        });
+        Stream {
+            received: body.first_received,
+            first: Some(body.first),
+            rest: body.rest,
+            length: body.length,
+            scan,
+            max,
+            ended: false,
+            aws,
+            forwarding: true,
+        }
+    }
+
     /// The length the upstream is told: the agent's `Content-Length` (the
-    /// scan keeps lengths), or `None`, and the body goes chunked.
+    /// scan keeps lengths), or `None`, and the body goes chunked; for a
+    /// body read through AWS framing, that of its payload as sent.
     pub(crate) fn length(&self) -> Option<u64> {
-        self.length
+        match &self.aws {
+            Some(aws) => Some(aws.out_length),
+            None => self.length,
+        }
     }
 
     /// The next bytes to send (never empty), or `None` once the body has
@@ -217,41 +375,109 @@ impl Stream {
                         if self.received > self.max {
                             return Err(BodyAbort::too_large(self.max));
                         }
-                        self.scan.push(&piece)
+                        match &mut self.aws {
+                            Some(aws) => {
+                                let payload = aws.payload.as_mut().expect("open until the end");
+                                let forwarding = self.forwarding;
+                                let decoded = payload
+                                    .push(piece)
+                                    .map_err(|e| payload_abort(e, forwarding))?;
+                                self.scan.push(&decoded)
+                            }
+                            None => self.scan.push(&piece),
+                        }
                     }
                     Some(Piece::End) => {
                         if self.length.is_some_and(|len| len != self.received) {
                             return Err(cut_off());
                         }
                         self.ended = true;
-                        self.scan.finish()
+                        let rest = self.scan.finish().map_err(|s| self.secret_abort(s))?;
+                        let masked = self.scan.masked() > 0;
+                        let last = match &mut self.aws {
+                            Some(aws) => aws.close(rest, masked, self.forwarding)?,
+                            None => rest,
+                        };
+                        return Ok(Some(last).filter(|last| !last.is_empty()));
                     }
                     Some(Piece::Failed(abort)) => return Err(abort),
                     None => return Err(cut_off()),
                 },
             };
-            match scanned {
-                Ok(bytes) if bytes.is_empty() => continue,
-                Ok(bytes) => return Ok(Some(bytes)),
-                Err(stopped) => return Err(secret_abort(stopped)),
+            let bytes = scanned.map_err(|s| self.secret_abort(s))?;
+            let bytes = match &mut self.aws {
+                Some(aws) => aws.forward(bytes),
+                None => bytes,
+            };
+            if !bytes.is_empty() {
+                return Ok(Some(bytes));
             }
         }
     }
+
+    /// Reads the whole body, as it would be sent, into memory, for a
+    /// request that must be held whole after all; `what` says why, for the
+    /// 413 past `limit` bytes.
+    pub(crate) async fn collect(&mut self, limit: usize, what: &str) -> Result<Bytes, BodyAbort> {
+        self.forwarding = false;
+        debug_assert!(
+            self.aws.as_ref().is_none_or(|aws| aws.reframe.is_none()),
+            "collected as its payload"
+        );
+        if self.length().is_some_and(|len| len > limit as u64) {
+            return Err(held_too_large(limit, what));
+        }
+        let mut body = Vec::new();
+        while let Some(piece) = self.next().await? {
+            if body.len() + piece.len() > limit {
+                return Err(held_too_large(limit, what));
+            }
+            body.extend_from_slice(&piece);
+        }
+        Ok(Bytes::from(body))
+    }
+
+    /// Body bytes received from the agent so far.
+    pub(crate) fn received(&self) -> u64 {
+        self.received
+    }
+
+    /// The rules the scan found so far, for the record.
+    pub(crate) fn findings(&self) -> Vec<Finding> {
+        self.scan.findings()
+    }
+
+    /// Whether a secret was masked (under a stripping rule).
+    pub(crate) fn masked(&self) -> bool {
+        self.scan.masked() > 0
+    }
+
+    /// What the body's AWS framing declared, checked, once it has ended.
+    pub(crate) fn declared(&mut self) -> Option<AwsPayload> {
+        self.aws.as_mut().and_then(|aws| aws.declared.take())
+    }
 }
 
-fn secret_abort(stopped: BodyStopped) -> BodyAbort {
-    let rules: Vec<&str> = stopped.findings.iter().map(|f| f.rule).collect();
-    let what = if stopped.open_too_long {
-        "what looks like the start of a secret that does not end"
-    } else {
-        "what looks like a secret"
-    };
-    BodyAbort {
-        reason: Reason::SecretInRequest,
-        message: format!(
-            "the request body carries {what} ({} in the body); credgate injects credentials itself, send none. The upload was stopped before it: the upstream got an incomplete request",
-            rules.join(", ")
-        ),
+impl Stream {
+    fn secret_abort(&self, stopped: BodyStopped) -> BodyAbort {
+        let rules: Vec<&str> = stopped.findings.iter().map(|f| f.rule).collect();
+        let what = if stopped.open_too_long {
+            "what looks like the start of a secret that does not end"
+        } else {
+            "what looks like a secret"
+        };
+        let sent = if self.forwarding {
+            "The upload was stopped before it: the upstream got an incomplete request"
+        } else {
+            "Nothing was forwarded"
+        };
+        BodyAbort {
+            reason: Reason::SecretInRequest,
+            message: format!(
+                "the request body carries {what} ({} in the body); credgate injects credentials itself, send none. {sent}",
+                rules.join(", ")
+            ),
+        }
     }
 }
 

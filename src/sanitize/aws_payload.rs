@@ -21,20 +21,28 @@
 //!
 //! Decoding, rather than re-framing the stream with chunk signatures of the
 //! task's keys, because:
-//! - the body is held whole already (it is scanned for secrets before a byte
-//!   is forwarded), so a framing or checksum error is found before anything
-//!   is sent, and the signature covers the payload's own SHA-256;
+//! - a body that arrived whole (within the first part the connection reads
+//!   before the pipeline runs), or that must be held whole to be hashed, is
+//!   scanned for secrets before a byte is forwarded, so a framing or
+//!   checksum error is found before anything is sent, and the signature
+//!   covers the payload's own SHA-256;
 //! - S3 and moto both accept `PutObject` and `UploadPart` with a signed
 //!   payload hash and the checksum as a header, and S3 verifies and stores
 //!   that checksum as it would the trailer's;
 //! - the secret scan must read the payload: the agent chooses the chunk
 //!   sizes, so framing could otherwise fall in the middle of a secret.
 //!
+//! An S3 upload too large to hold streams instead: [`read_streamed`]
+//! reads the same headers, and [`PayloadStream`] decodes and checks the
+//! body as it flows, with the same checks (see the `streamed` module for
+//! how it is forwarded, unhashed, and why).
+//!
 //! A body in a framing this module does not know is refused, never
 //! forwarded as if it were the payload.
 
 mod checksum;
 mod chunks;
+mod streamed;
 
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_ENCODING, EXPECT};
@@ -45,6 +53,7 @@ use checksum::{checksum_headers, Checksum, Setting};
 use chunks::decode_chunks;
 
 pub use checksum::ChecksumAlgorithm;
+pub use streamed::{read_streamed, PayloadStream, Reframe, FRAME_CHUNK};
 
 const CONTENT_SHA256: &str = "x-amz-content-sha256";
 const DECODED_LENGTH: &str = "x-amz-decoded-content-length";
@@ -78,6 +87,17 @@ pub enum PayloadError {
 }
 
 impl PayloadError {
+    /// The message for a body stopped mid-stream, part of it forwarded:
+    /// [`Display`](std::fmt::Display) but for the claim that nothing was.
+    pub fn streamed(&self) -> String {
+        match self {
+            PayloadError::ChecksumMismatch { algorithm, place } => {
+                format!("the {algorithm} checksum in the {place} does not match the payload")
+            }
+            e => e.to_string(),
+        }
+    }
+
     /// The stable reason the request is refused with (all are 400).
     pub fn reason(&self) -> Reason {
         match self {
@@ -169,8 +189,9 @@ enum Declared {
 
 /// Whether `headers` say anything about the body that [`read`] must check
 /// on the whole payload: an `x-amz-*` header (framing, a declared checksum
-/// or hash) or an `aws-chunked` content coding. A body too large to hold
-/// that they describe is held whole (within `max_buffered_body`) first.
+/// or hash) or an `aws-chunked` content coding. A streamed body that they
+/// describe is read through [`read_streamed`] when it is an S3 upload that
+/// may stream, and otherwise held whole (within `max_buffered_body`) first.
 pub fn describes_body(headers: &HeaderMap) -> bool {
     headers
         .keys()
@@ -224,18 +245,50 @@ pub fn read(
     if !relevant {
         return Ok((body, AwsPayload::default()));
     }
+    let head = read_head(headers, method, query)?;
+    let (body, trailer_checksum) = match head.declared {
+        Declared::Chunked { signed, .. } => {
+            let decoded = decode_chunks(&body, signed, head.announced, head.decoded_length)?;
+            (Bytes::from(decoded.payload), decoded.checksum)
+        }
+        _ => (body, None),
+    };
+    let payload = head.conclude(
+        || crate::secret::sha256(&body),
+        |algorithm| algorithm.encode(&body),
+        trailer_checksum,
+    )?;
+    Ok((body, payload))
+}
+
+/// What a request's headers declare about its body, read and taken out of
+/// them: the part of [`read`] that needs no body byte, which a streamed
+/// body ([`read_streamed`]) shares.
+struct Head {
+    declared: Declared,
+    /// `x-amz-decoded-content-length`, optional (the forwarded payload's
+    /// own length is what counts, but a declared one must agree with the
+    /// chunks).
+    decoded_length: Option<u64>,
+    /// The checksum trailer `x-amz-trailer` announces.
+    announced: Option<ChecksumAlgorithm>,
+    header_checksum: Option<Checksum>,
+    settings: Vec<Setting>,
+    /// `CompleteMultipartUpload`: a checksum header is the whole object's.
+    of_the_object: bool,
+}
+
+fn read_head(
+    headers: &mut HeaderMap,
+    method: &Method,
+    query: Option<&str>,
+) -> Result<Head, PayloadError> {
     take_expect(headers)?;
     let declared = declared_framing(headers)?;
     let aws_chunked = take_aws_chunked_coding(headers)?;
-    let mut payload = AwsPayload::default();
-    let (body, trailer_checksum) = match declared {
-        Declared::Chunked { signed, trailer } => {
-            // Optional: the forwarded payload's own length is what counts,
-            // but a declared one must agree with the chunks.
-            let decoded_length = decoded_length(headers)?;
-            let announced = announced_trailer(headers, trailer)?;
-            let decoded = decode_chunks(&body, signed, announced, decoded_length)?;
-            (Bytes::from(decoded.payload), decoded.checksum)
+    let (decoded_length, announced) = match declared {
+        Declared::Chunked { trailer, .. } => {
+            (decoded_length(headers)?, announced_trailer(headers, trailer)?)
         }
         _ if aws_chunked => {
             return Err(malformed(
@@ -248,59 +301,100 @@ pub fn read(
                     return Err(malformed(format!("{name} is only for an aws-chunked body")));
                 }
             }
-            (body, None)
+            (None, None)
         }
     };
-    if let Declared::Sha256(expected) = declared {
-        if crate::secret::sha256(&body) != expected {
-            return Err(PayloadError::ChecksumMismatch {
-                algorithm: "SHA256",
-                place: "x-amz-content-sha256",
-            });
-        }
-    }
     let (header_checksum, settings) = checksum_headers(headers)?;
-    payload.settings = settings;
     let of_the_object = method == Method::POST
         && query.is_some_and(|q| {
             q.split('&')
                 .any(|pair| pair.split('=').next() == Some("uploadId"))
         });
-    let (checksum, place) = match (trailer_checksum, header_checksum) {
-        (Some(_), Some(_)) => {
-            return Err(malformed(
-                "the body carries a checksum in both a header and a trailer",
-            ))
-        }
-        (Some(c), None) => (Some(c), "trailer"),
-        (None, Some(c)) => (Some(c), "header"),
-        (None, None) => (None, ""),
-    };
-    if let Some((algorithm, claimed)) = checksum {
-        // What credgate cannot compute it carries for S3 to check; what it
-        // can, it checks first, so a mismatch forwards nothing.
-        match algorithm.encode(&body) {
-            Some(actual) if actual != claimed && !of_the_object => {
+    Ok(Head {
+        declared,
+        decoded_length,
+        announced,
+        header_checksum,
+        settings,
+        of_the_object,
+    })
+}
+
+impl Head {
+    /// The algorithm of the checksum declared, in a trailer or a header.
+    fn algorithm(&self) -> Option<ChecksumAlgorithm> {
+        self.announced.or(self
+            .header_checksum
+            .as_ref()
+            .map(|(algorithm, _)| *algorithm))
+    }
+
+    /// Checks the declarations against the payload, once it is all known:
+    /// `sha256` gives its SHA-256 (asked only when `x-amz-content-sha256`
+    /// declared one), `computed` its checksum in an algorithm (`None` where
+    /// credgate does not compute it), `trailer_checksum` what the trailer
+    /// said. What is left to carry into a re-signed request comes back.
+    fn conclude(
+        self,
+        sha256: impl FnOnce() -> [u8; 32],
+        computed: impl FnOnce(ChecksumAlgorithm) -> Option<String>,
+        trailer_checksum: Option<Checksum>,
+    ) -> Result<AwsPayload, PayloadError> {
+        if let Declared::Sha256(expected) = self.declared {
+            if sha256() != expected {
                 return Err(PayloadError::ChecksumMismatch {
-                    algorithm: algorithm.name(),
-                    place,
-                })
+                    algorithm: "SHA256",
+                    place: "x-amz-content-sha256",
+                });
             }
-            _ => payload.checksum = Some((algorithm, claimed)),
         }
-    }
-    if let (Some(algorithm), Some((_, sdk))) = (
-        payload.checksum_algorithm(),
-        payload.settings.iter().find(|(n, _)| n == SDK_ALGORITHM),
-    ) {
-        if sdk.as_bytes() != algorithm.name().as_bytes() {
-            return Err(malformed(format!(
-                "x-amz-sdk-checksum-algorithm disagrees with the {} checksum sent",
-                algorithm.name()
-            )));
+        let mut payload = AwsPayload {
+            checksum: None,
+            settings: self.settings,
+        };
+        let (checksum, place) = match (trailer_checksum, self.header_checksum) {
+            (Some(_), Some(_)) => return Err(two_checksums()),
+            (Some(c), None) => (Some(c), "trailer"),
+            (None, Some(c)) => (Some(c), "header"),
+            (None, None) => (None, ""),
+        };
+        if let Some((algorithm, claimed)) = checksum {
+            // What credgate cannot compute it carries for S3 to check; what it
+            // can, it checks first, so a mismatch forwards nothing.
+            match computed(algorithm) {
+                Some(actual) if actual != claimed && !self.of_the_object => {
+                    return Err(PayloadError::ChecksumMismatch {
+                        algorithm: algorithm.name(),
+                        place,
+                    })
+                }
+                _ => payload.checksum = Some((algorithm, claimed)),
+            }
         }
+        if let Some(algorithm) = payload.checksum_algorithm() {
+            check_sdk_algorithm(algorithm, &payload.settings)?;
+        }
+        Ok(payload)
     }
-    Ok((body, payload))
+}
+
+fn two_checksums() -> PayloadError {
+    malformed("the body carries a checksum in both a header and a trailer")
+}
+
+/// `x-amz-sdk-checksum-algorithm`, when sent, names the checksum's
+/// algorithm.
+fn check_sdk_algorithm(
+    algorithm: ChecksumAlgorithm,
+    settings: &[Setting],
+) -> Result<(), PayloadError> {
+    match settings.iter().find(|(n, _)| n == SDK_ALGORITHM) {
+        Some((_, sdk)) if sdk.as_bytes() != algorithm.name().as_bytes() => Err(malformed(format!(
+            "x-amz-sdk-checksum-algorithm disagrees with the {} checksum sent",
+            algorithm.name()
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// The one value of header `name`, as text; `None` when absent. `name` is
@@ -438,5 +532,7 @@ fn announced_trailer(
     }
 }
 
+#[cfg(test)]
+mod stream_tests;
 #[cfg(test)]
 mod tests;

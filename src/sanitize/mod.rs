@@ -6,7 +6,8 @@
 //! 1. [`aws_payload::read`] first reads the body as the upstream will: an
 //!    AWS SDK's aws-chunked upload is decoded to its payload and every
 //!    checksum it declares is checked, so the scan below reads the payload
-//!    and the signer can carry the checksum.
+//!    and the signer can carry the checksum ([`aws_payload::read_streamed`]
+//!    for an S3 upload that streams: decoded and checked as it flows).
 //! 2. [`Sanitizer::strip_headers`] removes hop-by-hop headers, whatever
 //!    `Connection` names, and every secret-bearing header: the agent has no
 //!    business sending credentials, and credgate injects its own.
@@ -27,8 +28,10 @@
 //! ```
 //!
 //! Bodies are scanned as they stream ([`BodyStreamScan`]), whatever their
-//! size; only a body that must be hashed before its first byte is sent is
-//! held whole, up to `max_buffered_body`.
+//! size; only a body that must be hashed before its first byte is sent (a
+//! SigV4 signature for any service but S3, which takes an unhashed
+//! payload over https), or decoded whole to be scanned, is held whole, up
+//! to `max_buffered_body`.
 
 pub mod aws_payload;
 mod crc;

@@ -4,7 +4,7 @@ use base64::Engine as _;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
 use super::{malformed, single, PayloadError, CHECKSUM_PREFIX, SDK_ALGORITHM};
-use crate::sanitize::crc::{CRC32, CRC32C, CRC64_NVME};
+use crate::sanitize::crc::{Crc, CRC32, CRC32C, CRC64_NVME};
 
 /// A checksum algorithm S3 accepts for a payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,9 +136,65 @@ impl ChecksumAlgorithm {
         Some(base64::engine::general_purpose::STANDARD.encode(digest))
     }
 
+    /// A checksum of this kind computed piece by piece; `None` for the
+    /// algorithms [`encode`](ChecksumAlgorithm::encode) does not compute.
+    pub(super) fn running(self) -> Option<Running> {
+        use aws_lc_rs::digest;
+        let state = match self {
+            ChecksumAlgorithm::Crc32 => RunningState::Crc(&CRC32, CRC32.start(), 4),
+            ChecksumAlgorithm::Crc32c => RunningState::Crc(&CRC32C, CRC32C.start(), 4),
+            ChecksumAlgorithm::Crc64Nvme => RunningState::Crc(&CRC64_NVME, CRC64_NVME.start(), 8),
+            ChecksumAlgorithm::Sha1 => {
+                RunningState::Digest(digest::Context::new(&digest::SHA1_FOR_LEGACY_USE_ONLY))
+            }
+            ChecksumAlgorithm::Sha256 => {
+                RunningState::Digest(digest::Context::new(&digest::SHA256))
+            }
+            ChecksumAlgorithm::Sha512 => {
+                RunningState::Digest(digest::Context::new(&digest::SHA512))
+            }
+            ChecksumAlgorithm::Md5
+            | ChecksumAlgorithm::Xxhash64
+            | ChecksumAlgorithm::Xxhash3
+            | ChecksumAlgorithm::Xxhash128 => return None,
+        };
+        Some(Running(state))
+    }
+
     /// How many bytes a checksum of this kind has.
     pub(super) fn digest_len(self) -> usize {
         self.entry().3
+    }
+}
+
+/// A checksum being computed over a payload that arrives in pieces.
+pub(super) struct Running(RunningState);
+
+enum RunningState {
+    /// The CRC, its state, and its size in bytes.
+    Crc(&'static Crc, u64, usize),
+    Digest(aws_lc_rs::digest::Context),
+}
+
+impl Running {
+    /// Adds the next piece of the payload.
+    pub(super) fn update(&mut self, data: &[u8]) {
+        match &mut self.0 {
+            RunningState::Crc(crc, state, _) => *state = crc.update(*state, data),
+            RunningState::Digest(context) => context.update(data),
+        }
+    }
+
+    /// The checksum of everything added, base64 as S3 writes it (what
+    /// [`ChecksumAlgorithm::encode`] gives for the whole payload).
+    pub(super) fn finish(self) -> String {
+        let digest = match self.0 {
+            RunningState::Crc(crc, state, size) => {
+                crc.finish(state).to_be_bytes()[8 - size..].to_vec()
+            }
+            RunningState::Digest(context) => context.finish().as_ref().to_vec(),
+        };
+        base64::engine::general_purpose::STANDARD.encode(digest)
     }
 }
 

@@ -34,9 +34,7 @@ impl<'b> Cursor<'b> {
             });
         };
         let line = &rest[..end];
-        if line.contains(&b'\n') || line.contains(&b'\r') {
-            return Err(malformed(format!("a {what} line holds a bare CR or LF")));
-        }
+        check_line(line, what)?;
         self.pos += end + 2;
         Ok(line)
     }
@@ -67,34 +65,244 @@ pub(super) fn decode_chunks(
     let mut cursor = Cursor { body, pos: 0 };
     loop {
         let line = cursor.line("chunk-size")?;
-        let size = chunk_size(line, signed)?;
+        let size = next_chunk(line, signed, decoded_length, payload.len() as u64)?;
         if size == 0 {
             break;
-        }
-        let declared_left = decoded_length.map(|n| n - payload.len() as u64);
-        if declared_left.is_some_and(|left| size > left) {
-            return Err(malformed(
-                "the chunks hold more than x-amz-decoded-content-length says",
-            ));
         }
         let size = usize::try_from(size).map_err(|_| malformed("the body ends inside a chunk"))?;
         payload.extend_from_slice(cursor.take(size)?);
         if cursor.take(2).ok() != Some(b"\r\n".as_slice()) {
-            return Err(malformed("a chunk's data is not followed by CRLF"));
+            return Err(data_without_crlf());
         }
     }
-    if decoded_length.is_some_and(|n| payload.len() as u64 != n) {
-        return Err(malformed(
-            "the chunks hold less than x-amz-decoded-content-length says",
-        ));
-    }
-    let mut checksum = None;
-    let mut trailer_signature = false;
+    let mut trailers = Trailers::default();
     loop {
         let line = cursor.line("trailer")?;
         if line.is_empty() {
             break;
         }
+        trailers.line(line, signed, announced)?;
+    }
+    if cursor.pos != body.len() {
+        return Err(goes_on());
+    }
+    let checksum = trailers.end(signed, announced)?;
+    Ok(Decoded { payload, checksum })
+}
+
+/// An aws-chunked body decoded as it arrives, piece by piece: the same
+/// checks as [`decode_chunks`], each made as soon as the bytes it needs
+/// are there, with the same messages. What is held between pieces is at
+/// most one line (bounded by [`MAX_LINE`]), never payload.
+pub(super) struct ChunkStream {
+    signed: bool,
+    announced: Option<ChecksumAlgorithm>,
+    decoded_length: Option<u64>,
+    /// Payload bytes decoded so far.
+    decoded: u64,
+    state: State,
+    /// The part of a line (chunk-size or trailer) read so far, or of the
+    /// CRLF after a chunk's data.
+    partial: Vec<u8>,
+    trailers: Trailers,
+}
+
+/// Where in the framing the next byte falls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// A chunk-size line.
+    Size,
+    /// A chunk's data, with this many bytes still to come.
+    Data(u64),
+    /// The CRLF after a chunk's data.
+    DataEnd,
+    /// A trailer line, or the empty line that ends the trailers.
+    Trailer,
+    /// After the trailers: the body must end here.
+    Done,
+}
+
+impl ChunkStream {
+    pub(super) fn new(
+        signed: bool,
+        announced: Option<ChecksumAlgorithm>,
+        decoded_length: Option<u64>,
+    ) -> ChunkStream {
+        ChunkStream {
+            signed,
+            announced,
+            decoded_length,
+            decoded: 0,
+            state: State::Size,
+            partial: Vec::new(),
+            trailers: Trailers::default(),
+        }
+    }
+
+    /// Decodes the next bytes of the body, appending the payload they
+    /// carry to `out`.
+    pub(super) fn push(&mut self, mut input: &[u8], out: &mut Vec<u8>) -> Result<(), PayloadError> {
+        while let Some(&byte) = input.first() {
+            match self.state {
+                State::Data(left) => {
+                    let n = usize::try_from(left).map_or(input.len(), |left| left.min(input.len()));
+                    out.extend_from_slice(&input[..n]);
+                    input = &input[n..];
+                    self.decoded += n as u64;
+                    let left = left - n as u64;
+                    self.state = if left == 0 {
+                        State::DataEnd
+                    } else {
+                        State::Data(left)
+                    };
+                }
+                State::DataEnd => {
+                    let expected = b"\r\n"[self.partial.len()];
+                    if byte != expected {
+                        return Err(data_without_crlf());
+                    }
+                    input = &input[1..];
+                    self.partial.push(byte);
+                    if self.partial.len() == 2 {
+                        self.partial.clear();
+                        self.state = State::Size;
+                    }
+                }
+                State::Size | State::Trailer => {
+                    // Up to the next LF, within what a line may hold.
+                    let room = MAX_LINE + 2 - self.partial.len();
+                    let take = input
+                        .iter()
+                        .position(|b| *b == b'\n')
+                        .map_or(input.len(), |lf| lf + 1)
+                        .min(room);
+                    self.partial.extend_from_slice(&input[..take]);
+                    input = &input[take..];
+                    if self.partial.ends_with(b"\r\n") {
+                        let mut line = std::mem::take(&mut self.partial);
+                        line.truncate(line.len() - 2);
+                        self.end_of_line(&line)?;
+                    } else if self.partial.len() == MAX_LINE + 2 {
+                        return Err(self.line_error());
+                    }
+                }
+                State::Done => return Err(goes_on()),
+            }
+        }
+        Ok(())
+    }
+
+    /// The body has ended: the trailer's checksum, if it ended where its
+    /// framing says.
+    pub(super) fn finish(self) -> Result<Option<Checksum>, PayloadError> {
+        match self.state {
+            State::Size | State::Trailer => Err(self.line_error()),
+            State::Data(_) => Err(malformed("the body ends inside a chunk")),
+            State::DataEnd => Err(data_without_crlf()),
+            State::Done => self.trailers.end(self.signed, self.announced),
+        }
+    }
+
+    /// Payload bytes decoded so far.
+    pub(super) fn decoded(&self) -> u64 {
+        self.decoded
+    }
+
+    fn end_of_line(&mut self, line: &[u8]) -> Result<(), PayloadError> {
+        check_line(line, self.what())?;
+        self.state = match self.state {
+            State::Size => {
+                match next_chunk(line, self.signed, self.decoded_length, self.decoded)? {
+                    0 => State::Trailer,
+                    size => State::Data(size),
+                }
+            }
+            _ if line.is_empty() => State::Done,
+            _ => {
+                self.trailers.line(line, self.signed, self.announced)?;
+                State::Trailer
+            }
+        };
+        Ok(())
+    }
+
+    /// The error for a line without its CRLF where [`Cursor::line`] would
+    /// give it: too long, or cut off by the body's end.
+    fn line_error(&self) -> PayloadError {
+        let what = self.what();
+        if self.partial.len() > MAX_LINE {
+            malformed(format!("a {what} line is longer than {MAX_LINE} bytes"))
+        } else {
+            malformed(format!("the body ends inside a {what} line"))
+        }
+    }
+
+    fn what(&self) -> &'static str {
+        if self.state == State::Size {
+            "chunk-size"
+        } else {
+            "trailer"
+        }
+    }
+}
+
+/// The size of the chunk a chunk-size line opens, checked against what
+/// `x-amz-decoded-content-length` leaves after `decoded` bytes; at the
+/// last (size 0) chunk, that the chunks held all it says.
+fn next_chunk(
+    line: &[u8],
+    signed: bool,
+    decoded_length: Option<u64>,
+    decoded: u64,
+) -> Result<u64, PayloadError> {
+    let size = chunk_size(line, signed)?;
+    let left = decoded_length.map(|n| n - decoded);
+    if size == 0 && left.is_some_and(|left| left > 0) {
+        return Err(malformed(
+            "the chunks hold less than x-amz-decoded-content-length says",
+        ));
+    }
+    if left.is_some_and(|left| size > left) {
+        return Err(malformed(
+            "the chunks hold more than x-amz-decoded-content-length says",
+        ));
+    }
+    Ok(size)
+}
+
+fn data_without_crlf() -> PayloadError {
+    malformed("a chunk's data is not followed by CRLF")
+}
+
+fn goes_on() -> PayloadError {
+    malformed("the body goes on after its last chunk and trailers")
+}
+
+/// A line (without its CRLF) may hold no other CR or LF.
+fn check_line(line: &[u8], what: &str) -> Result<(), PayloadError> {
+    if line.contains(&b'\n') || line.contains(&b'\r') {
+        return Err(malformed(format!("a {what} line holds a bare CR or LF")));
+    }
+    Ok(())
+}
+
+/// What the trailers of a body said so far.
+#[derive(Default)]
+struct Trailers {
+    checksum: Option<Checksum>,
+    signature: bool,
+}
+
+impl Trailers {
+    /// One trailer line (not the empty one that ends them): the checksum
+    /// `x-amz-trailer` announced, or the trailer signature of a signed
+    /// framing; anything else is refused.
+    fn line(
+        &mut self,
+        line: &[u8],
+        signed: bool,
+        announced: Option<ChecksumAlgorithm>,
+    ) -> Result<(), PayloadError> {
         let Some(colon) = line.iter().position(|b| *b == b':') else {
             return Err(malformed("a trailer line has no ':'"));
         };
@@ -105,37 +313,41 @@ pub(super) fn decode_chunks(
             .map_err(|_| malformed("a trailer value is not plain text"))?
             .trim();
         if name == TRAILER_SIGNATURE && signed && announced.is_some() {
-            if trailer_signature || !is_hex(value) {
+            if self.signature || !is_hex(value) {
                 return Err(malformed("the trailer signature is malformed or repeated"));
             }
-            trailer_signature = true;
+            self.signature = true;
         } else if let Some(algorithm) = announced.filter(|a| a.header() == name.as_str()) {
-            if checksum.is_some() {
+            if self.checksum.is_some() {
                 return Err(malformed("the checksum trailer is repeated"));
             }
-            checksum = Some((algorithm, checked_base64(value, algorithm, "trailer")?));
+            self.checksum = Some((algorithm, checked_base64(value, algorithm, "trailer")?));
         } else {
             return Err(malformed(
                 "the body carries a trailer that x-amz-trailer did not announce",
             ));
         }
+        Ok(())
     }
-    if cursor.pos != body.len() {
-        return Err(malformed(
-            "the body goes on after its last chunk and trailers",
-        ));
+
+    /// After the trailers: every one the framing needs was there.
+    fn end(
+        self,
+        signed: bool,
+        announced: Option<ChecksumAlgorithm>,
+    ) -> Result<Option<Checksum>, PayloadError> {
+        if announced.is_some() && self.checksum.is_none() {
+            return Err(malformed(
+                "the checksum trailer x-amz-trailer announced is missing",
+            ));
+        }
+        if signed && announced.is_some() && !self.signature {
+            return Err(malformed(
+                "a signed framing with a trailer needs x-amz-trailer-signature",
+            ));
+        }
+        Ok(self.checksum)
     }
-    if announced.is_some() && checksum.is_none() {
-        return Err(malformed(
-            "the checksum trailer x-amz-trailer announced is missing",
-        ));
-    }
-    if signed && announced.is_some() && !trailer_signature {
-        return Err(malformed(
-            "a signed framing with a trailer needs x-amz-trailer-signature",
-        ));
-    }
-    Ok(Decoded { payload, checksum })
 }
 
 /// The size on a chunk-size line: hex digits, and for a signed framing

@@ -1,11 +1,11 @@
 use super::*;
 use crate::sanitize::tests::headers;
 
-const CHECK: &[u8] = b"123456789";
+pub(super) const CHECK: &[u8] = b"123456789";
 
 /// The base64 checksums of [`CHECK`], from the CRC catalogue's check values
 /// and the SHA standards (computed elsewhere, not by this module).
-const CHECK_SUMS: [(ChecksumAlgorithm, &str); 6] = [
+pub(super) const CHECK_SUMS: [(ChecksumAlgorithm, &str); 6] = [
     (ChecksumAlgorithm::Crc32, "y/Q5Jg=="),
     (ChecksumAlgorithm::Crc32c, "4waSgw=="),
     (ChecksumAlgorithm::Crc64Nvme, "rosUhgp5mIg="),
@@ -25,7 +25,7 @@ const SIG: &str = "ad80c730a21e5b8d04586a2213dd63b9a0e99e0e2307b0ade35a65485a288
 /// An aws-chunked body of `chunks`, with `trailers` after the last one;
 /// `signed` adds chunk signatures (and a trailer signature when there are
 /// trailers).
-fn frame(chunks: &[&[u8]], trailers: &[(&str, &str)], signed: bool) -> Vec<u8> {
+pub(super) fn frame(chunks: &[&[u8]], trailers: &[(&str, &str)], signed: bool) -> Vec<u8> {
     let ext = if signed {
         format!(";chunk-signature={SIG}")
     } else {
@@ -49,7 +49,7 @@ fn frame(chunks: &[&[u8]], trailers: &[(&str, &str)], signed: bool) -> Vec<u8> {
 }
 
 /// The headers botocore sends with an aws-chunked upload of `len` bytes.
-fn sdk_headers(len: usize, algorithm: ChecksumAlgorithm) -> HeaderMap {
+pub(super) fn sdk_headers(len: usize, algorithm: ChecksumAlgorithm) -> HeaderMap {
     let trailer = algorithm.header();
     headers(&[
         ("content-encoding", "aws-chunked"),
