@@ -1,4 +1,4 @@
-# Shared by bench/run.sh and bench/streams.sh (sourced, not run): logging,
+# Shared by bench/run.sh, bench/streams.sh and bench/h2.sh (sourced, not run): logging,
 # stopping every started process on exit, Debian installs, the credgate build,
 # ports, /proc readings and the origin's TLS certificates. The sourcing script
 # sets REPO (the repository root) first, and `set -euo pipefail`.
