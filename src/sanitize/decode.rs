@@ -54,10 +54,13 @@ impl Decoding {
     /// decoded text equals the raw text and scanning it again is wasted work.
     pub(crate) fn applies(self, raw: &[u8]) -> bool {
         match self {
-            Decoding::Percent { plus_is_space } => raw
-                .iter()
-                .any(|b| *b == b'%' || (plus_is_space && *b == b'+')),
-            Decoding::JsonEscape => raw.contains(&b'\\'),
+            Decoding::Percent {
+                plus_is_space: true,
+            } => memchr::memchr2(b'%', b'+', raw).is_some(),
+            Decoding::Percent {
+                plus_is_space: false,
+            } => memchr::memchr(b'%', raw).is_some(),
+            Decoding::JsonEscape => memchr::memchr(b'\\', raw).is_some(),
         }
     }
 

@@ -88,12 +88,15 @@ pub(crate) fn body_matches(body: &[u8]) -> Vec<(Rule, Range<usize>)> {
 /// Each run of text in `body` long enough to hold a secret that a decoded
 /// view changes, with the view. An escape sequence and the secret it spells
 /// are printable ASCII (no control byte but tab, CR and LF), so an encoded
-/// secret lies within one such run that holds an escape byte (`%`, `+`,
-/// `\\`). So the runs are found from their escape bytes: text without any
-/// is passed over at the speed of a vectorised byte search, and binary data
-/// (an upload) has few runs long enough to hold a secret around them.
+/// secret lies within one such run; a JSON or form body is one run (or a
+/// few, split by non-ASCII text), and binary data (an upload) has almost no
+/// run that long, so its views cost nothing.
 fn decoded_views(body: &[u8]) -> impl Iterator<Item = (Range<usize>, Decoding)> + '_ {
-    escaped_runs(body, SHORTEST_SECRET).flat_map(move |run| {
+    // No view changes text without an escape byte, so the runs before the
+    // first one need no reading (nor does any of a body without one).
+    let from = memchr::memchr3(b'%', b'+', b'\\', body)
+        .map_or(body.len(), |first| text_start(body, 0, first));
+    long_text_runs(body, from).flat_map(move |run| {
         let text = &body[run.clone()];
         BODY_VIEWS
             .into_iter()
@@ -107,27 +110,83 @@ fn is_text(b: u8) -> bool {
     (0x20..0x7f).contains(&b) || matches!(b, b'\t' | b'\r' | b'\n')
 }
 
-/// The maximal runs of text ([`is_text`]) in `body` of at least `shortest`
-/// bytes that hold an escape byte, in order.
-fn escaped_runs(body: &[u8], shortest: usize) -> impl Iterator<Item = Range<usize>> + '_ {
-    let mut escapes = memchr::memchr3_iter(b'%', b'+', b'\\', body);
-    // Where the last run ended: escape bytes before it were inside it.
-    let mut done = 0;
+/// Bytes probed at once by [`long_text_runs`].
+const WORD: usize = 8;
+
+// A run of SHORTEST_SECRET bytes holds a whole word at a multiple of WORD.
+const _: () = assert!(SHORTEST_SECRET >= 2 * WORD - 1);
+
+/// The maximal runs of text ([`is_text`]) in `body` of at least
+/// [`SHORTEST_SECRET`] bytes that start at or after `from`, in order; `from`
+/// is the start of `body`, its end, or just after a byte that is not text.
+///
+/// Such a run holds a whole [`WORD`] at a multiple of `WORD`, so only those
+/// words are tested until one is all text, a few instructions each; the run
+/// is then grown from it both ways, a word at a time. Binary data almost
+/// never has a word of eight text bytes (one in three bytes is printable),
+/// and text is read once, eight bytes per step.
+fn long_text_runs(body: &[u8], from: usize) -> impl Iterator<Item = Range<usize>> + '_ {
+    // The next word to test, and where the last run ended (no run starts
+    // before it).
+    let (mut next, mut done) = (from.next_multiple_of(WORD), from);
     std::iter::from_fn(move || {
-        for at in escapes.by_ref() {
-            if at < done {
+        while next + WORD <= body.len() {
+            let at = next;
+            next += WORD;
+            if !all_text(&body[at..at + WORD]) {
                 continue;
             }
-            let before = body[..at].iter().rev().take_while(|b| is_text(**b)).count();
-            let after = body[at..].iter().take_while(|b| is_text(**b)).count();
-            let run = at - before..at + after;
-            done = run.end;
-            if run.len() >= shortest {
-                return Some(run);
+            let start = text_start(body, done, at);
+            let end = text_end(body, at + WORD);
+            done = end;
+            next = end.next_multiple_of(WORD);
+            if end - start >= SHORTEST_SECRET {
+                return Some(start..end);
             }
         }
         None
     })
+}
+
+/// Where the run of text that ends at `at` starts, `floor` at the earliest;
+/// read a word at a time.
+fn text_start(body: &[u8], floor: usize, mut at: usize) -> usize {
+    while at >= floor + WORD && all_text(&body[at - WORD..at]) {
+        at -= WORD;
+    }
+    at - body[floor..at]
+        .iter()
+        .rev()
+        .take_while(|b| is_text(**b))
+        .count()
+}
+
+/// Where the run of text that starts at `at` ends; read a word at a time.
+fn text_end(body: &[u8], mut at: usize) -> usize {
+    while at + WORD <= body.len() && all_text(&body[at..at + WORD]) {
+        at += WORD;
+    }
+    at + body[at..].iter().take_while(|b| is_text(**b)).count()
+}
+
+/// Whether every byte of `word` ([`WORD`] bytes) is text. Tests the word as
+/// one integer: a byte from 0x80 rules it out at once (nearly every word of
+/// binary data); one below 0x20 or a DEL sends it to the byte-by-byte test
+/// (tab, CR and LF are text).
+fn all_text(word: &[u8]) -> bool {
+    const LOW: u64 = u64::from_ne_bytes([0x01; WORD]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; WORD]);
+    let w = u64::from_ne_bytes(word.try_into().expect("a word is WORD bytes"));
+    if w & HIGH != 0 {
+        return false;
+    }
+    // With no high bit set, each is exact: some byte below 0x20, some 0x7f.
+    let control = w.wrapping_sub(LOW * 0x20) & !w & HIGH != 0;
+    let del = (w ^ (LOW * 0x7f)).wrapping_sub(LOW) & !(w ^ (LOW * 0x7f)) & HIGH != 0;
+    if control || del {
+        return word.iter().all(|b| is_text(*b));
+    }
+    true
 }
 
 /// `user:password` from `Basic <base64>`, when the value is one.
@@ -213,43 +272,88 @@ mod tests {
     }
 
     #[test]
-    fn escaped_runs_are_the_runs_of_text_that_hold_an_escape() {
-        let body = b"a%\x00cd\tef\n\x01\x02g+\xc3\xa9h\\ij plain";
+    fn long_text_runs_split_at_control_and_non_ascii_bytes() {
+        let body = b"short\x00a run of text\twith a tab\x7fdel\xc3\xa9than fifteen\r\n..";
+        let runs: Vec<&[u8]> = long_text_runs(body, 0).map(|r| &body[r]).collect();
         assert_eq!(
-            escaped_runs(body, 1).collect::<Vec<_>>(),
-            [0..2, 11..13, 15..25]
+            runs,
+            [&b"a run of text\twith a tab"[..], b"than fifteen\r\n.."]
         );
-        assert_eq!(escaped_runs(body, 3).collect::<Vec<_>>(), vec![15..25]);
     }
 
     #[test]
-    fn escaped_runs_match_a_byte_by_byte_reading() {
+    fn long_text_runs_match_a_byte_by_byte_reading() {
         let mut x: u32 = 0x9E37_79B9;
-        for round in 0..400 {
-            let len = round % 97;
+        for round in 0..2000 {
+            let len = round % 211;
+            // Runs of text of every length, split by control, DEL and
+            // non-ASCII bytes, at every offset.
+            let split = [0x00, 0x1f, 0x7f, 0x80, 0xc3, 0xff];
+            let text = [b'a', b'%', b' ', b'\t', b'\r', b'\n', b'~', b'\\'];
             let body: Vec<u8> = (0..len)
                 .map(|_| {
                     x ^= x << 13;
                     x ^= x >> 17;
                     x ^= x << 5;
-                    // Mostly text and escapes, with control and non-ASCII bytes between.
-                    [b'a', b'%', b' ', b'\n', 0x00, 0xc3, b'+', b'\\', b'z'][(x % 9) as usize]
+                    if x % (3 + round as u32 % 29) == 0 {
+                        split[(x >> 8) as usize % split.len()]
+                    } else {
+                        text[(x >> 8) as usize % text.len()]
+                    }
                 })
                 .collect();
-            for shortest in [1, 2, 3, 5, 15] {
-                let mut expected = Vec::new();
-                let mut at = 0;
-                while at < body.len() {
-                    let run = body[at..].iter().take_while(|b| is_text(**b)).count();
-                    let escaped = body[at..at + run].iter().any(|b| b"%+\\".contains(b));
-                    if run >= shortest && escaped {
-                        expected.push(at..at + run);
-                    }
-                    at += run.max(1);
+            let mut expected = Vec::new();
+            let mut at = 0;
+            while at < body.len() {
+                let run = body[at..].iter().take_while(|b| is_text(**b)).count();
+                if run >= SHORTEST_SECRET {
+                    expected.push(at..at + run);
                 }
-                let runs: Vec<_> = escaped_runs(&body, shortest).collect();
-                assert_eq!(runs, expected, "{body:?} {shortest}");
+                at += run.max(1);
             }
+            let runs: Vec<_> = long_text_runs(&body, 0).collect();
+            assert_eq!(runs, expected, "{body:?}");
+            // From where a run may start: the runs that start there or later.
+            let starts: Vec<usize> = (0..=len)
+                .filter(|&i| i == 0 || i == len || !is_text(body[i - 1]))
+                .collect();
+            let from = starts[round % starts.len()];
+            let later: Vec<_> = expected
+                .iter()
+                .filter(|r| r.start >= from)
+                .cloned()
+                .collect();
+            assert_eq!(
+                long_text_runs(&body, from).collect::<Vec<_>>(),
+                later,
+                "{body:?} {from}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_word_is_text_exactly_when_each_byte_is() {
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        for _ in 0..100_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            // Mostly text bytes, so both answers come up often.
+            let mut word = x.to_le_bytes();
+            for (i, b) in word.iter_mut().enumerate() {
+                if (x >> (i + 56)) & 1 == 1 {
+                    *b = 0x20 + *b % 0x5f;
+                }
+            }
+            assert_eq!(
+                all_text(&word),
+                word.iter().all(|b| is_text(*b)),
+                "{word:?}"
+            );
+        }
+        for b in 0..=255u8 {
+            let word = [b'a', b'b', b, b'c', b'd', b'e', b'f', b'g'];
+            assert_eq!(all_text(&word), is_text(b), "{b:#x}");
         }
     }
 
