@@ -248,7 +248,7 @@ run() {
         /^finished in/ { rps = $4 + 0 }
         /^requests:/ { total = $2; failed = $10 + $12 + $14 }
         /^status codes:/ { ok = $3 }
-        /^time for request:/ { unit = $5; mean = $5 + 0; if (unit ~ /us$/) mean /= 1000; else if (unit ~ /[^m]s$/) mean *= 1000 }
+        /^time for request:/ { unit = $6; mean = $6 + 0; if (unit ~ /us$/) mean /= 1000; else if (unit ~ /[^m]s$/) mean *= 1000 }
         END {
             cpu = (measured && total > 0) ? sprintf("%.1f", ticks / hz * 1e6 / total) : "-"
             printf "%s %s %s %.3f %d %d %d %s\n", path, rep, rps, mean, total, total - ok, failed, cpu
