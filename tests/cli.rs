@@ -413,6 +413,57 @@ async fn run_exits_with_the_commands_code_and_ends_the_task_anyway() {
     assert_eq!(record[0].path.as_deref(), Some("/admin/users"));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_gives_the_command_none_of_credgates_own_settings() {
+    let (d, _upstream, _secret) = daemon().await;
+    // The admin API, its token and the CA come from the environment alone
+    // here, as an operator's shell would give them.
+    let mut cmd = credgate(["run", "--scope", "api", "--", "env"]);
+    cmd.env("CREDGATE_ADMIN_URL", d.admin_url())
+        .env("CREDGATE_ADMIN_TOKEN_FILE", &d.files.admin_token_file)
+        .env("CREDGATE_CA", &d.files.ca_cert)
+        .env("CREDGATE_LOG", "warn")
+        .env("CREDGATE_TASK_ID", "task-inherited-not-ours")
+        .env("ALL_PROXY", "http://127.0.0.1:9")
+        .env("UNRELATED_SETTING", "kept");
+    let out = run_cli(cmd).await;
+    out.expect_code(0);
+    let id = run_task_id(&out);
+    let env: std::collections::BTreeMap<&str, &str> = out
+        .stdout
+        .lines()
+        .filter_map(|line| line.split_once('='))
+        .collect();
+    for name in [
+        "CREDGATE_ADMIN_URL",
+        "CREDGATE_ADMIN_TOKEN_FILE",
+        "CREDGATE_CA",
+        "CREDGATE_LOG",
+        "ALL_PROXY",
+    ] {
+        assert!(!env.contains_key(name), "the command inherited {name}");
+    }
+    let ours: Vec<&str> = env
+        .keys()
+        .copied()
+        .filter(|name| name.starts_with("CREDGATE_"))
+        .collect();
+    assert_eq!(ours, ["CREDGATE_TASK_ID"]);
+    // What run sets on purpose is there, and the task id is this task's.
+    assert_eq!(env["CREDGATE_TASK_ID"], id);
+    let ca = std::fs::canonicalize(&d.files.ca_cert).unwrap();
+    for name in ["SSL_CERT_FILE", "CURL_CA_BUNDLE", "NODE_EXTRA_CA_CERTS"] {
+        assert_eq!(env[name], ca.to_str().unwrap(), "{name}");
+    }
+    for name in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
+        let url = env[name];
+        assert!(url.starts_with(&format!("http://{id}:")), "{name}");
+    }
+    assert_eq!(env["NO_PROXY"], "");
+    assert_eq!(env["NODE_USE_ENV_PROXY"], "1");
+    assert_eq!(env["UNRELATED_SETTING"], "kept");
+}
+
 #[test]
 fn run_without_a_reachable_admin_api_runs_nothing() {
     let dir = TempDir::new();

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use http::Method;
 
 use crate::config::{Config, DEFAULT_CONFIG_PATH};
-use crate::policy::{normalize_host, normalize_path, RequestTarget, Scheme, Verdict};
+use crate::policy::{normalize_host, normalize_request_path, RequestTarget, Scheme, Verdict};
 use crate::provider::ProcessEnv;
 
 /// Arguments of `credgate explain`.
@@ -79,7 +79,9 @@ pub fn explain(
     let host = normalize_host(host.trim_start_matches('[').trim_end_matches(']'))
         .map_err(|e| e.to_string())?;
     let port = uri.port_u16().unwrap_or(scheme.default_port());
-    let path = normalize_path(uri.path()).map_err(|e| format!("the path would be refused: {e}"))?;
+    let normalised = normalize_request_path(uri.path())
+        .map_err(|e| format!("the path would be refused: {e}"))?;
+    let path = normalised.path;
     let mut out = String::new();
     let path_and_query = match uri.query() {
         Some(q) => format!("{path}?{q}"),
@@ -111,6 +113,7 @@ pub fn explain(
         port,
         path: &path,
         websocket,
+        encoded_slash: normalised.encoded_slash,
     };
     let decision = config.policy.decide(scopes, &target);
     let allowed = decision.verdict == Verdict::Allow && findings.is_empty();

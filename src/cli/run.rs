@@ -3,7 +3,8 @@
 //! Starts a task through the admin API, runs CMD with the proxy and CA
 //! environment set, forwards termination signals to it, and ends (revokes)
 //! the task when CMD exits, whatever the reason. Exits with CMD's code. The
-//! task token is only ever placed in CMD's environment, never printed.
+//! task token is only ever placed in CMD's environment, never printed, and
+//! CMD inherits none of credgate's own settings (`CREDGATE_*`).
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::process::ExitStatusExt as _;
@@ -20,6 +21,29 @@ use super::task::{AdminClientArgs, TaskSpecArgs};
 /// Inherited variables removed from CMD's environment: a catch-all proxy
 /// could otherwise carry traffic for schemes the variables above miss.
 pub const AGENT_ENV_REMOVED: &[&str] = &["ALL_PROXY", "all_proxy"];
+
+/// The prefix of credgate's own settings (`CREDGATE_ADMIN_URL`,
+/// `CREDGATE_ADMIN_TOKEN_FILE`, `CREDGATE_CA`, `CREDGATE_LOG`, …). CMD
+/// inherits none of them: they tell it where the admin API and its token
+/// are, which is how an agent would mint itself another task. The ones
+/// [`agent_env`] sets on purpose (`CREDGATE_TASK_ID`) are set afresh.
+pub const CONTROL_ENV_PREFIX: &str = "CREDGATE_";
+
+/// The inherited variables, among `names`, that CMD must not get: those of
+/// [`AGENT_ENV_REMOVED`] and every one of credgate's own settings.
+pub fn inherited_removed<I>(names: I) -> Vec<OsString>
+where
+    I: IntoIterator<Item = OsString>,
+{
+    names
+        .into_iter()
+        .filter(|name| {
+            let bytes = name.as_encoded_bytes();
+            bytes.starts_with(CONTROL_ENV_PREFIX.as_bytes())
+                || AGENT_ENV_REMOVED.iter().any(|r| r.as_bytes() == bytes)
+        })
+        .collect()
+}
 
 /// Exit code when CMD could not be started (as a shell reports "not found").
 const EXIT_NOT_STARTED: i32 = 127;
@@ -131,10 +155,12 @@ async fn run_as_task(
         ca,
     );
     let mut command = tokio::process::Command::new(program);
-    command.args(program_args).envs(env);
-    for name in AGENT_ENV_REMOVED {
+    command.args(program_args);
+    // Removed first, so that what `agent_env` sets is set after.
+    for name in inherited_removed(std::env::vars_os().map(|(name, _)| name)) {
         command.env_remove(name);
     }
+    command.envs(env);
     let code = match command.spawn() {
         Err(e) => {
             eprintln!("credgate: cannot start {}: {e}", program.to_string_lossy());
@@ -288,6 +314,25 @@ mod tests {
         for removed in AGENT_ENV_REMOVED {
             assert!(!env.contains_key(*removed));
         }
+    }
+
+    #[test]
+    fn credgate_settings_and_catch_all_proxies_are_not_inherited() {
+        let names = [
+            "CREDGATE_ADMIN_URL",
+            "CREDGATE_ADMIN_TOKEN_FILE",
+            "CREDGATE_CA",
+            "CREDGATE_LOG",
+            "CREDGATE_TASK_ID",
+            "ALL_PROXY",
+            "all_proxy",
+            "PATH",
+            "HOME",
+            "credgate_lowercase",
+            "MY_CREDGATE_NOTE",
+        ];
+        let removed = inherited_removed(names.iter().map(OsString::from));
+        assert_eq!(removed, &names[..7]);
     }
 
     #[test]

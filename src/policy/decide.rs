@@ -286,6 +286,45 @@ impl Policy {
             // The allow sentence is built only where it is shown
             // ([`Decision::why`]), not on every forwarded request.
             Some(rule) => Decision::allow(rule, String::new()),
+            // Refused as a malformed path, as when no rule could keep it:
+            // the agent's fix is the same (no `%2F`), or the operator's
+            // (`encoded_slash: keep` on the rule for that upstream).
+            None if target.encoded_slash => {
+                let plain = RequestTarget {
+                    encoded_slash: false,
+                    ..*target
+                };
+                let message = match self.decide(task_scopes, &plain) {
+                    Decision {
+                        verdict: Verdict::Allow,
+                        rule: Some(rule),
+                        ..
+                    } => {
+                        rule_message(&rule.id, " allows ", target)
+                            + " but not with an encoded \"/\" (%2F) in the path \
+                               (the rule needs encoded_slash: keep)"
+                    }
+                    _ => {
+                        let mut message = String::from(
+                            "the path contains an encoded \"/\" (%2F), which only a rule \
+                             with encoded_slash: keep allows; ",
+                        );
+                        message.push_str(&self.no_rule_prefix(task_scopes));
+                        message.push_str(" allows ");
+                        message.push_str(target.method.as_str());
+                        message.push(' ');
+                        write_url(
+                            &mut message,
+                            target.scheme,
+                            target.host,
+                            target.port,
+                            target.path,
+                        );
+                        message
+                    }
+                };
+                Decision::deny(Reason::PathRejected, None, message)
+            }
             None if target.websocket => {
                 let plain = RequestTarget {
                     websocket: false,
@@ -393,6 +432,7 @@ mod tests {
                 port: 443,
                 path,
                 websocket: false,
+                encoded_slash: false,
             },
         )
     }
@@ -454,6 +494,7 @@ mod tests {
             port: 443,
             path: "/repos/acme/x/issues/1",
             websocket: false,
+            encoded_slash: false,
         };
         assert_eq!(
             d.why(&target),

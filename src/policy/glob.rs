@@ -7,8 +7,9 @@
 //! Matching compares percent-decoded bytes segment by segment, so
 //! `/v1/a%3Ab` and `/v1/a:b` are the same path to every rule: upstreams
 //! decode both to the same thing, and a deny rule must not miss either.
-//! Segment boundaries come only from raw `/` (an encoded one is refused
-//! earlier and never decoded here).
+//! Segment boundaries come only from raw `/`: an encoded one (`%2F`, which
+//! only an `encoded_slash: keep` rule lets through) is never decoded here,
+//! so it is a character inside its segment to allow and deny rules alike.
 //!
 //! Patterns match in one of two ways ([`PathMatching`]):
 //!

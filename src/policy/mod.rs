@@ -7,14 +7,18 @@
 //! beats every allow rule across all of the task's scopes.
 //!
 //! Rules only ever see canonical hosts and paths ([`normalize_host`],
-//! [`normalize_path`]); the path an allow rule approved is exactly the path
-//! that is forwarded, so allow rules match it exactly. Deny rules match it
-//! loosely, ignoring empty segments (`//`), a trailing `/`, `;params` and
-//! ASCII case, so that no spelling an upstream reads as a denied path gets
-//! past them. Nothing here does I/O.
+//! [`normalize_request_path`]); the path an allow rule approved is exactly
+//! the path that is forwarded, so allow rules match it exactly. Deny rules
+//! match it loosely, ignoring empty segments (`//`), a trailing `/`,
+//! `;params` and ASCII case, so that no spelling an upstream reads as a
+//! denied path gets past them. An encoded `/` (`%2F`) is a character inside
+//! its segment to both, and passes only an allow rule that keeps it
+//! (`encoded_slash: keep`). Nothing here does I/O.
 
 mod connect;
 mod decide;
+#[cfg(test)]
+mod encoded_slash_tests;
 mod glob;
 mod host;
 mod path;
@@ -31,7 +35,7 @@ use serde::Deserialize;
 
 pub use decide::{Decision, Policy, Verdict};
 pub use host::{normalize_host, HostPattern};
-pub use path::normalize_path;
+pub use path::{normalize_path, normalize_request_path, RequestPath};
 pub use rule::ScopeRule;
 pub use target::{RequestTarget, TargetError};
 
@@ -83,6 +87,10 @@ pub struct RawRule {
     /// upgrade is allowed only by such a rule.
     #[serde(default)]
     pub websocket: bool,
+    /// `refuse` (default) or `keep`: whether the rule allows request paths
+    /// holding an encoded `/` (`%2F`), forwarded as sent.
+    #[serde(default)]
+    pub encoded_slash: Option<String>,
     /// How to narrow the rule's credential for the requests it allows; its
     /// shape belongs to the credential's source, which validates it.
     #[serde(default)]
@@ -162,6 +170,21 @@ pub enum UpstreamHttp {
     Http1,
     /// Only `h2` is offered; an upstream that refuses it is an error.
     Http2,
+}
+
+/// Whether a rule allows a path holding an encoded `/` (`%2F` or `%2f`).
+///
+/// Upstreams disagree on whether `%2F` separates segments, so by default a
+/// path holding one is refused. Some APIs need it inside a segment (npm's
+/// scoped packages, `/@acme%2fleftpad`): a rule for such an upstream keeps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EncodedSlash {
+    /// A path holding `%2F` is refused (`path_rejected`).
+    #[default]
+    Refuse,
+    /// `%2F` is forwarded exactly as sent, and matched as a character inside
+    /// its segment, never as a separator.
+    Keep,
 }
 
 #[cfg(test)]

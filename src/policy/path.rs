@@ -2,32 +2,65 @@
 //!
 //! The normalised path is both what rules match and what is forwarded, so
 //! the upstream can never resolve a path to somewhere the rule did not see.
-//! Anything upstreams are known to read in more than one way (`%2F`, `\`,
-//! NUL, `..;`) is refused rather than guessed at.
+//! Anything upstreams are known to read in more than one way (`\`, NUL,
+//! `..;`) is refused rather than guessed at. An encoded slash (`%2F`) is kept
+//! as sent and reported ([`RequestPath::encoded_slash`]), so that only the
+//! rule that matched decides whether it may pass (`encoded_slash: keep`).
 
 use super::TargetError;
 
-/// Returns the canonical form of an origin-form path (no query, no fragment).
+/// A request path in canonical form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestPath {
+    /// The canonical path: what rules match and what is forwarded.
+    pub path: String,
+    /// The path holds `%2F` or `%2f`, kept as sent. Only a rule with
+    /// `encoded_slash: keep` allows it; it is never a separator.
+    pub encoded_slash: bool,
+}
+
+/// Returns the canonical form of an origin-form path (no query, no fragment),
+/// refusing an encoded `/` (`%2F`): for rule patterns and every path that no
+/// rule's `encoded_slash: keep` can apply to.
+///
+/// See [`normalize_request_path`] for the canonical form.
+pub fn normalize_path(raw: &str) -> Result<String, TargetError> {
+    let normalised = normalize_request_path(raw)?;
+    if normalised.encoded_slash {
+        return Err(TargetError::EncodedSlash);
+    }
+    Ok(normalised.path)
+}
+
+/// Returns the canonical form of a request's origin-form path (no query, no
+/// fragment), with any encoded `/` kept for the matching rule to judge.
 ///
 /// Percent-escapes of unreserved characters (`A-Z a-z 0-9 - . _ ~`) are
-/// decoded and every other escape gets uppercase hex; characters that may not
-/// appear raw in a path (space, `"`, `<`, non-ASCII, …) are percent-encoded.
-/// Then `.` and `..` segments are resolved as in RFC 3986 `remove_dot_segments`,
-/// also when they were encoded (`%2e%2e`). Nothing else is collapsed: `//`
-/// stays `//`, a trailing `/` stays, and so do `;params` and case, since this
-/// is what is forwarded. Deny rules compare a looser form of it (see the
-/// `glob` module).
+/// decoded and every other escape gets uppercase hex, except `%2F`/`%2f`,
+/// which stays exactly as sent (an upstream that reads it as a character
+/// gets the very bytes the agent sent); characters that may not appear raw
+/// in a path (space, `"`, `<`, non-ASCII, …) are percent-encoded. Then `.`
+/// and `..` segments are resolved as in RFC 3986 `remove_dot_segments`, also
+/// when they were encoded (`%2e%2e`). Nothing else is collapsed: `//` stays
+/// `//`, a trailing `/` stays, and so do `;params` and case, since this is
+/// what is forwarded. Deny rules compare a looser form of it (see the `glob`
+/// module).
 ///
-/// Refused: a path not starting with `/`; `%2F`; `\` or `%5C`; NUL raw or
-/// encoded; control characters raw or encoded; malformed escapes; `?`/`#`;
-/// a `..` that would climb above `/` (refused, never clamped); dot segments
-/// with parameters (`..;x`).
-pub fn normalize_path(raw: &str) -> Result<String, TargetError> {
+/// Only `%2F` is an encoded slash: `%252F` is a literal `%2F` for everyone
+/// and stays `%252F`; an overlong UTF-8 spelling (`%C0%AF`) is no character
+/// at all to a UTF-8 decoder and stays as two escapes, matched literally.
+///
+/// Refused: a path not starting with `/`; `\` or `%5C`; NUL raw or encoded;
+/// control characters raw or encoded; malformed escapes; `?`/`#`; a `..`
+/// that would climb above `/` (refused, never clamped); dot segments with
+/// parameters (`..;x`); a `.` or `..` next to an encoded slash (`..%2F`).
+pub fn normalize_request_path(raw: &str) -> Result<RequestPath, TargetError> {
     let bytes = raw.as_bytes();
     if bytes.first() != Some(&b'/') {
         return Err(TargetError::PathNotAbsolute);
     }
     let mut out = String::with_capacity(raw.len());
+    let mut encoded_slash = false;
     let mut i = 0;
     while i < bytes.len() {
         let byte = bytes[i];
@@ -37,7 +70,11 @@ pub fn normalize_path(raw: &str) -> Result<String, TargetError> {
                 _ => return Err(TargetError::InvalidEscape),
             };
             match value {
-                b'/' => return Err(TargetError::EncodedSlash),
+                b'/' => {
+                    // Three ASCII bytes (the hex digits were just checked).
+                    out.push_str(&raw[i..i + 3]);
+                    encoded_slash = true;
+                }
                 _ if is_unreserved(value) => out.push(char::from(value)),
                 _ => {
                     check_byte(value)?;
@@ -56,7 +93,10 @@ pub fn normalize_path(raw: &str) -> Result<String, TargetError> {
         }
         i += 1;
     }
-    remove_dot_segments(out)
+    Ok(RequestPath {
+        path: remove_dot_segments(out)?,
+        encoded_slash,
+    })
 }
 
 /// Refuses bytes that are dangerous whether raw or encoded.
@@ -131,7 +171,21 @@ fn classify(segment: &str) -> Result<Dot, TargetError> {
     if segment.starts_with(".%3B") || segment.starts_with("..%3B") {
         return Err(TargetError::DotSegmentParams);
     }
+    // An upstream that does decode `%2F` resolves `a%2F..%2Fb` as `a/../b`:
+    // a dot among the pieces of a segment is refused, not left to it.
+    if has_encoded_slash(segment) {
+        let spelled = segment.replace("%2f", "%2F");
+        let is_dot = |piece: &str| matches!(piece.split(';').next(), Some("." | ".."));
+        if spelled.split("%2F").any(is_dot) {
+            return Err(TargetError::DotBesideEncodedSlash);
+        }
+    }
     Ok(Dot::None)
+}
+
+/// `true` when `text` holds `%2F` or `%2f`.
+pub(crate) fn has_encoded_slash(text: &str) -> bool {
+    text.contains("%2F") || text.contains("%2f")
 }
 
 /// RFC 3986 section 5.2.4 on an absolute path, refusing instead of clamping

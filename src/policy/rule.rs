@@ -9,7 +9,7 @@ use http::Method;
 
 use super::glob::{MatchPath, PathGlob, PathMatching};
 use super::host::HostPattern;
-use super::{Action, RawRule, RequestTarget, Scheme, SecretAction, UpstreamHttp};
+use super::{Action, EncodedSlash, RawRule, RequestTarget, Scheme, SecretAction, UpstreamHttp};
 use crate::field::FieldError;
 
 /// One compiled rule.
@@ -40,6 +40,8 @@ pub struct ScopeRule {
     /// The rule also allows WebSocket upgrades of what it allows (an
     /// upgrade is allowed by no other rule).
     pub websocket: bool,
+    /// Whether the rule allows paths holding an encoded `/` (`%2F`).
+    pub encoded_slash: EncodedSlash,
     /// The rule's `narrowing:` block, as written; the credential's source
     /// validates it at load and applies it per request.
     pub narrowing: Option<Arc<serde_yaml::Value>>,
@@ -147,6 +149,26 @@ impl ScopeRule {
                 UpstreamHttp::Auto
             }
         };
+        let encoded_slash = match raw.encoded_slash.as_deref() {
+            None | Some("refuse") => EncodedSlash::Refuse,
+            Some("keep") => {
+                if action == Action::Deny || raw.tunnel {
+                    errors.push(FieldError::new(
+                        "encoded_slash",
+                        "only an allow rule that inspects requests can keep encoded slashes; \
+                         remove encoded_slash from a deny or tunnel rule",
+                    ));
+                }
+                EncodedSlash::Keep
+            }
+            Some(other) => {
+                errors.push(FieldError::new(
+                    "encoded_slash",
+                    format!("{other:?} is not an encoded-slash policy; use refuse or keep"),
+                ));
+                EncodedSlash::Refuse
+            }
+        };
         if raw.narrowing.is_some() && raw.credential.is_none() {
             errors.push(FieldError::new(
                 "narrowing",
@@ -186,6 +208,7 @@ impl ScopeRule {
             upstream_http,
             idle_timeout,
             websocket: raw.websocket,
+            encoded_slash,
             narrowing: raw.narrowing.clone().map(Arc::new),
             host: host.expect("no errors means the host compiled"),
             port: raw.port,
@@ -293,6 +316,9 @@ impl ScopeRule {
         if self.websocket {
             out.push_str("; WebSocket upgrades too");
         }
+        if self.encoded_slash == EncodedSlash::Keep {
+            out.push_str("; encoded slashes (%2F) kept as sent");
+        }
     }
 
     /// `true` when this rule covers the request. A `tunnel` rule never does:
@@ -319,6 +345,11 @@ impl ScopeRule {
             // A deny rule refuses an upgrade like any request; only an
             // allow rule that says so lets one switch protocols.
             && (!target.websocket || self.websocket || self.action == Action::Deny)
+            // Likewise an encoded `/`: a deny rule refuses such a path like
+            // any other, and only an allow rule that keeps it lets it pass.
+            && (!target.encoded_slash
+                || self.encoded_slash == EncodedSlash::Keep
+                || self.action == Action::Deny)
             && self.paths.iter().any(|glob| glob.matches(path))
     }
 
@@ -542,6 +573,7 @@ mod tests {
             port,
             path,
             websocket: false,
+            encoded_slash: false,
         })
     }
 

@@ -8,9 +8,9 @@ use crate::reason::Reason;
 
 /// One request as the policy sees it.
 ///
-/// `host` must come from [`super::normalize_host`] and `path` from
-/// [`super::normalize_path`]; `port` is explicit even when it is the scheme's
-/// default, so a rule never has to guess it.
+/// `host` must come from [`super::normalize_host`] and `path` and
+/// `encoded_slash` from [`super::normalize_request_path`]; `port` is explicit
+/// even when it is the scheme's default, so a rule never has to guess it.
 #[derive(Debug, Clone, Copy)]
 pub struct RequestTarget<'a> {
     /// The request method, compared case-insensitively by rules.
@@ -23,6 +23,9 @@ pub struct RequestTarget<'a> {
     pub port: u16,
     /// The normalised path, without query or fragment.
     pub path: &'a str,
+    /// The path holds an encoded `/` (`%2F`), kept as sent: only an allow
+    /// rule with `encoded_slash: keep` allows it.
+    pub encoded_slash: bool,
     /// The request asks to switch to WebSocket: only a rule with
     /// `websocket: true` allows it.
     pub websocket: bool,
@@ -84,6 +87,9 @@ pub enum TargetError {
     /// `..;x` or `.;x`: servlet containers resolve these as dot segments.
     #[error("a dot segment carries parameters (\"..;\")")]
     DotSegmentParams,
+    /// `..%2F` or `%2F.`: a dot segment to every upstream that decodes `%2F`.
+    #[error("a \".\" or \"..\" stands next to an encoded \"/\" (%2F)")]
+    DotBesideEncodedSlash,
 }
 
 impl TargetError {
@@ -106,7 +112,8 @@ impl TargetError {
             | TargetError::InvalidEscape
             | TargetError::QueryOrFragment
             | TargetError::EscapesRoot
-            | TargetError::DotSegmentParams => Reason::PathRejected,
+            | TargetError::DotSegmentParams
+            | TargetError::DotBesideEncodedSlash => Reason::PathRejected,
         }
     }
 }

@@ -17,6 +17,7 @@ fn decide(p: &super::Policy, task: &[&str], path: &str, websocket: bool) -> Deci
             port: 443,
             path,
             websocket,
+            encoded_slash: false,
         },
     )
 }

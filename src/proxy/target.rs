@@ -12,7 +12,7 @@ use http::{request, Method};
 use super::pipeline::ConnContext;
 use super::respond::Deny;
 use crate::decimal::Decimal;
-use crate::policy::{normalize_host, normalize_path, RequestTarget, Scheme};
+use crate::policy::{normalize_host, normalize_request_path, RequestTarget, Scheme};
 use crate::reason::Reason;
 
 /// The target of a request, after normalisation and agreement checks.
@@ -25,6 +25,9 @@ pub(crate) struct Target {
     pub(crate) port: u16,
     /// Normalised path: what is checked and what is forwarded.
     pub(crate) path: String,
+    /// The path holds an encoded `/`, kept as sent; the matching rule
+    /// decides whether it may pass.
+    pub(crate) encoded_slash: bool,
     /// The raw query, if any.
     pub(crate) query: Option<String>,
 }
@@ -39,6 +42,7 @@ impl Target {
             port: self.port,
             path: &self.path,
             websocket: false,
+            encoded_slash: self.encoded_slash,
         }
     }
 
@@ -133,12 +137,14 @@ pub(crate) fn resolve_target(conn: &ConnContext, parts: &request::Parts) -> Resu
         }
     };
     let raw_path = uri.path();
-    let path = normalize_path(raw_path).map_err(|e| Deny::new(e.reason(), e.to_string()))?;
+    let normalised =
+        normalize_request_path(raw_path).map_err(|e| Deny::new(e.reason(), e.to_string()))?;
     Ok(Target {
         scheme,
         host,
         port,
-        path,
+        path: normalised.path,
+        encoded_slash: normalised.encoded_slash,
         query: uri.query().map(str::to_string),
     })
 }
@@ -230,6 +236,7 @@ mod tests {
             host: "api.example".into(),
             port: 8080,
             path: path.into(),
+            encoded_slash: false,
             query: query.map(str::to_string),
         }
     }
