@@ -160,6 +160,37 @@ fn a_deny_rule_refuses_a_path_with_an_encoded_slash_like_any_other() {
     assert!(decide(&p, &["npm"], "registry.example", "/@acme%2fpkg").is_allowed());
 }
 
+#[test]
+fn a_deny_rule_also_reads_an_encoded_slash_as_the_separator_an_upstream_may_decode() {
+    let p = policy(&[(
+        "npm",
+        "- host: registry.example\n  encoded_slash: keep\n\
+         - host: registry.example\n  paths: [\"/@acme/secret/**\", \"/-/admin\"]\n  action: deny\n",
+    )]);
+    for path in [
+        "/@acme%2fsecret%2fx",
+        "/@acme%2Fsecret/x",
+        "/@acme/secret%2fx",
+        "/-%2Fadmin",
+        "/-%2fADMIN",
+        "/-%2f%2fadmin",
+    ] {
+        let d = decide(&p, &["npm"], "registry.example", path);
+        assert_eq!(d.reason, Reason::DeniedByRule, "{path}");
+    }
+    // Spellings that are no slash are no separator either.
+    for path in [
+        "/@acme%252fsecret%252fx",
+        "/@acme%2fsecretive",
+        "/-%2fadministrator",
+    ] {
+        assert!(
+            decide(&p, &["npm"], "registry.example", path).is_allowed(),
+            "{path}"
+        );
+    }
+}
+
 fn compile(yaml: &str) -> Result<ScopeRule, Vec<String>> {
     let raw: RawRule = serde_yaml::from_str(yaml).unwrap();
     ScopeRule::compile("s", 0, &raw)

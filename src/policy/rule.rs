@@ -350,7 +350,21 @@ impl ScopeRule {
             && (!target.encoded_slash
                 || self.encoded_slash == EncodedSlash::Keep
                 || self.action == Action::Deny)
-            && self.paths.iter().any(|glob| glob.matches(path))
+            && (self.paths.iter().any(|glob| glob.matches(path))
+                || self.action == Action::Deny
+                    && target.encoded_slash
+                    && self.denies_with_slashes_decoded(target.path))
+    }
+
+    /// Whether this rule's paths match `path` with every encoded `/` read as
+    /// a separator. An upstream behind a `keep` rule may decode `%2F`, so to
+    /// a deny rule `/@acme%2Fsecret` is also `/@acme/secret`: it denies the
+    /// path under either reading (a dot segment next to `%2F` was refused
+    /// before, so the decoded reading holds none).
+    fn denies_with_slashes_decoded(&self, path: &str) -> bool {
+        let decoded = path.replace("%2F", "/").replace("%2f", "/");
+        let decoded = MatchPath::new(&decoded);
+        self.paths.iter().any(|glob| glob.matches(&decoded))
     }
 
     /// `true` when some `https` request to `host:port` could fall under this
