@@ -452,7 +452,12 @@ async fn run_gives_the_command_none_of_credgates_own_settings() {
     // What run sets on purpose is there, and the task id is this task's.
     assert_eq!(env["CREDGATE_TASK_ID"], id);
     let ca = std::fs::canonicalize(&d.files.ca_cert).unwrap();
-    for name in ["SSL_CERT_FILE", "CURL_CA_BUNDLE", "NODE_EXTRA_CA_CERTS"] {
+    for name in [
+        "SSL_CERT_FILE",
+        "CURL_CA_BUNDLE",
+        "NODE_EXTRA_CA_CERTS",
+        "npm_config_cafile",
+    ] {
         assert_eq!(env[name], ca.to_str().unwrap(), "{name}");
     }
     for name in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {

@@ -69,9 +69,11 @@ pub struct RunArgs {
 /// empty so an inherited bypass list cannot send traffic around credgate
 /// (such traffic would carry no credential anyway, but would escape the
 /// record). The CA variables cover OpenSSL-based tools, Python requests,
-/// curl, Node, git and the AWS SDKs.
+/// curl, Node, git, the AWS SDKs, and npm, pnpm and yarn (an npm `cafile`,
+/// which Debian's `/etc/npmrc` sets, overrides `NODE_EXTRA_CA_CERTS`; the
+/// variable overrides the file).
 pub fn agent_env(task_id: &str, proxy_url: &str, ca: &str) -> Vec<(String, String)> {
-    let mut env = Vec::with_capacity(14);
+    let mut env = Vec::with_capacity(16);
     let mut set = |name: &str, value: &str| env.push((name.to_owned(), value.to_owned()));
     for name in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
         set(name, proxy_url);
@@ -87,6 +89,8 @@ pub fn agent_env(task_id: &str, proxy_url: &str, ca: &str) -> Vec<(String, Strin
         "NODE_EXTRA_CA_CERTS",
         "GIT_SSL_CAINFO",
         "AWS_CA_BUNDLE",
+        "npm_config_cafile",
+        "YARN_CAFILE",
     ] {
         set(name, ca);
     }
@@ -306,11 +310,13 @@ mod tests {
             "NODE_EXTRA_CA_CERTS",
             "GIT_SSL_CAINFO",
             "AWS_CA_BUNDLE",
+            "npm_config_cafile",
+            "YARN_CAFILE",
         ] {
             assert_eq!(env[name], "/etc/credgate/ca.crt", "{name}");
         }
         assert_eq!(env["CREDGATE_TASK_ID"], "task-1");
-        assert_eq!(env.len(), 14);
+        assert_eq!(env.len(), 16);
         for removed in AGENT_ENV_REMOVED {
             assert!(!env.contains_key(*removed));
         }
