@@ -834,9 +834,12 @@ async fn send_raw(
     let send = tokio::spawn(async move {
         for piece in body.chunks(64 << 10) {
             if writer.write_all(piece).await.is_err() {
-                break;
+                return writer;
             }
         }
+        // A TLS writer may still hold the last records when the socket was
+        // full: only a flush sends them.
+        let _ = writer.flush().await;
         writer
     });
     // The answer comes once the body is through (or stopped), which on a

@@ -198,6 +198,9 @@ async fn upload(s: &Setup, framing: Framing, body: &[u8]) -> String {
         if let Framing::Chunked = framing {
             let _ = writer.write_all(b"0\r\n\r\n").await;
         }
+        // A TLS writer may still hold the last records when the socket was
+        // full: only a flush sends them.
+        let _ = writer.flush().await;
         writer
     });
     let answer = read_until_quiet(&mut reader, Duration::from_secs(60)).await;
