@@ -158,3 +158,55 @@ make_origin_certs() {
         -CAcreateserial -days 2 -extfile "$d/origin.ext" -out "$d/origin.crt" 2>/dev/null
     ORIGIN_CA="$d/ca.crt"
 }
+
+# `start_bench_credgate RULES AGENT`: credgate in $WORK/credgate with one
+# scope, `bench`, of RULES (YAML list items, indented by four), the static
+# credential `bench-origin` ($CREDENTIAL, injected as a bearer token) and the
+# origin's CA trusted, and a task of that scope for AGENT; sets CREDGATE_PID,
+# AUDIT, PROXY_ADDR, ADMIN_ADDR, TASK_ID, TASK_TOKEN, PROXY_BASIC, PROXY_URL
+# and CREDGATE_CA.
+start_bench_credgate() {
+    local rules=$1 agent=$2 d="$WORK/credgate" i line json
+    mkdir -p "$d"
+    AUDIT="$d/decisions.jsonl"
+    "$BIN" ca init --out "$d/ca" >/dev/null
+    cat >"$d/credgate.yaml" <<EOF
+listen: 127.0.0.1:0
+admin: { listen: 127.0.0.1:0, token: { file: $d/admin-token } }
+ca: { cert: $d/ca/ca.crt, key: $d/ca/ca.key }
+audit: { path: $AUDIT }
+upstream: { extra_ca: $ORIGIN_CA }
+credentials:
+  bench-origin:
+    static: { env: CREDGATE_BENCH_ORIGIN_TOKEN }
+    inject: { header: Authorization, format: "Bearer {token}" }
+scopes:
+  bench:
+$rules
+EOF
+    CREDGATE_BENCH_ORIGIN_TOKEN=$CREDENTIAL taskset -c "$PROXY_CPU" \
+        "$BIN" serve --config "$d/credgate.yaml" 2>"$d/stderr.log" &
+    CREDGATE_PID=$!
+    PIDS+=("$CREDGATE_PID")
+    line=""
+    for ((i = 0; i < 200; i++)); do
+        line=$(grep -m1 '^credgate: proxy on ' "$d/stderr.log" 2>/dev/null || true)
+        [[ -n $line ]] && break
+        kill -0 "$CREDGATE_PID" 2>/dev/null || break
+        sleep 0.05
+    done
+    if [[ -z $line ]]; then
+        cat "$d/stderr.log" >&2
+        die "credgate did not start"
+    fi
+    PROXY_ADDR=$(sed -E 's/^credgate: proxy on ([^,]+),.*/\1/' <<<"$line")
+    ADMIN_ADDR=$(sed -E 's/.*admin API on ([^ ]+) .*/\1/' <<<"$line")
+    json=$("$BIN" task start --json --scope bench --ttl 2h --agent "$agent" --label "run=${agent#bench-}" \
+        --admin "http://$ADMIN_ADDR" --admin-token-file "$d/admin-token" --ca "$d/ca/ca.crt")
+    TASK_ID=$(sed -nE 's/^  "id": "([^"]+)",?$/\1/p' <<<"$json")
+    TASK_TOKEN=$(sed -nE 's/^  "token": "([^"]+)",?$/\1/p' <<<"$json")
+    [[ -n $TASK_ID && -n $TASK_TOKEN ]] || die "could not read the task id and token from: task start --json"
+    PROXY_BASIC=$(printf '%s:%s' "$TASK_ID" "$TASK_TOKEN" | base64 -w0)
+    PROXY_URL="http://$TASK_ID:$TASK_TOKEN@$PROXY_ADDR"
+    CREDGATE_CA=$d/ca/ca.crt
+}

@@ -170,22 +170,7 @@ EOC
 # PUT /upload, each injecting the static credential (so every response is
 # scrubbed for it, and every request body scanned), the origin's CA trusted.
 start_credgate() {
-    local d="$WORK/credgate" i line json
-    mkdir -p "$d"
-    AUDIT="$d/decisions.jsonl"
-    "$BIN" ca init --out "$d/ca" >/dev/null
-    cat >"$d/credgate.yaml" <<EOF
-listen: 127.0.0.1:0
-admin: { listen: 127.0.0.1:0, token: { file: $d/admin-token } }
-ca: { cert: $d/ca/ca.crt, key: $d/ca/ca.key }
-audit: { path: $AUDIT }
-upstream: { extra_ca: $ORIGIN_CA }
-credentials:
-  bench-origin:
-    static: { env: CREDGATE_BENCH_ORIGIN_TOKEN }
-    inject: { header: Authorization, format: "Bearer {token}" }
-scopes:
-  bench:
+    start_bench_credgate "$(cat <<EOF
     - host: 127.0.0.1
       port: $ORIGIN_PORT
       schemes: [https]
@@ -201,31 +186,7 @@ scopes:
       credential: bench-origin
       allow_private: true
 EOF
-    CREDGATE_BENCH_ORIGIN_TOKEN=$CREDENTIAL taskset -c "$PROXY_CPU" \
-        "$BIN" serve --config "$d/credgate.yaml" 2>"$d/stderr.log" &
-    CREDGATE_PID=$!
-    PIDS+=("$CREDGATE_PID")
-    line=""
-    for ((i = 0; i < 200; i++)); do
-        line=$(grep -m1 '^credgate: proxy on ' "$d/stderr.log" 2>/dev/null || true)
-        [[ -n $line ]] && break
-        kill -0 "$CREDGATE_PID" 2>/dev/null || break
-        sleep 0.05
-    done
-    if [[ -z $line ]]; then
-        cat "$d/stderr.log" >&2
-        die "credgate did not start"
-    fi
-    PROXY_ADDR=$(sed -E 's/^credgate: proxy on ([^,]+),.*/\1/' <<<"$line")
-    ADMIN_ADDR=$(sed -E 's/.*admin API on ([^ ]+) .*/\1/' <<<"$line")
-    json=$("$BIN" task start --json --scope bench --ttl 2h --agent bench-streams --label run=streams \
-        --admin "http://$ADMIN_ADDR" --admin-token-file "$d/admin-token" --ca "$d/ca/ca.crt")
-    TASK_ID=$(sed -nE 's/^  "id": "([^"]+)",?$/\1/p' <<<"$json")
-    TASK_TOKEN=$(sed -nE 's/^  "token": "([^"]+)",?$/\1/p' <<<"$json")
-    [[ -n $TASK_ID && -n $TASK_TOKEN ]] || die "could not read the task id and token from: task start --json"
-    PROXY_BASIC=$(printf '%s:%s' "$TASK_ID" "$TASK_TOKEN" | base64 -w0)
-    PROXY_URL="http://$TASK_ID:$TASK_TOKEN@$PROXY_ADDR"
-    CREDGATE_CA=$d/ca/ca.crt
+)" bench-streams
 }
 
 # --- checks and load -----------------------------------------------------------
