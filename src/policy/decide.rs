@@ -305,22 +305,10 @@ impl Policy {
                                (the rule needs encoded_slash: keep)"
                     }
                     _ => {
-                        let mut message = String::from(
-                            "the path contains an encoded \"/\" (%2F), which only a rule \
-                             with encoded_slash: keep allows; ",
-                        );
-                        message.push_str(&self.no_rule_prefix(task_scopes));
-                        message.push_str(" allows ");
-                        message.push_str(target.method.as_str());
-                        message.push(' ');
-                        write_url(
-                            &mut message,
-                            target.scheme,
-                            target.host,
-                            target.port,
-                            target.path,
-                        );
-                        message
+                        "the path contains an encoded \"/\" (%2F), which only a rule \
+                         with encoded_slash: keep allows; "
+                            .to_owned()
+                            + &self.no_rule_allows(task_scopes, target)
                     }
                 };
                 Decision::deny(Reason::PathRejected, None, message)
@@ -353,21 +341,27 @@ impl Policy {
                 Decision::deny(Reason::NoMatchingRule, None, message)
             }
             None => {
-                let mut message = self.no_rule_prefix(task_scopes);
-                message.push_str(" allows ");
-                message.push_str(target.method.as_str());
-                message.push(' ');
-                write_url(
-                    &mut message,
-                    target.scheme,
-                    target.host,
-                    target.port,
-                    target.path,
-                );
+                let mut message = self.no_rule_allows(task_scopes, target);
                 self.note_unknown(task_scopes, &mut message);
                 Decision::deny(Reason::NoMatchingRule, None, message)
             }
         }
+    }
+
+    /// "no rule of scope a allows GET https://host/path".
+    fn no_rule_allows(&self, task_scopes: &[String], target: &RequestTarget<'_>) -> String {
+        let mut message = self.no_rule_prefix(task_scopes);
+        message.push_str(" allows ");
+        message.push_str(target.method.as_str());
+        message.push(' ');
+        write_url(
+            &mut message,
+            target.scheme,
+            target.host,
+            target.port,
+            target.path,
+        );
+        message
     }
 
     /// "no rule of scope a" or "no rule of scopes a, b" (known scopes only).
