@@ -460,13 +460,102 @@ async fn run_gives_the_command_none_of_credgates_own_settings() {
     ] {
         assert_eq!(env[name], ca.to_str().unwrap(), "{name}");
     }
+    // The admin API is on loopback, so the command gets a port of the
+    // task's own, and no task token at all.
+    let port_url = env["HTTPS_PROXY"];
+    assert!(port_url.starts_with("http://127.0.0.1:"), "{port_url}");
+    assert_ne!(port_url, format!("http://{}", d.serve.proxy));
     for name in ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"] {
-        let url = env[name];
-        assert!(url.starts_with(&format!("http://{id}:")), "{name}");
+        assert_eq!(env[name], port_url, "{name}");
     }
+    assert!(
+        !out.stdout.contains("cgt_"),
+        "the command got the task token"
+    );
     assert_eq!(env["NO_PROXY"], "");
     assert_eq!(env["NODE_USE_ENV_PROXY"], "1");
     assert_eq!(env["UNRELATED_SETTING"], "kept");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_without_a_task_port_puts_the_token_in_the_proxy_url() {
+    let (d, _upstream, _secret) = daemon().await;
+    let mut cmd = credgate(["run", "--scope", "api", "--no-task-port"]);
+    cmd.args(d.admin_flags()).args(["--", "env"]);
+    let out = run_cli(cmd).await;
+    out.expect_code(0);
+    let id = run_task_id(&out);
+    for line in out.stdout.lines() {
+        if let Some(url) = line.strip_prefix("HTTPS_PROXY=") {
+            assert!(url.starts_with(&format!("http://{id}:cgt_")), "{url}");
+            assert!(url.ends_with(&format!("@{}", d.serve.proxy)), "{url}");
+            return;
+        }
+    }
+    panic!("no HTTPS_PROXY in {out:?}");
+}
+
+/// The `HTTPS_PROXY=` line of an `env` listing.
+fn proxy_of(env: &str) -> String {
+    env.lines()
+        .find_map(|l| l.strip_prefix("HTTPS_PROXY="))
+        .unwrap_or_else(|| panic!("no HTTPS_PROXY in {env}"))
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_task_port_is_the_task_for_its_user_only_and_closes_with_it() {
+    let (d, upstream, secret) = daemon().await;
+    let url = format!("https://localhost:{}/v1/items", upstream.port());
+    // The same request as this user, then as another one (root only: the
+    // test needs to switch users), through the port in the environment.
+    let root = nix::unistd::geteuid().is_root();
+    let script = format!(
+        "env; curl -sS --max-time 20 -o /dev/null -w 'mine %{{http_code}}\n' {url}; \
+         if {root}; then setpriv --reuid=65534 --regid=65534 --clear-groups \
+           curl -sS --max-time 20 -o /dev/null -w 'other %{{http_connect}}\n' {url}; fi; true"
+    );
+    let out = run_cli(d.run_cmd("api", &["sh", "-c", &script])).await;
+    out.expect_code(0);
+    let id = run_task_id(&out);
+    let port_url = proxy_of(&out.stdout);
+    assert!(out.stdout.contains("mine 200"), "{out:?}");
+    if root {
+        assert!(
+            out.stdout.contains("other 407"),
+            "another user's connection to the task port must not be the task's: {out:?}"
+        );
+    }
+    // Only the task's own request reached the upstream, with the credential.
+    let received = upstream.received();
+    assert_eq!(received.len(), 1, "{received:?}");
+    assert_eq!(
+        received[0].header("authorization"),
+        [format!("Bearer {secret}").as_str()]
+    );
+    let records = d.records();
+    let gets: Vec<_> = records
+        .iter()
+        .filter(|r| r.method.as_deref() == Some("GET"))
+        .collect();
+    assert_eq!(gets.len(), 1, "{records:?}");
+    assert_eq!(gets[0].task.as_deref(), Some(id.as_str()));
+    assert_eq!(gets[0].decision, Some(Verdict::Allow));
+    if root {
+        let refused: Vec<_> = records
+            .iter()
+            .filter(|r| r.method.as_deref() == Some("CONNECT") && r.task.is_none())
+            .collect();
+        assert_eq!(refused.len(), 1, "{records:?}");
+        assert_eq!(refused[0].decision, Some(Verdict::Deny));
+    }
+    // The port closed with the task.
+    let addr = port_url.trim_start_matches("http://").to_owned();
+    let closed = poll_until(Duration::from_secs(10), || {
+        std::net::TcpStream::connect(&addr).is_err().then_some(())
+    })
+    .await;
+    assert!(closed.is_some(), "the task port {addr} is still open");
 }
 
 #[test]

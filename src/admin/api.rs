@@ -33,6 +33,20 @@ pub struct CreateTaskRequest {
     /// Labels copied into every record of the task.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// Also open the task's own proxy port: connections to it need no
+    /// `Proxy-Authorization` (see [`crate::task::TaskService::open_task_port`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_port: Option<TaskPortRequest>,
+}
+
+/// `task_port` of a [`CreateTaskRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskPortRequest {
+    /// Only this user's connections are the task's; absent, any local
+    /// user's are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
 }
 
 fn default_agent() -> String {
@@ -113,6 +127,10 @@ pub struct CreatedTaskBody<'a> {
     pub expires_at: &'a str,
     /// The proxy URL with `ID:TOKEN@` userinfo, ready for `HTTPS_PROXY`.
     pub proxy_url: &'a str,
+    /// `http://127.0.0.1:PORT`, the task's own port, when asked for: a
+    /// proxy URL that needs no credentials.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task_port_url: Option<&'a str>,
     /// The task's view.
     pub task: &'a TaskView,
 }

@@ -74,6 +74,8 @@ pub struct CreatedTask {
     pub expires_at: String,
     /// Proxy URL with `ID:TOKEN@` userinfo (so as secret as the token).
     pub proxy_url: Secret,
+    /// The task's own port, `http://127.0.0.1:PORT`, when asked for.
+    pub task_port_url: Option<String>,
     /// The task's view.
     pub task: TaskView,
 }
@@ -84,6 +86,8 @@ struct CreatedTaskWire {
     token: String,
     expires_at: String,
     proxy_url: String,
+    #[serde(default)]
+    task_port_url: Option<String>,
     task: TaskView,
 }
 
@@ -149,6 +153,7 @@ impl AdminClient {
             token: Secret::new(wire.token),
             expires_at: wire.expires_at,
             proxy_url: Secret::new(wire.proxy_url),
+            task_port_url: wire.task_port_url,
             task: wire.task,
         })
     }

@@ -22,7 +22,9 @@ mod client;
 mod routes;
 mod server;
 
-pub use api::{proxy_url_with_userinfo, CreateTaskRequest, CreatedTaskBody, ErrorBody};
+pub use api::{
+    proxy_url_with_userinfo, CreateTaskRequest, CreatedTaskBody, ErrorBody, TaskPortRequest,
+};
 pub use client::{AdminClient, AdminClientError, CreatedTask};
 pub use server::serve;
 

@@ -137,6 +137,7 @@ where
         Ok(r) => r,
         Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", format!("body: {e}")),
     };
+    let task_port = request.task_port.clone();
     let spec = match request.into_spec() {
         Ok(spec) => spec,
         Err(why) => return error(StatusCode::BAD_REQUEST, "invalid_request", why),
@@ -147,6 +148,17 @@ where
     };
     let task = &started.task;
     let token = started.token.expose();
+    let mut task_port_url = None;
+    if let Some(port) = task_port {
+        match state.service.open_task_port(task, port.uid).await {
+            Ok(addr) => task_port_url = Some(format!("http://{addr}")),
+            Err(e) => {
+                // All or nothing: no task is left behind without its port.
+                let _ = state.service.end_task(&task.id).await;
+                return task_error(e);
+            }
+        }
+    }
     let view = task.view();
     let proxy_url = proxy_url_with_userinfo(&state.service.proxy_url(), &task.id, token);
     json(
@@ -156,6 +168,7 @@ where
             token,
             expires_at: &view.expires_at,
             proxy_url: &proxy_url,
+            task_port_url: task_port_url.as_deref(),
             task: &view,
         },
     )

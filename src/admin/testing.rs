@@ -20,6 +20,7 @@ pub(crate) const ADMIN_TOKEN: &str = "test-secret-admin-token";
 pub(crate) struct StoreService {
     pub(crate) store: TaskStore,
     pub(crate) not_ready: Mutex<Option<String>>,
+    pub(crate) ports: Mutex<Vec<tokio::net::TcpListener>>,
 }
 
 impl TaskService for StoreService {
@@ -55,6 +56,28 @@ impl TaskService for StoreService {
         self.store.list()
     }
 
+    /// A real port, bound and never served: the admin API's answer, not
+    /// the proxy behind it, is what these tests check.
+    fn open_task_port(
+        &self,
+        _task: &Arc<Task>,
+        _uid: Option<u32>,
+    ) -> crate::BoxFuture<'_, Result<SocketAddr, TaskError>> {
+        Box::pin(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .map_err(|e| TaskError::Unavailable(e.to_string()))?;
+            let addr = listener
+                .local_addr()
+                .map_err(|e| TaskError::Unavailable(e.to_string()))?;
+            self.ports
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(listener);
+            Ok(addr)
+        })
+    }
+
     fn proxy_url(&self) -> String {
         "http://127.0.0.1:8080".into()
     }
@@ -81,6 +104,7 @@ impl Harness {
         let service = Arc::new(StoreService {
             store: TaskStore::new(),
             not_ready: Mutex::new(None),
+            ports: Mutex::new(Vec::new()),
         });
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(serve(

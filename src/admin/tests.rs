@@ -279,9 +279,11 @@ async fn the_admin_client_drives_the_api() {
         scopes: vec!["ci".into()],
         ttl: Some("5m".into()),
         labels: BTreeMap::from([("ticket".into(), "T-9".into())]),
+        task_port: None,
     };
     let created = client.start_task(&request).await.unwrap();
     assert!(created.token.expose_str().unwrap().starts_with("cgt_"));
+    assert_eq!(created.task_port_url, None, "a port only when asked for");
     assert_eq!(created.task.state, TaskState::Active);
     assert!(!format!("{created:?}").contains(created.token.expose_str().unwrap()));
 
@@ -334,6 +336,7 @@ async fn an_empty_admin_token_is_refused() {
     let service = Arc::new(StoreService {
         store: TaskStore::new(),
         not_ready: Mutex::new(None),
+        ports: Mutex::new(Vec::new()),
     });
     let err = serve(listener, service, Secret::new(""), std::future::pending())
         .await

@@ -14,7 +14,7 @@ use anyhow::Context as _;
 use nix::sys::signal::Signal;
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::admin::{AdminClient, CreateTaskRequest, CreatedTask};
+use crate::admin::{AdminClient, CreateTaskRequest, CreatedTask, TaskPortRequest};
 
 use super::task::{AdminClientArgs, TaskSpecArgs};
 
@@ -57,6 +57,11 @@ pub struct RunArgs {
     /// How to reach the admin API, and the CA certificate.
     #[command(flatten)]
     pub admin: AdminClientArgs,
+    /// Point CMD at the shared proxy port with the task token in the proxy
+    /// URL, instead of at a port of the task's own. (A task port is opened
+    /// only when the admin API is on loopback, i.e. credgate runs here.)
+    #[arg(long)]
+    pub no_task_port: bool,
     /// The command to run, after `--`.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<OsString>,
@@ -118,7 +123,12 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<i32> {
     // Handlers go in before the task exists: from here on a Ctrl-C must not
     // kill credgate before it has ended the task.
     let mut signals = Signals::os().context("installing signal handlers")?;
-    let request = args.spec.to_request();
+    let mut request = args.spec.to_request();
+    if !args.no_task_port && is_loopback_url(&args.admin.admin_url) {
+        request.task_port = Some(TaskPortRequest {
+            uid: Some(nix::unistd::getuid().as_raw()),
+        });
+    }
     run_as_task(&client, &request, program, program_args, &ca, &mut signals).await
 }
 
@@ -153,11 +163,12 @@ async fn run_as_task(
         created.expires_at
     );
 
-    let env = agent_env(
-        &created.id,
-        created.proxy_url.expose_str().unwrap_or_default(),
-        ca,
-    );
+    // The task's own port needs no token: the token then never reaches CMD.
+    let proxy_url = match &created.task_port_url {
+        Some(url) => url.as_str(),
+        None => created.proxy_url.expose_str().unwrap_or_default(),
+    };
+    let env = agent_env(&created.id, proxy_url, ca);
     let mut command = tokio::process::Command::new(program);
     command.args(program_args);
     // Removed first, so that what `agent_env` sets is set after.
@@ -185,6 +196,20 @@ async fn run_as_task(
     };
     end_task(client, &created).await;
     Ok(code)
+}
+
+/// Whether `url`'s host is a loopback address or `localhost`: the admin API,
+/// and so the proxy, run on this machine.
+fn is_loopback_url(url: &str) -> bool {
+    let Ok(uri) = url.parse::<http::Uri>() else {
+        return false;
+    };
+    let host = uri.host().unwrap_or_default();
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// The CA path as an absolute UTF-8 string; `run` refuses to start without
@@ -397,6 +422,7 @@ mod tests {
             scopes: vec!["ci".into()],
             ttl: Some("5m".into()),
             labels: BTreeMap::new(),
+            task_port: None,
         }
     }
 

@@ -79,6 +79,7 @@ impl TaskSpecArgs {
             scopes: self.scopes.clone(),
             ttl: self.ttl.clone(),
             labels: self.labels.iter().cloned().collect(),
+            task_port: None,
         }
     }
 }

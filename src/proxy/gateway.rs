@@ -57,6 +57,10 @@ pub struct Gateway {
     rebuild: std::sync::Mutex<()>,
     /// The phases every request and tunnel passes after authorize.
     admission: ArcSwap<Vec<Arc<dyn AdmissionPhase>>>,
+    /// The gateway itself, for the accept loops of task ports.
+    me: std::sync::Weak<Gateway>,
+    /// The accept loops of task ports still open or draining.
+    task_ports: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 /// Why the gateway could not be built or reloaded.
@@ -88,7 +92,7 @@ impl Gateway {
         let resolver: Arc<dyn Resolve> =
             Arc::new(CachingResolver::new(resolver, Duration::from_secs(30)));
         let snapshot = build_snapshot(config, provider, 0, &resolver)?;
-        let gateway = Arc::new(Gateway {
+        let gateway = Arc::new_cyclic(|me| Gateway {
             snapshot: ArcSwap::from_pointee(snapshot),
             generation: AtomicU64::new(0),
             tasks: TaskStore::new(),
@@ -100,6 +104,8 @@ impl Gateway {
             credential_scrubber: ArcSwap::from_pointee((0, Arc::new(Scrubber::new([])))),
             rebuild: std::sync::Mutex::new(()),
             admission: ArcSwap::from_pointee(Vec::new()),
+            me: me.clone(),
+            task_ports: std::sync::Mutex::new(Vec::new()),
         });
         gateway.start_ambient();
         Ok(gateway)
@@ -269,6 +275,17 @@ impl Gateway {
                 self.finish_task(&task, EndReason::Shutdown).await;
             }
         }
+        // Their ports close with them; their connections' records are
+        // emitted before this returns.
+        let ports = std::mem::take(
+            &mut *self
+                .task_ports
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        for port in ports {
+            let _ = port.await;
+        }
     }
 }
 
@@ -373,6 +390,36 @@ impl TaskService for Gateway {
 
     fn get_task(&self, id: &str) -> Option<Arc<Task>> {
         self.tasks.get(id)
+    }
+
+    fn open_task_port(
+        &self,
+        task: &Arc<Task>,
+        uid: Option<u32>,
+    ) -> crate::BoxFuture<'_, Result<std::net::SocketAddr, TaskError>> {
+        let task = task.clone();
+        Box::pin(async move {
+            let unavailable = |e: std::io::Error| {
+                TaskError::Unavailable(format!("cannot open a port for the task: {e}"))
+            };
+            let gateway = self
+                .me
+                .upgrade()
+                .ok_or_else(|| TaskError::Unavailable("the gateway is shutting down".into()))?;
+            let listener = tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
+                .await
+                .map_err(unavailable)?;
+            let addr = listener.local_addr().map_err(unavailable)?;
+            let serving =
+                tokio::spawn(super::server::serve_task_port(gateway, listener, task, uid));
+            let mut ports = self
+                .task_ports
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            ports.retain(|port| !port.is_finished());
+            ports.push(serving);
+            Ok(addr)
+        })
     }
 
     fn list_tasks(&self) -> Vec<Arc<Task>> {

@@ -3,7 +3,6 @@
 //! Runs in the connection layer as soon as a request head is read, before
 //! its body: an unauthenticated peer can make credgate buffer nothing.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -43,8 +42,9 @@ pub(crate) fn identify(
     find_task(gw, conn, headers).map_err(|e| Deny::new(e.reason(), auth_message(&e)))
 }
 
-/// Finds the task: the tunnel's, the one named by `Proxy-Authorization`, or
-/// the ambient task for a loopback client.
+/// Finds the task: the tunnel's, the one named by `Proxy-Authorization`, the
+/// one whose own port the connection came in on, or the ambient task for a
+/// loopback client.
 fn find_task(gw: &Gateway, conn: &ConnContext, headers: &HeaderMap) -> Result<Identity, AuthError> {
     let now = SystemTime::now();
     if let Some(tunnel) = &conn.tunnel {
@@ -77,7 +77,7 @@ fn find_task(gw: &Gateway, conn: &ConnContext, headers: &HeaderMap) -> Result<Id
             *last = None;
         }
     }
-    let who = authenticate(gw, conn.peer, headers, now)?;
+    let who = authenticate(gw, conn, headers, now)?;
     if let (Some(value), Some(token)) = (presented, &who.token) {
         *conn
             .authenticated
@@ -94,7 +94,7 @@ fn find_task(gw: &Gateway, conn: &ConnContext, headers: &HeaderMap) -> Result<Id
 /// Authenticates a request outside any tunnel (also the CONNECT itself).
 fn authenticate(
     gw: &Gateway,
-    peer: SocketAddr,
+    conn: &ConnContext,
     headers: &HeaderMap,
     now: SystemTime,
 ) -> Result<Identity, AuthError> {
@@ -112,9 +112,13 @@ fn authenticate(
             })
         }
         None => {
-            // The ambient task serves only the pod itself.
-            let ambient = gw.tasks.ambient().filter(|_| peer.ip().is_loopback());
-            match ambient {
+            // A task's own port is that task; otherwise the ambient task
+            // serves only the pod itself.
+            let implied = conn
+                .port_task
+                .clone()
+                .or_else(|| gw.tasks.ambient().filter(|_| conn.peer.ip().is_loopback()));
+            match implied {
                 Some(task) if task.is_active(now) => Ok(Identity { task, token: None }),
                 Some(_) => Err(AuthError::Ended),
                 None => Err(AuthError::Missing),

@@ -9,6 +9,7 @@ mod gateway;
 mod h1;
 mod identify;
 mod interim;
+mod peer_uid;
 pub(crate) mod pipeline;
 mod request_body;
 mod respond;

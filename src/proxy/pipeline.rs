@@ -70,6 +70,9 @@ pub(crate) struct ConnContext {
     /// The `Proxy-Authorization` that last authenticated on this connection,
     /// and whom: a keep-alive connection presents the same one each time.
     pub(crate) authenticated: Mutex<Option<Authenticated>>,
+    /// The task whose own port the connection came in on: a request without
+    /// `Proxy-Authorization` runs as it.
+    pub(crate) port_task: Option<Arc<Task>>,
 }
 
 /// A `Proxy-Authorization` value as presented, and the task it proved.
@@ -95,12 +98,14 @@ pub(crate) struct Tunnel {
 }
 
 impl ConnContext {
-    /// A plain-proxy connection.
-    pub(crate) fn plain(peer: SocketAddr) -> Self {
+    /// A plain-proxy connection; `port_task` when it came in on that
+    /// task's own port.
+    pub(crate) fn plain(peer: SocketAddr, port_task: Option<Arc<Task>>) -> Self {
         ConnContext {
             peer,
             tunnel: None,
             authenticated: Mutex::new(None),
+            port_task,
         }
     }
 
@@ -110,6 +115,7 @@ impl ConnContext {
             peer,
             tunnel: Some(tunnel),
             authenticated: Mutex::new(None),
+            port_task: None,
         }
     }
 }

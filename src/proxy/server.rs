@@ -35,6 +35,7 @@ use super::gateway::Gateway;
 use super::h1::{BodyReader, Framing, H1Connection, H1Error, InFlight, RequestHead};
 use super::identify::identify;
 use super::interim::{self, InterimQueue};
+use super::peer_uid::peer_uid;
 use super::pipeline::{self, new_record, ConnContext, Tunnel};
 use super::request_body::{BodyAbort, Piece, RequestBody, Streamed, FIRST_PART, PIECES_IN_FLIGHT};
 use super::respond::{deny, CloseConnection, Deny};
@@ -71,9 +72,64 @@ const DRAIN_GRACE: Duration = Duration::from_secs(5);
 /// connections finish (briefly) and cuts the rest, so every record of theirs
 /// is emitted before this returns.
 pub async fn serve(gw: Arc<Gateway>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+    accept(gw, listener, None, shutdown).await;
+}
+
+/// A task's own port (see [`crate::task::TaskService::open_task_port`]): a
+/// listener on `127.0.0.1` whose connections run as `task` with no
+/// `Proxy-Authorization`, served until the task ends. With `uid`, only a
+/// client socket of that user is the task's; any other caller is an
+/// ordinary, unauthenticated one (answered 407 unless it presents a token).
+pub(crate) async fn serve_task_port(
+    gw: Arc<Gateway>,
+    listener: TcpListener,
+    task: Arc<Task>,
+    uid: Option<u32>,
+) {
+    let ended = {
+        let task = task.clone();
+        async move { task.wait_ended().await }
+    };
+    accept(gw, listener, Some(PortOwner { task, uid }), ended).await;
+}
+
+/// Whose port a listener is: the connections of `uid` (any user when
+/// `None`) run as `task`.
+struct PortOwner {
+    task: Arc<Task>,
+    uid: Option<u32>,
+}
+
+impl PortOwner {
+    /// The task a connection from `peer` to `local` runs as, if it is the
+    /// owner's.
+    fn task_for(&self, peer: SocketAddr, local: Option<SocketAddr>) -> Option<Arc<Task>> {
+        let owned = match self.uid {
+            None => true,
+            Some(uid) => local.and_then(|local| peer_uid(peer, local)) == Some(uid),
+        };
+        if !owned {
+            tracing::warn!(
+                task = %self.task.id,
+                %peer,
+                "a connection to the task's port from another user is not the task's"
+            );
+        }
+        owned.then(|| self.task.clone())
+    }
+}
+
+/// The accept loop of [`serve`] and [`serve_task_port`].
+async fn accept(
+    gw: Arc<Gateway>,
+    listener: TcpListener,
+    owner: Option<PortOwner>,
+    shutdown: impl Future<Output = ()>,
+) {
     tokio::pin!(shutdown);
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut connections = JoinSet::new();
+    let local = listener.local_addr().ok();
     loop {
         tokio::select! {
             permit = slots.clone().acquire_owned() => {
@@ -82,8 +138,9 @@ pub async fn serve(gw: Arc<Gateway>, listener: TcpListener, shutdown: impl Futur
                     accepted = listener.accept() => match accepted {
                         Ok((stream, peer)) => {
                             let gw = gw.clone();
+                            let port_task = owner.as_ref().and_then(|o| o.task_for(peer, local));
                             connections.spawn(async move {
-                                handle_connection(gw, stream, peer).await;
+                                handle_connection(gw, stream, peer, port_task).await;
                                 drop(permit);
                             });
                             // A finished connection's task stays allocated
@@ -117,9 +174,14 @@ pub async fn serve(gw: Arc<Gateway>, listener: TcpListener, shutdown: impl Futur
     }
 }
 
-async fn handle_connection(gw: Arc<Gateway>, stream: TcpStream, peer: SocketAddr) {
+async fn handle_connection(
+    gw: Arc<Gateway>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    port_task: Option<Arc<Task>>,
+) {
     let _ = stream.set_nodelay(true);
-    let ctx = ConnContext::plain(peer);
+    let ctx = ConnContext::plain(peer, port_task);
     let conn = H1Connection::new(stream, BytesMut::new());
     if let Some((conn, head)) = serve_h1(&gw, conn, &ctx).await {
         handle_connect(gw, conn, head, &ctx).await;

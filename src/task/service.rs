@@ -29,6 +29,18 @@ pub trait TaskService: Send + Sync + 'static {
     /// Every known task.
     fn list_tasks(&self) -> Vec<Arc<Task>>;
 
+    /// Opens `task`'s own proxy port on `127.0.0.1` and returns its address.
+    /// A connection to it runs as the task with no `Proxy-Authorization`
+    /// (for clients that cannot send proxy credentials, or send them only
+    /// after a 407). With `uid`, only client sockets of that user are the
+    /// task's (checked on Linux; elsewhere no connection is); other callers
+    /// are unauthenticated. The port closes when the task ends.
+    fn open_task_port(
+        &self,
+        task: &Arc<Task>,
+        uid: Option<u32>,
+    ) -> crate::BoxFuture<'_, Result<std::net::SocketAddr, TaskError>>;
+
     /// Base URL agents use, e.g. `http://127.0.0.1:8080`; the admin API puts
     /// `ID:TOKEN@` into it.
     fn proxy_url(&self) -> String;
