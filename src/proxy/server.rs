@@ -90,7 +90,7 @@ pub(crate) async fn serve_task_port(
         let task = task.clone();
         async move { task.wait_ended().await }
     };
-    accept(gw, listener, Some(PortOwner { task, uid }), ended).await;
+    accept(gw, listener, Some(Arc::new(PortOwner { task, uid })), ended).await;
 }
 
 /// Whose port a listener is: the connections of `uid` (any user when
@@ -123,7 +123,7 @@ impl PortOwner {
 async fn accept(
     gw: Arc<Gateway>,
     listener: TcpListener,
-    owner: Option<PortOwner>,
+    owner: Option<Arc<PortOwner>>,
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
@@ -138,8 +138,11 @@ async fn accept(
                     accepted = listener.accept() => match accepted {
                         Ok((stream, peer)) => {
                             let gw = gw.clone();
-                            let port_task = owner.as_ref().and_then(|o| o.task_for(peer, local));
+                            let owner = owner.clone();
                             connections.spawn(async move {
+                                // Looked up here, not in the accept loop:
+                                // it reads the kernel's socket table.
+                                let port_task = owner.and_then(|o| o.task_for(peer, local));
                                 handle_connection(gw, stream, peer, port_task).await;
                                 drop(permit);
                             });
