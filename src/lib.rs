@@ -19,6 +19,7 @@ pub mod decode;
 pub mod field;
 mod hex;
 pub mod inject;
+pub mod kube;
 pub mod policy;
 pub mod provider;
 pub mod proxy;

@@ -34,6 +34,8 @@ enum Command {
     Explain(cli::explain::ExplainArgs),
     /// Validate a configuration and print its scopes in plain words.
     Check(cli::check::CheckArgs),
+    /// Install the egress lock-down in this network namespace (a pod's init container).
+    Init(cli::init::InitArgs),
     /// A self-contained first run: proxy, a local HTTPS API and a scripted agent.
     Demo(cli::demo::DemoArgs),
 }
@@ -78,6 +80,7 @@ fn main() -> ExitCode {
             Command::Explain(args) => Ok(cli::explain::run(args)),
             Command::Check(args) => Ok(cli::check::run(args)),
             Command::Demo(args) => cli::demo::run(args).await,
+            Command::Init(args) => cli::init::run(args),
         }
     });
     match result {

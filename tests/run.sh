@@ -16,6 +16,9 @@ command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-pip)
 [ -x /usr/bin/git ] || missing+=(git)
 command -v nginx >/dev/null 2>&1 || missing+=(nginx-light)
 command -v fcgiwrap >/dev/null 2>&1 || missing+=(fcgiwrap)
+# The egress lock-down tests (tests/lockdown.rs): network namespaces and nft.
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+command -v nft >/dev/null 2>&1 || missing+=(nftables)
 if [ ${#missing[@]} -gt 0 ]; then
   # Keep Debian from starting the services it installs (nginx): the tests
   # start their own.

@@ -4,6 +4,7 @@ pub mod ca;
 pub mod check;
 pub mod demo;
 pub mod explain;
+pub mod init;
 pub mod logs;
 pub mod run;
 pub mod serve;
