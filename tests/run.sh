@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs the real agent clients the integration tests drive (curl, git, Python
-# requests/httpx/websockets, boto3 and the AWS CLI, Node with undici, grpcio) and the real peers
-# they talk to (an OAuth 2.0 server, OpenBao, moto, git http-backend behind nginx, a grpcio
-# server), then runs every test. Safe to re-run.
+# requests/httpx/websockets, boto3 and the AWS CLI, Node with undici and npm, grpcio) and the real
+# peers they talk to (an OAuth 2.0 server, OpenBao, moto, git http-backend behind nginx, a grpcio
+# server, an npm registry), then runs every test. Safe to re-run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -63,6 +63,11 @@ fi
 # verifies the subject tokens).
 if [ ! -f tests/peers/oidc/node_modules/oidc-provider/package.json ]; then
   npm ci --silent --no-audit --no-fund --prefix tests/peers/oidc
+fi
+# The real npm registry for the npm tests (verdaccio, pinned in its
+# package.json: 6.8 is the last to run on Node 20; 6.9 on wants Node 22).
+if [ ! -f tests/peers/verdaccio/node_modules/verdaccio/package.json ]; then
+  npm ci --silent --no-audit --no-fund --prefix tests/peers/verdaccio
 fi
 
 cargo test --locked "$@"

@@ -6,6 +6,7 @@
 
 pub mod moto;
 pub mod oidc;
+pub mod verdaccio;
 pub mod ws;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
