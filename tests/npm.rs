@@ -91,6 +91,7 @@ async fn npm_install_gets_the_registry_token_from_credgate() {
         registry.status_direct(&packument, Some(&format!("Bearer {agent_token}"))),
         401
     );
+    registry.settle().await;
     let (arrived_before, logged_before) = (registry.arrived().len(), registry.logged().len());
 
     let env = Env::start_trusting(
@@ -177,35 +178,26 @@ async fn npm_install_gets_the_registry_token_from_credgate() {
     // The registry received exactly those requests, with the target npm
     // sent, each with an Authorization that authenticated it as the user
     // whose token credgate holds; nothing went to an anonymous request.
-    let sorted = |mut pairs: Vec<(String, String)>| {
-        pairs.sort();
-        pairs
-    };
-    let answers = |logged: &[support::verdaccio::Logged]| -> Vec<(String, String)> {
-        logged
-            .iter()
-            .filter(|l| l.user.is_some())
-            .map(|l| (l.method.clone(), l.url.clone()))
-            .collect()
-    };
-    let logged = poll_until(WAIT_LIMIT, || {
-        let logged = registry.logged().split_off(logged_before);
-        (answers(&logged).len() >= recorded.len()).then_some(logged)
-    })
-    .await
-    .unwrap_or_else(|| panic!("verdaccio logged fewer answers: {:#?}", registry.logged()));
+    registry.settle().await;
     let arrived = registry.arrived().split_off(arrived_before);
-    let at_origin = arrived
+    let logged = registry.logged().split_off(logged_before);
+    let mut at_origin: Vec<(String, String)> = arrived
         .iter()
         .map(|a| (a.method.clone(), a.url.clone()))
         .collect();
-    assert_eq!(sorted(at_origin), sorted(recorded.clone()), "{arrived:#?}");
-    assert!(arrived.iter().all(|a| a.authorization), "{arrived:#?}");
-    assert_eq!(
-        sorted(answers(&logged)),
-        sorted(recorded.clone()),
-        "{logged:#?}"
-    );
+    let mut sent = recorded.clone();
+    at_origin.sort();
+    sent.sort();
+    assert_eq!(at_origin, sent, "{arrived:#?}");
+    for a in &arrived {
+        assert!(a.authorization, "{a:?}");
+        assert!(
+            logged
+                .iter()
+                .any(|l| l.method == a.method && l.url == a.url && l.user.as_deref() == Some(USER)),
+            "{a:?} not answered as {USER}: {logged:#?}"
+        );
+    }
     for l in &logged {
         assert_eq!(l.status, 200, "{l:?}");
         match &l.user {

@@ -286,6 +286,21 @@ log: {{ type: stdout, format: json, level: http }}
             .collect()
     }
 
+    /// Waits until verdaccio has written both [`Logged`] lines of every
+    /// request it received (the second may come a moment after the answer),
+    /// so that what follows a snapshot of the log belongs to later requests.
+    pub async fn settle(&self) {
+        let settled = super::poll_until(super::WAIT_LIMIT, || {
+            (self.logged().len() >= 2 * self.arrived().len()).then_some(())
+        })
+        .await;
+        assert!(
+            settled.is_some(),
+            "verdaccio did not log every request twice:\n{}",
+            self.output()
+        );
+    }
+
     /// Everything verdaccio printed so far (its log never holds a token:
     /// it prints `authorization` as `<Classified>`).
     pub fn output(&self) -> String {
