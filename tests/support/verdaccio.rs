@@ -249,6 +249,17 @@ log: {{ type: stdout, format: json, level: http }}
         );
     }
 
+    /// Whether verdaccio's storage holds package `name` (`@scope/name` for
+    /// a scoped one).
+    pub fn stores(&self, name: &str) -> bool {
+        self.dir
+            .path()
+            .join("storage")
+            .join(name)
+            .join("package.json")
+            .is_file()
+    }
+
     /// verdaccio's JSON log lines so far.
     fn log(&self) -> Vec<serde_json::Value> {
         let output = self.output.lock().unwrap().clone();
