@@ -22,9 +22,9 @@ const SCOPED: &str = "@acme/leftpad";
 /// How long one npm command may take: it sends a few small requests.
 const NPM_LIMIT: Duration = Duration::from_secs(60);
 
-/// The npm scopes: `npm` reads packuments and tarballs, `npm-publish`
-/// looks packages up and publishes them (a PUT of the packument); both keep the scoped package name's
-/// `%2f` as sent.
+/// The npm scopes: `npm` reads packuments and tarballs, `npm-publish` looks
+/// packages up and publishes them (a PUT of the packument); both keep the
+/// scoped package name's `%2f` as sent.
 fn npm_scopes(port: u16) -> String {
     format!(
         r#"
