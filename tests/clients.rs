@@ -1,6 +1,6 @@
-//! Real agent clients (curl, Python requests and httpx, Node fetch) through
-//! the real proxy, over HTTPS with interception, against a recording TLS
-//! upstream: the credential is injected, the agent's own is stripped, and
+//! Real agent clients (curl, Python requests, httpx and aiohttp, Node fetch)
+//! through the real proxy, over HTTPS with interception, against a recording
+//! TLS upstream: the credential is injected, the agent's own is stripped, and
 //! nothing secret comes back.
 
 mod support;
@@ -9,6 +9,9 @@ use std::process::Command;
 use std::sync::Arc;
 
 use support::*;
+
+/// Where the client scripts are.
+const CLIENTS_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients");
 
 struct Setup {
     env: Env,
@@ -84,7 +87,7 @@ fn agent_command(s: &Setup, program: &str) -> Command {
         .env("SSL_CERT_FILE", &ca)
         .env("REQUESTS_CA_BUNDLE", &ca)
         .env("NODE_EXTRA_CA_CERTS", &ca)
-        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients"));
+        .current_dir(CLIENTS_DIR);
     cmd
 }
 
@@ -243,5 +246,62 @@ async fn node_fetch_through_env_proxy_agent() {
     }
     assert!(all.contains("Bearer ****"), "{all}");
     assert_injected_and_clean(&s, &all, 2).await;
+    s.env.stop().await;
+}
+
+/// `http_get.py MODE GET` of `/v1/items`, then `/echo`, under one
+/// `credgate run` task, both sending the agent's own Authorization and
+/// X-Api-Key.
+async fn python_under_run(s: &Setup, mode: &str) -> Outcome {
+    let url = format!("https://api.test:{}", s.upstream.port());
+    let script = format!(
+        "for path in /v1/items /echo; do \
+           python3 http_get.py {mode} GET \"$0$path\" \
+             'Authorization: Bearer agent-own-token' 'X-Api-Key: agent-own-token' || exit 1; \
+         done"
+    );
+    let mut cmd = s.env.run_cmd("api", &["sh", "-c", &script, &url]);
+    cmd.current_dir(CLIENTS_DIR);
+    run_cli(cmd).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_aiohttp_with_trust_env_through_credgate_run() {
+    let s = setup().await;
+    let out = python_under_run(&s, "aiohttp").await;
+    out.expect_code(0);
+    for line in out.stdout.lines() {
+        let reply: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(reply["status"], 200, "{line}");
+    }
+    assert!(out.stdout.contains("Bearer ****"), "{out:?}");
+    assert!(!out.all().contains("cgt_"), "run printed its task token");
+    assert_injected_and_clean(&s, &out.all(), 2).await;
+    s.env.stop().await;
+}
+
+/// aiohttp's default, `trust_env=False`, ignores HTTPS_PROXY: under
+/// `credgate run` it goes for the host itself (here a name only credgate's
+/// resolver knows, so it cannot connect), and credgate sees nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_aiohttp_by_default_bypasses_the_proxy() {
+    let s = setup().await;
+    let out = python_under_run(&s, "aiohttp-default").await;
+    assert_ne!(out.code, Some(0), "{out:?}");
+    // aiohttp names the host it tried to reach itself: unresolvable, or
+    // (where name lookups hang) not reached in time.
+    let host = format!("api.test:{}", s.upstream.port());
+    assert!(
+        out.stderr
+            .contains(&format!("Cannot connect to host {host}"))
+            || out
+                .stderr
+                .contains(&format!("Connection timeout to host https://{host}")),
+        "{out:?}"
+    );
+    assert!(!out.stderr.contains(&s.env.proxy.to_string()), "{out:?}");
+    assert!(s.upstream.received().is_empty());
+    let records = s.env.request_records().await;
+    assert!(records.is_empty(), "credgate saw a request: {records:?}");
     s.env.stop().await;
 }

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs the real agent clients the integration tests drive (curl, git, Python
-# requests/httpx/websockets, boto3 and the AWS CLI, Node with undici, grpcio) and the real peers
-# they talk to (an OAuth 2.0 server, OpenBao, moto, git http-backend behind nginx, a grpcio
-# server), then runs every test. Safe to re-run.
+# requests/httpx/aiohttp/websockets, boto3 and the AWS CLI, Node with undici and npm,
+# grpcio) and the real peers they talk to (an OAuth 2.0 server, OpenBao, moto, git
+# http-backend behind nginx, a grpcio server, an npm registry), then runs every test.
+# Safe to re-run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,6 +36,10 @@ fi
 if ! python3 -c 'import requests, httpx' >/dev/null 2>&1; then
   python3 -m pip install --quiet --disable-pip-version-check 'requests>=2.31,<3' 'httpx>=0.27,<1'
 fi
+# aiohttp, which goes through HTTPS_PROXY only with trust_env=True.
+if ! python3 -c 'import aiohttp' >/dev/null 2>&1; then
+  python3 -m pip install --quiet --disable-pip-version-check 'aiohttp>=3.9,<4'
+fi
 # A real WebSocket client (websockets 15 on speaks through an HTTP proxy).
 if ! python3 -c 'import websockets.asyncio.client' >/dev/null 2>&1; then
   python3 -m pip install --quiet --disable-pip-version-check 'websockets>=15,<17'
@@ -66,6 +71,11 @@ fi
 # verifies the subject tokens).
 if [ ! -f tests/peers/oidc/node_modules/oidc-provider/package.json ]; then
   npm ci --silent --no-audit --no-fund --prefix tests/peers/oidc
+fi
+# The real npm registry for the npm tests (verdaccio, pinned in its
+# package.json: 6.8 is the last to run on Node 20; 6.9 on wants Node 22).
+if [ ! -f tests/peers/verdaccio/node_modules/verdaccio/package.json ]; then
+  npm ci --silent --no-audit --no-fund --prefix tests/peers/verdaccio
 fi
 
 cargo test --locked "$@"

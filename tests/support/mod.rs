@@ -6,6 +6,7 @@
 
 pub mod moto;
 pub mod oidc;
+pub mod verdaccio;
 pub mod ws;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -796,6 +797,42 @@ impl DaemonFiles {
     }
 }
 
+/// `--admin URL --admin-token-file F --ca F` for the admin API on `admin`.
+pub fn admin_flags(admin: SocketAddr, token_file: &Path, ca: &Path) -> Vec<std::ffi::OsString> {
+    vec![
+        "--admin".into(),
+        format!("http://{admin}").into(),
+        "--admin-token-file".into(),
+        token_file.into(),
+        "--ca".into(),
+        ca.into(),
+    ]
+}
+
+/// `credgate run --scope SCOPE FLAGS… -- COMMAND…`.
+pub fn credgate_run(
+    flags: Vec<std::ffi::OsString>,
+    scope: &str,
+    command: &[&str],
+) -> std::process::Command {
+    let mut cmd = credgate(["run", "--scope", scope]);
+    cmd.args(flags).arg("--").args(command);
+    cmd
+}
+
+impl Env {
+    /// `credgate run --scope SCOPE -- COMMAND…` against this server's admin
+    /// API: the binary's own `run`, with the in-process server's resolver
+    /// (which maps the tests' host names) doing the proxying.
+    pub fn run_cmd(&self, scope: &str, command: &[&str]) -> std::process::Command {
+        credgate_run(
+            admin_flags(self.admin, &self.admin_token_file, &self.ca_cert),
+            scope,
+            command,
+        )
+    }
+}
+
 /// A task as `credgate task start --json` reported it.
 #[derive(Debug, Clone)]
 pub struct CliTask {
@@ -819,14 +856,11 @@ impl Daemon {
 
     /// `--admin URL --admin-token-file F --ca F`.
     pub fn admin_flags(&self) -> Vec<std::ffi::OsString> {
-        vec![
-            "--admin".into(),
-            self.admin_url().into(),
-            "--admin-token-file".into(),
-            self.files.admin_token_file.clone().into(),
-            "--ca".into(),
-            self.files.ca_cert.clone().into(),
-        ]
+        admin_flags(
+            self.serve.admin,
+            &self.files.admin_token_file,
+            &self.files.ca_cert,
+        )
     }
 
     /// `credgate task ARGS… <admin flags>`.
@@ -838,9 +872,7 @@ impl Daemon {
 
     /// `credgate run --scope SCOPE <admin flags> -- COMMAND…`.
     pub fn run_cmd(&self, scope: &str, command: &[&str]) -> std::process::Command {
-        let mut cmd = credgate(["run", "--scope", scope]);
-        cmd.args(self.admin_flags()).arg("--").args(command);
-        cmd
+        credgate_run(self.admin_flags(), scope, command)
     }
 
     /// Starts a task through `credgate task start --json`.

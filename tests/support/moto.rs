@@ -46,21 +46,27 @@ s3.put_object(Bucket="reports", Key="q1.txt", Body=body.encode())
 print(json.dumps({"role_arn": role["Arn"], "key_id": key["AccessKeyId"], "secret": key["SecretAccessKey"]}))
 "#;
 
-/// A CA of the test's own and a leaf for 127.0.0.1 and localhost that it
-/// signed, as PEM files, for moto's https.
+/// A CA of the test's own and a leaf for 127.0.0.1 and a host name that it
+/// signed, as PEM files, for moto's https (and any other test server's).
 pub struct MotoTls {
     pub dir: TempDir,
     /// The CA certificate (what credgate and boto3 must trust).
     pub ca_cert: PathBuf,
     ca_key: PathBuf,
-    /// The leaf certificate, for `localhost` and 127.0.0.1 (any test server).
+    /// The leaf certificate, for its host name and 127.0.0.1.
     pub cert: PathBuf,
     /// The leaf's private key.
     pub key: PathBuf,
 }
 
 impl MotoTls {
+    /// A CA and a leaf for `localhost` and 127.0.0.1.
     pub fn generate() -> MotoTls {
+        MotoTls::generate_for("localhost")
+    }
+
+    /// A CA and a leaf for `host` and 127.0.0.1.
+    pub fn generate_for(host: &str) -> MotoTls {
         use rcgen::{
             BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
             SanType,
@@ -75,7 +81,7 @@ impl MotoTls {
         let ca_cert = ca.self_signed(&ca_key).unwrap();
         let ca_key_pem = ca_key.serialize_pem();
         let issuer = Issuer::new(ca, ca_key);
-        let mut leaf = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        let mut leaf = CertificateParams::new(vec![host.to_string()]).unwrap();
         leaf.subject_alt_names
             .push(SanType::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST)));
         let leaf_key = KeyPair::generate().unwrap();
@@ -100,7 +106,8 @@ impl MotoTls {
     }
 }
 
-fn write_private(path: &std::path::Path, text: &str) {
+/// Writes `text` to `path`, readable by its owner only.
+pub fn write_private(path: &std::path::Path, text: &str) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::write(path, text).unwrap();
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
