@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs the real agent clients the integration tests drive (curl, git, Python
+# Installs the real agent clients the integration tests drive (curl, wget, Java, git, Python
 # requests/httpx/websockets, boto3 and the AWS CLI, Node with undici, grpcio) and the real peers
 # they talk to (an OAuth 2.0 server, OpenBao, moto, git http-backend behind nginx, a grpcio
 # server), then runs every test. Safe to re-run.
@@ -8,6 +8,11 @@ cd "$(dirname "$0")/.."
 
 missing=()
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+# wget on GnuTLS (Debian's) and Java 17 read none of the usual CA variables:
+# tests/runtimes.rs checks what `credgate run` gives them instead. The JDK
+# brings javac, which compiles the Java client there.
+command -v wget >/dev/null 2>&1 || missing+=(wget)
+command -v javac >/dev/null 2>&1 || missing+=(openjdk-17-jdk-headless)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-pip)

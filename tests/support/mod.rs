@@ -901,6 +901,42 @@ impl Daemon {
     }
 }
 
+/// Scopes over an upstream on `localhost:port` for the real binary: `api` may GET `/v1/**` with the
+/// injected `api` credential; `other` may GET `/public/**` with none.
+pub fn localhost_scopes(port: u16) -> String {
+    format!(
+        r#"
+credentials:
+  api:
+    static: {{ env: API_TOKEN }}
+scopes:
+  api:
+    - host: localhost
+      port: {port}
+      methods: [GET]
+      paths: ["/v1/**"]
+      credential: api
+      allow_private: true
+  other:
+    - host: localhost
+      port: {port}
+      methods: [GET]
+      paths: ["/public/**"]
+      allow_private: true
+"#
+    )
+}
+
+/// The task id `credgate run` announced on stderr.
+pub fn run_task_id(out: &Outcome) -> String {
+    out.stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("credgate: task "))
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap_or_else(|| panic!("no task announced: {out:?}"))
+        .to_owned()
+}
+
 /// An upstream that answers every request with `body` as JSON.
 pub fn json_handler(body: &'static str) -> Handler {
     Arc::new(move |_| Reply {
