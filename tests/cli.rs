@@ -389,6 +389,7 @@ async fn run_gives_the_command_none_of_credgates_own_settings() {
         .env("CREDGATE_LOG", "warn")
         .env("CREDGATE_TASK_ID", "task-inherited-not-ours")
         .env("ALL_PROXY", "http://127.0.0.1:9")
+        .env("JAVA_TOOL_OPTIONS", "-Xss2m")
         .env("UNRELATED_SETTING", "kept");
     let out = run_cli(cmd).await;
     out.expect_code(0);
@@ -430,6 +431,16 @@ async fn run_gives_the_command_none_of_credgates_own_settings() {
     }
     assert_eq!(env["NO_PROXY"], "");
     assert_eq!(env["NODE_USE_ENV_PROXY"], "1");
+    // wget and Java get their per-task files; Java's options come after the
+    // inherited ones and carry the proxy's address but not the token.
+    assert!(env["WGETRC"].ends_with("/wgetrc"), "{}", env["WGETRC"]);
+    let java = env["JAVA_TOOL_OPTIONS"];
+    assert!(
+        java.starts_with("-Xss2m -Dhttps.proxyHost=127.0.0.1 "),
+        "{java}"
+    );
+    assert!(java.contains("-Djavax.net.ssl.trustStore="), "{java}");
+    assert!(!java.contains("cgt_"), "{java}");
     assert_eq!(env["UNRELATED_SETTING"], "kept");
 }
 

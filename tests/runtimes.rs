@@ -160,7 +160,7 @@ async fn wget_downloads_over_https_with_the_credential_injected() {
             &other,
         ],
     );
-    cmd.env("HOME", home.path()).env_remove("WGETRC");
+    cmd.env("HOME", home.path());
     let (cmd, tmp) = in_own_tmp(cmd);
     let out = run_cli(cmd).await;
     out.expect_code(0);

@@ -518,6 +518,8 @@ const INHERITED_VARS: &[&str] = &[
     "CURL_CA_BUNDLE",
     "NODE_EXTRA_CA_CERTS",
     "NODE_USE_ENV_PROXY",
+    "WGETRC",
+    "JAVA_TOOL_OPTIONS",
 ];
 
 /// Removes the test process's proxy, CA and credgate variables from `cmd`.
