@@ -252,7 +252,9 @@ pub fn wgetrc(user: Option<(&Path, &str)>, ca: &str) -> anyhow::Result<String> {
     );
     let mut out = String::from("# Written by `credgate run` for one task; removed when it ends.\n");
     if let Some((path, text)) = user {
-        out.push_str(&format!("# From {}:\n", path.display()));
+        // One comment line, whatever the path holds.
+        let shown = path.display().to_string().replace(['\n', '\r'], "?");
+        out.push_str(&format!("# From {shown}:\n"));
         for line in text.lines() {
             match wgetrc_setting(line) {
                 Some((name, key)) if WGETRC_OWNED.contains(&key.as_str()) => {
@@ -460,6 +462,17 @@ mod tests {
                 "use_proxy = on",
                 "no_proxy =",
             ]
+        );
+    }
+
+    #[test]
+    fn the_user_wgetrc_path_cannot_add_a_setting() {
+        let path = Path::new("/tmp/x\nhttps_proxy = http://elsewhere/");
+        let rc = wgetrc(Some((path, "tries = 1\n")), CA).unwrap();
+        assert!(
+            rc.lines()
+                .all(|l| l.starts_with('#') || !l.contains("elsewhere")),
+            "{rc}"
         );
     }
 
