@@ -15,38 +15,12 @@ use credgate::audit::{Event, Verdict};
 use nix::sys::signal::Signal;
 use support::*;
 
-/// Scopes over the upstream on `port`: `api` may GET `/v1/**` with the
-/// injected `api` credential; `other` may GET `/public/**` with none.
-fn scopes(port: u16) -> String {
-    format!(
-        r#"
-credentials:
-  api:
-    static: {{ env: API_TOKEN }}
-scopes:
-  api:
-    - host: localhost
-      port: {port}
-      methods: [GET]
-      paths: ["/v1/**"]
-      credential: api
-      allow_private: true
-  other:
-    - host: localhost
-      port: {port}
-      methods: [GET]
-      paths: ["/public/**"]
-      allow_private: true
-"#
-    )
-}
-
-/// A serve process with [`scopes`] over a fresh upstream answering with `handler`.
+/// A serve process with [`localhost_scopes`] over a fresh upstream answering with `handler`.
 async fn daemon_with(handler: Handler) -> (Daemon, Upstream, String) {
     let secret = test_secret();
     let files = DaemonFiles::new();
     let upstream = files.upstream("localhost", handler).await;
-    files.write_config(&scopes(upstream.port()));
+    files.write_config(&localhost_scopes(upstream.port()));
     let daemon = files.serve(&[("API_TOKEN", &secret)]).await;
     (daemon, upstream, secret)
 }
@@ -312,16 +286,6 @@ async fn task_commands_start_list_and_end_tasks_through_the_admin_api() {
 // ---------------------------------------------------------------------------
 // run
 
-/// The task id `credgate run` announced on stderr.
-fn run_task_id(out: &Outcome) -> String {
-    out.stderr
-        .lines()
-        .find_map(|l| l.strip_prefix("credgate: task "))
-        .and_then(|rest| rest.split(' ').next())
-        .unwrap_or_else(|| panic!("no task announced: {out:?}"))
-        .to_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_executes_curl_inside_a_task_and_ends_the_task() {
     let (d, upstream, secret) = daemon_with(echo_handler()).await;
@@ -425,6 +389,7 @@ async fn run_gives_the_command_none_of_credgates_own_settings() {
         .env("CREDGATE_LOG", "warn")
         .env("CREDGATE_TASK_ID", "task-inherited-not-ours")
         .env("ALL_PROXY", "http://127.0.0.1:9")
+        .env("JAVA_TOOL_OPTIONS", "-Xss2m")
         .env("UNRELATED_SETTING", "kept");
     let out = run_cli(cmd).await;
     out.expect_code(0);
@@ -474,6 +439,16 @@ async fn run_gives_the_command_none_of_credgates_own_settings() {
     );
     assert_eq!(env["NO_PROXY"], "");
     assert_eq!(env["NODE_USE_ENV_PROXY"], "1");
+    // wget and Java get their per-task files; Java's options come after the
+    // inherited ones and carry the proxy's address but not the token.
+    assert!(env["WGETRC"].ends_with("/wgetrc"), "{}", env["WGETRC"]);
+    let java = env["JAVA_TOOL_OPTIONS"];
+    assert!(
+        java.starts_with("-Xss2m -Dhttps.proxyHost=127.0.0.1 "),
+        "{java}"
+    );
+    assert!(java.contains("-Djavax.net.ssl.trustStore="), "{java}");
+    assert!(!java.contains("cgt_"), "{java}");
     assert_eq!(env["UNRELATED_SETTING"], "kept");
 }
 
@@ -589,7 +564,7 @@ fn run_without_a_reachable_admin_api_runs_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_without_a_ca_says_how_to_create_one() {
     let files = DaemonFiles::new();
-    files.write_config(&scopes(9));
+    files.write_config(&localhost_scopes(9));
     std::fs::remove_dir_all(files.dir.path().join("ca")).unwrap();
     let mut cmd = credgate(["serve", "--config"]);
     cmd.arg(&files.config_path)
@@ -604,7 +579,7 @@ async fn serve_without_a_ca_says_how_to_create_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_state_their_cause_once() {
     let files = DaemonFiles::new();
-    files.write_config(&scopes(9));
+    files.write_config(&localhost_scopes(9));
     std::fs::remove_dir_all(files.dir.path().join("ca")).unwrap();
     let mut cmd = credgate(["serve", "--config"]);
     cmd.arg(&files.config_path)
@@ -646,7 +621,7 @@ async fn errors_state_their_cause_once() {
 #[test]
 fn check_accepts_a_valid_config_and_describes_its_scopes() {
     let files = DaemonFiles::new();
-    files.write_config(&scopes(8443));
+    files.write_config(&localhost_scopes(8443));
     let secret = test_secret();
     let mut cmd = credgate(["check", "--config"]);
     cmd.arg(&files.config_path).env("API_TOKEN", &secret);
@@ -777,7 +752,7 @@ async fn explain_shows_the_rule_and_credential_and_sends_nothing() {
     let files = DaemonFiles::new();
     let upstream = files.upstream("localhost", ok_handler()).await;
     let port = upstream.port();
-    files.write_config(&scopes(port));
+    files.write_config(&localhost_scopes(port));
     let secret = test_secret();
     let explain = |method: &str, path: &str, scope: &str| {
         let mut cmd = credgate(["explain", "--config"]);

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Installs the real agent clients the integration tests drive (curl, git, Python
-# requests/httpx/aiohttp/websockets, boto3 and the AWS CLI, Node with undici and npm,
-# grpcio) and the real peers they talk to (an OAuth 2.0 server, OpenBao, moto, git
+# Installs the real agent clients the integration tests drive (curl, wget, Java, git,
+# Python requests/httpx/aiohttp/websockets, boto3 and the AWS CLI, Node with undici and
+# npm, grpcio) and the real peers they talk to (an OAuth 2.0 server, OpenBao, moto, git
 # http-backend behind nginx, a grpcio server, an npm registry), then runs every test.
 # Safe to re-run.
 set -euo pipefail
@@ -9,6 +9,11 @@ cd "$(dirname "$0")/.."
 
 missing=()
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+# wget on GnuTLS (Debian's) and Java 17 read none of the usual CA variables:
+# tests/runtimes.rs checks what `credgate run` gives them instead. The JDK
+# brings javac, which compiles the Java client there.
+command -v wget >/dev/null 2>&1 || missing+=(wget)
+command -v javac >/dev/null 2>&1 || missing+=(openjdk-17-jdk-headless)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-pip)

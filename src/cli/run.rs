@@ -4,10 +4,13 @@
 //! environment set, forwards termination signals to it, and ends (revokes)
 //! the task when CMD exits, whatever the reason. Exits with CMD's code. The
 //! task token is only ever placed in CMD's environment, never printed, and
-//! CMD inherits none of credgate's own settings (`CREDGATE_*`).
+//! CMD inherits none of credgate's own settings (`CREDGATE_*`). wget and
+//! Java, which read none of the usual variables, get per-task settings
+//! files as well ([`runtimes`]).
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::process::ExitStatusExt as _;
+use std::path::Path;
 use std::process::ExitStatus;
 
 use anyhow::Context as _;
@@ -17,6 +20,10 @@ use tokio::signal::unix::{signal, SignalKind};
 use crate::admin::{AdminClient, CreateTaskRequest, CreatedTask, TaskPortRequest};
 
 use super::task::{AdminClientArgs, TaskSpecArgs};
+
+pub mod runtimes;
+
+use runtimes::{Inherited, JavaProxy, RuntimeSettings};
 
 /// Inherited variables removed from CMD's environment: a catch-all proxy
 /// could otherwise carry traffic for schemes the variables above miss.
@@ -129,7 +136,17 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<i32> {
             uid: Some(nix::unistd::getuid().as_raw()),
         });
     }
-    run_as_task(&client, &request, program, program_args, &ca, &mut signals).await
+    let inherited = Inherited::from_process();
+    run_as_task(
+        &client,
+        &request,
+        program,
+        program_args,
+        &ca,
+        &inherited,
+        &mut signals,
+    )
+    .await
 }
 
 /// Starts the task, runs the command under it and ends the task.
@@ -139,6 +156,7 @@ async fn run_as_task(
     program: &OsStr,
     program_args: &[OsString],
     ca: &str,
+    inherited: &Inherited,
     signals: &mut Signals,
 ) -> anyhow::Result<i32> {
     let start = client.start_task(request);
@@ -168,7 +186,19 @@ async fn run_as_task(
         Some(url) => url.as_str(),
         None => created.proxy_url.expose_str().unwrap_or_default(),
     };
-    let env = agent_env(&created.id, proxy_url, ca);
+    // Held until the task has ended: dropping it removes the files.
+    let runtime = match runtime_settings(proxy_url, ca, inherited) {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            end_task(client, &created).await;
+            return Err(e);
+        }
+    };
+    for warning in &runtime.warnings {
+        eprintln!("credgate: {warning}");
+    }
+    let mut env = agent_env(&created.id, proxy_url, ca);
+    env.extend(runtime.env.iter().cloned());
     let mut command = tokio::process::Command::new(program);
     command.args(program_args);
     // Removed first, so that what `agent_env` sets is set after.
@@ -195,6 +225,7 @@ async fn run_as_task(
         },
     };
     end_task(client, &created).await;
+    drop(runtime);
     Ok(code)
 }
 
@@ -210,6 +241,22 @@ fn is_loopback_url(url: &str) -> bool {
         || host
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The wget and Java settings of the task whose proxy is `proxy_url`.
+///
+/// Java is pointed at the host and port of the task's proxy URL, without
+/// the token it cannot send: the task's own port, which needs none (with
+/// `--no-task-port`, the shared port serves it only under an ambient task).
+fn runtime_settings(
+    proxy_url: &str,
+    ca: &str,
+    inherited: &Inherited,
+) -> anyhow::Result<RuntimeSettings> {
+    let java_proxy =
+        JavaProxy::from_proxy_url(proxy_url).context("the task's proxy URL has no host")?;
+    runtimes::prepare(Path::new(ca), &std::env::temp_dir(), &java_proxy, inherited)
+        .context("writing the task's wgetrc and Java trust store")
 }
 
 /// The CA path as an absolute UTF-8 string; `run` refuses to start without
@@ -430,6 +477,28 @@ mod tests {
         vec!["-c".into(), script.into()]
     }
 
+    /// A real CA certificate file (the trust store is built from it).
+    struct CaFile(PathBuf);
+
+    impl CaFile {
+        fn new() -> CaFile {
+            let path = scratch("ca");
+            let ca = crate::tls::CertificateAuthority::generate().unwrap();
+            std::fs::write(&path, ca.cert_pem()).unwrap();
+            CaFile(path)
+        }
+
+        fn path(&self) -> &str {
+            self.0.to_str().unwrap()
+        }
+    }
+
+    impl Drop for CaFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
     fn injected() -> (tokio::sync::mpsc::UnboundedSender<Signal>, Signals) {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         (tx, Signals::Injected(rx))
@@ -438,10 +507,14 @@ mod tests {
     #[tokio::test]
     async fn runs_the_command_with_the_task_env_and_ends_the_task() {
         let h = Harness::start().await;
+        let ca = CaFile::new();
         let out = scratch("env");
         let script = format!(
-            "printf '%s\\n' \"$HTTPS_PROXY\" \"$SSL_CERT_FILE\" \"[$NO_PROXY]\" \"$CREDGATE_TASK_ID\" > '{}'; exit 7",
-            out.display()
+            "printf '%s\\n' \"$HTTPS_PROXY\" \"$SSL_CERT_FILE\" \"[$NO_PROXY]\" \"$CREDGATE_TASK_ID\" \
+             \"$WGETRC\" \"$JAVA_TOOL_OPTIONS\" > '{out}'; \
+             grep '^ca_certificate = ' \"$WGETRC\" >> '{out}'; \
+             test -s \"${{WGETRC%/wgetrc}}/truststore.p12\" && echo truststore >> '{out}'; exit 7",
+            out = out.display()
         );
         let (_tx, mut signals) = injected();
         let code = run_as_task(
@@ -449,7 +522,8 @@ mod tests {
             &request(),
             OsStr::new("sh"),
             &sh(script),
-            "/ca.crt",
+            ca.path(),
+            &Inherited::default(),
             &mut signals,
         )
         .await
@@ -471,20 +545,29 @@ mod tests {
             "{seen}"
         );
         assert!(lines[0].ends_with("@127.0.0.1:8080"), "{seen}");
-        assert_eq!(lines[1..], ["/ca.crt", "[]", task.id.as_str()]);
+        assert_eq!(lines[1..4], [ca.path(), "[]", task.id.as_str()]);
+        // wget and Java got their files, which went when the task ended.
+        let wgetrc = Path::new(lines[4]);
+        assert!(lines[5].starts_with("-Dhttps.proxyHost=127.0.0.1 -Dhttps.proxyPort=8080 "));
+        assert!(!lines[5].contains("cgt_"), "Java got no token: {seen}");
+        assert_eq!(lines[6], format!("ca_certificate = {}", ca.path()));
+        assert_eq!(lines[7], "truststore");
+        assert!(!wgetrc.parent().unwrap().exists(), "{seen}");
         h.stop().await;
     }
 
     #[tokio::test]
     async fn a_command_that_cannot_start_exits_127_and_ends_the_task() {
         let h = Harness::start().await;
+        let ca = CaFile::new();
         let (_tx, mut signals) = injected();
         let code = run_as_task(
             &h.client(ADMIN_TOKEN),
             &request(),
             OsStr::new("/nonexistent/credgate-test-program"),
             &[],
-            "/ca.crt",
+            ca.path(),
+            &Inherited::default(),
             &mut signals,
         )
         .await
@@ -500,17 +583,19 @@ mod tests {
     #[tokio::test]
     async fn termination_is_forwarded_to_the_command() {
         let h = Harness::start().await;
+        let ca = CaFile::new();
         let ready = scratch("ready");
         let script = format!("touch '{}'; exec sleep 30", ready.display());
         let (tx, mut signals) = injected();
         let client = h.client(ADMIN_TOKEN);
-        let (request, args) = (request(), sh(script));
+        let (request, args, inherited) = (request(), sh(script), Inherited::default());
         let running = run_as_task(
             &client,
             &request,
             OsStr::new("sh"),
             &args,
-            "/ca.crt",
+            ca.path(),
+            &inherited,
             &mut signals,
         );
         tokio::pin!(running);
@@ -548,6 +633,7 @@ mod tests {
     #[tokio::test]
     async fn a_signal_before_the_command_starts_ends_the_task_without_running_it() {
         let h = Harness::start().await;
+        let ca = CaFile::new();
         let marker = scratch("never");
         let (tx, mut signals) = injected();
         tx.send(Signal::SIGINT).unwrap();
@@ -556,7 +642,8 @@ mod tests {
             &request(),
             OsStr::new("touch"),
             &[marker.clone().into_os_string()],
-            "/ca.crt",
+            ca.path(),
+            &Inherited::default(),
             &mut signals,
         )
         .await
@@ -570,8 +657,34 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_task_whose_files_cannot_be_written_runs_nothing_and_ends() {
+        let h = Harness::start().await;
+        let marker = scratch("never");
+        let (_tx, mut signals) = injected();
+        let err = run_as_task(
+            &h.client(ADMIN_TOKEN),
+            &request(),
+            OsStr::new("touch"),
+            &[marker.clone().into_os_string()],
+            "/nonexistent/credgate-ca.crt",
+            &Inherited::default(),
+            &mut signals,
+        )
+        .await
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("credgate-ca.crt"), "{err:#}");
+        assert!(!marker.exists(), "the command did not run");
+        assert_eq!(
+            h.service.store.list()[0].ended(),
+            Some(EndReason::Requested)
+        );
+        h.stop().await;
+    }
+
+    #[tokio::test]
     async fn a_refused_task_runs_nothing() {
         let h = Harness::start().await;
+        let ca = CaFile::new();
         let (_tx, mut signals) = injected();
         let bad = CreateTaskRequest {
             scopes: vec!["prod-admin".into()],
@@ -582,7 +695,8 @@ mod tests {
             &bad,
             OsStr::new("true"),
             &[],
-            "/ca.crt",
+            ca.path(),
+            &Inherited::default(),
             &mut signals,
         )
         .await

@@ -17,6 +17,7 @@ mod ca;
 mod ca_files;
 mod error;
 mod leaf;
+mod pkcs12;
 #[cfg(test)]
 mod test_support;
 mod upstream;
@@ -25,6 +26,7 @@ pub use ca::CertificateAuthority;
 pub use ca_files::{init_ca, CaFiles};
 pub use error::{LeafError, TlsError};
 pub use leaf::{intercept_server_config, LeafCache};
+pub use pkcs12::{trust_store, TrustedCertificate};
 pub use upstream::upstream_client_config;
 
 /// The process-wide crypto provider (aws-lc-rs).

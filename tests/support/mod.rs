@@ -519,6 +519,8 @@ const INHERITED_VARS: &[&str] = &[
     "CURL_CA_BUNDLE",
     "NODE_EXTRA_CA_CERTS",
     "NODE_USE_ENV_PROXY",
+    "WGETRC",
+    "JAVA_TOOL_OPTIONS",
 ];
 
 /// Removes the test process's proxy, CA and credgate variables from `cmd`.
@@ -931,6 +933,42 @@ impl Daemon {
             )
         })
     }
+}
+
+/// Scopes over an upstream on `localhost:port` for the real binary: `api` may GET `/v1/**` with the
+/// injected `api` credential; `other` may GET `/public/**` with none.
+pub fn localhost_scopes(port: u16) -> String {
+    format!(
+        r#"
+credentials:
+  api:
+    static: {{ env: API_TOKEN }}
+scopes:
+  api:
+    - host: localhost
+      port: {port}
+      methods: [GET]
+      paths: ["/v1/**"]
+      credential: api
+      allow_private: true
+  other:
+    - host: localhost
+      port: {port}
+      methods: [GET]
+      paths: ["/public/**"]
+      allow_private: true
+"#
+    )
+}
+
+/// The task id `credgate run` announced on stderr.
+pub fn run_task_id(out: &Outcome) -> String {
+    out.stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("credgate: task "))
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap_or_else(|| panic!("no task announced: {out:?}"))
+        .to_owned()
 }
 
 /// An upstream that answers every request with `body` as JSON.
