@@ -70,6 +70,10 @@ pub(crate) struct ConnContext {
     /// The `Proxy-Authorization` that last authenticated on this connection,
     /// and whom: a keep-alive connection presents the same one each time.
     pub(crate) authenticated: Mutex<Option<Authenticated>>,
+    /// The record of a 407 challenge, until the next request on the
+    /// connection tells what it was (see [`super::identify::refused`]).
+    /// Dropped with the connection, it is emitted as the deny it was.
+    pub(crate) challenge: Mutex<Option<RecordGuard>>,
 }
 
 /// A `Proxy-Authorization` value as presented, and the task it proved.
@@ -101,6 +105,7 @@ impl ConnContext {
             peer,
             tunnel: None,
             authenticated: Mutex::new(None),
+            challenge: Mutex::new(None),
         }
     }
 
@@ -110,7 +115,16 @@ impl ConnContext {
             peer,
             tunnel: Some(tunnel),
             authenticated: Mutex::new(None),
+            challenge: Mutex::new(None),
         }
+    }
+
+    /// Takes the record of the challenge held for this connection, if any.
+    pub(crate) fn take_challenge(&self) -> Option<RecordGuard> {
+        self.challenge
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
     }
 }
 

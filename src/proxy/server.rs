@@ -33,7 +33,7 @@ use super::admission::{self, Admitted, Ask};
 use super::body::ProxyBody;
 use super::gateway::Gateway;
 use super::h1::{BodyReader, Framing, H1Connection, H1Error, InFlight, RequestHead};
-use super::identify::identify;
+use super::identify::{identify, refused};
 use super::interim::{self, InterimQueue};
 use super::pipeline::{self, new_record, ConnContext, Tunnel};
 use super::request_body::{BodyAbort, Piece, RequestBody, Streamed, FIRST_PART, PIECES_IN_FLIGHT};
@@ -120,9 +120,14 @@ pub async fn serve(gw: Arc<Gateway>, listener: TcpListener, shutdown: impl Futur
 async fn handle_connection(gw: Arc<Gateway>, stream: TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
     let ctx = ConnContext::plain(peer);
-    let conn = H1Connection::new(stream, BytesMut::new());
-    if let Some((conn, head)) = serve_h1(&gw, conn, &ctx).await {
-        handle_connect(gw, conn, head, &ctx).await;
+    let mut conn = H1Connection::new(stream, BytesMut::new());
+    // A CONNECT answered with a 407 challenge gives the connection back: the
+    // client retries on it with credentials.
+    while let Some((open, head)) = serve_h1(&gw, conn, &ctx).await {
+        match handle_connect(gw.clone(), open, head, &ctx).await {
+            Some(open) => conn = open,
+            None => return,
+        }
     }
 }
 
@@ -173,6 +178,9 @@ where
             Err(H1Error::Closed) => return None,
             Ok(head) => head,
             Err(e) => {
+                // No answer to a challenge held for the connection: that
+                // one is the deny it was, recorded before this one.
+                drop(ctx.take_challenge());
                 let response = deny(new_record(gw), Deny::new(e.reason(), e.to_string()));
                 if e.reason() != Reason::ClientDisconnected {
                     let _ = conn.write_response(response, false, false).await;
@@ -207,7 +215,8 @@ where
             Ok(who) => who,
             Err(d) => {
                 let keep_alive = head.keep_alive && head.framing == Framing::Empty;
-                let _ = conn.write_response(deny(rec, d), false, keep_alive).await;
+                let (response, _) = refused(ctx, rec, d, keep_alive);
+                let _ = conn.write_response(response, false, keep_alive).await;
                 if keep_alive {
                     continue;
                 }
@@ -449,28 +458,50 @@ async fn refuse<IO: AsyncRead + AsyncWrite + Unpin>(
 /// A `CONNECT`: identify, then admit on `host:port` alone, before any DNS
 /// lookup; then a blind tunnel where the rule says so, or interception,
 /// where every request inside goes through the pipeline on its own.
+/// Returns the connection when it carries on as plain HTTP/1: after a 407
+/// challenge, for the client's retry with credentials.
 async fn handle_connect(
     gw: Arc<Gateway>,
     mut conn: H1Connection<TcpStream>,
     head: RequestHead,
     ctx: &ConnContext,
-) {
+) -> Option<H1Connection<TcpStream>> {
     let mut rec = new_record(&gw);
     rec.method("CONNECT");
+    // Named before identify, so a refused CONNECT still says where it went.
+    let target = connect_target(&head);
+    if let Some((host, port)) = &target {
+        rec.target("https", host, *port, None);
+    }
     let who = match identify(&gw, ctx, &head.parts.headers) {
         Ok(who) => who,
-        Err(d) => return refuse(&mut conn, rec, d).await,
+        Err(d) => {
+            let (mut response, challenge) = refused(ctx, rec, d, head.keep_alive);
+            if !challenge {
+                let _ = conn.write_response(response, false, false).await;
+                return None;
+            }
+            // A CONNECT has no body, so the connection can wait for the
+            // retry; the 407 has none either, for clients that read no
+            // body after a refused CONNECT.
+            *response.body_mut() = ProxyBody::full(Bytes::new());
+            response.headers_mut().remove(http::header::CONTENT_TYPE);
+            return match conn.write_response(response, false, true).await {
+                Ok(true) => Some(conn),
+                _ => None,
+            };
+        }
     };
     let task = who.task.clone();
     rec.task(&task.id, &task.agent, &task.labels);
-    let Some((host, port)) = connect_target(&head) else {
+    let Some((host, port)) = target else {
         let d = Deny::new(Reason::BadRequest, "CONNECT needs a host:port target");
-        return refuse(&mut conn, rec, d).await;
+        refuse(&mut conn, rec, d).await;
+        return None;
     };
     // The head shares the bytes it was read from, Proxy-Authorization
     // included: it goes now, not when the tunnel closes.
     drop(head);
-    rec.target("https", &host, port, None);
 
     // Admitted before any DNS lookup: a target outside every scope of the
     // task never reaches the resolver.
@@ -478,21 +509,25 @@ async fn handle_connect(
     let ask = Ask::Tunnel { host: &host, port };
     let admitted = match admission::admit(&gw, &snapshot, &task, ask, &[], &mut rec).await {
         Ok(admitted) => admitted,
-        Err(d) => return refuse(&mut conn, rec, d).await,
+        Err(d) => {
+            refuse(&mut conn, rec, d).await;
+            return None;
+        }
     };
     let blind = admitted.rule().tunnel;
     drop(snapshot);
 
     if blind {
         // Ending the task closes its tunnel, blind or not.
-        return blind_tunnel(&gw, conn, rec, &host, port, &admitted, &task).await;
+        blind_tunnel(&gw, conn, rec, &host, port, &admitted, &task).await;
+        return None;
     }
     if conn
         .write_raw(b"HTTP/1.1 200 Connection Established\r\n\r\n")
         .await
         .is_err()
     {
-        return; // the record says the agent went away
+        return None; // the record says the agent went away
     }
     let (stream, buffered) = conn.into_parts();
     let Ok(intercepted) = tokio::time::timeout(
@@ -502,9 +537,10 @@ async fn handle_connect(
     .await
     else {
         let message = "the agent did not complete TLS in time".to_string();
-        return rec.deny(Reason::ClientDisconnected, message);
+        rec.deny(Reason::ClientDisconnected, message);
+        return None;
     };
-    let Some(tls) = intercepted else { return };
+    let tls = intercepted?;
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
     let message = format!(
         "tunnel intercepted ({})",
@@ -537,6 +573,7 @@ async fn handle_connect(
         () = serve => {}
         () = task.wait_ended() => {}
     }
+    None
 }
 
 /// Accepts the agent's TLS for `host` after a CONNECT that was `admitted`.
