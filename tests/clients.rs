@@ -300,3 +300,54 @@ async fn curl_asking_for_the_proxy_scheme_first_leaves_a_challenge_not_a_deny() 
     assert_injected_and_clean(&s, &stdout, 1).await;
     s.env.stop().await;
 }
+
+/// Runs `program` with `args` through credgate as a client that does not
+/// trust the credgate CA, and checks the CONNECT's one record says so and
+/// nothing reached the upstream.
+async fn refused_certificate(program: &str, args: &[&str]) {
+    let s = setup().await;
+    let url = format!("https://api.test:{}/v1/items", s.upstream.port());
+    let mut cmd = agent_command(&s, program);
+    cmd.env_remove("SSL_CERT_FILE").args(args).arg(&url);
+    let out = run_command(cmd).await;
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !out.status.success(),
+        "{program} trusted credgate: {stderr}"
+    );
+    let records = s.env.request_records().await;
+    assert_eq!(records.len(), 1, "{records:#?}");
+    let r = &records[0];
+    assert_eq!(r.method.as_deref(), Some("CONNECT"), "{r:?}");
+    assert_eq!(r.decision, Some(credgate::audit::Verdict::Deny), "{r:?}");
+    assert_eq!(
+        r.reason,
+        Some(credgate::reason::Reason::AgentTlsFailed),
+        "{r:?}"
+    );
+    assert!(
+        r.message.as_deref().is_some_and(|m| m.starts_with(
+            "the client refused credgate's certificate: does it trust the credgate CA?"
+        )),
+        "{r:?}"
+    );
+    assert!(s.upstream.received().is_empty());
+    assert!(!s.env.log_text().await.contains(&s.token));
+    s.env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_refusing_the_certificate_in_the_handshake_is_agent_tls_failed() {
+    // OpenSSL checks the certificate in the handshake and sends an alert.
+    refused_certificate("curl", &["-sS", "--fail-with-body"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wget_refusing_the_certificate_after_the_handshake_is_agent_tls_failed() {
+    // GnuTLS completes the handshake, checks the certificate, and closes.
+    refused_certificate(
+        "wget",
+        &["--no-config", "--no-hsts", "-q", "--tries=1", "-O", "-"],
+    )
+    .await;
+}

@@ -13,6 +13,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -540,15 +541,15 @@ async fn handle_connect(
         rec.deny(Reason::ClientDisconnected, message);
         return None;
     };
-    let tls = intercepted?;
+    let mut tls = intercepted?;
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
     let message = format!(
         "tunnel intercepted ({})",
         if h2 { "h2" } else { "http/1.1" }
     );
-    // The CONNECT's own record is complete; each request inside gets its own.
     rec.allow(Some(message));
-    drop(rec);
+    // Its duration is the tunnel's setting up, as for any other CONNECT.
+    rec.stop_clock();
 
     let ctx = Arc::new(ConnContext::tunnel(
         ctx.peer,
@@ -561,10 +562,15 @@ async fn handle_connect(
     ));
     // Ending the task closes its tunnels.
     let serve = async {
+        // The CONNECT's own record is complete once the agent uses the
+        // tunnel; each request inside gets its own.
+        let Some(first) = first_bytes(&mut tls, rec).await else {
+            return;
+        };
         if h2 {
-            serve_h2(gw.clone(), tls, ctx.clone()).await;
+            serve_h2(gw.clone(), Rewind::new(first, tls), ctx.clone()).await;
         } else {
-            serve_h1(&gw, H1Connection::new(tls, BytesMut::new()), &ctx).await;
+            serve_h1(&gw, H1Connection::new(tls, first), &ctx).await;
         }
     };
     tokio::select! {
@@ -574,6 +580,58 @@ async fn handle_connect(
         () = task.wait_ended() => {}
     }
     None
+}
+
+/// Waits for the first bytes the agent sends in an intercepted tunnel (the
+/// start of its first request, or the HTTP/2 preface), then emits the
+/// CONNECT's record `rec`, which says allowed. A tunnel that ends before
+/// that byte is a client that refused credgate's certificate after the
+/// handshake: wget (GnuTLS) completes the handshake, then checks the
+/// certificate, and closes without an alert or close_notify when it does
+/// not trust the CA. The record then says `agent_tls_failed`: no request
+/// went through, and a client that opens a tunnel only to close it unused
+/// has nothing else to show for it. A client that keeps the tunnel open
+/// without using it accepted the certificate; it closes idle, allowed.
+async fn first_bytes<IO: AsyncRead + Unpin>(
+    tls: &mut IO,
+    mut rec: RecordGuard,
+) -> Option<BytesMut> {
+    let mut first = BytesMut::with_capacity(1024);
+    let read = tokio::time::timeout(IDLE_TIMEOUT, tls.read_buf(&mut first)).await;
+    let failed = match read {
+        Ok(Ok(n)) if n > 0 => return Some(first),
+        // Idle: the record stays allowed, and the tunnel closes.
+        Err(_) => return None,
+        Ok(Ok(_)) => None,
+        Ok(Err(e)) => Some(e),
+    };
+    let when = "after the TLS handshake, before any request";
+    agent_tls_failed(&mut rec, failed.as_ref(), when);
+    None
+}
+
+/// Denies `rec` as `agent_tls_failed`: the agent's TLS ended `when`, by
+/// the alert it sent, by `failed`, or (`None`) by a clean close.
+fn agent_tls_failed(rec: &mut RecordGuard, failed: Option<&io::Error>, when: &str) {
+    const REFUSED: &str =
+        "the client refused credgate's certificate: does it trust the credgate CA?";
+    let tls = failed
+        .and_then(io::Error::get_ref)
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>());
+    let message = match (tls, failed) {
+        (Some(rustls::Error::AlertReceived(alert)), _) => {
+            format!("{REFUSED} (it sent the TLS alert {alert:?} {when})")
+        }
+        (Some(other), _) => format!("the client's TLS failed {when}: {other}"),
+        (None, Some(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
+            format!(
+                "{REFUSED} (it closed the connection {when}, without a TLS alert or close_notify)"
+            )
+        }
+        (None, Some(e)) => format!("{REFUSED} (it closed the connection {when}: {e})"),
+        (None, None) => format!("{REFUSED} (it closed the TLS connection {when})"),
+    };
+    rec.deny(Reason::AgentTlsFailed, message);
 }
 
 /// Accepts the agent's TLS for `host` after a CONNECT that was `admitted`.
@@ -637,11 +695,10 @@ async fn intercept(
     };
     match start.into_stream(config).await {
         Ok(tls) => Some(tls),
-        Err(e) => fail(
-            rec,
-            Reason::ClientDisconnected,
-            format!("TLS handshake with the agent failed (does it trust the credgate CA?): {e}"),
-        ),
+        Err(e) => {
+            agent_tls_failed(rec, Some(&e), "during the TLS handshake");
+            None
+        }
     }
 }
 
