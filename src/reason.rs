@@ -75,6 +75,11 @@ pub enum Reason {
     AuditUnavailable,
     /// The agent went away before the exchange finished.
     ClientDisconnected,
+    /// The agent's TLS in a tunnel failed: it refused credgate's
+    /// certificate during the handshake (an alert) or right after it (it
+    /// closed before any request), usually because it does not trust the
+    /// credgate CA.
+    AgentTlsFailed,
     /// A bug or resource failure inside credgate.
     Internal,
 }
@@ -114,7 +119,7 @@ impl Reason {
             | Reason::ResponseTooLarge => StatusCode::BAD_GATEWAY,
             Reason::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             // Nobody is left to read it; the record carries the reason.
-            Reason::ClientDisconnected => StatusCode::BAD_REQUEST,
+            Reason::ClientDisconnected | Reason::AgentTlsFailed => StatusCode::BAD_REQUEST,
             Reason::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -152,6 +157,7 @@ impl Reason {
             Reason::ResponseTooLarge => "response_too_large",
             Reason::AuditUnavailable => "audit_unavailable",
             Reason::ClientDisconnected => "client_disconnected",
+            Reason::AgentTlsFailed => "agent_tls_failed",
             Reason::Internal => "internal",
         }
     }
@@ -174,6 +180,7 @@ mod tests {
             Reason::SecretInRequest,
             Reason::UpstreamTlsFailed,
             Reason::ResponseTooLarge,
+            Reason::AgentTlsFailed,
         ] {
             let json = serde_json::to_string(&r).unwrap();
             assert_eq!(json, format!("\"{}\"", r.as_str()));

@@ -1225,8 +1225,15 @@ async fn garbage_task_tokens_are_refused() {
         assert_eq!(resp.status, 407, "{value}: {}", resp.text());
         assert!(!resp.text().contains(&garbage));
     }
-    let (_stream, resp) = connect_raw(&s.env, None, &s.tls_authority()).await;
-    assert_proxy_auth_required(&resp, "task_token_missing");
+    // Without any token the 407 is a challenge the client may answer on the
+    // same connection: a CONNECT's has no body.
+    let (_, resp) = connect_raw(&s.env, None, &s.tls_authority()).await;
+    assert_eq!(resp.status, 407, "{}", resp.text());
+    assert_eq!(resp.reason(), Some("task_token_missing"));
+    assert!(resp.body.is_empty(), "{}", resp.text());
+    assert!(resp
+        .header("proxy-authenticate")
+        .is_some_and(|v| v.starts_with("Basic")));
     s.assert_upstreams_untouched();
     assert_eq!(s.env.resolver.count(), 0);
     assert!(!s.env.log_text().await.contains(&garbage));

@@ -143,6 +143,20 @@ async fn assert_injected_and_clean(s: &Setup, output: &str, requests: usize) {
         issued[0].credential.as_ref().map(|c| c.name.as_str()),
         Some("api")
     );
+    // A client that trusts the CA: each CONNECT is an allowed tunnel (or a
+    // challenge its client answered).
+    for r in records.iter().filter(|r| {
+        r.method.as_deref() == Some("CONNECT")
+            && r.decision != Some(credgate::audit::Verdict::Challenge)
+    }) {
+        assert_eq!(r.reason, Some(credgate::reason::Reason::Allowed), "{r:?}");
+        assert!(
+            r.message
+                .as_deref()
+                .is_some_and(|m| m.starts_with("tunnel intercepted")),
+            "{r:?}"
+        );
+    }
     for r in allowed {
         assert_eq!(r.credential.as_ref().map(|c| c.name.as_str()), Some("api"));
         assert!(
@@ -151,6 +165,20 @@ async fn assert_injected_and_clean(s: &Setup, output: &str, requests: usize) {
             r.stripped
         );
     }
+}
+
+/// Runs curl, which must succeed with the upstream's answer in its output;
+/// returns that output.
+async fn run_curl(cmd: Command) -> String {
+    let out = run_command(cmd).await;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "curl failed: {stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("ok from upstream"), "{stdout}");
+    stdout
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -172,14 +200,7 @@ async fn curl_through_https_proxy() {
         .arg(&s.env.ca_cert)
         .args(["-H", "Authorization: Bearer agent-own-token"])
         .arg(format!("{url}/echo"));
-    let out = run_command(cmd).await;
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "curl failed: {stdout} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(stdout.contains("ok from upstream"), "{stdout}");
+    let stdout = run_curl(cmd).await;
     // The echo shows the upstream got a credential, and the agent only its mask.
     assert!(stdout.contains("authorization: Bearer ****"), "{stdout}");
     assert_injected_and_clean(&s, &stdout, 2).await;
@@ -304,4 +325,89 @@ async fn python_aiohttp_by_default_bypasses_the_proxy() {
     let records = s.env.request_records().await;
     assert!(records.is_empty(), "credgate saw a request: {records:?}");
     s.env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_asking_for_the_proxy_scheme_first_leaves_a_challenge_not_a_deny() {
+    use credgate::audit::Verdict;
+    let s = setup().await;
+    let url = format!("https://api.test:{}/v1/items", s.upstream.port());
+    // As git does by default (http.proxyAuthMethod=anyauth): the first
+    // CONNECT goes without credentials, the retry on the same connection
+    // with them.
+    let mut cmd = agent_command(&s, "curl");
+    cmd.args(["-sS", "--fail-with-body", "--proxy-anyauth", "--cacert"])
+        .arg(&s.env.ca_cert)
+        .args(["-H", "Authorization: Bearer agent-own-token"])
+        .arg(&url);
+    let stdout = run_curl(cmd).await;
+    let records = s.env.request_records().await;
+    let decisions: Vec<_> = records
+        .iter()
+        .map(|r| (r.method.as_deref(), r.decision))
+        .collect();
+    assert_eq!(
+        decisions,
+        [
+            (Some("CONNECT"), Some(Verdict::Challenge)),
+            (Some("CONNECT"), Some(Verdict::Allow)),
+            (Some("GET"), Some(Verdict::Allow)),
+        ],
+        "{records:#?}"
+    );
+    assert_eq!(records[0].host.as_deref(), Some("api.test"));
+    assert_eq!(records[0].task.as_deref(), Some(s.id.as_str()));
+    assert_injected_and_clean(&s, &stdout, 1).await;
+    s.env.stop().await;
+}
+
+/// Runs `program` with `args` through credgate as a client that does not
+/// trust the credgate CA, and checks the CONNECT's one record says so and
+/// nothing reached the upstream.
+async fn refused_certificate(program: &str, args: &[&str]) {
+    let s = setup().await;
+    let url = format!("https://api.test:{}/v1/items", s.upstream.port());
+    let mut cmd = agent_command(&s, program);
+    cmd.env_remove("SSL_CERT_FILE").args(args).arg(&url);
+    let out = run_command(cmd).await;
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !out.status.success(),
+        "{program} trusted credgate: {stderr}"
+    );
+    let records = s.env.request_records().await;
+    assert_eq!(records.len(), 1, "{records:#?}");
+    let r = &records[0];
+    assert_eq!(r.method.as_deref(), Some("CONNECT"), "{r:?}");
+    assert_eq!(r.decision, Some(credgate::audit::Verdict::Deny), "{r:?}");
+    assert_eq!(
+        r.reason,
+        Some(credgate::reason::Reason::AgentTlsFailed),
+        "{r:?}"
+    );
+    assert!(
+        r.message.as_deref().is_some_and(|m| m.starts_with(
+            "the client refused credgate's certificate: does it trust the credgate CA?"
+        )),
+        "{r:?}"
+    );
+    assert!(s.upstream.received().is_empty());
+    assert!(!s.env.log_text().await.contains(&s.token));
+    s.env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_refusing_the_certificate_in_the_handshake_is_agent_tls_failed() {
+    // OpenSSL checks the certificate in the handshake and sends an alert.
+    refused_certificate("curl", &["-sS", "--fail-with-body"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wget_refusing_the_certificate_after_the_handshake_is_agent_tls_failed() {
+    // GnuTLS completes the handshake, checks the certificate, and closes.
+    refused_certificate(
+        "wget",
+        &["--no-config", "--no-hsts", "-q", "--tries=1", "-O", "-"],
+    )
+    .await;
 }

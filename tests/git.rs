@@ -171,21 +171,43 @@ fn git_command(dir: &Path, args: &[&str]) -> Command {
     cmd
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn git_clone_and_push_a_repository_of_several_mib_through_credgate() {
-    let token = test_secret();
-    let tls = MotoTls::generate();
-    let server = GitServer::start(&tls, &format!("x-access-token:{token}"));
+/// Runs git through credgate. The proxy URL (with the task token) and the
+/// CA go in the environment, as `credgate run` sets them, not in arguments
+/// that a failure message would print.
+fn git_via(dir: &Path, args: &[&str], proxy: &str, ca: &str) -> String {
+    let mut cmd = git_command(dir, args);
+    cmd.env("https_proxy", proxy).env("GIT_SSL_CAINFO", ca);
+    run_git(cmd, args)
+}
+
+/// credgate with a scope `repo` that may read and push `server`'s
+/// repository, injecting `token` as HTTP Basic, and a task holding it.
+/// Returns credgate, the task id, the proxy URL (with the task token) and
+/// the CA file.
+async fn start_credgate(
+    tls: &MotoTls,
+    server: &GitServer,
+    token: &str,
+) -> (Env, String, String, String) {
     let config = format!(
         "credentials:\n  git:\n    static: {{ env: GIT_TOKEN }}\n    inject: {{ basic: {{ username: x-access-token }} }}\n\
          scopes:\n  repo:\n    - host: localhost\n      port: {port}\n      methods: [GET, POST]\n      paths: [\"/repo.git/**\"]\n      credential: git\n      allow_private: true\n",
         port = server.port
     );
-    let env = Env::start_trusting(tls.authority(), &config, &[("GIT_TOKEN", &token)]).await;
+    let env = Env::start_trusting(tls.authority(), &config, &[("GIT_TOKEN", token)]).await;
     let (id, task_token) = env.start_task(&["repo"]);
-    let url = format!("https://localhost:{}/repo.git", server.port);
     let proxy = env.proxy_url(&id, &task_token);
     let ca = env.ca_cert.display().to_string();
+    (env, id, proxy, ca)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn git_clone_and_push_a_repository_of_several_mib_through_credgate() {
+    let token = test_secret();
+    let tls = MotoTls::generate();
+    let server = GitServer::start(&tls, &format!("x-access-token:{token}"));
+    let (env, _, proxy, ca) = start_credgate(&tls, &server, &token).await;
+    let url = format!("https://localhost:{}/repo.git", server.port);
     let work = TempDir::new();
     // Noise does not compress: the pack is as large as the file.
     let file = noise(6 << 20);
@@ -193,14 +215,7 @@ async fn git_clone_and_push_a_repository_of_several_mib_through_credgate() {
     let pushed = tokio::task::spawn_blocking({
         let (work, url, file) = (work.path().to_path_buf(), url.clone(), file.clone());
         move || {
-            // The proxy URL (with the task token) and the CA go in the
-            // environment, as `credgate run` sets them, not in arguments
-            // that a failure message would print.
-            let via = |dir: &Path, args: &[&str]| {
-                let mut cmd = git_command(dir, args);
-                cmd.env("https_proxy", &proxy).env("GIT_SSL_CAINFO", &ca);
-                run_git(cmd, args)
-            };
+            let via = |dir: &Path, args: &[&str]| git_via(dir, args, &proxy, &ca);
             via(&work, &["clone", "-q", &url, "first"]);
             let repo = work.join("first");
             std::fs::write(repo.join("data.bin"), &file).unwrap();
@@ -240,6 +255,87 @@ async fn git_clone_and_push_a_repository_of_several_mib_through_credgate() {
     );
     assert!(push.bytes_in > 6 << 20, "{push:?}");
     assert_eq!(push.upstream.as_ref().and_then(|u| u.status), Some(200));
+    assert!(!env.log_text().await.contains(&token));
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_git_clone_leaves_no_deny_in_the_records() {
+    use credgate::audit::Verdict;
+    use credgate::reason::Reason;
+    let token = test_secret();
+    let tls = MotoTls::generate();
+    let server = GitServer::start(&tls, &format!("x-access-token:{token}"));
+    // A commit in the served repository, pushed there without credgate.
+    let seed = TempDir::new();
+    git(seed.path(), &["init", "-q", "-b", "main"]);
+    std::fs::write(seed.path().join("README"), "hello\n").unwrap();
+    git(seed.path(), &["add", "README"]);
+    git(seed.path(), &["commit", "-q", "-m", "first"]);
+    let bare = server.root.join("repo.git").display().to_string();
+    git(seed.path(), &["push", "-q", &bare, "HEAD:main"]);
+
+    let (env, id, proxy, ca) = start_credgate(&tls, &server, &token).await;
+    let url = format!("https://localhost:{}/repo.git", server.port);
+    let work = TempDir::new();
+    // git's default http.proxyAuthMethod is anyauth: libcurl sends its
+    // first CONNECT without credentials and retries after the 407.
+    tokio::task::spawn_blocking({
+        let work = work.path().to_path_buf();
+        move || git_via(&work, &["clone", "-q", &url, "copy"], &proxy, &ca)
+    })
+    .await
+    .unwrap();
+    let readme = std::fs::read_to_string(work.path().join("copy/README")).unwrap();
+    assert_eq!(readme, "hello\n");
+
+    // `credgate logs --decision deny` has nothing to show.
+    env.gateway().audit_sink().flush().await;
+    let mut logs = credgate(["logs"]);
+    logs.arg(&env.audit).args(["--decision", "deny", "--json"]);
+    let out = run_cli(logs).await;
+    out.expect_code(0);
+    assert_eq!(out.stdout, "", "denied after a clean clone");
+
+    // One record per request, each saying what it was; the first CONNECT of
+    // a connection may be a challenge, answered on that connection.
+    let records = env.request_records().await;
+    for r in &records {
+        assert_eq!(r.host.as_deref(), Some("localhost"), "{r:?}");
+        assert_eq!(r.port, Some(server.port), "{r:?}");
+        match r.method.as_deref() {
+            Some("CONNECT") => assert_eq!(r.path, None, "{r:?}"),
+            Some("GET" | "POST") => assert!(
+                r.path
+                    .as_deref()
+                    .is_some_and(|p| p.starts_with("/repo.git/")),
+                "{r:?}"
+            ),
+            _ => panic!("unexpected record {r:?}"),
+        }
+        match r.decision {
+            Some(Verdict::Allow) => assert_eq!(r.reason, Some(Reason::Allowed), "{r:?}"),
+            Some(Verdict::Challenge) => {
+                assert_eq!(r.reason, Some(Reason::TaskTokenMissing), "{r:?}");
+                assert_eq!(r.task.as_deref(), Some(id.as_str()), "{r:?}");
+            }
+            _ => panic!("a clean clone left {r:?}"),
+        }
+    }
+    let count = |method: &str, decision| {
+        records
+            .iter()
+            .filter(|r| r.method.as_deref() == Some(method) && r.decision == Some(decision))
+            .count()
+    };
+    assert!(count("CONNECT", Verdict::Allow) >= 1, "{records:#?}");
+    assert!(count("GET", Verdict::Allow) >= 1, "{records:#?}");
+    assert!(count("POST", Verdict::Allow) >= 1, "{records:#?}");
+    // Every challenge was answered by an allowed CONNECT on its connection.
+    assert!(
+        count("CONNECT", Verdict::Challenge) <= count("CONNECT", Verdict::Allow),
+        "{records:#?}"
+    );
     assert!(!env.log_text().await.contains(&token));
     env.stop().await;
 }

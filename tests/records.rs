@@ -529,3 +529,162 @@ async fn allowed_record_has_every_field() {
     s.assert_no_secrets().await;
     s.env.stop().await;
 }
+
+// A 407 challenge: libcurl (git, `curl --proxy-anyauth`) and Java send a
+// request without Proxy-Authorization first, then retry with credentials.
+
+/// `CONNECT target` as a raw request, with `auth` when given.
+fn connect_request(target: &str, auth: Option<&str>) -> Vec<u8> {
+    let auth = auth
+        .map(|a| format!("Proxy-Authorization: {a}\r\n"))
+        .unwrap_or_default();
+    format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n{auth}\r\n").into_bytes()
+}
+
+/// (method, decision, reason) of each record, in order.
+fn outcomes(
+    records: &[credgate::audit::DecisionRecord],
+) -> Vec<(Option<&str>, Option<Verdict>, Option<Reason>)> {
+    records
+        .iter()
+        .map(|r| (r.method.as_deref(), r.decision, r.reason))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connect_challenge_answered_on_the_same_connection_is_a_challenge() {
+    let s = setup().await;
+    let target = format!("api.test:{}", s.tls.port());
+    let mut stream = TcpStream::connect(s.env.proxy).await.unwrap();
+    let resp = exchange(&mut stream, &connect_request(&target, None)).await;
+    assert_eq!(resp.status, 407, "{}", resp.text());
+    assert_eq!(resp.reason(), Some("task_token_missing"));
+    assert_eq!(
+        resp.header("proxy-authenticate"),
+        Some("Basic realm=\"credgate\"")
+    );
+    // No body and no `Connection: close`: the retry comes on this socket.
+    assert_eq!(resp.header("content-length"), Some("0"));
+    assert_eq!(resp.header("connection"), None);
+
+    let resp = exchange(&mut stream, &connect_request(&target, Some(&s.auth))).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let mut tls = tls_over(stream, &s.env.ca_cert, "api.test", &[])
+        .await
+        .unwrap();
+    let resp = exchange(&mut tls, &s.inner_request("GET", "/v1/items", "")).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    drop(tls);
+
+    let records = settle(&s.env, 3).await;
+    assert_eq!(
+        outcomes(&records),
+        [
+            (
+                Some("CONNECT"),
+                Some(Verdict::Challenge),
+                Some(Reason::TaskTokenMissing)
+            ),
+            (Some("CONNECT"), Some(Verdict::Allow), Some(Reason::Allowed)),
+            (Some("GET"), Some(Verdict::Allow), Some(Reason::Allowed)),
+        ],
+        "{records:#?}"
+    );
+    // The challenge says where it went, and which task answered it.
+    let challenge = &records[0];
+    assert_eq!(challenge.host.as_deref(), Some("api.test"));
+    assert_eq!(challenge.port, Some(s.tls.port()));
+    assert_eq!(challenge.task, records[1].task);
+    assert!(challenge.task.is_some());
+    s.assert_no_secrets().await;
+    s.env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_request_challenge_answered_on_the_same_connection_is_a_challenge() {
+    let s = setup().await;
+    let p = s.plain.port();
+    let mut stream = TcpStream::connect(s.env.proxy).await.unwrap();
+    let ask = format!("GET http://api.test:{p}/v1/items HTTP/1.1\r\nHost: api.test:{p}\r\n\r\n");
+    let resp = exchange(&mut stream, ask.as_bytes()).await;
+    assert_eq!(resp.status, 407, "{}", resp.text());
+    assert_eq!(resp.json()["error"], "task_token_missing");
+    assert_eq!(resp.header("connection"), None);
+    let resp = exchange(&mut stream, &s.plain_request("GET", p, "/v1/items", "")).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    drop(stream);
+
+    let records = settle(&s.env, 2).await;
+    assert_eq!(
+        outcomes(&records),
+        [
+            (
+                Some("GET"),
+                Some(Verdict::Challenge),
+                Some(Reason::TaskTokenMissing)
+            ),
+            (Some("GET"), Some(Verdict::Allow), Some(Reason::Allowed)),
+        ],
+        "{records:#?}"
+    );
+    assert_eq!(records[0].path.as_deref(), Some("/v1/items"));
+    assert_eq!(records[0].host.as_deref(), Some("api.test"));
+    s.env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_token_not_followed_by_credentials_stays_a_deny() {
+    let s = setup().await;
+    let target = format!("api.test:{}", s.tls.port());
+    let ask = connect_request(&target, None);
+
+    // Never followed up: the client closes after the 407.
+    let mut stream = TcpStream::connect(s.env.proxy).await.unwrap();
+    assert_eq!(exchange(&mut stream, &ask).await.status, 407);
+    drop(stream);
+    // Followed by another request without credentials, then a close.
+    let mut stream = TcpStream::connect(s.env.proxy).await.unwrap();
+    assert_eq!(exchange(&mut stream, &ask).await.status, 407);
+    assert_eq!(exchange(&mut stream, &ask).await.status, 407);
+    drop(stream);
+    // Followed by something that is no request at all.
+    let mut stream = TcpStream::connect(s.env.proxy).await.unwrap();
+    assert_eq!(exchange(&mut stream, &ask).await.status, 407);
+    let resp = exchange(&mut stream, b"NOT HTTP\r\n\r\n").await;
+    assert_eq!(resp.status, 400, "{}", resp.text());
+    drop(stream);
+    // A token that is not valid is refused at once, and the connection closes.
+    let bad = proxy_auth("task-nobody", &test_secret());
+    let mut stream = TcpStream::connect(s.env.proxy).await.unwrap();
+    let resp = exchange(&mut stream, &connect_request(&target, Some(&bad))).await;
+    assert_eq!(resp.status, 407);
+    assert_eq!(resp.json()["error"], "task_token_invalid");
+    expect_closed(&mut stream, Duration::from_secs(2))
+        .await
+        .unwrap();
+
+    // The connections end in any order: count, do not line up.
+    let records = settle(&s.env, 6).await;
+    let all = outcomes(&records);
+    let count = |method, reason| {
+        all.iter()
+            .filter(|o| **o == (method, Some(Verdict::Deny), Some(reason)))
+            .count()
+    };
+    assert_eq!(all.len(), 6, "{records:#?}");
+    assert_eq!(
+        count(Some("CONNECT"), Reason::TaskTokenMissing),
+        4,
+        "{records:#?}"
+    );
+    assert_eq!(count(None, Reason::BadRequest), 1, "{records:#?}");
+    assert_eq!(
+        count(Some("CONNECT"), Reason::TaskTokenInvalid),
+        1,
+        "{records:#?}"
+    );
+    for r in records.iter().filter(|r| r.method.is_some()) {
+        assert_eq!(r.host.as_deref(), Some("api.test"), "{r:?}");
+    }
+    s.env.stop().await;
+}

@@ -21,6 +21,8 @@ pub struct RecordGuard {
     /// into the response body, and the record is a few hundred bytes.
     record: Option<Box<DecisionRecord>>,
     started: Instant,
+    /// Set when the exchange is over before the record is emitted.
+    stopped: Option<Instant>,
 }
 
 impl RecordGuard {
@@ -31,6 +33,7 @@ impl RecordGuard {
             sink,
             record: Some(Box::new(record)),
             started: Instant::now(),
+            stopped: None,
         }
     }
 
@@ -161,6 +164,19 @@ impl RecordGuard {
         r.message = Some(message);
     }
 
+    /// A denial for a missing task token that was a challenge after all:
+    /// the client answered the 407 with credentials on the same connection.
+    pub fn challenged(&mut self) {
+        self.record().decision = Some(Verdict::Challenge);
+    }
+
+    /// The exchange is over, though the record waits to be emitted (a
+    /// challenge, until the next request tells what it was; a tunnel, until
+    /// the agent uses it): its `duration_ms` ends now.
+    pub fn stop_clock(&mut self) {
+        self.stopped = Some(Instant::now());
+    }
+
     /// An allowed exchange that ended early (the upstream broke off, the
     /// task ended, the agent left): the decision stands, `reason` and
     /// `message` say how it ended.
@@ -185,8 +201,9 @@ impl Drop for RecordGuard {
             if record.reason == Some(Reason::ClientDisconnected) && record.message.is_none() {
                 record.message = Some(AGENT_WENT_AWAY.into());
             }
-            record.duration_ms =
-                u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            let end = self.stopped.unwrap_or_else(Instant::now);
+            let duration = end.saturating_duration_since(self.started);
+            record.duration_ms = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
             self.sink.emit_boxed(record);
         }
     }
@@ -218,6 +235,22 @@ mod tests {
         assert_eq!(records[0].task.as_deref(), Some("task-a"));
         assert_eq!(records[0].reason, Some(Reason::NoMatchingRule));
         assert!(records[0].duration_ms >= 15, "{}", records[0].duration_ms);
+    }
+
+    #[tokio::test]
+    async fn a_held_challenge_keeps_its_duration_and_says_challenge() {
+        let sink = AuditSink::memory();
+        let mut g = guard(&sink, "task-c");
+        g.deny(Reason::TaskTokenMissing, "no task token".into());
+        g.stop_clock();
+        std::thread::sleep(Duration::from_millis(30));
+        g.challenged();
+        drop(g);
+        let records = sink.records();
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].decision, Some(Verdict::Challenge));
+        assert_eq!(records[0].reason, Some(Reason::TaskTokenMissing));
+        assert!(records[0].duration_ms < 30, "{}", records[0].duration_ms);
     }
 
     #[tokio::test]

@@ -69,6 +69,13 @@ impl fmt::Display for Event {
 /// borrowed from the policy module so the log format does not change when
 /// the policy's own decision type grows (e.g. "approval required" is a deny
 /// in the log, with its reason saying why).
+///
+/// `challenge` is the one outcome that is neither: a request without
+/// `Proxy-Authorization` that was answered with a 407 and followed, on the
+/// same connection, by one that authenticated. That is how libcurl (git,
+/// `curl --proxy-anyauth`) and Java find out which scheme a proxy wants, so
+/// it is no refusal a reviewer has to look at. A missing token that is not
+/// followed up that way stays a deny.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Verdict {
@@ -76,14 +83,18 @@ pub enum Verdict {
     Allow,
     /// The request was refused; `reason` says why.
     Deny,
+    /// A request without credentials answered with a 407 that the client
+    /// followed with an authenticated request on the same connection.
+    Challenge,
 }
 
 impl Verdict {
-    /// `"allow"` or `"deny"`, as in the record.
+    /// `"allow"`, `"deny"` or `"challenge"`, as in the record.
     pub fn as_str(self) -> &'static str {
         match self {
             Verdict::Allow => "allow",
             Verdict::Deny => "deny",
+            Verdict::Challenge => "challenge",
         }
     }
 }
@@ -94,23 +105,20 @@ impl fmt::Display for Verdict {
     }
 }
 
-/// Returned when a word is neither `allow` nor `deny`.
+/// Returned when a word is not `allow`, `deny` or `challenge`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0:?} is not a decision (expected \"allow\" or \"deny\")")]
+#[error("{0:?} is not a decision (expected \"allow\", \"deny\" or \"challenge\")")]
 pub struct VerdictParseError(String);
 
 impl FromStr for Verdict {
     type Err = VerdictParseError;
 
-    /// Accepts `allow` / `deny` in any case, for the command line.
+    /// Accepts `allow` / `deny` / `challenge` in any case, for the command line.
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        if text.eq_ignore_ascii_case("allow") {
-            Ok(Verdict::Allow)
-        } else if text.eq_ignore_ascii_case("deny") {
-            Ok(Verdict::Deny)
-        } else {
-            Err(VerdictParseError(text.to_string()))
-        }
+        [Verdict::Allow, Verdict::Deny, Verdict::Challenge]
+            .into_iter()
+            .find(|v| text.eq_ignore_ascii_case(v.as_str()))
+            .ok_or_else(|| VerdictParseError(text.to_string()))
     }
 }
 
@@ -753,9 +761,19 @@ mod tests {
     }
 
     #[test]
+    fn a_challenge_is_written_and_read_as_its_own_decision() {
+        for v in [Verdict::Allow, Verdict::Deny, Verdict::Challenge] {
+            let json = serde_json::to_string(&v).unwrap();
+            assert_eq!(json, format!("\"{}\"", v.as_str()));
+            assert_eq!(serde_json::from_str::<Verdict>(&json).unwrap(), v);
+        }
+    }
+
+    #[test]
     fn verdict_parses_case_insensitively_and_rejects_others() {
         assert_eq!("DENY".parse::<Verdict>().unwrap(), Verdict::Deny);
         assert_eq!("allow".parse::<Verdict>().unwrap(), Verdict::Allow);
+        assert_eq!("Challenge".parse::<Verdict>().unwrap(), Verdict::Challenge);
         assert!("approve"
             .parse::<Verdict>()
             .unwrap_err()

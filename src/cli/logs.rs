@@ -27,8 +27,9 @@ pub struct LogsArgs {
     /// Only records of this task.
     #[arg(long, value_name = "ID")]
     pub task: Option<String>,
-    /// Only allowed or only denied requests.
-    #[arg(long, value_name = "allow|deny")]
+    /// Only allowed, only denied requests, or only the 407 challenges that
+    /// clients answered with credentials (not counted as denied).
+    #[arg(long, value_name = "allow|deny|challenge")]
     pub decision: Option<Verdict>,
     /// Only requests to this host (case-insensitive), or to any subdomain
     /// with `*.example.com`.
@@ -284,6 +285,23 @@ mod tests {
             "{err}"
         );
         assert_eq!(err.lines().count(), 1);
+    }
+
+    #[test]
+    fn a_challenge_is_shown_only_when_asked_for() {
+        const A_CHALLENGE: &str = r#"{"ts":"2026-11-23T14:05:00.500Z","id":"0","event":"request","task":"task-a","method":"CONNECT","scheme":"https","host":"api.github.com","port":443,"path":null,"decision":"challenge","reason":"task_token_missing"}"#;
+        let log = format!("{A_CHALLENGE}\n{}", log());
+        let (out, _) = review(&["--json", "--decision", "deny"], &log);
+        assert_eq!(out, format!("{A_DENY}\n{B_DENY}\n"));
+        let (out, _) = review(&["--json", "--decision", "challenge"], &log);
+        assert_eq!(out, format!("{A_CHALLENGE}\n"));
+        let (json, _) = review(&["--summary", "--json", "--task", "task-a"], &log);
+        assert!(
+            json.contains(
+                r#"{"task":"task-a","host":"api.github.com","decision":"challenge","count":1}"#
+            ),
+            "{json}"
+        );
     }
 
     #[test]

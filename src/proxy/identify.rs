@@ -2,15 +2,26 @@
 //!
 //! Runs in the connection layer as soon as a request head is read, before
 //! its body: an unauthenticated peer can make credgate buffer nothing.
+//!
+//! A 407 to a request without any `Proxy-Authorization` is often no
+//! refusal but a question: libcurl (git's default `http.proxyAuthMethod`
+//! is `anyauth`, `curl --proxy-anyauth`) and Java ask first and send
+//! credentials only once the proxy has named its scheme. When the
+//! connection stays open, the record of that 407 waits on it
+//! ([`refused`]); the next request's identify decides it: a `challenge`
+//! when that one authenticated, otherwise the deny it was.
 
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use http::header::{self, HeaderMap};
+use http::Response;
 
+use super::body::ProxyBody;
 use super::gateway::Gateway;
 use super::pipeline::{Authenticated, ConnContext};
-use super::respond::Deny;
+use super::respond::{deny_held, Deny};
+use crate::audit::RecordGuard;
 use crate::reason::Reason;
 use crate::secret::Secret;
 use crate::task::{parse_proxy_authorization, AuthError, ProxyCredential, Task};
@@ -28,18 +39,57 @@ pub(crate) struct Identity {
 /// could not be recorded must not happen), and the caller must be a live
 /// task. Runs for every way in: a request's head (before its body is read),
 /// a `CONNECT`, each request inside a tunnel (whose task is the tunnel's).
+/// A challenge held for the connection is decided here (see [`refused`]).
 pub(crate) fn identify(
     gw: &Gateway,
     conn: &ConnContext,
     headers: &HeaderMap,
 ) -> Result<Identity, Deny> {
-    if !gw.audit.healthy() {
-        return Err(Deny::new(
+    let found = if gw.audit.healthy() {
+        find_task(gw, conn, headers).map_err(|e| Deny::new(e.reason(), auth_message(&e)))
+    } else {
+        Err(Deny::new(
             Reason::AuditUnavailable,
             "the decision log cannot be written",
-        ));
+        ))
+    };
+    if let Some(mut held) = conn.take_challenge() {
+        // The request after a 407 tells what the 407 was: a question the
+        // client answered with credentials, or a refusal. Either way its
+        // record goes now, before this request's own.
+        if let Ok(who) = &found {
+            held.challenged();
+            held.task(&who.task.id, &who.task.agent, &who.task.labels);
+        }
     }
-    find_task(gw, conn, headers).map_err(|e| Deny::new(e.reason(), auth_message(&e)))
+    found
+}
+
+/// The answer to a request that identify refused with `d`, whose record is
+/// `rec`. The record is emitted as the deny it is, unless the request had
+/// no `Proxy-Authorization` at all and the connection `stays_open`: that
+/// 407 is a challenge the client may answer with credentials, so its record
+/// is held on the connection until the next request decides it (in
+/// [`identify`]), or the connection ends (a deny). Returns whether the
+/// record is held. A token that is invalid or whose task ended is refused
+/// at once: no retry can make it a question.
+pub(crate) fn refused(
+    conn: &ConnContext,
+    rec: RecordGuard,
+    d: Deny,
+    stays_open: bool,
+) -> (Response<ProxyBody>, bool) {
+    let challenge = stays_open && d.reason() == Reason::TaskTokenMissing;
+    let (response, mut rec) = deny_held(rec, d);
+    if challenge {
+        rec.stop_clock();
+        let mut slot = conn
+            .challenge
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *slot = Some(rec);
+    }
+    (response, challenge)
 }
 
 /// Finds the task: the tunnel's, the one named by `Proxy-Authorization`, the

@@ -73,6 +73,10 @@ pub(crate) struct ConnContext {
     /// The task whose own port the connection came in on: a request without
     /// `Proxy-Authorization` runs as it.
     pub(crate) port_task: Option<Arc<Task>>,
+    /// The record of a 407 challenge, until the next request on the
+    /// connection tells what it was (see [`super::identify::refused`]).
+    /// Dropped with the connection, it is emitted as the deny it was.
+    pub(crate) challenge: Mutex<Option<RecordGuard>>,
 }
 
 /// A `Proxy-Authorization` value as presented, and the task it proved.
@@ -106,6 +110,7 @@ impl ConnContext {
             tunnel: None,
             authenticated: Mutex::new(None),
             port_task,
+            challenge: Mutex::new(None),
         }
     }
 
@@ -116,7 +121,16 @@ impl ConnContext {
             tunnel: Some(tunnel),
             authenticated: Mutex::new(None),
             port_task: None,
+            challenge: Mutex::new(None),
         }
+    }
+
+    /// Takes the record of the challenge held for this connection, if any.
+    pub(crate) fn take_challenge(&self) -> Option<RecordGuard> {
+        self.challenge
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
     }
 }
 

@@ -29,6 +29,11 @@ impl Deny {
             message: message.into(),
         }
     }
+
+    /// The stable reason of the denial.
+    pub(crate) fn reason(&self) -> Reason {
+        self.reason
+    }
 }
 
 /// Response headers that describe the upstream hop, not the message.
@@ -81,10 +86,15 @@ pub(crate) fn strip_response_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// Finishes the record as a denial and builds the response the agent sees.
-pub(crate) fn deny(mut rec: RecordGuard, d: Deny) -> Response<ProxyBody> {
+pub(crate) fn deny(rec: RecordGuard, d: Deny) -> Response<ProxyBody> {
+    deny_held(rec, d).0
+}
+
+/// Like [`deny`], but hands the record back instead of emitting it.
+pub(crate) fn deny_held(mut rec: RecordGuard, d: Deny) -> (Response<ProxyBody>, RecordGuard) {
     rec.deny(d.reason, d.message.clone());
     let id = rec.id();
-    error_response(d.reason, &d.message, &id)
+    (error_response(d.reason, &d.message, &id), rec)
 }
 
 /// A JSON error body naming the reason, the message and the record id.

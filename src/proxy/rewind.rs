@@ -47,6 +47,20 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Rewind<IO> {
         Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
     }
 
+    // Passed through, so a writer that gathers its frames (hyper's HTTP/2)
+    // keeps doing so behind a rewind.
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_flush(cx)
     }

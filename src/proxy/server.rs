@@ -13,6 +13,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,7 +34,7 @@ use super::admission::{self, Admitted, Ask};
 use super::body::ProxyBody;
 use super::gateway::Gateway;
 use super::h1::{BodyReader, Framing, H1Connection, H1Error, InFlight, RequestHead};
-use super::identify::identify;
+use super::identify::{identify, refused};
 use super::interim::{self, InterimQueue};
 use super::peer_uid::peer_uid;
 use super::pipeline::{self, new_record, ConnContext, Tunnel};
@@ -185,9 +186,14 @@ async fn handle_connection(
 ) {
     let _ = stream.set_nodelay(true);
     let ctx = ConnContext::plain(peer, port_task);
-    let conn = H1Connection::new(stream, BytesMut::new());
-    if let Some((conn, head)) = serve_h1(&gw, conn, &ctx).await {
-        handle_connect(gw, conn, head, &ctx).await;
+    let mut conn = H1Connection::new(stream, BytesMut::new());
+    // A CONNECT answered with a 407 challenge gives the connection back: the
+    // client retries on it with credentials.
+    while let Some((open, head)) = serve_h1(&gw, conn, &ctx).await {
+        match handle_connect(gw.clone(), open, head, &ctx).await {
+            Some(open) => conn = open,
+            None => return,
+        }
     }
 }
 
@@ -238,6 +244,9 @@ where
             Err(H1Error::Closed) => return None,
             Ok(head) => head,
             Err(e) => {
+                // No answer to a challenge held for the connection: that
+                // one is the deny it was, recorded before this one.
+                drop(ctx.take_challenge());
                 let response = deny(new_record(gw), Deny::new(e.reason(), e.to_string()));
                 if e.reason() != Reason::ClientDisconnected {
                     let _ = conn.write_response(response, false, false).await;
@@ -272,7 +281,8 @@ where
             Ok(who) => who,
             Err(d) => {
                 let keep_alive = head.keep_alive && head.framing == Framing::Empty;
-                let _ = conn.write_response(deny(rec, d), false, keep_alive).await;
+                let (response, _) = refused(ctx, rec, d, keep_alive);
+                let _ = conn.write_response(response, false, keep_alive).await;
                 if keep_alive {
                     continue;
                 }
@@ -514,28 +524,50 @@ async fn refuse<IO: AsyncRead + AsyncWrite + Unpin>(
 /// A `CONNECT`: identify, then admit on `host:port` alone, before any DNS
 /// lookup; then a blind tunnel where the rule says so, or interception,
 /// where every request inside goes through the pipeline on its own.
+/// Returns the connection when it carries on as plain HTTP/1: after a 407
+/// challenge, for the client's retry with credentials.
 async fn handle_connect(
     gw: Arc<Gateway>,
     mut conn: H1Connection<TcpStream>,
     head: RequestHead,
     ctx: &ConnContext,
-) {
+) -> Option<H1Connection<TcpStream>> {
     let mut rec = new_record(&gw);
     rec.method("CONNECT");
+    // Named before identify, so a refused CONNECT still says where it went.
+    let target = connect_target(&head);
+    if let Some((host, port)) = &target {
+        rec.target("https", host, *port, None);
+    }
     let who = match identify(&gw, ctx, &head.parts.headers) {
         Ok(who) => who,
-        Err(d) => return refuse(&mut conn, rec, d).await,
+        Err(d) => {
+            let (mut response, challenge) = refused(ctx, rec, d, head.keep_alive);
+            if !challenge {
+                let _ = conn.write_response(response, false, false).await;
+                return None;
+            }
+            // A CONNECT has no body, so the connection can wait for the
+            // retry; the 407 has none either, for clients that read no
+            // body after a refused CONNECT.
+            *response.body_mut() = ProxyBody::full(Bytes::new());
+            response.headers_mut().remove(http::header::CONTENT_TYPE);
+            return match conn.write_response(response, false, true).await {
+                Ok(true) => Some(conn),
+                _ => None,
+            };
+        }
     };
     let task = who.task.clone();
     rec.task(&task.id, &task.agent, &task.labels);
-    let Some((host, port)) = connect_target(&head) else {
+    let Some((host, port)) = target else {
         let d = Deny::new(Reason::BadRequest, "CONNECT needs a host:port target");
-        return refuse(&mut conn, rec, d).await;
+        refuse(&mut conn, rec, d).await;
+        return None;
     };
     // The head shares the bytes it was read from, Proxy-Authorization
     // included: it goes now, not when the tunnel closes.
     drop(head);
-    rec.target("https", &host, port, None);
 
     // Admitted before any DNS lookup: a target outside every scope of the
     // task never reaches the resolver.
@@ -543,21 +575,25 @@ async fn handle_connect(
     let ask = Ask::Tunnel { host: &host, port };
     let admitted = match admission::admit(&gw, &snapshot, &task, ask, &[], &mut rec).await {
         Ok(admitted) => admitted,
-        Err(d) => return refuse(&mut conn, rec, d).await,
+        Err(d) => {
+            refuse(&mut conn, rec, d).await;
+            return None;
+        }
     };
     let blind = admitted.rule().tunnel;
     drop(snapshot);
 
     if blind {
         // Ending the task closes its tunnel, blind or not.
-        return blind_tunnel(&gw, conn, rec, &host, port, &admitted, &task).await;
+        blind_tunnel(&gw, conn, rec, &host, port, &admitted, &task).await;
+        return None;
     }
     if conn
         .write_raw(b"HTTP/1.1 200 Connection Established\r\n\r\n")
         .await
         .is_err()
     {
-        return; // the record says the agent went away
+        return None; // the record says the agent went away
     }
     let (stream, buffered) = conn.into_parts();
     let Ok(intercepted) = tokio::time::timeout(
@@ -567,17 +603,18 @@ async fn handle_connect(
     .await
     else {
         let message = "the agent did not complete TLS in time".to_string();
-        return rec.deny(Reason::ClientDisconnected, message);
+        rec.deny(Reason::ClientDisconnected, message);
+        return None;
     };
-    let Some(tls) = intercepted else { return };
+    let mut tls = intercepted?;
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
     let message = format!(
         "tunnel intercepted ({})",
         if h2 { "h2" } else { "http/1.1" }
     );
-    // The CONNECT's own record is complete; each request inside gets its own.
     rec.allow(Some(message));
-    drop(rec);
+    // Its duration is the tunnel's setting up, as for any other CONNECT.
+    rec.stop_clock();
 
     let ctx = Arc::new(ConnContext::tunnel(
         ctx.peer,
@@ -590,10 +627,15 @@ async fn handle_connect(
     ));
     // Ending the task closes its tunnels.
     let serve = async {
+        // The CONNECT's own record is complete once the agent uses the
+        // tunnel; each request inside gets its own.
+        let Some(first) = first_bytes(&mut tls, rec).await else {
+            return;
+        };
         if h2 {
-            serve_h2(gw.clone(), tls, ctx.clone()).await;
+            serve_h2(gw.clone(), Rewind::new(first, tls), ctx.clone()).await;
         } else {
-            serve_h1(&gw, H1Connection::new(tls, BytesMut::new()), &ctx).await;
+            serve_h1(&gw, H1Connection::new(tls, first), &ctx).await;
         }
     };
     tokio::select! {
@@ -602,6 +644,59 @@ async fn handle_connect(
         () = serve => {}
         () = task.wait_ended() => {}
     }
+    None
+}
+
+/// Waits for the first bytes the agent sends in an intercepted tunnel (the
+/// start of its first request, or the HTTP/2 preface), then emits the
+/// CONNECT's record `rec`, which says allowed. A tunnel that ends before
+/// that byte is a client that refused credgate's certificate after the
+/// handshake: wget (GnuTLS) completes the handshake, then checks the
+/// certificate, and closes without an alert or close_notify when it does
+/// not trust the CA. The record then says `agent_tls_failed`: no request
+/// went through, and a client that opens a tunnel only to close it unused
+/// has nothing else to show for it. A client that keeps the tunnel open
+/// without using it accepted the certificate; it closes idle, allowed.
+async fn first_bytes<IO: AsyncRead + Unpin>(
+    tls: &mut IO,
+    mut rec: RecordGuard,
+) -> Option<BytesMut> {
+    let mut first = BytesMut::with_capacity(1024);
+    let read = tokio::time::timeout(IDLE_TIMEOUT, tls.read_buf(&mut first)).await;
+    let failed = match read {
+        Ok(Ok(n)) if n > 0 => return Some(first),
+        // Idle: the record stays allowed, and the tunnel closes.
+        Err(_) => return None,
+        Ok(Ok(_)) => None,
+        Ok(Err(e)) => Some(e),
+    };
+    let when = "after the TLS handshake, before any request";
+    agent_tls_failed(&mut rec, failed.as_ref(), when);
+    None
+}
+
+/// Denies `rec` as `agent_tls_failed`: the agent's TLS ended `when`, by
+/// the alert it sent, by `failed`, or (`None`) by a clean close.
+fn agent_tls_failed(rec: &mut RecordGuard, failed: Option<&io::Error>, when: &str) {
+    const REFUSED: &str =
+        "the client refused credgate's certificate: does it trust the credgate CA?";
+    let tls = failed
+        .and_then(io::Error::get_ref)
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>());
+    let message = match (tls, failed) {
+        (Some(rustls::Error::AlertReceived(alert)), _) => {
+            format!("{REFUSED} (it sent the TLS alert {alert:?} {when})")
+        }
+        (Some(other), _) => format!("the client's TLS failed {when}: {other}"),
+        (None, Some(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
+            format!(
+                "{REFUSED} (it closed the connection {when}, without a TLS alert or close_notify)"
+            )
+        }
+        (None, Some(e)) => format!("{REFUSED} (it closed the connection {when}: {e})"),
+        (None, None) => format!("{REFUSED} (it closed the TLS connection {when})"),
+    };
+    rec.deny(Reason::AgentTlsFailed, message);
 }
 
 /// Accepts the agent's TLS for `host` after a CONNECT that was `admitted`.
@@ -665,11 +760,10 @@ async fn intercept(
     };
     match start.into_stream(config).await {
         Ok(tls) => Some(tls),
-        Err(e) => fail(
-            rec,
-            Reason::ClientDisconnected,
-            format!("TLS handshake with the agent failed (does it trust the credgate CA?): {e}"),
-        ),
+        Err(e) => {
+            agent_tls_failed(rec, Some(&e), "during the TLS handshake");
+            None
+        }
     }
 }
 

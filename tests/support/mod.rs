@@ -461,15 +461,27 @@ pub async fn tunnel_via(
         let rest = read_until_quiet(&mut stream, Duration::from_millis(300)).await;
         return Err(head + &rest);
     }
+    tls_over(stream, ca_cert, sni, &[]).await
+}
+
+/// Completes TLS with `sni` over `stream`, a tunnel whose CONNECT was
+/// answered with 200, trusting `ca_cert` and offering `alpn` protocols.
+pub async fn tls_over(
+    stream: TcpStream,
+    ca_cert: &Path,
+    sni: &str,
+    alpn: &[&[u8]],
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_pki_types::CertificateDer::pem_file_iter(ca_cert).unwrap() {
         roots.add(cert.unwrap()).unwrap();
     }
-    let config = rustls::ClientConfig::builder_with_provider(credgate::tls::provider())
+    let mut config = rustls::ClientConfig::builder_with_provider(credgate::tls::provider())
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     let name = rustls_pki_types::ServerName::try_from(sni.to_string()).unwrap();
     tokio_rustls::TlsConnector::from(Arc::new(config))
         .connect(name, stream)
@@ -1395,21 +1407,7 @@ pub async fn tunnel_alpn(
     if reply.status != 200 {
         return Err(reply.text());
     }
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pki_types::CertificateDer::pem_file_iter(&env.ca_cert).unwrap() {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let mut config = rustls::ClientConfig::builder_with_provider(credgate::tls::provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    let name = rustls_pki_types::ServerName::try_from(sni.to_string()).unwrap();
-    tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(name, stream)
-        .await
-        .map_err(|e| format!("TLS failed: {e}"))
+    tls_over(stream, &env.ca_cert, sni, alpn).await
 }
 
 /// An HTTP/2 client over an intercepted tunnel negotiated with ALPN `h2`.

@@ -14,7 +14,7 @@ pub struct SummaryRow {
     pub task: String,
     /// Host, or `-`.
     pub host: String,
-    /// `allow`, `deny`, or `-`.
+    /// `allow`, `deny`, `challenge`, or `-`.
     pub decision: String,
     /// Requests with these three values.
     pub count: u64,
