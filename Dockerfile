@@ -16,6 +16,12 @@
 # log under .credgate/) are relative to /home/nonroot: mount a volume there.
 # Programs that `exec` credentials run must be added to the image: it has
 # none besides credgate.
+#
+# `credgate init` (the egress lock-down, a pod's init container) needs nft,
+# which the runtime image does not have: the `lockdown` target is the same
+# binary on a Debian base with nftables, for that one container.
+#
+#   docker build --target lockdown -t credgate-lockdown .
 
 # --- build: the same release build as CI (.ci/run), locked dependencies.
 FROM rust:1-slim-bookworm AS builder
@@ -26,6 +32,18 @@ COPY config ./config
 COPY src ./src
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     cargo build --release --locked
+
+# --- lockdown: the same binary with nft, for `credgate init` only.
+FROM debian:bookworm-slim AS lockdown
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends nftables \
+    && rm -rf /var/lib/apt/lists/*
+COPY --from=builder /src/target/release/credgate /usr/local/bin/credgate
+# Root in the pod's network namespace, with NET_ADMIN: it installs the
+# table and exits (examples/kubernetes).
+USER 0:0
+ENTRYPOINT ["/usr/local/bin/credgate"]
+CMD ["init", "--help"]
 
 # --- runtime: glibc and libgcc, CA certificates, no shell, no package manager.
 FROM gcr.io/distroless/cc-debian12:nonroot

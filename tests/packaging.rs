@@ -470,6 +470,100 @@ fn dockerfile_copies_only_the_release_binary_and_the_default_configuration() {
     assert_eq!(config.dest, cmd[2]);
 }
 
+/// The image the Kubernetes example (examples/kubernetes) runs: its user is
+/// the sidecar's, its WORKDIR the sidecar's working directory (where the
+/// configuration's relative paths, and so the emptyDir credgate writes to,
+/// start), and its `lockdown` target the same binary with nft for the
+/// `credgate init` container, built only when asked for.
+#[test]
+fn dockerfile_matches_the_kubernetes_example_and_builds_a_lockdown_target() {
+    let Image { builder, runtime } = image();
+    let stages = stages(&read("Dockerfile"));
+    let last = stages.last().unwrap();
+    assert_eq!(
+        last.image, runtime.image,
+        "the default target is the runtime"
+    );
+    let lockdown = stages
+        .iter()
+        .find(|s| s.name.as_deref() == Some("lockdown"))
+        .expect("a stage named lockdown");
+    let binary = |stage: &Stage| {
+        let copies = stage.copies();
+        let from_builder: Vec<&Copy> = copies
+            .iter()
+            .filter(|c| c.from.as_deref() == builder.name.as_deref())
+            .collect();
+        assert_eq!(from_builder.len(), 1, "{copies:?}");
+        (
+            from_builder[0].sources.clone(),
+            from_builder[0].dest.clone(),
+        )
+    };
+    assert_eq!(
+        binary(lockdown),
+        binary(&runtime),
+        "the same release binary"
+    );
+    assert_eq!(
+        exec_form(lockdown.last("ENTRYPOINT").expect("ENTRYPOINT")),
+        exec_form(runtime.last("ENTRYPOINT").unwrap())
+    );
+    assert!(
+        lockdown
+            .all("RUN")
+            .any(|r| r.args.contains("apt-get install") && r.args.contains("nftables")),
+        "the lockdown target installs nft"
+    );
+
+    let user = &runtime.last("USER").unwrap().args;
+    let cmd = exec_form(runtime.last("CMD").unwrap());
+    for dir in support::kube::kustomizations() {
+        let pod = support::kube::Pod::render(&dir);
+        let at = dir.display().to_string();
+        let sidecar = pod.container("credgate");
+        let sc = &sidecar["securityContext"];
+        assert_eq!(
+            format!(
+                "{}:{}",
+                sc["runAsUser"].as_u64().unwrap(),
+                sc["runAsGroup"].as_u64().unwrap()
+            ),
+            *user,
+            "{at}"
+        );
+        assert_eq!(sidecar["workingDir"], runtime.workdir(), "{at}");
+        // The configuration mounted where the image's CMD reads it.
+        let args: Vec<&str> = support::kube::list(&sidecar["args"])
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        assert_eq!(args, cmd, "{at}");
+        let (mount, _) = support::kube::mount_holding(&pod, sidecar, Path::new(&cmd[2]))
+            .unwrap_or_else(|| panic!("{at}: {} is the image's own", cmd[2]));
+        assert_eq!(mount["name"], "config", "{at}");
+        // The writable state is under the image's WORKDIR.
+        let state = support::kube::list(&sidecar["volumeMounts"])
+            .iter()
+            .find(|m| m["name"] == "credgate-state")
+            .expect("the credgate-state mount");
+        let state_path = state["mountPath"].as_str().unwrap();
+        assert!(
+            Path::new(state_path).starts_with(runtime.workdir()),
+            "{at}: {state_path}"
+        );
+        assert!(
+            pod.volume("credgate-state")["emptyDir"].is_mapping(),
+            "{at}"
+        );
+    }
+    // The base names the images the Dockerfile's comment builds.
+    let pod = support::kube::Pod::render(&support::kube::root().join("base"));
+    assert_eq!(pod.container("credgate")["image"], "credgate");
+    assert_eq!(pod.container("credgate-init")["image"], "credgate-lockdown");
+    assert!(read("Dockerfile").contains("--target lockdown -t credgate-lockdown"));
+}
+
 // ---------------------------------------------------------------------------
 // .dockerignore, evaluated the way Docker does: patterns in order, the last
 // match wins, `!` re-includes, and a pattern matching a directory matches

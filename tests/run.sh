@@ -67,6 +67,12 @@ fi
 if ! python3 -c 'import grpc' >/dev/null 2>&1; then
   python3 -m pip install --quiet --disable-pip-version-check 'grpcio>=1.60,<2'
 fi
+# The Kubernetes schemas the example manifests are validated against, offline
+# (tests/kubernetes.rs). kubectl, which renders them with its built-in
+# kustomize, must be on PATH: Debian does not package it.
+if ! command -v kubernetes-validate >/dev/null 2>&1; then
+  python3 -m pip install --quiet --disable-pip-version-check 'kubernetes-validate>=1.31,<2'
+fi
 if [ ! -f tests/clients/node_modules/undici/package.json ]; then
   npm ci --silent --no-audit --no-fund --prefix tests/clients
 fi

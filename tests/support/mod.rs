@@ -4,6 +4,7 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod kube;
 pub mod moto;
 pub mod oidc;
 pub mod verdaccio;
