@@ -37,8 +37,12 @@ pub struct Running {
     /// The admin API's bound address.
     pub admin_addr: SocketAddr,
     stop: watch::Sender<bool>,
-    /// The proxy listener: it drains its connections when stopped.
+    /// The proxy listener (and the transparent one, when configured): they
+    /// drain their connections when stopped.
     proxy: JoinHandle<()>,
+    transparent: Option<JoinHandle<()>>,
+    /// The transparent listener's bound address, when configured.
+    pub transparent_addr: Option<SocketAddr>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -78,6 +82,14 @@ impl Running {
         let admin_listener = TcpListener::bind(config.admin.listen)
             .await
             .with_context(|| format!("cannot listen on {} (admin)", config.admin.listen))?;
+        let transparent_listener = match config.transparent_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} (transparent_listen)"))?,
+            ),
+            None => None,
+        };
         let proxy_addr = proxy_listener.local_addr()?;
         let admin_addr = admin_listener.local_addr()?;
 
@@ -92,6 +104,17 @@ impl Running {
             proxy_listener,
             until_stopped(stopped.clone()),
         ));
+        let transparent_addr = match &transparent_listener {
+            Some(listener) => Some(listener.local_addr()?),
+            None => None,
+        };
+        let transparent = transparent_listener.map(|listener| {
+            tokio::spawn(crate::proxy::serve_transparent(
+                gateway.clone(),
+                listener,
+                until_stopped(stopped.clone()),
+            ))
+        });
         let service: Arc<dyn crate::task::TaskService> = gateway.clone();
         let admin_stop = until_stopped(stopped.clone());
         tasks.push(tokio::spawn(async move {
@@ -118,6 +141,8 @@ impl Running {
             admin_addr,
             stop,
             proxy,
+            transparent,
+            transparent_addr,
             tasks,
         })
     }
@@ -129,6 +154,9 @@ impl Running {
         let _ = self.stop.send(true);
         self.gateway.end_all_tasks().await;
         let _ = self.proxy.await;
+        if let Some(transparent) = self.transparent {
+            let _ = transparent.await;
+        }
         for task in self.tasks {
             task.abort();
         }
@@ -190,6 +218,9 @@ pub async fn run(args: &ServeArgs) -> anyhow::Result<()> {
         running.admin_addr,
         args.config.display()
     );
+    if let Some(addr) = running.transparent_addr {
+        eprintln!("credgate: transparent capture on {addr}");
+    }
     loop {
         tokio::select! {
             _ = interrupt.recv() => break,

@@ -43,6 +43,9 @@ pub const DEFAULT_CONFIG_YAML: &str = include_str!("../../config/credgate.yaml")
 pub struct Config {
     /// Where the proxy listens.
     pub listen: SocketAddr,
+    /// Where the transparent listener takes the connections `credgate init`
+    /// redirects (none when unset).
+    pub transparent_listen: Option<SocketAddr>,
     /// The proxy URL handed to agents (without credentials); when unset,
     /// `http://` + the address actually bound.
     pub proxy_url: Option<String>,
@@ -222,6 +225,7 @@ struct RawAmbient {
 
 const TOP_LEVEL: &[&str] = &[
     "listen",
+    "transparent_listen",
     "proxy_url",
     "admin",
     "ca",
@@ -368,6 +372,9 @@ impl Config {
             .and_then(|v| c.section("listen", v))
             .unwrap_or_else(|| "127.0.0.1:8080".to_string());
         let listen = c.addr("listen", &listen_text);
+        let transparent_listen = get("transparent_listen")
+            .and_then(|v| c.section::<String>("transparent_listen", v))
+            .and_then(|text| c.addr("transparent_listen", &text));
         let proxy_url = get("proxy_url").and_then(|v| c.section::<String>("proxy_url", v));
         if let Some(url) = &proxy_url {
             let ok = url
@@ -577,6 +584,7 @@ impl Config {
         let listen = listen.expect("no errors means listen parsed");
         Ok(Config {
             listen,
+            transparent_listen,
             proxy_url,
             admin: AdminConfig {
                 listen: admin_listen.expect("no errors means admin.listen parsed"),

@@ -17,11 +17,12 @@ mod rewind;
 mod server;
 mod target;
 mod trailers;
+mod transparent;
 pub mod upstream;
 mod websocket;
 
 pub use admission::{AdmissionPhase, Ask};
 pub use gateway::{Gateway, GatewayError, Snapshot};
 pub use respond::Deny;
-pub use server::serve;
+pub use server::{serve, serve_transparent};
 pub use upstream::{Resolve, SystemResolver};

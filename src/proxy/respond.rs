@@ -34,6 +34,12 @@ impl Deny {
     pub(crate) fn reason(&self) -> Reason {
         self.reason
     }
+
+    /// The reason and the message, for a refusal that has no HTTP response
+    /// to carry them (a captured connection closed before it speaks HTTP).
+    pub(crate) fn into_parts(self) -> (Reason, String) {
+        (self.reason, self.message)
+    }
 }
 
 /// Response headers that describe the upstream hop, not the message.

@@ -48,7 +48,7 @@ use crate::reason::Reason;
 use crate::task::Task;
 
 /// TLS record type of a handshake: the first byte of every ClientHello.
-const TLS_HANDSHAKE: u8 = 0x16;
+pub(super) const TLS_HANDSHAKE: u8 = 0x16;
 /// Connections served at once; further agents wait in the accept queue.
 const MAX_CONNECTIONS: usize = 10_000;
 /// How long a connection may sit without sending the next request head.
@@ -58,7 +58,7 @@ const BODY_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a streamed request body may go without a byte.
 const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long the TLS handshake after CONNECT may take.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
+pub(super) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
 /// Concurrent HTTP/2 streams per intercepted connection (each may buffer the
 /// first part of a body). 100, as most servers allow: an agent that keeps
 /// that many in flight gets them answered together, its frames and
@@ -73,7 +73,17 @@ const DRAIN_GRACE: Duration = Duration::from_secs(5);
 /// connections finish (briefly) and cuts the rest, so every record of theirs
 /// is emitted before this returns.
 pub async fn serve(gw: Arc<Gateway>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
-    accept(gw, listener, None, shutdown).await;
+    accept(gw, listener, Door::Proxy, shutdown).await;
+}
+
+/// Serves the transparent listener (see [`super::transparent`]) until
+/// `shutdown` resolves, as [`serve`] does the proxy's.
+pub async fn serve_transparent(
+    gw: Arc<Gateway>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) {
+    accept(gw, listener, Door::Transparent, shutdown).await;
 }
 
 /// A task's own port (see [`crate::task::TaskService::open_task_port`]): a
@@ -91,7 +101,24 @@ pub(crate) async fn serve_task_port(
         let task = task.clone();
         async move { task.wait_ended().await }
     };
-    accept(gw, listener, Some(Arc::new(PortOwner { task, uid })), ended).await;
+    accept(
+        gw,
+        listener,
+        Door::TaskPort(Arc::new(PortOwner { task, uid })),
+        ended,
+    )
+    .await;
+}
+
+/// Which way in a listener is.
+#[derive(Clone)]
+enum Door {
+    /// The proxy port agents are pointed at.
+    Proxy,
+    /// A task's own port.
+    TaskPort(Arc<PortOwner>),
+    /// Connections the egress lock-down redirected.
+    Transparent,
 }
 
 /// Whose port a listener is: the connections of `uid` (any user when
@@ -124,7 +151,7 @@ impl PortOwner {
 async fn accept(
     gw: Arc<Gateway>,
     listener: TcpListener,
-    owner: Option<Arc<PortOwner>>,
+    door: Door,
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
@@ -139,12 +166,18 @@ async fn accept(
                     accepted = listener.accept() => match accepted {
                         Ok((stream, peer)) => {
                             let gw = gw.clone();
-                            let owner = owner.clone();
+                            let door = door.clone();
                             connections.spawn(async move {
-                                // Looked up here, not in the accept loop:
-                                // it reads the kernel's socket table.
-                                let port_task = owner.and_then(|o| o.task_for(peer, local));
-                                handle_connection(gw, stream, peer, port_task).await;
+                                match door {
+                                    Door::Proxy => handle_connection(gw, stream, peer, None).await,
+                                    Door::TaskPort(owner) => {
+                                        // Looked up here, not in the accept
+                                        // loop: it reads the kernel's socket table.
+                                        let port_task = owner.task_for(peer, local);
+                                        handle_connection(gw, stream, peer, port_task).await;
+                                    }
+                                    Door::Transparent => super::transparent::handle(gw, stream, peer).await,
+                                }
                                 drop(permit);
                             });
                             // A finished connection's task stays allocated
@@ -596,17 +629,41 @@ async fn handle_connect(
         return None; // the record says the agent went away
     }
     let (stream, buffered) = conn.into_parts();
+    let tunnel = Tunnel {
+        task,
+        token: who.token,
+        host,
+        port,
+    };
+    intercept_tunnel(gw, stream, buffered, tunnel, &admitted, rec, ctx.peer).await;
+    None
+}
+
+/// The rest of an admitted tunnel to `tunnel.host` (a CONNECT answered 200,
+/// or a transparently captured TLS connection): takes the agent's TLS with
+/// a leaf for that host, completes the tunnel's record, and serves every
+/// request inside, each authorised on its own, until the connection or the
+/// task ends.
+pub(super) async fn intercept_tunnel(
+    gw: Arc<Gateway>,
+    stream: TcpStream,
+    buffered: BytesMut,
+    tunnel: Tunnel,
+    admitted: &Admitted,
+    mut rec: RecordGuard,
+    peer: SocketAddr,
+) {
     let Ok(intercepted) = tokio::time::timeout(
         HANDSHAKE_TIMEOUT,
-        intercept(&gw, stream, buffered, &host, &admitted, &mut rec),
+        intercept(&gw, stream, buffered, &tunnel.host, admitted, &mut rec),
     )
     .await
     else {
         let message = "the agent did not complete TLS in time".to_string();
         rec.deny(Reason::ClientDisconnected, message);
-        return None;
+        return;
     };
-    let mut tls = intercepted?;
+    let Some(mut tls) = intercepted else { return };
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
     let message = format!(
         "tunnel intercepted ({})",
@@ -616,15 +673,8 @@ async fn handle_connect(
     // Its duration is the tunnel's setting up, as for any other CONNECT.
     rec.stop_clock();
 
-    let ctx = Arc::new(ConnContext::tunnel(
-        ctx.peer,
-        Tunnel {
-            task: task.clone(),
-            token: who.token,
-            host,
-            port,
-        },
-    ));
+    let task = tunnel.task.clone();
+    let ctx = Arc::new(ConnContext::tunnel(peer, tunnel));
     // Ending the task closes its tunnels.
     let serve = async {
         // The CONNECT's own record is complete once the agent uses the
@@ -644,7 +694,6 @@ async fn handle_connect(
         () = serve => {}
         () = task.wait_ended() => {}
     }
-    None
 }
 
 /// Waits for the first bytes the agent sends in an intercepted tunnel (the

@@ -1,0 +1,233 @@
+//! Transparent capture: the connections `credgate init`'s lock-down
+//! redirected here, from clients that ignore `HTTP_PROXY`.
+//!
+//! A redirected connection says only where it was going (its original
+//! destination, `SO_ORIGINAL_DST`). For TLS the target is the server name
+//! the client asked for (SNI) on the original port: the connection then
+//! takes exactly the CONNECT path, authorised before any DNS lookup and
+//! intercepted, and credgate dials the address it resolved and checked for
+//! that name, never the agent's original destination IP (an allowed name
+//! paired with an internal IP gets nowhere). Identity is the pod's ambient
+//! task.
+//!
+//! Refused, each with a record: a connection that was not redirected (a
+//! direct connect to this port), a ClientHello without a server name, a
+//! name outside every scope, and anything that is not TLS (so far: plain
+//! HTTP and other protocols are closed, never relayed).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use http::HeaderMap;
+use tokio::io::AsyncReadExt as _;
+use tokio::net::TcpStream;
+
+use super::admission::{self, Ask};
+use super::gateway::Gateway;
+use super::identify::identify;
+use super::pipeline::{new_record, ConnContext, Tunnel};
+use super::server::{intercept_tunnel, HANDSHAKE_TIMEOUT, TLS_HANDSHAKE};
+use crate::audit::RecordGuard;
+use crate::policy::normalize_host;
+use crate::reason::Reason;
+
+/// The most of a ClientHello read before its server name is known.
+const MAX_CLIENT_HELLO: usize = 16 * 1024;
+
+/// Serves one redirected connection.
+pub(super) async fn handle(gw: Arc<Gateway>, stream: TcpStream, peer: SocketAddr) {
+    let mut rec = new_record(&gw);
+    rec.method("CONNECT");
+    let Some(original) = original_destination(&stream) else {
+        return rec.deny(
+            Reason::TunnelRefused,
+            "a direct connection to the transparent listener: it serves only connections \
+             the egress lock-down redirected"
+                .into(),
+        );
+    };
+    // The ambient task is the pod's; with none, every capture is refused.
+    let ctx = ConnContext::plain(peer, gw.tasks.ambient());
+    let who = match identify(&gw, &ctx, &HeaderMap::new()) {
+        Ok(who) => who,
+        Err(d) => {
+            let (reason, message) = d.into_parts();
+            return rec.deny(
+                reason,
+                format!("transparent capture runs as the ambient task: {message}"),
+            );
+        }
+    };
+    let task = who.task.clone();
+    rec.task(&task.id, &task.agent, &task.labels);
+    let hello = tokio::time::timeout(HANDSHAKE_TIMEOUT, read_client_hello(stream)).await;
+    let (stream, buffered, sni) = match hello {
+        Ok(Ok(hello)) => hello,
+        Ok(Err(refusal)) => return refusal.record(&mut rec, original),
+        Err(_) => {
+            return rec.deny(
+                Reason::ClientDisconnected,
+                "the agent did not send its TLS ClientHello in time".into(),
+            )
+        }
+    };
+    let host = match normalize_host(&sni) {
+        Ok(host) => host,
+        Err(_) => {
+            return rec.deny(
+                Reason::BadRequest,
+                format!("TLS server name {sni:?} is not a host name"),
+            )
+        }
+    };
+    let port = original.port();
+    rec.target("https", &host, port, None);
+
+    // Admitted before any DNS lookup, as a CONNECT to host:port would be.
+    let snapshot = gw.snapshot();
+    let ask = Ask::Tunnel { host: &host, port };
+    let admitted = match admission::admit(&gw, &snapshot, &task, ask, &[], &mut rec).await {
+        Ok(admitted) => admitted,
+        Err(d) => {
+            let (reason, message) = d.into_parts();
+            return rec.deny(reason, message);
+        }
+    };
+    drop(snapshot);
+    if admitted.rule().tunnel {
+        return rec.deny(
+            Reason::TunnelRefused,
+            format!(
+                "the rule for {host}:{port} is a blind tunnel, which transparent capture \
+                 does not relay yet; use HTTPS_PROXY for it"
+            ),
+        );
+    }
+    let tunnel = Tunnel {
+        task,
+        token: None,
+        host,
+        port,
+    };
+    intercept_tunnel(gw, stream, buffered, tunnel, &admitted, rec, peer).await;
+}
+
+/// Why a redirected connection was refused before its server name was known.
+enum Refusal {
+    Closed,
+    NotTls,
+    BadHello(String),
+    NoServerName,
+}
+
+impl Refusal {
+    fn record(self, rec: &mut RecordGuard, original: SocketAddr) {
+        let port = original.port();
+        let (reason, message) = match self {
+            Refusal::Closed => (
+                Reason::ClientDisconnected,
+                "the agent closed the connection before TLS".to_owned(),
+            ),
+            Refusal::NotTls => (
+                Reason::TunnelRefused,
+                format!(
+                    "a connection to port {port} that is not TLS: transparent capture serves \
+                     TLS only (use HTTP_PROXY for plain HTTP)"
+                ),
+            ),
+            Refusal::BadHello(e) => (Reason::BadRequest, format!("invalid TLS ClientHello: {e}")),
+            Refusal::NoServerName => (
+                Reason::TunnelRefused,
+                format!(
+                    "a TLS ClientHello to port {port} without a server name (SNI): there is \
+                     no host to authorise"
+                ),
+            ),
+        };
+        rec.deny(reason, message);
+    }
+}
+
+/// Reads until the ClientHello is whole and returns its server name, with
+/// every byte read, to be handed to the handshake.
+async fn read_client_hello(
+    mut stream: TcpStream,
+) -> Result<(TcpStream, BytesMut, String), Refusal> {
+    let mut buffered = BytesMut::with_capacity(2048);
+    loop {
+        match stream.read_buf(&mut buffered).await {
+            Ok(0) | Err(_) => return Err(Refusal::Closed),
+            Ok(_) => {}
+        }
+        if buffered[0] != TLS_HANDSHAKE {
+            return Err(Refusal::NotTls);
+        }
+        // Parsed from a copy: the bytes stay for the handshake itself.
+        let mut acceptor = rustls::server::Acceptor::default();
+        let mut copy: &[u8] = &buffered;
+        while !copy.is_empty() {
+            if acceptor.read_tls(&mut copy).is_err() {
+                break;
+            }
+        }
+        match acceptor.accept() {
+            Ok(Some(accepted)) => {
+                return match accepted.client_hello().server_name() {
+                    Some(name) => {
+                        let name = name.to_owned();
+                        Ok((stream, buffered, name))
+                    }
+                    None => Err(Refusal::NoServerName),
+                };
+            }
+            Ok(None) if buffered.len() < MAX_CLIENT_HELLO => {}
+            Ok(None) => return Err(Refusal::BadHello("longer than 16 KiB".into())),
+            Err((e, _)) => return Err(Refusal::BadHello(e.to_string())),
+        }
+    }
+}
+
+/// Where the connection was going before the lock-down redirected it;
+/// `None` when it was not redirected (it came to this port itself).
+fn original_destination(stream: &TcpStream) -> Option<SocketAddr> {
+    let canonical = |a: SocketAddr| SocketAddr::new(a.ip().to_canonical(), a.port());
+    let local = canonical(stream.local_addr().ok()?);
+    // An IPv4 client of a dual-stack listener was redirected by IPv4 rules.
+    let ipv4 = stream.peer_addr().ok()?.ip().to_canonical().is_ipv4();
+    let original = canonical(original_dst(stream, ipv4)?);
+    // Without a redirect the kernel reports the address it was sent to:
+    // this listener's own.
+    (original != local).then_some(original)
+}
+
+#[cfg(target_os = "linux")]
+fn original_dst(stream: &TcpStream, ipv4: bool) -> Option<SocketAddr> {
+    use nix::sys::socket::{getsockopt, sockopt, SockaddrIn, SockaddrIn6};
+    if ipv4 {
+        let raw = getsockopt(stream, sockopt::OriginalDst).ok()?;
+        Some(SocketAddr::V4(SockaddrIn::from(raw).into()))
+    } else {
+        let raw = getsockopt(stream, sockopt::Ip6tOriginalDst).ok()?;
+        Some(SocketAddr::V6(SockaddrIn6::from(raw).into()))
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn original_dst(_stream: &TcpStream, _ipv4: bool) -> Option<SocketAddr> {
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_direct_connection_has_no_original_destination() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _client = TcpStream::connect(addr).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        assert_eq!(original_destination(&server), None);
+    }
+}
