@@ -63,6 +63,7 @@ impl Drop for Namespaces {
         for ns in [&self.pod, &self.origin] {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }
+        let _ = std::fs::remove_dir_all(format!("/etc/netns/{}", self.pod));
     }
 }
 
@@ -94,6 +95,18 @@ impl Namespaces {
              ip -n {pod} link set lo up && ip -n {origin} link set lo up"
         ));
         ns
+    }
+
+    /// Names the pod resolves (`ip netns exec` mounts /etc/netns/POD/hosts
+    /// over /etc/hosts).
+    fn hosts(&self, entries: &[(&str, &str)]) {
+        let dir = format!("/etc/netns/{}", self.pod);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut text = String::from("127.0.0.1 localhost\n::1 localhost\n");
+        for (ip, name) in entries {
+            text.push_str(&format!("{ip} {name}\n"));
+        }
+        std::fs::write(format!("{dir}/hosts"), text).unwrap();
     }
 
     /// `credgate ARGS` inside the pod as root (the init container).
@@ -303,4 +316,232 @@ fn init_without_the_capability_fails_clearly_and_installs_nothing() {
     let root = ns.credgate(&["init", "--proxy-uid", "0", "--dry-run"]);
     root.expect_code(1);
     assert!(root.stderr.contains("non-root"), "{root:?}");
+}
+
+/// `credgate serve` inside the pod as credgate's user, in `dir`, until
+/// dropped; its stderr goes to `dir/serve.log`.
+struct PodCredgate {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Drop for PodCredgate {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl PodCredgate {
+    fn start(ns: &Namespaces, dir: &std::path::Path, secret: &str) -> PodCredgate {
+        let log = dir.join("serve.log");
+        let mut cmd = ns.as_user(&ns.pod, Some(CREDGATE_UID));
+        cmd.arg(env!("CARGO_BIN_EXE_credgate"))
+            .args(["serve", "--config", "credgate.yaml"])
+            .current_dir(dir)
+            .env("API_TOKEN", secret)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        let child = cmd.spawn().unwrap();
+        let mut me = PodCredgate { child, log };
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let text = std::fs::read_to_string(&me.log).unwrap_or_default();
+            if text.contains("transparent capture on") {
+                return me;
+            }
+            if let Ok(Some(status)) = me.child.try_wait() {
+                panic!("credgate serve exited {status}: {text}");
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "credgate did not start: {text}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops it (SIGTERM: tasks end, the log is flushed) and waits.
+    fn stop(mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn an_agent_without_proxy_settings_goes_through_credgate_or_nowhere() {
+    if !can_run() {
+        return;
+    }
+    let ns = Namespaces::new();
+    ns.hosts(&[(ORIGIN_V4, "api.test"), (ORIGIN_V4, "other.test")]);
+    let secret = test_secret();
+
+    // credgate's files, its user's; the agent gets only the CA certificate.
+    let dir = TempDir::new();
+    std::os::unix::fs::chown(dir.path(), Some(CREDGATE_UID), Some(CREDGATE_UID)).unwrap();
+    let origin_tls = support::moto::MotoTls::generate_for("api.test");
+    std::fs::copy(&origin_tls.ca_cert, dir.path().join("upstream-ca.pem")).unwrap();
+    std::fs::write(
+        dir.path().join("credgate.yaml"),
+        format!(
+            r#"
+listen: 127.0.0.1:8080
+transparent_listen: 127.0.0.1:{TRANSPARENT_PORT}
+admin: {{ listen: "127.0.0.1:{ADMIN_PORT}" }}
+upstream: {{ extra_ca: upstream-ca.pem }}
+credentials:
+  api:
+    static: {{ env: API_TOKEN }}
+scopes:
+  api:
+    - host: api.test
+      port: 443
+      methods: [GET]
+      paths: ["/v1/**"]
+      credential: api
+      allow_private: true
+ambient_task: {{ agent: pod-agent, scopes: [api], ttl: 1h }}
+"#
+        ),
+    )
+    .unwrap();
+    let mut ca_init = ns.as_user(&ns.pod, Some(CREDGATE_UID));
+    ca_init
+        .arg(env!("CARGO_BIN_EXE_credgate"))
+        .args(["ca", "init"])
+        .current_dir(dir.path());
+    run_bounded(ca_init, Duration::from_secs(20)).expect_code(0);
+    let agent_ca = dir.path().join("agent-ca.crt");
+    std::fs::copy(dir.path().join(".credgate/ca.crt"), &agent_ca).unwrap();
+    let credgate = PodCredgate::start(&ns, dir.path(), &secret);
+
+    // The origin, in the other namespace, says whether each request
+    // carried exactly the credential.
+    let mut origin = ns.as_user(&ns.origin, None);
+    origin
+        .arg(python())
+        .arg(netcheck())
+        .args(["https", ORIGIN_V4, "443"])
+        .arg(&origin_tls.cert)
+        .arg(&origin_tls.key)
+        .arg("30")
+        .env("EXPECT_AUTH", format!("Bearer {secret}"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut origin = origin.spawn().unwrap();
+    let mut origin_out = std::io::BufReader::new(origin.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut origin_out, &mut line).unwrap();
+    assert_eq!(line.trim(), "listening");
+
+    ns.credgate(&strs(&init_args(&[ORIGIN_V4]))).expect_code(0);
+
+    // The agent has no proxy variable at all.
+    let curl = |args: &[&str]| -> Outcome {
+        let mut cmd = ns.as_user(&ns.pod, Some(AGENT_UID));
+        cmd.env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .args(["curl", "-sS", "--max-time", "10", "--cacert"])
+            .arg(&agent_ca)
+            .args(["-H", "Authorization: Bearer agent-own-token"])
+            .args(args);
+        run_bounded(cmd, Duration::from_secs(20))
+    };
+    let ok = curl(&["https://api.test/v1/items"]);
+    assert_eq!(ok.stdout, "ok from origin", "{ok:?}");
+    // The agent's resolver pointed it at another address: credgate dials
+    // the one it resolved and checked for the name.
+    let elsewhere = curl(&[
+        "--resolve",
+        "api.test:443:10.77.0.99",
+        "https://api.test/v1/other",
+    ]);
+    assert_eq!(elsewhere.stdout, "ok from origin", "{elsewhere:?}");
+    // Refused: no server name, a name outside every scope, a path no rule
+    // allows, a protocol that is not TLS, a direct connect to the port.
+    let no_sni = curl(&["https://10.77.0.2/v1/items"]);
+    assert_ne!(no_sni.code, Some(0), "{no_sni:?}");
+    let other = curl(&["https://other.test/v1/items"]);
+    assert_ne!(other.code, Some(0), "{other:?}");
+    let denied = curl(&[
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "https://api.test/admin",
+    ]);
+    assert_eq!(denied.stdout, "403", "{denied:?}");
+    // The inner Host must be the server name the connection was admitted for.
+    let mismatch = curl(&["-H", "Host: other.test", "https://api.test/v1/items"]);
+    assert_ne!(mismatch.stdout, "ok from origin", "{mismatch:?}");
+    let mut ssh = ns.as_user(&ns.pod, Some(AGENT_UID));
+    ssh.arg(python())
+        .arg(netcheck())
+        .args(["send", ORIGIN_V4, "22", "SSH-2.0-probe\r\n"]);
+    let ssh = run_bounded(ssh, Duration::from_secs(15));
+    assert_eq!(ssh.stdout.trim(), "closed", "{ssh:?}");
+    let mut direct = ns.as_user(&ns.pod, Some(AGENT_UID));
+    direct.arg(python()).arg(netcheck()).args([
+        "send",
+        "127.0.0.1",
+        TRANSPARENT_PORT,
+        "\x16\x03\x01",
+    ]);
+    let direct = run_bounded(direct, Duration::from_secs(15));
+    assert_eq!(direct.stdout.trim(), "closed", "{direct:?}");
+
+    credgate.stop();
+    let _ = origin.kill();
+    let _ = origin.wait();
+    let mut seen = String::new();
+    let _ = std::io::Read::read_to_string(&mut origin_out, &mut seen);
+    let seen: Vec<&str> = seen.lines().collect();
+    assert_eq!(
+        seen,
+        ["request /v1/items auth=ok", "request /v1/other auth=ok"],
+        "only the allowed requests reached the origin, each with the credential alone"
+    );
+
+    let log = std::fs::read_to_string(dir.path().join(".credgate/decisions.jsonl")).unwrap();
+    assert!(!log.contains(&secret), "the credential in the decision log");
+    let records: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|r: &serde_json::Value| r["event"] == "request")
+        .collect();
+    let find = |pred: &dyn Fn(&serde_json::Value) -> bool| -> Vec<&serde_json::Value> {
+        records.iter().filter(|r| pred(r)).collect()
+    };
+    let gets = find(&|r| r["method"] == "GET" && r["decision"] == "allow");
+    assert_eq!(gets.len(), 2, "{records:#?}");
+    for get in gets {
+        assert_eq!(get["host"], "api.test");
+        assert_eq!(get["credential"]["name"], "api");
+    }
+    let admin = find(&|r| r["method"] == "GET" && r["path"] == "/admin");
+    assert_eq!(admin.len(), 1, "{records:#?}");
+    assert_eq!(admin[0]["decision"], "deny");
+    let mismatched = find(&|r| r["method"] == "GET" && r["reason"] == "misdirected_request");
+    assert_eq!(mismatched.len(), 1, "{records:#?}");
+    let message = |r: &serde_json::Value| r["message"].as_str().unwrap_or_default().to_owned();
+    let refused = find(&|r| r["method"] == "CONNECT" && r["decision"] == "deny");
+    let says = |needle: &str| refused.iter().any(|r| message(r).contains(needle));
+    assert!(says("without a server name"), "{refused:#?}");
+    assert!(says("not TLS"), "{refused:#?}");
+    assert!(says("direct connection"), "{refused:#?}");
+    assert!(
+        refused
+            .iter()
+            .any(|r| r["host"] == "other.test" && r["port"] == 443),
+        "{refused:#?}"
+    );
+    // Every captured connection ran as the pod's ambient task.
+    let ambient = find(&|r| r["host"] == "api.test");
+    assert!(
+        ambient.iter().all(|r| r["agent"] == "pod-agent"),
+        "{ambient:#?}"
+    );
 }

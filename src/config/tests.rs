@@ -39,6 +39,7 @@ fn every_error_is_reported_with_its_field_path() {
     let found = errors(
         r#"
 listen: nowhere
+transparent_listen: "port 15001"
 colour: blue
 upstream: { connect_timeout: 10 }
 tasks: { default_ttl: 9h, max_ttl: 1h }
@@ -61,6 +62,7 @@ ambient_task: { scopes: [nope] }
     let joined = found.join("\n");
     for expected in [
         "listen:",
+        "transparent_listen: \"port 15001\" is not an address",
         "colour: unknown field",
         "upstream.connect_timeout:",
         "tasks.default_ttl: is longer than tasks.max_ttl",

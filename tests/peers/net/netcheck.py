@@ -2,6 +2,10 @@
 
 listen tcp|udp HOST PORT SECONDS   print one line per connection/datagram, for SECONDS
 connect tcp|udp HOST PORT          print "ok" or "refused <why>"
+https HOST PORT CERT KEY SECONDS   an HTTPS origin: prints "request PATH auth=ok|other|none"
+                                   per request, comparing Authorization to $EXPECT_AUTH
+                                   (so no credential is ever printed)
+send HOST PORT TEXT                connect, send TEXT, print what comes back (or "closed")
 """
 import socket
 import sys
@@ -46,9 +50,65 @@ def connect(proto, host, port):
         print("refused", type(e).__name__)
 
 
+def https(host, port, cert, key, seconds):
+    import http.server
+    import os
+    import ssl
+    import threading
+
+    expected = os.environ.get("EXPECT_AUTH", "")
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            auth = self.headers.get("Authorization")
+            verdict = "none" if auth is None else ("ok" if auth == expected else "other")
+            print("request", self.path, "auth=" + verdict, flush=True)
+            body = b"ok from origin"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    class Server(http.server.ThreadingHTTPServer):
+        address_family = family(host)
+
+    server = Server((host, port), Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Timer(seconds, server.shutdown).start()
+    print("listening", flush=True)
+    server.serve_forever()
+
+
+def send(host, port, text):
+    try:
+        s = socket.create_connection((host, port), timeout=3)
+    except OSError as e:
+        print("refused", type(e).__name__)
+        return
+    try:
+        s.sendall(text.encode())
+        s.settimeout(3)
+        data = s.recv(200)
+        print(data.decode(errors="replace") if data else "closed")
+    except ConnectionResetError:
+        # Closed with the probe unread: the kernel resets instead.
+        print("closed")
+    except OSError as e:
+        print("error", type(e).__name__)
+
+
 if __name__ == "__main__":
-    op, proto, host, port = sys.argv[1:5]
-    if op == "listen":
-        listen(proto, host, int(port), float(sys.argv[5]))
+    op, args = sys.argv[1], sys.argv[2:]
+    if op == "https":
+        https(args[0], int(args[1]), args[2], args[3], float(args[4]))
+    elif op == "send":
+        send(args[0], int(args[1]), args[2])
+    elif op == "listen":
+        listen(args[0], args[1], int(args[2]), float(args[3]))
     else:
-        connect(proto, host, int(port))
+        connect(args[0], args[1], int(args[2]))
