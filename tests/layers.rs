@@ -28,6 +28,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("credential", 2),
     ("inject", 2),
     ("config", 3),
+    ("kube", 3),
     ("admin", 4),
     ("proxy", 4),
     ("cli", 5),

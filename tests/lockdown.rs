@@ -376,7 +376,11 @@ fn an_agent_without_proxy_settings_goes_through_credgate_or_nowhere() {
         return;
     }
     let ns = Namespaces::new();
-    ns.hosts(&[(ORIGIN_V4, "api.test"), (ORIGIN_V4, "other.test")]);
+    ns.hosts(&[
+        (ORIGIN_V4, "api.test"),
+        (ORIGIN_V4, "other.test"),
+        (ORIGIN_V4, "plain.test"),
+    ]);
     let secret = test_secret();
 
     // credgate's files, its user's; the agent gets only the CA certificate.
@@ -402,6 +406,11 @@ scopes:
       methods: [GET]
       paths: ["/v1/**"]
       credential: api
+      allow_private: true
+    - host: plain.test
+      schemes: [http]
+      methods: [GET]
+      paths: ["/public/**"]
       allow_private: true
 ambient_task: {{ agent: pod-agent, scopes: [api], ttl: 1h }}
 "#
@@ -435,6 +444,18 @@ ambient_task: {{ agent: pod-agent, scopes: [api], ttl: 1h }}
     let mut origin_out = std::io::BufReader::new(origin.stdout.take().unwrap());
     let mut line = String::new();
     std::io::BufRead::read_line(&mut origin_out, &mut line).unwrap();
+    assert_eq!(line.trim(), "listening");
+    let mut plain = ns.as_user(&ns.origin, None);
+    plain
+        .arg(python())
+        .arg(netcheck())
+        .args(["https", ORIGIN_V4, "80", "-", "-", "30"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut plain = plain.spawn().unwrap();
+    let mut plain_out = std::io::BufReader::new(plain.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut plain_out, &mut line).unwrap();
     assert_eq!(line.trim(), "listening");
 
     ns.credgate(&strs(&init_args(&[ORIGIN_V4]))).expect_code(0);
@@ -477,6 +498,18 @@ ambient_task: {{ agent: pod-agent, scopes: [api], ttl: 1h }}
     // The inner Host must be the server name the connection was admitted for.
     let mismatch = curl(&["-H", "Host: other.test", "https://api.test/v1/items"]);
     assert_ne!(mismatch.stdout, "ok from origin", "{mismatch:?}");
+    // Plain HTTP goes to its Host on the original port, request by request,
+    // under the cleartext rules: the agent's own Authorization is stripped.
+    let public = curl(&["http://plain.test/public/readme"]);
+    assert_eq!(public.stdout, "ok from origin", "{public:?}");
+    let private = curl(&[
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "http://plain.test/private",
+    ]);
+    assert_eq!(private.stdout, "403", "{private:?}");
     let mut ssh = ns.as_user(&ns.pod, Some(AGENT_UID));
     ssh.arg(python())
         .arg(netcheck())
@@ -501,9 +534,17 @@ ambient_task: {{ agent: pod-agent, scopes: [api], ttl: 1h }}
     let seen: Vec<&str> = seen.lines().collect();
     assert_eq!(
         seen,
-        ["request /v1/items auth=ok", "request /v1/other auth=ok"],
+        [
+            "request api.test /v1/items auth=ok",
+            "request api.test /v1/other auth=ok"
+        ],
         "only the allowed requests reached the origin, each with the credential alone"
     );
+    let _ = plain.kill();
+    let _ = plain.wait();
+    let mut seen = String::new();
+    let _ = std::io::Read::read_to_string(&mut plain_out, &mut seen);
+    assert_eq!(seen.trim(), "request plain.test /public/readme auth=none");
 
     let log = std::fs::read_to_string(dir.path().join(".credgate/decisions.jsonl")).unwrap();
     assert!(!log.contains(&secret), "the credential in the decision log");
@@ -515,7 +556,13 @@ ambient_task: {{ agent: pod-agent, scopes: [api], ttl: 1h }}
     let find = |pred: &dyn Fn(&serde_json::Value) -> bool| -> Vec<&serde_json::Value> {
         records.iter().filter(|r| pred(r)).collect()
     };
-    let gets = find(&|r| r["method"] == "GET" && r["decision"] == "allow");
+    let plain_gets = find(&|r| r["method"] == "GET" && r["host"] == "plain.test");
+    assert_eq!(plain_gets.len(), 2, "{records:#?}");
+    assert!(plain_gets
+        .iter()
+        .all(|r| r["port"] == 80 && r["scheme"] == "http"));
+    let gets =
+        find(&|r| r["method"] == "GET" && r["decision"] == "allow" && r["host"] == "api.test");
     assert_eq!(gets.len(), 2, "{records:#?}");
     for get in gets {
         assert_eq!(get["host"], "api.test");
@@ -530,7 +577,7 @@ ambient_task: {{ agent: pod-agent, scopes: [api], ttl: 1h }}
     let refused = find(&|r| r["method"] == "CONNECT" && r["decision"] == "deny");
     let says = |needle: &str| refused.iter().any(|r| message(r).contains(needle));
     assert!(says("without a server name"), "{refused:#?}");
-    assert!(says("not TLS"), "{refused:#?}");
+    assert!(says("neither TLS nor HTTP"), "{refused:#?}");
     assert!(says("direct connection"), "{refused:#?}");
     assert!(
         refused

@@ -73,6 +73,9 @@ pub(crate) struct ConnContext {
     /// The task whose own port the connection came in on: a request without
     /// `Proxy-Authorization` runs as it.
     pub(crate) port_task: Option<Arc<Task>>,
+    /// The original destination port of a transparently captured plain
+    /// HTTP connection: its origin-form requests go to `Host` on this port.
+    pub(crate) captured_port: Option<u16>,
     /// The record of a 407 challenge, until the next request on the
     /// connection tells what it was (see [`super::identify::refused`]).
     /// Dropped with the connection, it is emitted as the deny it was.
@@ -110,6 +113,7 @@ impl ConnContext {
             tunnel: None,
             authenticated: Mutex::new(None),
             port_task,
+            captured_port: None,
             challenge: Mutex::new(None),
         }
     }
@@ -121,6 +125,7 @@ impl ConnContext {
             tunnel: Some(tunnel),
             authenticated: Mutex::new(None),
             port_task: None,
+            captured_port: None,
             challenge: Mutex::new(None),
         }
     }

@@ -262,7 +262,7 @@ impl IdleTimer {
 
 /// Serves HTTP/1 requests until the connection closes. On a plain connection
 /// a CONNECT ends this loop and is handed back with the connection.
-async fn serve_h1<IO>(
+pub(super) async fn serve_h1<IO>(
     gw: &Gateway,
     mut conn: H1Connection<IO>,
     ctx: &ConnContext,

@@ -95,6 +95,22 @@ pub(crate) fn resolve_target(conn: &ConnContext, parts: &request::Parts) -> Resu
             }
             (Scheme::Https, tunnel.host.clone(), tunnel.port)
         }
+        None if uri.scheme().is_none() && conn.captured_port.is_some() => {
+            // A captured plain connection: origin-form, to `Host` on the
+            // port the agent was connecting to.
+            let captured = conn.captured_port.unwrap_or(80);
+            let named =
+                host_header.ok_or_else(|| Deny::new(Reason::BadRequest, "request without Host"))?;
+            let (h, p) = split_authority(named, captured)
+                .ok_or_else(|| Deny::new(Reason::BadRequest, "invalid Host"))?;
+            if p != captured {
+                return Err(Deny::new(
+                    Reason::MisdirectedRequest,
+                    format!("the connection went to port {captured}; the request names {h}:{p}"),
+                ));
+            }
+            (Scheme::Http, h, p)
+        }
         None => {
             let scheme =
                 match uri.scheme_str() {
@@ -228,6 +244,41 @@ mod tests {
         assert_eq!(authority_for("a.example", 0, false), "a.example:0");
         assert_eq!(authority_for("a.example", 65535, true), "a.example:65535");
         assert_eq!(authority_for("::1", 8443, true), "[::1]:8443");
+    }
+
+    #[test]
+    fn a_captured_request_goes_to_its_host_on_the_original_port() {
+        let mut conn = ConnContext::plain("10.0.0.1:5000".parse().unwrap(), None);
+        conn.captured_port = Some(8080);
+        let parts = |uri: &str, host: Option<&str>| {
+            let mut req = http::Request::builder().uri(uri);
+            if let Some(host) = host {
+                req = req.header(header::HOST, host);
+            }
+            req.body(()).unwrap().into_parts().0
+        };
+        let t = resolve_target(&conn, &parts("/a/./b?q=1", Some("API.example"))).unwrap();
+        assert_eq!(
+            (t.scheme, t.host.as_str(), t.port),
+            (Scheme::Http, "api.example", 8080)
+        );
+        assert_eq!(t.path, "/a/b");
+        let t = resolve_target(&conn, &parts("/", Some("api.example:8080"))).unwrap();
+        assert_eq!(t.port, 8080);
+        // Another port than the connection went to, or no Host: refused.
+        for (uri, host) in [
+            ("/", Some("api.example:9090")),
+            ("/", None),
+            ("/", Some("a b")),
+        ] {
+            assert!(
+                resolve_target(&conn, &parts(uri, host)).is_err(),
+                "{host:?}"
+            );
+        }
+        // Without capture, origin-form is not a proxy request.
+        conn.captured_port = None;
+        assert!(resolve_target(&conn, &parts("/", Some("api.example"))).is_err());
     }
 
     fn target(path: &str, query: Option<&str>) -> Target {

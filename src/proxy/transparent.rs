@@ -10,10 +10,13 @@
 //! paired with an internal IP gets nowhere). Identity is the pod's ambient
 //! task.
 //!
+//! Plain HTTP is served request by request, each to its `Host` on the
+//! original port, under the cleartext rules of the proxy path.
+//!
 //! Refused, each with a record: a connection that was not redirected (a
 //! direct connect to this port), a ClientHello without a server name, a
-//! name outside every scope, and anything that is not TLS (so far: plain
-//! HTTP and other protocols are closed, never relayed).
+//! name outside every scope, and anything that is neither TLS nor HTTP
+//! (closed, never relayed).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,9 +28,11 @@ use tokio::net::TcpStream;
 
 use super::admission::{self, Ask};
 use super::gateway::Gateway;
+use super::h1::H1Connection;
 use super::identify::identify;
 use super::pipeline::{new_record, ConnContext, Tunnel};
-use super::server::{intercept_tunnel, HANDSHAKE_TIMEOUT, TLS_HANDSHAKE};
+use super::respond::{deny, Deny};
+use super::server::{intercept_tunnel, serve_h1, HANDSHAKE_TIMEOUT, TLS_HANDSHAKE};
 use crate::audit::RecordGuard;
 use crate::policy::normalize_host;
 use crate::reason::Reason;
@@ -36,10 +41,10 @@ use crate::reason::Reason;
 const MAX_CLIENT_HELLO: usize = 16 * 1024;
 
 /// Serves one redirected connection.
-pub(super) async fn handle(gw: Arc<Gateway>, stream: TcpStream, peer: SocketAddr) {
-    let mut rec = new_record(&gw);
-    rec.method("CONNECT");
+pub(super) async fn handle(gw: Arc<Gateway>, mut stream: TcpStream, peer: SocketAddr) {
     let Some(original) = original_destination(&stream) else {
+        let mut rec = new_record(&gw);
+        rec.method("CONNECT");
         return rec.deny(
             Reason::TunnelRefused,
             "a direct connection to the transparent listener: it serves only connections \
@@ -48,7 +53,38 @@ pub(super) async fn handle(gw: Arc<Gateway>, stream: TcpStream, peer: SocketAddr
         );
     };
     // The ambient task is the pod's; with none, every capture is refused.
-    let ctx = ConnContext::plain(peer, gw.tasks.ambient());
+    let ambient = gw.tasks.ambient();
+    let mut buffered = BytesMut::with_capacity(2048);
+    let first = tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.read_buf(&mut buffered)).await;
+    if matches!(first, Ok(Ok(n)) if n > 0) && looks_like_http(&buffered) {
+        // Plain HTTP: every request gets its own record, as through the proxy.
+        let mut ctx = ConnContext::plain(peer, ambient);
+        ctx.captured_port = Some(original.port());
+        let conn = H1Connection::new(stream, buffered);
+        if let Some((mut conn, _connect)) = serve_h1(&gw, conn, &ctx).await {
+            let mut rec = new_record(&gw);
+            rec.method("CONNECT");
+            let d = Deny::new(
+                Reason::MethodRefused,
+                "CONNECT on a captured connection is refused: use HTTP_PROXY",
+            );
+            let _ = conn.write_response(deny(rec, d), false, false).await;
+        }
+        return;
+    }
+    let mut rec = new_record(&gw);
+    rec.method("CONNECT");
+    match first {
+        Ok(Ok(n)) if n > 0 => {}
+        Err(_) => {
+            return rec.deny(
+                Reason::ClientDisconnected,
+                "the agent sent nothing in time".into(),
+            )
+        }
+        _ => return Refusal::Closed.record(&mut rec, original),
+    }
+    let ctx = ConnContext::plain(peer, ambient);
     let who = match identify(&gw, &ctx, &HeaderMap::new()) {
         Ok(who) => who,
         Err(d) => {
@@ -61,7 +97,7 @@ pub(super) async fn handle(gw: Arc<Gateway>, stream: TcpStream, peer: SocketAddr
     };
     let task = who.task.clone();
     rec.task(&task.id, &task.agent, &task.labels);
-    let hello = tokio::time::timeout(HANDSHAKE_TIMEOUT, read_client_hello(stream)).await;
+    let hello = tokio::time::timeout(HANDSHAKE_TIMEOUT, read_client_hello(stream, buffered)).await;
     let (stream, buffered, sni) = match hello {
         Ok(Ok(hello)) => hello,
         Ok(Err(refusal)) => return refusal.record(&mut rec, original),
@@ -132,8 +168,8 @@ impl Refusal {
             Refusal::NotTls => (
                 Reason::TunnelRefused,
                 format!(
-                    "a connection to port {port} that is not TLS: transparent capture serves \
-                     TLS only (use HTTP_PROXY for plain HTTP)"
+                    "a connection to port {port} that is neither TLS nor HTTP: no rule allows \
+                     a blind tunnel here"
                 ),
             ),
             Refusal::BadHello(e) => (Reason::BadRequest, format!("invalid TLS ClientHello: {e}")),
@@ -149,41 +185,51 @@ impl Refusal {
     }
 }
 
-/// Reads until the ClientHello is whole and returns its server name, with
-/// every byte read, to be handed to the handshake.
+/// Whether `bytes` begin like an HTTP/1 request: an upper-case method token
+/// and a space (enough to tell it from TLS, SSH and database protocols).
+fn looks_like_http(bytes: &[u8]) -> bool {
+    let method = bytes.iter().take_while(|b| b.is_ascii_uppercase()).count();
+    (3..=10).contains(&method) && bytes.get(method) == Some(&b' ')
+}
+
+/// Reads, after the bytes already `buffered`, until the ClientHello is
+/// whole and returns its server name, with every byte read, to be handed to
+/// the handshake.
 async fn read_client_hello(
     mut stream: TcpStream,
+    mut buffered: BytesMut,
 ) -> Result<(TcpStream, BytesMut, String), Refusal> {
-    let mut buffered = BytesMut::with_capacity(2048);
     loop {
+        if buffered.first().is_some_and(|b| *b != TLS_HANDSHAKE) {
+            return Err(Refusal::NotTls);
+        }
+        if !buffered.is_empty() {
+            // Parsed from a copy: the bytes stay for the handshake itself.
+            let mut acceptor = rustls::server::Acceptor::default();
+            let mut copy: &[u8] = &buffered;
+            while !copy.is_empty() {
+                if acceptor.read_tls(&mut copy).is_err() {
+                    break;
+                }
+            }
+            match acceptor.accept() {
+                Ok(Some(accepted)) => {
+                    return match accepted.client_hello().server_name() {
+                        Some(name) => {
+                            let name = name.to_owned();
+                            Ok((stream, buffered, name))
+                        }
+                        None => Err(Refusal::NoServerName),
+                    };
+                }
+                Ok(None) if buffered.len() < MAX_CLIENT_HELLO => {}
+                Ok(None) => return Err(Refusal::BadHello("longer than 16 KiB".into())),
+                Err((e, _)) => return Err(Refusal::BadHello(e.to_string())),
+            }
+        }
         match stream.read_buf(&mut buffered).await {
             Ok(0) | Err(_) => return Err(Refusal::Closed),
             Ok(_) => {}
-        }
-        if buffered[0] != TLS_HANDSHAKE {
-            return Err(Refusal::NotTls);
-        }
-        // Parsed from a copy: the bytes stay for the handshake itself.
-        let mut acceptor = rustls::server::Acceptor::default();
-        let mut copy: &[u8] = &buffered;
-        while !copy.is_empty() {
-            if acceptor.read_tls(&mut copy).is_err() {
-                break;
-            }
-        }
-        match acceptor.accept() {
-            Ok(Some(accepted)) => {
-                return match accepted.client_hello().server_name() {
-                    Some(name) => {
-                        let name = name.to_owned();
-                        Ok((stream, buffered, name))
-                    }
-                    None => Err(Refusal::NoServerName),
-                };
-            }
-            Ok(None) if buffered.len() < MAX_CLIENT_HELLO => {}
-            Ok(None) => return Err(Refusal::BadHello("longer than 16 KiB".into())),
-            Err((e, _)) => return Err(Refusal::BadHello(e.to_string())),
         }
     }
 }
@@ -221,6 +267,30 @@ fn original_dst(_stream: &TcpStream, _ipv4: bool) -> Option<SocketAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn http_is_told_from_other_protocols() {
+        for http in [
+            &b"GET / HTTP/1.1\r\n"[..],
+            b"POST /x HTTP/1.1",
+            b"OPTIONS * HTTP/1.1",
+            b"PROPFIND / ",
+        ] {
+            assert!(looks_like_http(http), "{http:?}");
+        }
+        for other in [
+            &b"\x16\x03\x01\x02\x00"[..],
+            b"SSH-2.0-OpenSSH_9.2\r\n",
+            b"get / HTTP/1.1",
+            b"GET",
+            b"G / HTTP/1.1",
+            b"",
+            b"\x00\x00\x00\x08\x04\xd2\x16\x2f",
+            b"PING\r\n",
+        ] {
+            assert!(!looks_like_http(other), "{other:?}");
+        }
+    }
 
     #[tokio::test]
     async fn a_direct_connection_has_no_original_destination() {

@@ -2,9 +2,10 @@
 
 listen tcp|udp HOST PORT SECONDS   print one line per connection/datagram, for SECONDS
 connect tcp|udp HOST PORT          print "ok" or "refused <why>"
-https HOST PORT CERT KEY SECONDS   an HTTPS origin: prints "request PATH auth=ok|other|none"
-                                   per request, comparing Authorization to $EXPECT_AUTH
-                                   (so no credential is ever printed)
+https HOST PORT CERT KEY SECONDS   an HTTPS origin (plain HTTP when CERT is "-"): prints
+                                   "request HOST PATH auth=ok|other|none" per request,
+                                   comparing Authorization to $EXPECT_AUTH (so no credential
+                                   is ever printed)
 send HOST PORT TEXT                connect, send TEXT, print what comes back (or "closed")
 """
 import socket
@@ -62,7 +63,7 @@ def https(host, port, cert, key, seconds):
         def do_GET(self):
             auth = self.headers.get("Authorization")
             verdict = "none" if auth is None else ("ok" if auth == expected else "other")
-            print("request", self.path, "auth=" + verdict, flush=True)
+            print("request", self.headers.get("Host"), self.path, "auth=" + verdict, flush=True)
             body = b"ok from origin"
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))
@@ -76,9 +77,10 @@ def https(host, port, cert, key, seconds):
         address_family = family(host)
 
     server = Server((host, port), Handler)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert, key)
-    server.socket = context.wrap_socket(server.socket, server_side=True)
+    if cert != "-":
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, key)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
     threading.Timer(seconds, server.shutdown).start()
     print("listening", flush=True)
     server.serve_forever()
