@@ -393,7 +393,7 @@ fn an_agent_without_proxy_settings_goes_through_credgate_or_nowhere() {
         format!(
             r#"
 listen: 127.0.0.1:8080
-transparent_listen: 127.0.0.1:{TRANSPARENT_PORT}
+transparent_listen: [127.0.0.1:{TRANSPARENT_PORT}, "[::1]:{TRANSPARENT_PORT}"]
 admin: {{ listen: "127.0.0.1:{ADMIN_PORT}" }}
 upstream: {{ extra_ca: upstream-ca.pem }}
 credentials:
@@ -433,7 +433,7 @@ ambient_task: {{ agent: pod-agent, scopes: [api], ttl: 1h }}
     origin
         .arg(python())
         .arg(netcheck())
-        .args(["https", ORIGIN_V4, "443"])
+        .args(["https", "::", "443"])
         .arg(&origin_tls.cert)
         .arg(&origin_tls.key)
         .arg("30")
@@ -481,6 +481,13 @@ ambient_task: {{ agent: pod-agent, scopes: [api], ttl: 1h }}
         "https://api.test/v1/other",
     ]);
     assert_eq!(elsewhere.stdout, "ok from origin", "{elsewhere:?}");
+    // IPv6 is captured the same way.
+    let v6 = curl(&[
+        "--resolve",
+        &format!("api.test:443:[{ORIGIN_V6}]"),
+        "https://api.test/v1/six",
+    ]);
+    assert_eq!(v6.stdout, "ok from origin", "{v6:?}");
     // Refused: no server name, a name outside every scope, a path no rule
     // allows, a protocol that is not TLS, a direct connect to the port.
     let no_sni = curl(&["https://10.77.0.2/v1/items"]);
@@ -536,7 +543,8 @@ ambient_task: {{ agent: pod-agent, scopes: [api], ttl: 1h }}
         seen,
         [
             "request api.test /v1/items auth=ok",
-            "request api.test /v1/other auth=ok"
+            "request api.test /v1/other auth=ok",
+            "request api.test /v1/six auth=ok"
         ],
         "only the allowed requests reached the origin, each with the credential alone"
     );
@@ -563,7 +571,7 @@ ambient_task: {{ agent: pod-agent, scopes: [api], ttl: 1h }}
         .all(|r| r["port"] == 80 && r["scheme"] == "http"));
     let gets =
         find(&|r| r["method"] == "GET" && r["decision"] == "allow" && r["host"] == "api.test");
-    assert_eq!(gets.len(), 2, "{records:#?}");
+    assert_eq!(gets.len(), 3, "{records:#?}");
     for get in gets {
         assert_eq!(get["host"], "api.test");
         assert_eq!(get["credential"]["name"], "api");

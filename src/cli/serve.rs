@@ -40,9 +40,9 @@ pub struct Running {
     /// The proxy listener (and the transparent one, when configured): they
     /// drain their connections when stopped.
     proxy: JoinHandle<()>,
-    transparent: Option<JoinHandle<()>>,
-    /// The transparent listener's bound address, when configured.
-    pub transparent_addr: Option<SocketAddr>,
+    transparent: Vec<JoinHandle<()>>,
+    /// The transparent listeners' bound addresses.
+    pub transparent_addrs: Vec<SocketAddr>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -82,14 +82,13 @@ impl Running {
         let admin_listener = TcpListener::bind(config.admin.listen)
             .await
             .with_context(|| format!("cannot listen on {} (admin)", config.admin.listen))?;
-        let transparent_listener = match config.transparent_listen {
-            Some(addr) => Some(
-                TcpListener::bind(addr)
-                    .await
-                    .with_context(|| format!("cannot listen on {addr} (transparent_listen)"))?,
-            ),
-            None => None,
-        };
+        let mut transparent_listeners = Vec::new();
+        for addr in &config.transparent_listen {
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (transparent_listen)"))?;
+            transparent_listeners.push(listener);
+        }
         let proxy_addr = proxy_listener.local_addr()?;
         let admin_addr = admin_listener.local_addr()?;
 
@@ -104,17 +103,16 @@ impl Running {
             proxy_listener,
             until_stopped(stopped.clone()),
         ));
-        let transparent_addr = match &transparent_listener {
-            Some(listener) => Some(listener.local_addr()?),
-            None => None,
-        };
-        let transparent = transparent_listener.map(|listener| {
-            tokio::spawn(crate::proxy::serve_transparent(
+        let mut transparent_addrs = Vec::new();
+        let mut transparent = Vec::new();
+        for listener in transparent_listeners {
+            transparent_addrs.push(listener.local_addr()?);
+            transparent.push(tokio::spawn(crate::proxy::serve_transparent(
                 gateway.clone(),
                 listener,
                 until_stopped(stopped.clone()),
-            ))
-        });
+            )));
+        }
         let service: Arc<dyn crate::task::TaskService> = gateway.clone();
         let admin_stop = until_stopped(stopped.clone());
         tasks.push(tokio::spawn(async move {
@@ -142,7 +140,7 @@ impl Running {
             stop,
             proxy,
             transparent,
-            transparent_addr,
+            transparent_addrs,
             tasks,
         })
     }
@@ -154,7 +152,7 @@ impl Running {
         let _ = self.stop.send(true);
         self.gateway.end_all_tasks().await;
         let _ = self.proxy.await;
-        if let Some(transparent) = self.transparent {
+        for transparent in self.transparent {
             let _ = transparent.await;
         }
         for task in self.tasks {
@@ -218,7 +216,7 @@ pub async fn run(args: &ServeArgs) -> anyhow::Result<()> {
         running.admin_addr,
         args.config.display()
     );
-    if let Some(addr) = running.transparent_addr {
+    for addr in &running.transparent_addrs {
         eprintln!("credgate: transparent capture on {addr}");
     }
     loop {

@@ -44,8 +44,10 @@ pub struct Config {
     /// Where the proxy listens.
     pub listen: SocketAddr,
     /// Where the transparent listener takes the connections `credgate init`
-    /// redirects (none when unset).
-    pub transparent_listen: Option<SocketAddr>,
+    /// redirects (none when empty): one address, or one per family
+    /// (`127.0.0.1:15001` and `[::1]:15001`, where the lock-down sends IPv4
+    /// and IPv6).
+    pub transparent_listen: Vec<SocketAddr>,
     /// The proxy URL handed to agents (without credentials); when unset,
     /// `http://` + the address actually bound.
     pub proxy_url: Option<String>,
@@ -372,9 +374,21 @@ impl Config {
             .and_then(|v| c.section("listen", v))
             .unwrap_or_else(|| "127.0.0.1:8080".to_string());
         let listen = c.addr("listen", &listen_text);
-        let transparent_listen = get("transparent_listen")
-            .and_then(|v| c.section::<String>("transparent_listen", v))
-            .and_then(|text| c.addr("transparent_listen", &text));
+        let transparent_listen: Vec<SocketAddr> = match get("transparent_listen") {
+            None => Vec::new(),
+            Some(v) if v.is_sequence() => c
+                .section::<Vec<String>>("transparent_listen", v)
+                .unwrap_or_default()
+                .iter()
+                .enumerate()
+                .filter_map(|(i, text)| c.addr(&format!("transparent_listen[{i}]"), text))
+                .collect(),
+            Some(v) => c
+                .section::<String>("transparent_listen", v)
+                .and_then(|text| c.addr("transparent_listen", &text))
+                .into_iter()
+                .collect(),
+        };
         let proxy_url = get("proxy_url").and_then(|v| c.section::<String>("proxy_url", v));
         if let Some(url) = &proxy_url {
             let ok = url

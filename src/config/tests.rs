@@ -35,6 +35,22 @@ fn an_empty_file_takes_every_default() {
 }
 
 #[test]
+fn transparent_listen_takes_one_address_or_a_list() {
+    let one = Config::parse("transparent_listen: 127.0.0.1:15001\n", &env()).unwrap();
+    assert_eq!(one.transparent_listen.len(), 1);
+    let both = Config::parse(
+        "transparent_listen: [127.0.0.1:15001, \"[::1]:15001\"]\n",
+        &env(),
+    )
+    .unwrap();
+    assert_eq!(both.transparent_listen[1].to_string(), "[::1]:15001");
+    let none = Config::parse("listen: 127.0.0.1:8080\n", &env()).unwrap();
+    assert!(none.transparent_listen.is_empty());
+    let bad = errors("transparent_listen: [127.0.0.1:1, nowhere]\n").join("\n");
+    assert!(bad.contains("transparent_listen[1]:"), "{bad}");
+}
+
+#[test]
 fn every_error_is_reported_with_its_field_path() {
     let found = errors(
         r#"

@@ -179,6 +179,9 @@ impl Gateway {
         if config.listen != current.config.listen {
             restart_needed.push("listen".to_string());
         }
+        if config.transparent_listen != current.config.transparent_listen {
+            restart_needed.push("transparent_listen".to_string());
+        }
         if config.admin.listen != current.config.admin.listen {
             restart_needed.push("admin.listen".to_string());
         }
