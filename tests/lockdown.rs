@@ -3,7 +3,8 @@
 //! "internet" (addresses of the test's own). A "credgate" user and an
 //! "agent" user run probes inside the pod (tests/peers/net/netcheck.py).
 //!
-//! Needs root (network namespaces and users), `ip`, `nft` and `setpriv`:
+//! Needs root (network namespaces and users), `ip`, `nft`, `iptables` and
+//! `setpriv`:
 //! tests/run.sh installs them; as another user the test says so and passes
 //! nothing off as checked.
 
@@ -25,15 +26,9 @@ const TRANSPARENT_PORT: &str = "15001";
 const ADMIN_PORT: &str = "8081";
 
 fn can_run() -> bool {
-    let found = |tool: &str| {
-        Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if !nix::unistd::geteuid().is_root() || !["ip", "nft", "setpriv"].iter().all(|t| found(t)) {
-        eprintln!("lockdown tests need root, ip, nft and setpriv: not run here");
+    let tools = ["ip", "nft", "iptables", "ip6tables", "setpriv"];
+    if !nix::unistd::geteuid().is_root() || !tools.iter().all(|t| found(t)) {
+        eprintln!("lockdown tests need root, ip, nft, iptables and setpriv: not run here");
         return false;
     }
     true
@@ -200,43 +195,76 @@ fn strs(args: &[String]) -> Vec<&str> {
 
 #[test]
 fn the_lockdown_redirects_the_agents_tcp_refuses_the_rest_and_comes_off_again() {
+    lockdown_with("nft");
+}
+
+#[test]
+fn the_iptables_lockdown_does_the_same() {
+    lockdown_with("iptables");
+}
+
+fn found(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// `command` inside the pod as root; its stdout.
+fn in_pod(ns: &Namespaces, command: &[&str]) -> String {
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", &ns.pod]).args(command);
+    run_bounded(c, Duration::from_secs(10)).stdout
+}
+
+fn lockdown_with(backend: &str) {
     if !can_run() {
         return;
     }
     let ns = Namespaces::new();
     let args = init_args(&[ORIGIN_V4]);
-    let args = strs(&args);
+    let mut args = strs(&args);
+    args.extend(["--backend", backend]);
 
     // --dry-run prints the script and installs nothing.
     let mut dry = args.clone();
     dry.push("--dry-run");
     let out = ns.credgate(&dry);
     out.expect_code(0);
-    assert!(
-        out.stdout.contains("meta l4proto tcp redirect to :15001"),
-        "{out:?}"
-    );
+    let redirect = if backend == "nft" {
+        "meta l4proto tcp redirect to :15001"
+    } else {
+        "-A CREDGATE_CAPTURE -p tcp -j REDIRECT --to-ports 15001"
+    };
+    assert!(out.stdout.contains(redirect), "{out:?}");
     let mut check = args.clone();
     check.push("--check");
     ns.credgate(&check).expect_code(1);
 
-    // Installed twice: one table, and --check agrees with it.
+    // Installed twice: one ruleset, and --check agrees with it.
     ns.credgate(&args).expect_code(0);
     ns.credgate(&args).expect_code(0);
-    let tables = run_bounded(
-        {
-            let mut c = Command::new("ip");
-            c.args(["netns", "exec", &ns.pod, "nft", "list", "tables"]);
-            c
-        },
-        Duration::from_secs(10),
-    );
-    assert_eq!(tables.stdout.trim(), "table inet credgate", "{tables:?}");
+    if backend == "nft" {
+        let tables = in_pod(&ns, &["nft", "list", "tables"]);
+        assert_eq!(tables.trim(), "table inet credgate");
+    } else {
+        for save in ["iptables-save", "ip6tables-save"] {
+            let saved = in_pod(&ns, &[save]);
+            for jump in [
+                "-A OUTPUT -j CREDGATE_CAPTURE",
+                "-A OUTPUT -j CREDGATE_EGRESS",
+            ] {
+                let count = saved.lines().filter(|l| *l == jump).count();
+                assert_eq!(count, 1, "{save}: {saved}");
+            }
+        }
+    }
     ns.credgate(&check).expect_code(0);
     // Described differently, the installed one is reported as different.
     let other = init_args(&[ORIGIN_V4, "10.77.0.9"]);
     let mut other = strs(&other);
-    other.push("--check");
+    other.extend(["--backend", backend, "--check"]);
     let differs = ns.credgate(&other);
     differs.expect_code(1);
     assert!(differs.stdout.contains("differs"), "{differs:?}");
@@ -286,14 +314,13 @@ fn the_lockdown_redirects_the_agents_tcp_refuses_the_rest_and_comes_off_again() 
     assert_eq!(admin.peers().len(), 1);
 
     // --remove restores the namespace: the agent reaches the origin again.
-    let mut remove = vec!["init", "--remove"];
+    let remove = vec!["init", "--remove", "--backend", backend];
     ns.credgate(&remove).expect_code(0);
     ns.credgate(&check).expect_code(1);
     let origin = ns.listen(&ns.origin, None, "tcp", "::", "443");
     assert_eq!(ns.probe(AGENT_UID, "tcp", ORIGIN_V4, "443"), "ok");
     assert_eq!(origin.peers().len(), 1);
     // Removing what is not there is not an error.
-    remove.truncate(2);
     ns.credgate(&remove).expect_code(0);
 }
 

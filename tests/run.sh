@@ -25,6 +25,7 @@ command -v fcgiwrap >/dev/null 2>&1 || missing+=(fcgiwrap)
 # The egress lock-down tests (tests/lockdown.rs): network namespaces and nft.
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v nft >/dev/null 2>&1 || missing+=(nftables)
+command -v ip6tables >/dev/null 2>&1 || missing+=(iptables)
 if [ ${#missing[@]} -gt 0 ]; then
   # Keep Debian from starting the services it installs (nginx): the tests
   # start their own.

@@ -83,6 +83,118 @@ impl Lockdown {
     }
 }
 
+/// An address family, for the iptables fallback (one ruleset each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// `iptables`
+    V4,
+    /// `ip6tables`
+    V6,
+}
+
+/// The chain in the `nat` table's `OUTPUT` of the iptables fallback.
+pub const CAPTURE_CHAIN: &str = "CREDGATE_CAPTURE";
+/// The chain in the `filter` table's `OUTPUT` of the iptables fallback.
+pub const EGRESS_CHAIN: &str = "CREDGATE_EGRESS";
+
+impl Lockdown {
+    /// The rules of the iptables fallback for `family`, as `iptables-save`
+    /// prints them, by table: the same lock-down as [`Lockdown::table`], in
+    /// two chains of credgate's own.
+    fn iptables_tables(&self, family: Family) -> [(&'static str, &'static str, Vec<String>); 2] {
+        let uid = self.proxy_uid;
+        let port = self.transparent_port;
+        let dns: Vec<String> = self
+            .dns
+            .iter()
+            .filter(|ip| ip.is_ipv4() == (family == Family::V4))
+            .map(|ip| format!("{ip}/{}", if ip.is_ipv4() { 32 } else { 128 }))
+            .collect();
+        let dns_rules = |chain: &str, verdict: &str| -> Vec<String> {
+            dns.iter()
+                .flat_map(|net| {
+                    ["udp", "tcp"].map(|proto| {
+                        format!("-A {chain} -d {net} -p {proto} -m {proto} --dport 53 -j {verdict}")
+                    })
+                })
+                .collect()
+        };
+        let mut capture = vec![
+            format!("-A {CAPTURE_CHAIN} -m owner --uid-owner {uid} -j RETURN"),
+            format!("-A {CAPTURE_CHAIN} -o lo -j RETURN"),
+        ];
+        capture.extend(dns_rules(CAPTURE_CHAIN, "RETURN"));
+        capture.push(format!(
+            "-A {CAPTURE_CHAIN} -p tcp -j REDIRECT --to-ports {port}"
+        ));
+        let mut egress = vec![
+            format!("-A {EGRESS_CHAIN} -m owner --uid-owner {uid} -j ACCEPT"),
+            format!(
+                "-A {EGRESS_CHAIN} -p tcp -m tcp --dport {port} -m conntrack --ctstate DNAT -j ACCEPT"
+            ),
+            format!(
+                "-A {EGRESS_CHAIN} -o lo -p tcp -m tcp --dport {} -j REJECT --reject-with tcp-reset",
+                self.admin_port
+            ),
+            format!("-A {EGRESS_CHAIN} -o lo -j ACCEPT"),
+        ];
+        egress.extend(dns_rules(EGRESS_CHAIN, "ACCEPT"));
+        egress.push(format!(
+            "-A {EGRESS_CHAIN} -p tcp -j REJECT --reject-with tcp-reset"
+        ));
+        egress.push(format!(
+            "-A {EGRESS_CHAIN} -j REJECT --reject-with {}",
+            match family {
+                Family::V4 => "icmp-admin-prohibited",
+                Family::V6 => "icmp6-adm-prohibited",
+            }
+        ));
+        [
+            ("nat", CAPTURE_CHAIN, capture),
+            ("filter", EGRESS_CHAIN, egress),
+        ]
+    }
+
+    /// The input of `iptables-restore --noflush` (or `ip6tables-restore`)
+    /// for `family`: declaring each chain empties it, so the chains are
+    /// refilled, each table in one commit, and nothing else is touched.
+    /// The `OUTPUT` jumps into them are added apart, once.
+    pub fn iptables_restore(&self, family: Family) -> String {
+        let mut out = String::new();
+        for (table, chain, rules) in self.iptables_tables(family) {
+            let _ = writeln!(out, "*{table}\n:{chain} - [0:0]");
+            for rule in rules {
+                let _ = writeln!(out, "{rule}");
+            }
+            out.push_str("COMMIT\n");
+        }
+        out
+    }
+}
+
+/// Whether `saved` (what `iptables-save` printed for `family`) holds the
+/// lock-down `expected` describes: each chain with exactly its rules, and
+/// one jump to it from `OUTPUT`.
+pub fn iptables_matches(saved: &str, expected: &Lockdown, family: Family) -> bool {
+    let mut table = "";
+    let mut found: Vec<(String, String)> = Vec::new();
+    for line in saved.lines().map(str::trim) {
+        if let Some(name) = line.strip_prefix('*') {
+            table = name;
+        } else if line.starts_with("-A CREDGATE_") || line.starts_with("-A OUTPUT -j CREDGATE_") {
+            found.push((table.to_owned(), line.to_owned()));
+        }
+    }
+    let mut wanted: Vec<(String, String)> = Vec::new();
+    for (table, chain, rules) in expected.iptables_tables(family) {
+        wanted.push((table.to_owned(), format!("-A OUTPUT -j {chain}")));
+        wanted.extend(rules.into_iter().map(|r| (table.to_owned(), r)));
+    }
+    found.sort();
+    wanted.sort();
+    found == wanted
+}
+
 /// The script that removes the table (after [`Lockdown::install_script`]'s
 /// trick, it succeeds whether or not the table is there).
 pub fn remove_script() -> String {
@@ -197,6 +309,69 @@ mod tests {
             &tampered.replace("    reject with icmpx admin-prohibited", ""),
             &expected
         ));
+    }
+
+    #[test]
+    fn the_iptables_fallback_says_the_same_per_family() {
+        let l = lockdown();
+        let v4 = l.iptables_restore(Family::V4);
+        assert!(v4.starts_with("*nat\n:CREDGATE_CAPTURE - [0:0]\n-A CREDGATE_CAPTURE -m owner --uid-owner 2000 -j RETURN\n"), "{v4}");
+        assert!(v4.contains("-A CREDGATE_CAPTURE -p tcp -j REDIRECT --to-ports 15001\nCOMMIT\n"));
+        assert!(v4.contains("-d 10.96.0.10/32 -p udp -m udp --dport 53 -j ACCEPT"));
+        assert!(
+            !v4.contains("fd00::a"),
+            "an IPv6 resolver in the IPv4 rules"
+        );
+        assert!(v4
+            .trim_end()
+            .ends_with("-j REJECT --reject-with icmp-admin-prohibited\nCOMMIT"));
+        let v6 = l.iptables_restore(Family::V6);
+        assert!(v6.contains("-d fd00::a/128 -p tcp -m tcp --dport 53 -j RETURN"));
+        assert!(!v6.contains("10.96.0.10"));
+        assert!(v6.contains("--reject-with icmp6-adm-prohibited"));
+        // The admin port is refused before loopback is opened.
+        assert!(v4.find("--dport 8081").unwrap() < v4.find("-o lo -j ACCEPT").unwrap());
+    }
+
+    #[test]
+    fn a_saved_ruleset_matches_only_with_its_rules_and_one_jump_each() {
+        let l = lockdown();
+        let saved = |extra: &str| {
+            let restore = l.iptables_restore(Family::V4);
+            let mut out = String::from("# Generated by iptables-save\n");
+            for block in restore.split("COMMIT\n").filter(|b| !b.is_empty()) {
+                let (head, rules) = block.split_once('\n').unwrap();
+                let chain = if head == "*nat" {
+                    CAPTURE_CHAIN
+                } else {
+                    EGRESS_CHAIN
+                };
+                out.push_str(&format!(
+                    "{head}\n:OUTPUT ACCEPT [0:0]\n{rules}-A OUTPUT -j {chain}\n{extra}COMMIT\n"
+                ));
+            }
+            out
+        };
+        assert!(iptables_matches(&saved(""), &l, Family::V4));
+        assert!(!iptables_matches(
+            &saved("-A OUTPUT -j CREDGATE_EGRESS\n"),
+            &l,
+            Family::V4
+        ));
+        assert!(!iptables_matches(
+            &saved("-A CREDGATE_EGRESS -j ACCEPT\n"),
+            &l,
+            Family::V4
+        ));
+        assert!(!iptables_matches(
+            &saved(""),
+            &Lockdown {
+                admin_port: 9,
+                ..l.clone()
+            },
+            Family::V4
+        ));
+        assert!(!iptables_matches("", &l, Family::V4));
     }
 
     #[test]
