@@ -245,12 +245,25 @@ async fn python_httpx_through_https_proxy() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_fetch_through_env_proxy_agent() {
+    node_fetch("undici").await;
+}
+
+/// The README's line for Node 20: `setGlobalDispatcher(new
+/// EnvHttpProxyAgent())` from undici makes Node's own global fetch go
+/// through the proxy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_global_fetch_through_the_global_dispatcher() {
+    node_fetch("global").await;
+}
+
+async fn node_fetch(which: &str) {
     let s = setup().await;
     let url = format!("https://api.test:{}", s.upstream.port());
     let mut all = String::new();
     for path in ["/v1/items", "/echo"] {
         let mut cmd = agent_command(&s, "node");
-        cmd.args(["fetch.js", "GET"])
+        cmd.env("FETCH", which)
+            .args(["fetch.js", "GET"])
             .arg(format!("{url}{path}"))
             .arg("Authorization: Bearer agent-own-token")
             .arg("X-Api-Key: agent-own-token");

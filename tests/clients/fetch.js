@@ -1,9 +1,12 @@
 // An agent using Node's fetch (undici) through HTTPS_PROXY.
 // Usage: node fetch.js METHOD URL [HEADER:VALUE ...]; prints {"status", "body"}.
+// With FETCH=global it calls Node's own global fetch instead of undici's:
+// the global dispatcher set here is what makes Node 20's use the proxy.
 'use strict';
-const { EnvHttpProxyAgent, setGlobalDispatcher, fetch } = require('undici');
+const undici = require('undici');
 
-setGlobalDispatcher(new EnvHttpProxyAgent());
+undici.setGlobalDispatcher(new undici.EnvHttpProxyAgent());
+const fetch = process.env.FETCH === 'global' ? globalThis.fetch : undici.fetch;
 
 async function main() {
   const [method, url, ...rawHeaders] = process.argv.slice(2);
