@@ -279,7 +279,14 @@ fn restore(family: Family, rules: &str) -> anyhow::Result<()> {
 }
 
 /// Runs `cmd` with `input` on its stdin; its stdout, or an error with its stderr.
-fn command_output(mut cmd: Command, input: &[u8]) -> anyhow::Result<String> {
+fn command_output(cmd: Command, input: &[u8]) -> anyhow::Result<String> {
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    run_tool(cmd, input)?.map_err(|stderr| tool_error(&program, &stderr))
+}
+
+/// Runs `cmd` with `input` on its stdin: `Ok(stdout)` when it succeeded,
+/// `Err(stderr)` when it said no; an error when it could not run at all.
+fn run_tool(mut cmd: Command, input: &[u8]) -> anyhow::Result<Result<String, String>> {
     let program = cmd.get_program().to_string_lossy().into_owned();
     let mut child = cmd
         .stdin(Stdio::piped())
@@ -300,11 +307,12 @@ fn command_output(mut cmd: Command, input: &[u8]) -> anyhow::Result<String> {
     let out = child
         .wait_with_output()
         .with_context(|| format!("waiting for {program}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    Ok(if out.status.success() {
+        Ok(text(&out.stdout))
     } else {
-        Err(tool_error(&program, &String::from_utf8_lossy(&out.stderr)))
-    }
+        Err(text(&out.stderr))
+    })
 }
 
 /// Whether `program` is on the PATH.
@@ -315,52 +323,20 @@ fn found(program: &str) -> bool {
 
 /// The installed table as `nft` lists it; `None` when there is none.
 fn installed() -> anyhow::Result<Option<String>> {
-    let out = nft()
-        .args(["list", "table", "inet", lockdown::TABLE])
-        .output()
-        .map_err(not_found)?;
-    if out.status.success() {
-        return Ok(Some(String::from_utf8_lossy(&out.stdout).into_owned()));
+    let mut list = Command::new("nft");
+    list.args(["list", "table", "inet", lockdown::TABLE]);
+    match run_tool(list, &[])? {
+        Ok(listed) => Ok(Some(listed)),
+        Err(stderr) if stderr.contains("No such file or directory") => Ok(None),
+        Err(stderr) => Err(tool_error("nft", &stderr)),
     }
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    if stderr.contains("No such file or directory") {
-        return Ok(None);
-    }
-    Err(nft_error(&stderr))
 }
 
 /// Runs `script` with `nft -f -`, as one transaction.
 fn nft_script(script: &str) -> anyhow::Result<()> {
-    let mut child = nft()
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(not_found)?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(script.as_bytes())
-            .context("writing to nft")?;
-    }
-    let out = child.wait_with_output().context("waiting for nft")?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(nft_error(&String::from_utf8_lossy(&out.stderr)))
-    }
-}
-
-fn nft() -> Command {
-    Command::new("nft")
-}
-
-fn not_found(e: std::io::Error) -> anyhow::Error {
-    anyhow::anyhow!("cannot run nft ({e}): credgate init needs nftables (Debian package nftables)")
-}
-
-fn nft_error(stderr: &str) -> anyhow::Error {
-    tool_error("nft", stderr)
+    let mut nft = Command::new("nft");
+    nft.args(["-f", "-"]);
+    command_output(nft, script.as_bytes()).map(drop)
 }
 
 fn tool_error(program: &str, stderr: &str) -> anyhow::Error {
