@@ -294,17 +294,13 @@ impl Policy {
                     encoded_slash: false,
                     ..*target
                 };
-                let message = match self.decide(task_scopes, &plain) {
-                    Decision {
-                        verdict: Verdict::Allow,
-                        rule: Some(rule),
-                        ..
-                    } => {
+                let message = match self.allowing_rule(task_scopes, &plain) {
+                    Some(rule) => {
                         rule_message(&rule.id, " allows ", target)
                             + " but not with an encoded \"/\" (%2F) in the path \
                                (the rule needs encoded_slash: keep)"
                     }
-                    _ => {
+                    None => {
                         "the path contains an encoded \"/\" (%2F), which only a rule \
                          with encoded_slash: keep allows; "
                             .to_owned()
@@ -320,16 +316,12 @@ impl Policy {
                 };
                 // Say whether the GET itself would pass: the usual fix is
                 // `websocket: true` on the rule that allows it.
-                let message = match self.decide(task_scopes, &plain) {
-                    Decision {
-                        verdict: Verdict::Allow,
-                        rule: Some(rule),
-                        ..
-                    } => {
+                let message = match self.allowing_rule(task_scopes, &plain) {
+                    Some(rule) => {
                         rule_message(&rule.id, " allows ", target)
                             + " but not as a WebSocket upgrade (the rule needs websocket: true)"
                     }
-                    _ => {
+                    None => {
                         let what = rule_message("", "", target);
                         format!(
                             "{} allows a WebSocket upgrade of {}",
@@ -346,6 +338,20 @@ impl Policy {
                 Decision::deny(Reason::NoMatchingRule, None, message)
             }
         }
+    }
+
+    /// The rule that allows `target`, if one does: asked of the same request
+    /// without the one thing (an encoded `/`, an upgrade) no rule allowed,
+    /// to tell the agent which rule setting is missing.
+    fn allowing_rule(
+        &self,
+        task_scopes: &[String],
+        target: &RequestTarget<'_>,
+    ) -> Option<Arc<ScopeRule>> {
+        let decision = self.decide(task_scopes, target);
+        (decision.verdict == Verdict::Allow)
+            .then_some(decision.rule)
+            .flatten()
     }
 
     /// "no rule of scope a allows GET https://host/path".
