@@ -397,6 +397,36 @@ impl PodCredgate {
     }
 }
 
+/// A netcheck.py server in the origin namespace: started once it says it
+/// is listening; `stop` ends it and returns the lines it printed since.
+struct Server {
+    child: Child,
+    out: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl Server {
+    fn start(mut cmd: Command) -> Server {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+        assert_eq!(line.trim(), "listening");
+        Server { child, out }
+    }
+
+    fn stop(mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let mut seen = String::new();
+        let _ = std::io::Read::read_to_string(&mut self.out, &mut seen);
+        seen
+    }
+}
+
 #[test]
 fn an_agent_without_proxy_settings_goes_through_credgate_or_nowhere() {
     if !can_run() {
@@ -407,6 +437,8 @@ fn an_agent_without_proxy_settings_goes_through_credgate_or_nowhere() {
         (ORIGIN_V4, "api.test"),
         (ORIGIN_V4, "other.test"),
         (ORIGIN_V4, "plain.test"),
+        (ORIGIN_V4, "git.test"),
+        (ORIGIN_V4, "pinned.test"),
     ]);
     let secret = test_secret();
 
@@ -439,6 +471,13 @@ scopes:
       methods: [GET]
       paths: ["/public/**"]
       allow_private: true
+    - host: git.test
+      port: 22
+      tunnel: true
+      allow_private: true
+    - host: pinned.test
+      tunnel: true
+      allow_private: true
 ambient_task: {{ agent: pod-agent, scopes: [api], ttl: 1h }}
 "#
         ),
@@ -464,26 +503,20 @@ ambient_task: {{ agent: pod-agent, scopes: [api], ttl: 1h }}
         .arg(&origin_tls.cert)
         .arg(&origin_tls.key)
         .arg("30")
-        .env("EXPECT_AUTH", format!("Bearer {secret}"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    let mut origin = origin.spawn().unwrap();
-    let mut origin_out = std::io::BufReader::new(origin.stdout.take().unwrap());
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut origin_out, &mut line).unwrap();
-    assert_eq!(line.trim(), "listening");
+        .env("EXPECT_AUTH", format!("Bearer {secret}"));
+    let origin = Server::start(origin);
+    // An SSH-like server: it speaks first.
+    let mut git = ns.as_user(&ns.origin, None);
+    git.arg(python())
+        .arg(netcheck())
+        .args(["banner", "::", "22", "30"]);
+    let git = Server::start(git);
     let mut plain = ns.as_user(&ns.origin, None);
     plain
         .arg(python())
         .arg(netcheck())
-        .args(["https", ORIGIN_V4, "80", "-", "-", "30"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    let mut plain = plain.spawn().unwrap();
-    let mut plain_out = std::io::BufReader::new(plain.stdout.take().unwrap());
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut plain_out, &mut line).unwrap();
-    assert_eq!(line.trim(), "listening");
+        .args(["https", ORIGIN_V4, "80", "-", "-", "30"]);
+    let plain = Server::start(plain);
 
     ns.credgate(&strs(&init_args(&[ORIGIN_V4]))).expect_code(0);
 
@@ -532,6 +565,10 @@ ambient_task: {{ agent: pod-agent, scopes: [api], ttl: 1h }}
     // The inner Host must be the server name the connection was admitted for.
     let mismatch = curl(&["-H", "Host: other.test", "https://api.test/v1/items"]);
     assert_ne!(mismatch.stdout, "ok from origin", "{mismatch:?}");
+    // A tunnel rule's TLS goes through as the agent's own (here, with its
+    // own Authorization and no verification of its own): not intercepted.
+    let pinned = curl(&["-k", "https://pinned.test/v1/pinned"]);
+    assert_eq!(pinned.stdout, "ok from origin", "{pinned:?}");
     // Plain HTTP goes to its Host on the original port, request by request,
     // under the cleartext rules: the agent's own Authorization is stripped.
     let public = curl(&["http://plain.test/public/readme"]);
@@ -544,12 +581,37 @@ ambient_task: {{ agent: pod-agent, scopes: [api], ttl: 1h }}
         "http://plain.test/private",
     ]);
     assert_eq!(private.stdout, "403", "{private:?}");
-    let mut ssh = ns.as_user(&ns.pod, Some(AGENT_UID));
-    ssh.arg(python())
-        .arg(netcheck())
-        .args(["send", ORIGIN_V4, "22", "SSH-2.0-probe\r\n"]);
-    let ssh = run_bounded(ssh, Duration::from_secs(15));
-    assert_eq!(ssh.stdout.trim(), "closed", "{ssh:?}");
+    let probe = |op: &str, host: &str, port: &str, text: &str| -> String {
+        let mut cmd = ns.as_user(&ns.pod, Some(AGENT_UID));
+        cmd.arg(python())
+            .arg(netcheck())
+            .args([op, host, port, text]);
+        run_bounded(cmd, Duration::from_secs(15))
+            .stdout
+            .trim()
+            .to_owned()
+    };
+    // Neither TLS nor HTTP, and no tunnel rule for the port: closed.
+    assert_eq!(
+        probe("send", ORIGIN_V4, "5432", "\x01\x02\x03\x08"),
+        "closed"
+    );
+    // A tunnel rule's host resolves to the original address: relayed
+    // blindly, whether the client speaks first or the server does.
+    let client_first = probe("send", ORIGIN_V4, "22", "SSH-2.0-probe\r\n");
+    assert!(
+        client_first.starts_with("SSH-2.0-origin"),
+        "{client_first:?}"
+    );
+    assert_eq!(
+        probe("chat", ORIGIN_V4, "22", "hello"),
+        "SSH-2.0-origin echo:hello"
+    );
+    // The same port at an address no tunnel rule's host resolves to.
+    assert_eq!(
+        probe("send", ORIGIN_V6, "22", "SSH-2.0-probe\r\n"),
+        "closed"
+    );
     let mut direct = ns.as_user(&ns.pod, Some(AGENT_UID));
     direct.arg(python()).arg(netcheck()).args([
         "send",
@@ -561,24 +623,28 @@ ambient_task: {{ agent: pod-agent, scopes: [api], ttl: 1h }}
     assert_eq!(direct.stdout.trim(), "closed", "{direct:?}");
 
     credgate.stop();
-    let _ = origin.kill();
-    let _ = origin.wait();
-    let mut seen = String::new();
-    let _ = std::io::Read::read_to_string(&mut origin_out, &mut seen);
+    let seen = origin.stop();
     let seen: Vec<&str> = seen.lines().collect();
     assert_eq!(
         seen,
         [
             "request api.test /v1/items auth=ok",
             "request api.test /v1/other auth=ok",
-            "request api.test /v1/six auth=ok"
+            "request api.test /v1/six auth=ok",
+            "request pinned.test /v1/pinned auth=other"
         ],
         "only the allowed requests reached the origin, each with the credential alone"
     );
-    let _ = plain.kill();
-    let _ = plain.wait();
-    let mut seen = String::new();
-    let _ = std::io::Read::read_to_string(&mut plain_out, &mut seen);
+    let seen = git.stop();
+    assert_eq!(
+        seen.lines().collect::<Vec<_>>(),
+        [
+            format!("banner ::ffff:{POD_V4}"),
+            format!("banner ::ffff:{POD_V4}")
+        ],
+        "only the two tunnelled streams reached the SSH server, from credgate's address"
+    );
+    let seen = plain.stop();
     assert_eq!(seen.trim(), "request plain.test /public/readme auth=none");
 
     let log = std::fs::read_to_string(dir.path().join(".credgate/decisions.jsonl")).unwrap();
@@ -614,6 +680,22 @@ ambient_task: {{ agent: pod-agent, scopes: [api], ttl: 1h }}
     assert!(says("without a server name"), "{refused:#?}");
     assert!(says("neither TLS nor HTTP"), "{refused:#?}");
     assert!(says("direct connection"), "{refused:#?}");
+    let tunnels = find(&|r| r["tunnel"] == true && r["decision"] == "allow");
+    assert_eq!(tunnels.len(), 3, "{records:#?}");
+    for tunnel in tunnels {
+        assert_eq!(tunnel["tunnel"], true, "{tunnel:#?}");
+        assert!(
+            (tunnel["host"] == "git.test" && tunnel["port"] == 22)
+                || (tunnel["host"] == "pinned.test" && tunnel["port"] == 443),
+            "{tunnel:#?}"
+        );
+        assert!(message(tunnel).contains("blind tunnel"), "{tunnel:#?}");
+    }
+    let no_tunnel = refused
+        .iter()
+        .filter(|r| message(r).contains("port 22 that is neither TLS nor HTTP"))
+        .count();
+    assert_eq!(no_tunnel, 1, "{refused:#?}");
     assert!(
         refused
             .iter()

@@ -94,6 +94,31 @@ impl Policy {
     }
 }
 
+impl Policy {
+    /// The hosts that `tunnel` rules of the task name exactly for `port`,
+    /// each once, in the task's scope order: where a stream that carries no
+    /// host name of its own (SSH, a database protocol) may be going. A rule
+    /// for `*.example` names no host to look up, so it offers none.
+    pub fn tunnel_hosts<'s>(&'s self, task_scopes: &'s [String], port: u16) -> Vec<&'s str> {
+        let mut hosts: Vec<&str> = Vec::new();
+        for scope in self.known(task_scopes) {
+            for rule in &scope.rules {
+                let Some(host) = rule.host().exact() else {
+                    continue;
+                };
+                if rule.tunnel
+                    && rule.action == Action::Allow
+                    && rule.matches_connect(host, port)
+                    && !hosts.contains(&host)
+                {
+                    hosts.push(host);
+                }
+            }
+        }
+        hosts
+    }
+}
+
 fn connect_message(parts: &[&str], host: &str, port: u16, tail: &str) -> String {
     let mut message = parts.concat();
     write_host(&mut message, host);
@@ -207,6 +232,26 @@ mod tests {
         )
         .unwrap()
         .is_whole_host());
+    }
+
+    #[test]
+    fn tunnel_hosts_are_the_exact_hosts_of_tunnel_rules_for_the_port() {
+        let p = policy(&[
+            ("ssh", "- host: github.com\n  port: 22\n  tunnel: true\n- host: '*.example'\n  port: 22\n  tunnel: true\n"),
+            ("more", "- host: GitHub.com\n  port: 22\n  tunnel: true\n- host: gitlab.com\n  port: 22\n  tunnel: true\n"),
+            ("web", "- host: api.test\n- host: pinned.test\n  tunnel: true\n"),
+            ("denied", "- host: db.test\n  port: 22\n  action: deny\n"),
+        ]);
+        assert_eq!(
+            p.tunnel_hosts(&scopes(&["ssh", "more", "web", "denied"]), 22),
+            ["github.com", "gitlab.com"]
+        );
+        assert_eq!(
+            p.tunnel_hosts(&scopes(&["web", "ssh"]), 443),
+            ["pinned.test"]
+        );
+        assert!(p.tunnel_hosts(&scopes(&["web"]), 22).is_empty());
+        assert!(p.tunnel_hosts(&scopes(&["nonesuch"]), 22).is_empty());
     }
 
     #[test]

@@ -103,7 +103,8 @@ impl std::fmt::Debug for Policy {
 /// at rules that can match the host.
 pub(super) struct CompiledScope {
     name: Arc<str>,
-    rules: Vec<Arc<ScopeRule>>,
+    /// The scope's rules in file order.
+    pub(super) rules: Vec<Arc<ScopeRule>>,
     /// Positions of the rules naming exactly this host, ascending.
     by_host: HashMap<Box<str>, Vec<u32>>,
     /// Positions of the `*.` rules, ascending; each is checked by suffix.

@@ -960,15 +960,10 @@ async fn blind_tunnel(
     admitted: &Admitted,
     task: &Task,
 ) {
-    let policy = if admitted.rule().allow_private {
-        AddressPolicy::AllowPrivate
-    } else {
-        AddressPolicy::PublicOnly
-    };
     rec.tunnel();
-    let mut upstream = match dial(gw.resolver.as_ref(), host, port, policy).await {
+    let upstream = match dial_blind(gw, host, port, admitted).await {
         Ok(s) => s,
-        Err(e) => return refuse(&mut conn, rec, Deny::new(e.reason(), e.to_string())).await,
+        Err(d) => return refuse(&mut conn, rec, d).await,
     };
     if conn
         .write_raw(b"HTTP/1.1 200 Connection Established\r\n\r\n")
@@ -977,11 +972,39 @@ async fn blind_tunnel(
     {
         return;
     }
+    let (stream, buffered) = conn.into_parts();
+    relay_blind(Rewind::new(buffered, stream), upstream, rec, task).await;
+}
+
+/// Dials `host:port` for a blind tunnel `admitted` by a `tunnel` rule, at
+/// an address credgate resolved and checked itself.
+pub(super) async fn dial_blind(
+    gw: &Gateway,
+    host: &str,
+    port: u16,
+    admitted: &Admitted,
+) -> Result<TcpStream, Deny> {
+    let policy = if admitted.rule().allow_private {
+        AddressPolicy::AllowPrivate
+    } else {
+        AddressPolicy::PublicOnly
+    };
+    dial(gw.resolver.as_ref(), host, port, policy)
+        .await
+        .map_err(|e| Deny::new(e.reason(), e.to_string()))
+}
+
+/// Relays a blind tunnel (its record marked as one) until either side
+/// closes, it idles out or the task ends, and completes the record.
+pub(super) async fn relay_blind(
+    mut agent: Rewind<TcpStream>,
+    mut upstream: TcpStream,
+    mut rec: RecordGuard,
+    task: &Task,
+) {
     rec.allow(Some(
         "blind tunnel: not inspected, no credential injected".into(),
     ));
-    let (stream, buffered) = conn.into_parts();
-    let mut agent = Rewind::new(buffered, stream);
     let (to_upstream, to_agent, task_ended) = relay(&mut agent, &mut upstream, task).await;
     rec.relayed(to_upstream, to_agent);
     if task_ended {

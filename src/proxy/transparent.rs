@@ -13,13 +13,21 @@
 //! Plain HTTP is served request by request, each to its `Host` on the
 //! original port, under the cleartext rules of the proxy path.
 //!
+//! A blind tunnel (`tunnel: true`) carries what cannot be intercepted. For
+//! TLS its rule is found by the server name, as for CONNECT. A stream with
+//! no name of its own (SSH, a database protocol, or a server that speaks
+//! first) goes only where a tunnel rule for the original port names a host
+//! that resolves, for credgate, to the original address; it is relayed to
+//! an address credgate resolves for that host, and recorded as a tunnel.
+//!
 //! Refused, each with a record: a connection that was not redirected (a
 //! direct connect to this port), a ClientHello without a server name, a
 //! name outside every scope, and anything that is neither TLS nor HTTP
-//! (closed, never relayed).
+//! with no tunnel rule for where it was going (closed, never relayed).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::BytesMut;
 use http::HeaderMap;
@@ -32,13 +40,34 @@ use super::h1::H1Connection;
 use super::identify::identify;
 use super::pipeline::{new_record, ConnContext, Tunnel};
 use super::respond::{deny, Deny};
-use super::server::{intercept_tunnel, serve_h1, HANDSHAKE_TIMEOUT, TLS_HANDSHAKE};
+use super::rewind::Rewind;
+use super::server::{
+    dial_blind, intercept_tunnel, relay_blind, serve_h1, HANDSHAKE_TIMEOUT, TLS_HANDSHAKE,
+};
 use crate::audit::RecordGuard;
 use crate::policy::normalize_host;
 use crate::reason::Reason;
+use crate::task::Task;
 
 /// The most of a ClientHello read before its server name is known.
 const MAX_CLIENT_HELLO: usize = 16 * 1024;
+
+/// How long a redirected client may stay silent before the protocol is
+/// taken to be one where the server speaks first (SMTP, MySQL): only a
+/// `tunnel` rule can carry such a stream.
+const CLIENT_FIRST_WAIT: Duration = Duration::from_secs(1);
+
+/// What the agent sent first on a redirected connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Opening {
+    Http,
+    Tls,
+    /// Bytes that are neither TLS nor HTTP (SSH, a database protocol).
+    Other,
+    /// Nothing yet: maybe the server speaks first.
+    Silent,
+    Closed,
+}
 
 /// Serves one redirected connection.
 pub(super) async fn handle(gw: Arc<Gateway>, mut stream: TcpStream, peer: SocketAddr) {
@@ -53,38 +82,39 @@ pub(super) async fn handle(gw: Arc<Gateway>, mut stream: TcpStream, peer: Socket
         );
     };
     // The ambient task is the pod's; with none, every capture is refused.
-    let ambient = gw.tasks.ambient();
+    let ctx = ConnContext::plain(peer, gw.tasks.ambient());
     let mut buffered = BytesMut::with_capacity(2048);
-    let first = tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.read_buf(&mut buffered)).await;
-    if matches!(first, Ok(Ok(n)) if n > 0) && looks_like_http(&buffered) {
-        // Plain HTTP: every request gets its own record, as through the proxy.
-        let mut ctx = ConnContext::plain(peer, ambient);
-        ctx.captured_port = Some(original.port());
-        let conn = H1Connection::new(stream, buffered);
-        if let Some((mut conn, _connect)) = serve_h1(&gw, conn, &ctx).await {
-            let mut rec = new_record(&gw);
-            rec.method("CONNECT");
-            let d = Deny::new(
-                Reason::MethodRefused,
-                "CONNECT on a captured connection is refused: use HTTP_PROXY",
-            );
-            let _ = conn.write_response(deny(rec, d), false, false).await;
+    let mut opening = read_opening(&mut stream, &mut buffered, CLIENT_FIRST_WAIT).await;
+    if opening == Opening::Silent {
+        // A stream the server opens goes only where a tunnel rule names
+        // the host it was dialled for; a slow client gets the rest of the
+        // handshake time to speak.
+        if let Ok(who) = identify(&gw, &ctx, &HeaderMap::new()) {
+            if let Some(host) = tunnel_host(&gw, &who.task, original).await {
+                let mut rec = new_record(&gw);
+                rec.method("CONNECT");
+                rec.task(&who.task.id, &who.task.agent, &who.task.labels);
+                rec.target("https", &host, original.port(), None);
+                return blind(
+                    &gw,
+                    stream,
+                    buffered,
+                    rec,
+                    &host,
+                    original.port(),
+                    &who.task,
+                )
+                .await;
+            }
         }
-        return;
+        let rest = HANDSHAKE_TIMEOUT.saturating_sub(CLIENT_FIRST_WAIT);
+        opening = read_opening(&mut stream, &mut buffered, rest).await;
+    }
+    if opening == Opening::Http {
+        return serve_plain(&gw, stream, buffered, ctx, original.port()).await;
     }
     let mut rec = new_record(&gw);
     rec.method("CONNECT");
-    match first {
-        Ok(Ok(n)) if n > 0 => {}
-        Err(_) => {
-            return rec.deny(
-                Reason::ClientDisconnected,
-                "the agent sent nothing in time".into(),
-            )
-        }
-        _ => return Refusal::Closed.record(&mut rec, original),
-    }
-    let ctx = ConnContext::plain(peer, ambient);
     let who = match identify(&gw, &ctx, &HeaderMap::new()) {
         Ok(who) => who,
         Err(d) => {
@@ -97,6 +127,25 @@ pub(super) async fn handle(gw: Arc<Gateway>, mut stream: TcpStream, peer: Socket
     };
     let task = who.task.clone();
     rec.task(&task.id, &task.agent, &task.labels);
+    match opening {
+        Opening::Tls => {}
+        Opening::Other => {
+            return match tunnel_host(&gw, &task, original).await {
+                Some(host) => {
+                    rec.target("https", &host, original.port(), None);
+                    blind(&gw, stream, buffered, rec, &host, original.port(), &task).await
+                }
+                None => Refusal::NotTls.record(&mut rec, original),
+            };
+        }
+        Opening::Silent => {
+            return rec.deny(
+                Reason::ClientDisconnected,
+                "the agent sent nothing in time".into(),
+            )
+        }
+        Opening::Closed | Opening::Http => return Refusal::Closed.record(&mut rec, original),
+    }
     let hello = tokio::time::timeout(HANDSHAKE_TIMEOUT, read_client_hello(stream, buffered)).await;
     let (stream, buffered, sni) = match hello {
         Ok(Ok(hello)) => hello,
@@ -132,13 +181,16 @@ pub(super) async fn handle(gw: Arc<Gateway>, mut stream: TcpStream, peer: Socket
     };
     drop(snapshot);
     if admitted.rule().tunnel {
-        return rec.deny(
-            Reason::TunnelRefused,
-            format!(
-                "the rule for {host}:{port} is a blind tunnel, which transparent capture \
-                 does not relay yet; use HTTPS_PROXY for it"
-            ),
-        );
+        // A client that pins its certificate, say: its TLS goes through as
+        // it is, to the address credgate resolves for the server name.
+        rec.tunnel();
+        return match dial_blind(&gw, &host, port, &admitted).await {
+            Ok(upstream) => relay_blind(Rewind::new(buffered, stream), upstream, rec, &task).await,
+            Err(d) => {
+                let (reason, message) = d.into_parts();
+                rec.deny(reason, message)
+            }
+        };
     }
     let tunnel = Tunnel {
         task,
@@ -147,6 +199,116 @@ pub(super) async fn handle(gw: Arc<Gateway>, mut stream: TcpStream, peer: Socket
         port,
     };
     intercept_tunnel(gw, stream, buffered, tunnel, &admitted, rec, peer).await;
+}
+
+/// Plain HTTP: every request gets its own record, as through the proxy,
+/// each to its `Host` on the original `port`.
+async fn serve_plain(
+    gw: &Arc<Gateway>,
+    stream: TcpStream,
+    buffered: BytesMut,
+    mut ctx: ConnContext,
+    port: u16,
+) {
+    ctx.captured_port = Some(port);
+    let conn = H1Connection::new(stream, buffered);
+    if let Some((mut conn, _connect)) = serve_h1(gw, conn, &ctx).await {
+        let mut rec = new_record(gw);
+        rec.method("CONNECT");
+        let d = Deny::new(
+            Reason::MethodRefused,
+            "CONNECT on a captured connection is refused: use HTTP_PROXY",
+        );
+        let _ = conn.write_response(deny(rec, d), false, false).await;
+    }
+}
+
+/// Reads the first bytes of a redirected connection, waiting at most
+/// `wait`, and says what they begin.
+async fn read_opening(stream: &mut TcpStream, buffered: &mut BytesMut, wait: Duration) -> Opening {
+    if buffered.is_empty() {
+        match tokio::time::timeout(wait, stream.read_buf(buffered)).await {
+            Err(_) => return Opening::Silent,
+            Ok(Ok(0) | Err(_)) => return Opening::Closed,
+            Ok(Ok(_)) => {}
+        }
+    }
+    if looks_like_http(buffered) {
+        Opening::Http
+    } else if buffered[0] == TLS_HANDSHAKE {
+        Opening::Tls
+    } else {
+        Opening::Other
+    }
+}
+
+/// The host a stream without a name of its own was going to: the first
+/// host that a `tunnel` rule of `task` names for the original port and
+/// that resolves, for credgate, to the original address. `None` when no
+/// rule's host does.
+async fn tunnel_host(gw: &Gateway, task: &Task, original: SocketAddr) -> Option<String> {
+    let hosts: Vec<String> = {
+        let snapshot = gw.snapshot();
+        let policy = &snapshot.config.policy;
+        let hosts = policy.tunnel_hosts(&task.scopes, original.port());
+        hosts.into_iter().map(str::to_owned).collect()
+    };
+    for host in hosts {
+        let Ok(Ok(addrs)) = tokio::time::timeout(
+            HANDSHAKE_TIMEOUT,
+            gw.resolver.resolve(&host, original.port()),
+        )
+        .await
+        else {
+            continue;
+        };
+        if addrs.iter().any(|a| a.ip().to_canonical() == original.ip()) {
+            return Some(host);
+        }
+    }
+    None
+}
+
+/// A stream admitted (by [`admission::admit`], so every phase has its say)
+/// as a blind tunnel to `host:port`: relayed as it is, with the bytes the
+/// agent already sent, to the address credgate resolves for `host`.
+async fn blind(
+    gw: &Arc<Gateway>,
+    stream: TcpStream,
+    buffered: BytesMut,
+    mut rec: RecordGuard,
+    host: &str,
+    port: u16,
+    task: &Task,
+) {
+    rec.tunnel();
+    let snapshot = gw.snapshot();
+    let ask = Ask::Tunnel { host, port };
+    let admitted = match admission::admit(gw, &snapshot, task, ask, &[], &mut rec).await {
+        Ok(admitted) => admitted,
+        Err(d) => {
+            let (reason, message) = d.into_parts();
+            return rec.deny(reason, message);
+        }
+    };
+    drop(snapshot);
+    if !admitted.rule().tunnel {
+        return rec.deny(
+            Reason::TunnelRefused,
+            format!(
+                "rule {} intercepts {host}:{port}, but this stream is not TLS: nothing in it \
+                 can be authorised",
+                admitted.rule().id
+            ),
+        );
+    }
+    match dial_blind(gw, host, port, &admitted).await {
+        Ok(upstream) => relay_blind(Rewind::new(buffered, stream), upstream, rec, task).await,
+        Err(d) => {
+            let (reason, message) = d.into_parts();
+            rec.deny(reason, message)
+        }
+    }
 }
 
 /// Why a redirected connection was refused before its server name was known.

@@ -7,6 +7,11 @@ https HOST PORT CERT KEY SECONDS   an HTTPS origin (plain HTTP when CERT is "-")
                                    comparing Authorization to $EXPECT_AUTH (so no credential
                                    is ever printed)
 send HOST PORT TEXT                connect, send TEXT, print what comes back (or "closed")
+banner HOST PORT SECONDS           a server that speaks first, as SSH does: sends "SSH-2.0-origin",
+                                   then echoes each chunk as "echo:CHUNK"; prints "banner PEER"
+                                   per connection
+chat HOST PORT TEXT                connect, wait for the server to speak first, send TEXT, print
+                                   both answers on one line (or "closed")
 """
 import socket
 import sys
@@ -86,11 +91,18 @@ def https(host, port, cert, key, seconds):
     server.serve_forever()
 
 
-def send(host, port, text):
+def dial(host, port):
+    """A connection to HOST:PORT, or None after printing why there is none."""
     try:
-        s = socket.create_connection((host, port), timeout=3)
+        return socket.create_connection((host, port), timeout=3)
     except OSError as e:
         print("refused", type(e).__name__)
+        return None
+
+
+def send(host, port, text):
+    s = dial(host, port)
+    if s is None:
         return
     try:
         s.sendall(text.encode())
@@ -104,12 +116,68 @@ def send(host, port, text):
         print("error", type(e).__name__)
 
 
+def banner(host, port, seconds):
+    import threading
+
+    s = socket.socket(family(host), socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((host, port))
+    s.listen(16)
+
+    def serve(conn):
+        with conn:
+            conn.settimeout(5)
+            try:
+                conn.sendall(b"SSH-2.0-origin\r\n")
+                while True:
+                    data = conn.recv(200)
+                    if not data:
+                        return
+                    conn.sendall(b"echo:" + data)
+            except OSError:
+                return
+
+    print("listening", flush=True)
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        s.settimeout(max(0.05, end - time.monotonic()))
+        try:
+            conn, peer = s.accept()
+        except (socket.timeout, TimeoutError):
+            break
+        print("banner", peer[0], flush=True)
+        threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+
+def chat(host, port, text):
+    s = dial(host, port)
+    if s is None:
+        return
+    try:
+        s.settimeout(5)
+        first = s.recv(200)
+        if not first:
+            print("closed")
+            return
+        s.sendall(text.encode())
+        second = s.recv(200)
+        print((first + second).decode(errors="replace").replace("\r\n", " ").strip())
+    except ConnectionResetError:
+        print("closed")
+    except OSError as e:
+        print("error", type(e).__name__)
+
+
 if __name__ == "__main__":
     op, args = sys.argv[1], sys.argv[2:]
     if op == "https":
         https(args[0], int(args[1]), args[2], args[3], float(args[4]))
     elif op == "send":
         send(args[0], int(args[1]), args[2])
+    elif op == "banner":
+        banner(args[0], int(args[1]), float(args[2]))
+    elif op == "chat":
+        chat(args[0], int(args[1]), args[2])
     elif op == "listen":
         listen(args[0], args[1], int(args[2]), float(args[3]))
     else:
