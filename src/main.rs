@@ -36,6 +36,8 @@ enum Command {
     Check(cli::check::CheckArgs),
     /// Install the egress lock-down in this network namespace (a pod's init container).
     Init(cli::init::InitArgs),
+    /// Add credgate to Kubernetes workloads: YAML in (a file or stdin), YAML out.
+    Inject(cli::inject::InjectArgs),
     /// A self-contained first run: proxy, a local HTTPS API and a scripted agent.
     Demo(cli::demo::DemoArgs),
 }
@@ -81,6 +83,7 @@ fn main() -> ExitCode {
             Command::Check(args) => Ok(cli::check::run(args)),
             Command::Demo(args) => cli::demo::run(args).await,
             Command::Init(args) => cli::init::run(args),
+            Command::Inject(args) => cli::inject::run(args),
         }
     });
     match result {

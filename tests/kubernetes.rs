@@ -314,7 +314,7 @@ fn credgates_secrets_and_its_token_are_mounted_into_its_container_only() {
                 !volume["configMap"].is_null() || !volume["emptyDir"].is_null(),
                 "{at}: the agent mounts {volume:?}"
             );
-            assert_ne!(volume["name"], "config", "{at}");
+            assert_ne!(volume["name"], "credgate-config", "{at}");
             assert!(
                 !pod.mounted_by(text(&volume["name"], "name"))
                     .contains(&"credgate".to_owned()),

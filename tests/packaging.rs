@@ -541,7 +541,7 @@ fn dockerfile_matches_the_kubernetes_example_and_builds_a_lockdown_target() {
         assert_eq!(args, cmd, "{at}");
         let (mount, _) = support::kube::mount_holding(&pod, sidecar, Path::new(&cmd[2]))
             .unwrap_or_else(|| panic!("{at}: {} is the image's own", cmd[2]));
-        assert_eq!(mount["name"], "config", "{at}");
+        assert_eq!(mount["name"], "credgate-config", "{at}");
         // The writable state is under the image's WORKDIR.
         let state = support::kube::list(&sidecar["volumeMounts"])
             .iter()

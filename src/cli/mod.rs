@@ -5,6 +5,7 @@ pub mod check;
 pub mod demo;
 pub mod explain;
 pub mod init;
+pub mod inject;
 pub mod logs;
 pub mod run;
 pub mod serve;

@@ -121,10 +121,10 @@ impl Pod {
             .collect()
     }
 
-    /// The `credgate.yaml` of the ConfigMap the volume `config` names.
+    /// The `credgate.yaml` of the ConfigMap the volume `credgate-config` names.
     pub fn credgate_config(&self) -> String {
         let name = text(
-            &self.volume("config")["configMap"]["name"],
+            &self.volume("credgate-config")["configMap"]["name"],
             "the config volume's ConfigMap",
         );
         let map = self
