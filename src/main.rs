@@ -38,6 +38,8 @@ enum Command {
     Init(cli::init::InitArgs),
     /// Add credgate to Kubernetes workloads: YAML in (a file or stdin), YAML out.
     Inject(cli::inject::InjectArgs),
+    /// Serve `inject`'s mutation as a Kubernetes mutating admission webhook.
+    Webhook(cli::webhook::WebhookArgs),
     /// A self-contained first run: proxy, a local HTTPS API and a scripted agent.
     Demo(cli::demo::DemoArgs),
 }
@@ -84,6 +86,7 @@ fn main() -> ExitCode {
             Command::Demo(args) => cli::demo::run(args).await,
             Command::Init(args) => cli::init::run(args),
             Command::Inject(args) => cli::inject::run(args),
+            Command::Webhook(args) => cli::webhook::run(args).await,
         }
     });
     match result {

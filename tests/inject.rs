@@ -351,3 +351,282 @@ fn a_pod_that_cannot_be_made_safe_is_refused_and_nothing_is_written() {
     assert_eq!(out.code, Some(1), "{out:?}");
     assert!(out.stderr.contains("non-root"), "{out:?}");
 }
+
+/// `credgate webhook` on a free port, until dropped.
+struct Webhook {
+    child: std::process::Child,
+    url: String,
+    tls: support::moto::MotoTls,
+}
+
+impl Drop for Webhook {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Webhook {
+    fn start(flags: &[String]) -> Webhook {
+        let tls = support::moto::MotoTls::generate_for("credgate-webhook.credgate-system.svc");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_credgate"))
+            .args(["webhook", "--listen", "127.0.0.1:0", "--tls-cert"])
+            .arg(&tls.cert)
+            .arg("--tls-key")
+            .arg(&tls.key)
+            .args(flags)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
+        let url = line
+            .trim()
+            .rsplit(' ')
+            .next()
+            .filter(|url| url.starts_with("https://127.0.0.1:"))
+            .unwrap_or_else(|| panic!("credgate webhook did not start: {line}"))
+            .to_owned();
+        Webhook { child, url, tls }
+    }
+
+    /// curl's answer to `body` POSTed to `path`: the status and the body.
+    fn post(&self, path: &str, body: &[u8]) -> (String, String) {
+        let dir = TempDir::new();
+        let file = dir.path().join("body");
+        std::fs::write(&file, body).unwrap();
+        let url = self.url.replace("/mutate", path);
+        let mut cmd = Command::new("curl");
+        cmd.args([
+            "-sS",
+            "--max-time",
+            "10",
+            "-w",
+            "\n%{http_code}",
+            "--cacert",
+        ])
+        .arg(&self.tls.ca_cert)
+        .args(["-H", "Content-Type: application/json", "--data-binary"])
+        .arg(format!("@{}", file.display()))
+        .arg(url);
+        let out = run_bounded(cmd, COMMAND_LIMIT);
+        // An answer before the whole body was sent (one too large) leaves
+        // curl with a broken pipe (55), the answer read all the same.
+        assert!(matches!(out.code, Some(0 | 55)), "{out:?}");
+        let (body, status) = out.stdout.rsplit_once('\n').unwrap();
+        (status.to_owned(), body.to_owned())
+    }
+}
+
+/// An AdmissionReview as the API server sends it when a Deployment's
+/// ReplicaSet creates a pod from `template`.
+fn review_of(template: &Value, uid: &str) -> serde_json::Value {
+    let mut pod = serde_json::to_value(template).unwrap();
+    pod["apiVersion"] = "v1".into();
+    pod["kind"] = "Pod".into();
+    pod["metadata"]["generateName"] = "agent-6d4cf56db6-".into();
+    pod["metadata"]["namespace"] = "agents".into();
+    pod["metadata"]["ownerReferences"] = serde_json::json!([{
+        "apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "agent-6d4cf56db6",
+        "uid": "3c5b8f2e-0b1a-4c1e-9a57-0d7f6c2b9e11", "controller": true,
+        "blockOwnerDeletion": true,
+    }]);
+    serde_json::json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": uid,
+            "kind": { "group": "", "version": "v1", "kind": "Pod" },
+            "resource": { "group": "", "version": "v1", "resource": "pods" },
+            "requestKind": { "group": "", "version": "v1", "kind": "Pod" },
+            "requestResource": { "group": "", "version": "v1", "resource": "pods" },
+            "namespace": "agents",
+            "operation": "CREATE",
+            "userInfo": {
+                "username": "system:serviceaccount:kube-system:replicaset-controller",
+                "uid": "1f2e3d4c-0000-4000-8000-000000000001",
+                "groups": ["system:serviceaccounts", "system:authenticated"],
+            },
+            "object": pod,
+            "oldObject": null,
+            "dryRun": false,
+            "options": { "apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions" },
+        },
+    })
+}
+
+/// `patch` applied to `object` by Python's `jsonpatch` (RFC 6902).
+fn apply_with_jsonpatch(
+    object: &serde_json::Value,
+    patch: &serde_json::Value,
+) -> serde_json::Value {
+    let dir = TempDir::new();
+    std::fs::write(dir.path().join("object.json"), object.to_string()).unwrap();
+    std::fs::write(dir.path().join("patch.json"), patch.to_string()).unwrap();
+    let mut cmd = Command::new("python3");
+    cmd.arg("-c")
+        .arg(
+            "import json, jsonpatch, sys\n\
+             doc = json.load(open(sys.argv[1]))\n\
+             ops = json.load(open(sys.argv[2]))\n\
+             print(json.dumps(jsonpatch.apply_patch(doc, ops)))",
+        )
+        .arg(dir.path().join("object.json"))
+        .arg(dir.path().join("patch.json"));
+    let out = run_bounded(cmd, COMMAND_LIMIT);
+    assert_eq!(
+        out.code,
+        Some(0),
+        "pip install jsonpatch (tests/run.sh does): {out:?}"
+    );
+    serde_json::from_str(&out.stdout).unwrap()
+}
+
+fn response(body: &str) -> serde_json::Value {
+    let review: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(review["apiVersion"], "admission.k8s.io/v1", "{review}");
+    assert_eq!(review["kind"], "AdmissionReview", "{review}");
+    review["response"].clone()
+}
+
+#[test]
+fn the_webhooks_patch_applied_to_the_pod_is_what_inject_makes_of_it() {
+    use base64::Engine as _;
+    let (_, deployment) = base();
+    let flags = base_flags(&deployment);
+    let webhook = Webhook::start(&flags);
+    let bare = without_credgate(&deployment);
+    let review = review_of(
+        &bare["spec"]["template"],
+        "b1a2c3d4-0001-4000-8000-00000000abcd",
+    );
+    let (status, body) = webhook.post("/mutate", review.to_string().as_bytes());
+    assert_eq!(status, "200", "{body}");
+    let answer = response(&body);
+    assert_eq!(answer["uid"], "b1a2c3d4-0001-4000-8000-00000000abcd");
+    assert_eq!(answer["allowed"], true, "{answer}");
+    assert_eq!(answer["patchType"], "JSONPatch");
+    let patch = base64::engine::general_purpose::STANDARD
+        .decode(answer["patch"].as_str().unwrap())
+        .unwrap();
+    let patch: serde_json::Value = serde_json::from_slice(&patch).unwrap();
+    let object = &review["request"]["object"];
+    let patched = apply_with_jsonpatch(object, &patch);
+
+    // The same pod through `credgate inject`.
+    let out = inject(&serde_json::to_string(object).unwrap(), &strs(&flags));
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let injected = kube::objects(&out.stdout);
+    assert_eq!(patched, serde_json::to_value(&injected[0]).unwrap());
+    // And it is the example's pod.
+    let mut spec: Value = serde_json::from_value(patched["spec"].clone()).unwrap();
+    let mut example = deployment["spec"]["template"]["spec"].clone();
+    normalize_pod(&mut spec);
+    normalize_pod(&mut example);
+    assert_eq!(spec, example);
+
+    // The patched pod comes back on reinvocation: allowed as it is.
+    let mut again = review.clone();
+    again["request"]["object"] = patched;
+    let (_, body) = webhook.post("/mutate", again.to_string().as_bytes());
+    let answer = response(&body);
+    assert_eq!(answer["allowed"], true, "{answer}");
+    assert!(answer["patch"].is_null(), "{answer}");
+}
+
+#[test]
+fn the_webhook_denies_what_it_cannot_make_safe_or_read_with_a_reason() {
+    let (_, deployment) = base();
+    let webhook = Webhook::start(&[]);
+    let mut root = without_credgate(&deployment);
+    root["spec"]["template"]["spec"]["containers"][0]["securityContext"]["runAsUser"] = 0.into();
+    let review = review_of(
+        &root["spec"]["template"],
+        "b1a2c3d4-0002-4000-8000-00000000abcd",
+    );
+    let (status, body) = webhook.post("/mutate", review.to_string().as_bytes());
+    assert_eq!(status, "200");
+    let answer = response(&body);
+    assert_eq!(answer["uid"], "b1a2c3d4-0002-4000-8000-00000000abcd");
+    assert_eq!(answer["allowed"], false, "{answer}");
+    assert_eq!(answer["status"]["code"], 403);
+    let message = answer["status"]["message"].as_str().unwrap();
+    assert!(message.contains("runs as root"), "{message}");
+
+    // An annotation alone does not pass for credgate.
+    let mut claimed = without_credgate(&deployment);
+    claimed["spec"]["template"]["metadata"]["annotations"] =
+        serde_yaml::from_str("{ credgate.dev/injected: 'true' }").unwrap();
+    let review = review_of(
+        &claimed["spec"]["template"],
+        "b1a2c3d4-0003-4000-8000-00000000abcd",
+    );
+    let (_, body) = webhook.post("/mutate", review.to_string().as_bytes());
+    assert_eq!(response(&body)["allowed"], false, "{body}");
+
+    let large = vec![b' '; 5 * 1024 * 1024];
+    let v1beta1 = br#"{"apiVersion":"admission.k8s.io/v1beta1","kind":"AdmissionReview","request":{"uid":"u"}}"#;
+    let no_object =
+        br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u"}}"#;
+    for (body, says) in [
+        (&b"{not json"[..], "not JSON"),
+        (b"", "not JSON"),
+        (v1beta1, "admissionReviewVersions"),
+        (no_object, "no request.object"),
+        (&large, "could not be read"),
+    ] {
+        let (status, answer) = webhook.post("/mutate", body);
+        assert_eq!(status, "200", "{answer}");
+        let answer = response(&answer);
+        assert_eq!(answer["allowed"], false, "{answer}");
+        let message = answer["status"]["message"].as_str().unwrap();
+        assert!(message.contains(says), "{says}: {message}");
+    }
+    // Still serving.
+    let (status, _) = webhook.post("/healthz", b"");
+    assert_eq!(status, "404", "a POST to /healthz is not a probe");
+}
+
+#[test]
+fn the_webhook_manifests_render_and_validate_against_the_kubernetes_schemas() {
+    let dir = kube::root().join("webhook");
+    let rendered = kube::render(&dir);
+    let objects = kube::objects(&rendered);
+    let config = kube::only(&objects, "MutatingWebhookConfiguration");
+    let webhooks = list(&config["webhooks"]);
+    assert_eq!(webhooks.len(), 2);
+    for webhook in webhooks {
+        assert_eq!(webhook["failurePolicy"], "Fail", "fail closed");
+        assert_eq!(list(&webhook["admissionReviewVersions"]), ["v1"]);
+        assert_eq!(webhook["clientConfig"]["service"]["path"], "/mutate");
+        assert_eq!(
+            webhook["clientConfig"]["service"]["namespace"],
+            kube::only(&objects, "Namespace")["metadata"]["name"]
+        );
+        assert_eq!(list(&webhook["rules"][0]["resources"]), ["pods"]);
+    }
+    let by_namespace = &webhooks[0]["namespaceSelector"]["matchLabels"]["credgate.dev/inject"];
+    let by_pod = &webhooks[1]["objectSelector"]["matchLabels"]["credgate.dev/inject"];
+    assert_eq!(
+        (by_namespace.as_str(), by_pod.as_str()),
+        (Some("enabled"), Some("enabled"))
+    );
+    let scratch = TempDir::new();
+    let file = scratch.path().join("webhook.yaml");
+    std::fs::write(&file, rendered).unwrap();
+    let out = validate(&file);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    // The webhook runs locked down as well.
+    let pod = &kube::only(&objects, "Deployment")["spec"]["template"]["spec"];
+    for container in list(&pod["containers"]) {
+        let sc = &container["securityContext"];
+        assert_eq!(sc["runAsNonRoot"], true);
+        assert_eq!(sc["readOnlyRootFilesystem"], true);
+        assert_eq!(sc["allowPrivilegeEscalation"], false);
+        assert_eq!(list(&sc["capabilities"]["drop"]), ["ALL"]);
+        assert_eq!(sc["seccompProfile"]["type"], "RuntimeDefault");
+    }
+}

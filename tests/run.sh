@@ -74,6 +74,11 @@ fi
 if ! command -v kubernetes-validate >/dev/null 2>&1; then
   python3 -m pip install --quiet --disable-pip-version-check 'kubernetes-validate>=1.31,<2'
 fi
+# An RFC 6902 implementation of its own applies credgate webhook's patches
+# (tests/inject.rs).
+if ! python3 -c 'import jsonpatch' >/dev/null 2>&1; then
+  python3 -m pip install --quiet --disable-pip-version-check 'jsonpatch>=1.33,<2'
+fi
 if [ ! -f tests/clients/node_modules/undici/package.json ]; then
   npm ci --silent --no-audit --no-fund --prefix tests/clients
 fi

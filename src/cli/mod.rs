@@ -10,3 +10,4 @@ pub mod logs;
 pub mod run;
 pub mod serve;
 pub mod task;
+pub mod webhook;

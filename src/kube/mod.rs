@@ -6,3 +6,4 @@
 
 pub mod inject;
 pub mod lockdown;
+pub mod review;
