@@ -10,6 +10,7 @@
 //! one module per phase.
 
 pub mod admin;
+pub mod agent_env;
 pub mod audit;
 pub mod cli;
 pub mod config;

@@ -58,7 +58,7 @@ fn without_credgate(deployment: &Value) -> Value {
         .cloned()
         .collect();
     spec.insert("volumes".into(), Value::Sequence(volumes));
-    let proxy_env: Vec<String> = credgate::cli::run::agent_env("", "", "")
+    let proxy_env: Vec<String> = credgate::agent_env::agent_env("", "", "")
         .into_iter()
         .map(|(name, _)| name)
         .collect();

@@ -12,6 +12,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("decimal", 0),
     ("field", 0),
     ("hex", 0),
+    ("agent_env", 0),
     ("provider", 0),
     ("reason", 0),
     ("secret", 0),

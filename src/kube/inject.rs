@@ -365,7 +365,7 @@ fn inject_pod_spec(
     check_pod(spec, options)?;
     let proxy_url = format!("http://127.0.0.1:{}", options.proxy_port);
     let ca = format!("{CA_CERT_DIR}/ca.crt");
-    let env: Vec<(String, String)> = crate::cli::run::agent_env("", &proxy_url, &ca)
+    let env: Vec<(String, String)> = crate::agent_env::agent_env("", &proxy_url, &ca)
         .into_iter()
         .filter(|(name, _)| name != "CREDGATE_TASK_ID")
         .collect();
