@@ -42,6 +42,9 @@ enum Command {
     Webhook(cli::webhook::WebhookArgs),
     /// A self-contained first run: proxy, a local HTTPS API and a scripted agent.
     Demo(cli::demo::DemoArgs),
+    /// `run --enforce`'s helper: makes CMD's namespaces, then executes CMD.
+    #[command(name = cli::run::enforce::SUBCOMMAND, hide = true)]
+    Enforce(cli::run::enforce::EnforceArgs),
 }
 
 /// One thread per core credgate may use (its affinity and cgroup quota,
@@ -60,6 +63,11 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Before any thread starts: a threaded process cannot make a user
+    // namespace.
+    if let Command::Enforce(args) = &cli.command {
+        return ExitCode::from(cli::run::enforce::exec(args));
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_env("CREDGATE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt()
@@ -87,6 +95,7 @@ fn main() -> ExitCode {
             Command::Init(args) => cli::init::run(args),
             Command::Inject(args) => cli::inject::run(args),
             Command::Webhook(args) => cli::webhook::run(args).await,
+            Command::Enforce(_) => unreachable!("run before the runtime"),
         }
     });
     match result {

@@ -19,11 +19,7 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
-    let secret = test_secret();
-    let files = DaemonFiles::new();
-    let upstream = files.upstream("localhost", echo_handler()).await;
-    files.write_config(&localhost_scopes(upstream.port()));
-    let d = files.serve(&[("API_TOKEN", &secret)]).await;
+    let (d, upstream, secret) = localhost_daemon(echo_handler()).await;
     Setup {
         d,
         upstream,

@@ -21,6 +21,7 @@ use crate::admin::{AdminClient, CreateTaskRequest, CreatedTask, TaskPortRequest}
 
 use super::task::{AdminClientArgs, TaskSpecArgs};
 
+pub mod enforce;
 pub mod runtimes;
 
 use runtimes::{Inherited, JavaProxy, RuntimeSettings};
@@ -67,8 +68,15 @@ pub struct RunArgs {
     /// Point CMD at the shared proxy port with the task token in the proxy
     /// URL, instead of at a port of the task's own. (A task port is opened
     /// only when the admin API is on loopback, i.e. credgate runs here.)
-    #[arg(long)]
+    #[arg(long, conflicts_with = "enforce")]
     pub no_task_port: bool,
+    /// Run CMD in a network namespace of its own whose only way out is the
+    /// task's port: a client that ignores the proxy variables fails instead
+    /// of going around credgate. Needs credgate on this machine (a loopback
+    /// admin URL) and user namespaces; never falls back to running CMD
+    /// without them.
+    #[arg(long)]
+    pub enforce: bool,
     /// The command to run, after `--`.
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<OsString>,
@@ -92,6 +100,15 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<i32> {
         .split_first()
         .context("no command given after --")?;
     let ca = existing_ca(&args.admin)?;
+    if args.enforce {
+        anyhow::ensure!(
+            is_loopback_url(&args.admin.admin_url),
+            "--enforce needs credgate on this machine (a loopback --admin URL, not {}): \
+             the task's own port is CMD's only way out",
+            args.admin.admin_url
+        );
+        enforce::protect_self().context("making credgate non-dumpable for --enforce")?;
+    }
     let client = args.admin.client()?;
     // Handlers go in before the task exists: from here on a Ctrl-C must not
     // kill credgate before it has ended the task.
@@ -103,28 +120,36 @@ pub async fn run(args: &RunArgs) -> anyhow::Result<i32> {
         });
     }
     let inherited = Inherited::from_process();
-    run_as_task(
-        &client,
-        &request,
+    let agent = Agent {
         program,
-        program_args,
-        &ca,
-        &inherited,
-        &mut signals,
-    )
-    .await
+        args: program_args,
+        enforce: args.enforce,
+    };
+    run_as_task(&client, &request, &agent, &ca, &inherited, &mut signals).await
+}
+
+/// The command `run` runs, and whether under `--enforce`.
+#[derive(Clone, Copy)]
+struct Agent<'a> {
+    program: &'a OsStr,
+    args: &'a [OsString],
+    enforce: bool,
 }
 
 /// Starts the task, runs the command under it and ends the task.
 async fn run_as_task(
     client: &AdminClient,
     request: &CreateTaskRequest,
-    program: &OsStr,
-    program_args: &[OsString],
+    agent: &Agent<'_>,
     ca: &str,
     inherited: &Inherited,
     signals: &mut Signals,
 ) -> anyhow::Result<i32> {
+    let Agent {
+        program,
+        args: program_args,
+        enforce,
+    } = *agent;
     let start = client.start_task(request);
     tokio::pin!(start);
     let mut interrupted = None;
@@ -165,8 +190,34 @@ async fn run_as_task(
     }
     let mut env = agent_env(&created.id, proxy_url, ca);
     env.extend(runtime.env.iter().cloned());
-    let mut command = tokio::process::Command::new(program);
-    command.args(program_args);
+    let enforced = match enforce
+        .then(|| Enforced::prepare(&created, runtime.files.dir()))
+        .transpose()
+    {
+        Ok(enforced) => enforced,
+        Err(e) => {
+            end_task(client, &created).await;
+            return Err(e);
+        }
+    };
+    let mut command = match &enforced {
+        None => {
+            let mut command = tokio::process::Command::new(program);
+            command.args(program_args);
+            command
+        }
+        // Through credgate's helper, which makes CMD's namespaces.
+        Some(enforced) => {
+            let mut command = tokio::process::Command::new(enforce::SELF);
+            command.arg0("credgate").args(enforce::helper_args(
+                enforced.task_port,
+                &enforced.path,
+                program,
+                program_args,
+            ));
+            command
+        }
+    };
     // Removed first, so that what `agent_env` sets is set after.
     for name in inherited_removed(std::env::vars_os().map(|(name, _)| name)) {
         command.env_remove(name);
@@ -177,22 +228,103 @@ async fn run_as_task(
             eprintln!("credgate: cannot start {}: {e}", program.to_string_lossy());
             EXIT_NOT_STARTED
         }
-        Ok(mut child) => loop {
-            tokio::select! {
-                status = child.wait() => match status {
-                    Ok(status) => break exit_code(status),
-                    Err(e) => {
-                        eprintln!("credgate: lost track of the command: {e}");
-                        break 1;
-                    }
+        Ok(mut child) => 'ran: {
+            // Aborted on drop, once CMD has exited.
+            let _relay = match &enforced {
+                None => None,
+                Some(enforced) => match enforced.hand_over(&mut child, signals).await {
+                    Ok(relay) => Some(relay),
+                    Err(code) => break 'ran code,
                 },
-                sig = signals.recv() => forward(child.id(), sig),
+            };
+            loop {
+                tokio::select! {
+                    status = child.wait() => match status {
+                        Ok(status) => break exit_code(status),
+                        Err(e) => {
+                            eprintln!("credgate: lost track of the command: {e}");
+                            break 1;
+                        }
+                    },
+                    sig = signals.recv() => forward(child.id(), sig),
+                }
             }
-        },
+        }
     };
     end_task(client, &created).await;
     drop(runtime);
     Ok(code)
+}
+
+/// `--enforce`: where CMD's helper hands its listener over, and the task
+/// port the listener's connections are relayed to.
+struct Enforced {
+    task_port: std::net::SocketAddr,
+    path: std::path::PathBuf,
+    listener: tokio::net::UnixListener,
+}
+
+impl Enforced {
+    /// Listens for the hand-over in the task's private directory `dir`.
+    fn prepare(created: &CreatedTask, dir: &Path) -> anyhow::Result<Enforced> {
+        let task_port = created
+            .task_port_url
+            .as_deref()
+            .and_then(|url| url.strip_prefix("http://"))
+            .and_then(|addr| addr.parse().ok())
+            .context("--enforce needs the task's own port, and credgate opened none")?;
+        let path = dir.join("enforce.sock");
+        let listener = tokio::net::UnixListener::bind(&path)
+            .with_context(|| format!("--enforce: cannot listen on {}", path.display()))?;
+        Ok(Enforced {
+            task_port,
+            path,
+            listener,
+        })
+    }
+
+    /// Waits for the helper's listener and starts relaying it to the task
+    /// port. Fails with the exit code to exit with when the helper exited
+    /// first (it has said why), or the listener could not be used.
+    async fn hand_over(
+        &self,
+        child: &mut tokio::process::Child,
+        signals: &mut Signals,
+    ) -> Result<AbortOnDrop, i32> {
+        let receive = enforce::receive(&self.listener);
+        tokio::pin!(receive);
+        loop {
+            tokio::select! {
+                inside = &mut receive => {
+                    // No one else may hand anything over.
+                    let _ = std::fs::remove_file(&self.path);
+                    let relay = inside.and_then(|inside| {
+                        enforce::start_relay(inside, self.task_port)
+                            .context("relaying CMD's connections")
+                    });
+                    return match relay {
+                        Ok(relay) => Ok(AbortOnDrop(relay)),
+                        Err(e) => {
+                            eprintln!("credgate: --enforce: {e:#}; CMD was stopped");
+                            let _ = child.kill().await;
+                            Err(EXIT_NOT_STARTED)
+                        }
+                    };
+                }
+                status = child.wait() => return Err(status.map_or(1, exit_code)),
+                sig = signals.recv() => forward(child.id(), sig),
+            }
+        }
+    }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Whether `url`'s host is a loopback address or `localhost`: the admin API,
@@ -486,8 +618,11 @@ mod tests {
         let code = run_as_task(
             &h.client(ADMIN_TOKEN),
             &request(),
-            OsStr::new("sh"),
-            &sh(script),
+            &Agent {
+                program: OsStr::new("sh"),
+                args: &sh(script),
+                enforce: false,
+            },
             ca.path(),
             &Inherited::default(),
             &mut signals,
@@ -530,8 +665,11 @@ mod tests {
         let code = run_as_task(
             &h.client(ADMIN_TOKEN),
             &request(),
-            OsStr::new("/nonexistent/credgate-test-program"),
-            &[],
+            &Agent {
+                program: OsStr::new("/nonexistent/credgate-test-program"),
+                args: &[],
+                enforce: false,
+            },
             ca.path(),
             &Inherited::default(),
             &mut signals,
@@ -555,11 +693,15 @@ mod tests {
         let (tx, mut signals) = injected();
         let client = h.client(ADMIN_TOKEN);
         let (request, args, inherited) = (request(), sh(script), Inherited::default());
+        let agent = Agent {
+            program: OsStr::new("sh"),
+            args: &args,
+            enforce: false,
+        };
         let running = run_as_task(
             &client,
             &request,
-            OsStr::new("sh"),
-            &args,
+            &agent,
             ca.path(),
             &inherited,
             &mut signals,
@@ -606,8 +748,11 @@ mod tests {
         let code = run_as_task(
             &h.client(ADMIN_TOKEN),
             &request(),
-            OsStr::new("touch"),
-            &[marker.clone().into_os_string()],
+            &Agent {
+                program: OsStr::new("touch"),
+                args: &[marker.clone().into_os_string()],
+                enforce: false,
+            },
             ca.path(),
             &Inherited::default(),
             &mut signals,
@@ -630,8 +775,11 @@ mod tests {
         let err = run_as_task(
             &h.client(ADMIN_TOKEN),
             &request(),
-            OsStr::new("touch"),
-            &[marker.clone().into_os_string()],
+            &Agent {
+                program: OsStr::new("touch"),
+                args: &[marker.clone().into_os_string()],
+                enforce: false,
+            },
             "/nonexistent/credgate-ca.crt",
             &Inherited::default(),
             &mut signals,
@@ -659,8 +807,11 @@ mod tests {
         let err = run_as_task(
             &h.client(ADMIN_TOKEN),
             &bad,
-            OsStr::new("true"),
-            &[],
+            &Agent {
+                program: OsStr::new("true"),
+                args: &[],
+                enforce: false,
+            },
             ca.path(),
             &Inherited::default(),
             &mut signals,

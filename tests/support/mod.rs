@@ -974,6 +974,18 @@ scopes:
     )
 }
 
+/// `credgate serve` with [`localhost_scopes`] for a recording HTTPS
+/// upstream on `localhost` that answers with `handler`, and the secret the
+/// `api` credential injects.
+pub async fn localhost_daemon(handler: Handler) -> (Daemon, Upstream, String) {
+    let secret = test_secret();
+    let files = DaemonFiles::new();
+    let upstream = files.upstream("localhost", handler).await;
+    files.write_config(&localhost_scopes(upstream.port()));
+    let d = files.serve(&[("API_TOKEN", &secret)]).await;
+    (d, upstream, secret)
+}
+
 /// The task id `credgate run` announced on stderr.
 pub fn run_task_id(out: &Outcome) -> String {
     out.stderr
