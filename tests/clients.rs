@@ -388,7 +388,12 @@ async fn refused_certificate(program: &str, args: &[&str]) {
         !out.status.success(),
         "{program} trusted credgate: {stderr}"
     );
-    let records = s.env.request_records().await;
+    // The CONNECT's record is written as its connection closes, which can
+    // be just after the client has exited.
+    let records = s
+        .env
+        .wait_for_record(|r| r.method.as_deref() == Some("CONNECT"))
+        .await;
     assert_eq!(records.len(), 1, "{records:#?}");
     let r = &records[0];
     assert_eq!(r.method.as_deref(), Some("CONNECT"), "{r:?}");
