@@ -278,20 +278,13 @@ pub fn inject_object(
     if template["metadata"]["annotations"][INJECTED_ANNOTATION] == "true" {
         // The annotation alone proves nothing: anyone can write it, and a
         // webhook that trusted it would let such a pod run without credgate.
-        let init = list(&template["spec"]["initContainers"]);
-        let names: Vec<&str> = init
-            .iter()
-            .take(2)
-            .filter_map(|c| c["name"].as_str())
-            .collect();
-        if names == [INIT_CONTAINER, SIDECAR] {
-            return Ok(Outcome::AlreadyInjected);
-        }
-        return Err(format!(
-            "the pod carries the {INJECTED_ANNOTATION} annotation without credgate's \
-             containers ({INIT_CONTAINER} then {SIDECAR}, first among its init containers); \
-             remove the annotation to inject it"
-        ));
+        return match check_injected(&template["spec"], options) {
+            Ok(()) => Ok(Outcome::AlreadyInjected),
+            Err(why) => Err(format!(
+                "the pod carries the {INJECTED_ANNOTATION} annotation, but {why}; remove \
+                 credgate's containers, volumes and the annotation to inject it again"
+            )),
+        };
     }
     let spec = template
         .get_mut("spec")
@@ -363,12 +356,7 @@ fn inject_pod_spec(
     notes: &mut Vec<String>,
 ) -> Result<(), String> {
     check_pod(spec, options)?;
-    let proxy_url = format!("http://127.0.0.1:{}", options.proxy_port);
-    let ca = format!("{CA_CERT_DIR}/ca.crt");
-    let env: Vec<(String, String)> = crate::agent_env::agent_env("", &proxy_url, &ca)
-        .into_iter()
-        .filter(|(name, _)| name != "CREDGATE_TASK_ID")
-        .collect();
+    let env = injected_env(options);
     let pod_security = spec["securityContext"].clone();
     for key in ["initContainers", "containers"] {
         for container in sequence_at(spec, key)? {
@@ -400,16 +388,7 @@ fn check_pod(spec: &Value, options: &InjectOptions) -> Result<(), String> {
                 .to_owned(),
         );
     }
-    let uid = u64::from(options.proxy_uid);
-    let pod_sc = &spec["securityContext"];
-    for field in ["fsGroup", "runAsGroup"] {
-        if pod_sc[field].as_u64() == Some(uid) {
-            return Err(format!(
-                "the pod's securityContext.{field} is {uid}, credgate's group: the agent \
-                 would share it"
-            ));
-        }
-    }
+    check_pod_security(spec, options)?;
     let containers = containers(spec);
     for container in &containers {
         let name = container["name"].as_str().unwrap_or("");
@@ -428,6 +407,168 @@ fn check_pod(spec: &Value, options: &InjectOptions) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Refuses a pod whose groups would give the agent credgate's.
+fn check_pod_security(spec: &Value, options: &InjectOptions) -> Result<(), String> {
+    let uid = u64::from(options.proxy_uid);
+    let pod_sc = &spec["securityContext"];
+    for field in ["fsGroup", "runAsGroup"] {
+        if pod_sc[field].as_u64() == Some(uid) {
+            return Err(format!(
+                "the pod's securityContext.{field} is {uid}, credgate's group: the agent \
+                 would share it"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// What the API server adds by default to a container or a volume, which
+/// an injected pod carries once it has been through the server: never a
+/// program, a file, an identity or a privilege.
+const SERVER_DEFAULTS: &[&str] = &[
+    "terminationMessagePath",
+    "terminationMessagePolicy",
+    "imagePullPolicy",
+    "timeoutSeconds",
+    "successThreshold",
+    "periodSeconds",
+    "failureThreshold",
+    "scheme",
+    "protocol",
+    "defaultMode",
+    "expirationSeconds",
+    "resizePolicy",
+];
+
+/// Where Kubernetes' service-account admission mounts the API token into
+/// every container, and the prefix of that volume's name.
+const SERVICE_ACCOUNT_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+const SERVICE_ACCOUNT_VOLUME: &str = "kube-api-access-";
+
+/// Checks that an annotated pod spec is what injection makes of a pod:
+/// credgate's two containers exactly as [`lockdown`] and [`sidecar`] give
+/// them (with at most the server's defaults and its API-token mount
+/// added), credgate's volumes as [`credgate_volumes`] gives them, and every
+/// other container one injection would accept, pointed at credgate.
+fn check_injected(spec: &Value, options: &InjectOptions) -> Result<(), String> {
+    if spec["hostNetwork"] == true {
+        return Err("it uses hostNetwork".to_owned());
+    }
+    check_pod_security(spec, options)?;
+    let init = list(&spec["initContainers"]);
+    for (at, expected) in [lockdown(options), sidecar(options)].iter().enumerate() {
+        let name = expected["name"].as_str().unwrap_or_default();
+        let same = init
+            .get(at)
+            .is_some_and(|actual| same_as_injected(expected, &without_api_token_mount(actual)));
+        if !same {
+            return Err(format!(
+                "its init container number {} is not the {name} container this injection \
+                 adds (its image, command, arguments, environment, mounts and security \
+                 context must be exactly those)",
+                at + 1
+            ));
+        }
+    }
+    let volumes = list(&spec["volumes"]);
+    for expected in credgate_volumes(options) {
+        let name = expected["name"].as_str().unwrap_or_default();
+        let same = volumes
+            .iter()
+            .filter(|v| v["name"].as_str() == Some(name))
+            .map(|actual| same_as_injected(&expected, actual))
+            .collect::<Vec<_>>()
+            == [true];
+        if !same {
+            return Err(format!(
+                "its volume {name} is not the one this injection adds"
+            ));
+        }
+    }
+    let env = injected_env(options);
+    let pod_security = &spec["securityContext"];
+    let apps = init.iter().skip(2).chain(list(&spec["containers"]));
+    for container in apps {
+        let name = container["name"].as_str().unwrap_or("(no name)");
+        if name == SIDECAR || name == INIT_CONTAINER {
+            return Err(format!("a second container is named {name}"));
+        }
+        check_app_container(container, pod_security, &env, options)?;
+        let vars = list(&container["env"]);
+        if let Some((key, _)) = env
+            .iter()
+            .find(|(key, _)| !vars.iter().any(|e| e["name"] == key.as_str()))
+        {
+            return Err(format!("container {name} does not set {key}"));
+        }
+        let ca_mounted = list(&container["volumeMounts"])
+            .iter()
+            .any(|m| m["mountPath"] == CA_CERT_DIR && m["name"] == "credgate-ca-cert");
+        if !ca_mounted {
+            return Err(format!(
+                "container {name} does not mount credgate's CA certificate at {CA_CERT_DIR}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Whether `actual` is `expected` with at most [`SERVER_DEFAULTS`] added.
+fn same_as_injected(expected: &Value, actual: &Value) -> bool {
+    match (expected, actual) {
+        (Value::Mapping(expected), Value::Mapping(actual)) => {
+            expected
+                .iter()
+                .all(|(key, e)| actual.get(key).is_some_and(|a| same_as_injected(e, a)))
+                && actual.keys().all(|key| {
+                    expected.contains_key(key)
+                        || key.as_str().is_some_and(|k| SERVER_DEFAULTS.contains(&k))
+                })
+        }
+        (Value::Sequence(expected), Value::Sequence(actual)) => {
+            expected.len() == actual.len()
+                && expected
+                    .iter()
+                    .zip(actual)
+                    .all(|(e, a)| same_as_injected(e, a))
+        }
+        _ => expected == actual,
+    }
+}
+
+/// `container` without the API-token mount Kubernetes adds to every
+/// container (read-only, from its `kube-api-access-…` volume).
+fn without_api_token_mount(container: &Value) -> Value {
+    let mut container = container.clone();
+    let Some(map) = container.as_mapping_mut() else {
+        return container;
+    };
+    if let Some(mounts) = map.get_mut("volumeMounts").and_then(Value::as_sequence_mut) {
+        mounts.retain(|m| {
+            !(m["mountPath"] == SERVICE_ACCOUNT_DIR
+                && m["readOnly"] == true
+                && m["name"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with(SERVICE_ACCOUNT_VOLUME))
+                && m.as_mapping().is_some_and(|m| m.len() == 3))
+        });
+        if mounts.is_empty() {
+            map.remove("volumeMounts");
+        }
+    }
+    container
+}
+
+/// The proxy and CA variables injection sets in the agent's containers.
+fn injected_env(options: &InjectOptions) -> Vec<(String, String)> {
+    let proxy_url = format!("http://127.0.0.1:{}", options.proxy_port);
+    let ca = format!("{CA_CERT_DIR}/ca.crt");
+    crate::agent_env::agent_env("", &proxy_url, &ca)
+        .into_iter()
+        .filter(|(name, _)| name != "CREDGATE_TASK_ID")
+        .collect()
 }
 
 /// Every init container and container of a pod spec.
@@ -451,7 +592,44 @@ fn prepare_app_container(
     env: &[(String, String)],
     options: &InjectOptions,
 ) -> Result<(), String> {
-    let name = container["name"].as_str().unwrap_or("(no name)").to_owned();
+    check_app_container(container, pod_security, env, options)?;
+    let name = container["name"].as_str().unwrap_or("(no name)");
+    let ca_dir_taken = list(&container["volumeMounts"])
+        .iter()
+        .any(|m| m["mountPath"] == CA_CERT_DIR);
+    if ca_dir_taken {
+        return Err(format!(
+            "container {name} already mounts something at {CA_CERT_DIR}"
+        ));
+    }
+
+    let vars = sequence_at(container, "env")?;
+    for (key, value) in env {
+        if !vars.iter().any(|e| e["name"] == key.as_str()) {
+            vars.push(yaml(json!({ "name": key, "value": value })));
+        }
+    }
+    sequence_at(container, "volumeMounts")?.push(yaml(json!({
+        "name": "credgate-ca-cert", "mountPath": CA_CERT_DIR, "readOnly": true,
+    })));
+    let sc = mapping_at(container, "securityContext")?
+        .as_mapping_mut()
+        .expect("a mapping");
+    sc.entry("runAsNonRoot".into()).or_insert(Value::Bool(true));
+    sc.entry("allowPrivilegeEscalation".into())
+        .or_insert(Value::Bool(false));
+    Ok(())
+}
+
+/// Refuses an application container that could undo the lock-down, run as
+/// credgate, or not go through credgate.
+fn check_app_container(
+    container: &Value,
+    pod_security: &Value,
+    env: &[(String, String)],
+    options: &InjectOptions,
+) -> Result<(), String> {
+    let name = container["name"].as_str().unwrap_or("(no name)");
     let sc = &container["securityContext"];
     let field = |key: &str| {
         if sc[key].is_null() {
@@ -521,30 +699,6 @@ fn prepare_app_container(
             }
         }
     }
-    let ca_dir_taken = list(&container["volumeMounts"])
-        .iter()
-        .any(|m| m["mountPath"] == CA_CERT_DIR);
-    if ca_dir_taken {
-        return Err(format!(
-            "container {name} already mounts something at {CA_CERT_DIR}"
-        ));
-    }
-
-    let vars = sequence_at(container, "env")?;
-    for (key, value) in env {
-        if !vars.iter().any(|e| e["name"] == key.as_str()) {
-            vars.push(yaml(json!({ "name": key, "value": value })));
-        }
-    }
-    sequence_at(container, "volumeMounts")?.push(yaml(json!({
-        "name": "credgate-ca-cert", "mountPath": CA_CERT_DIR, "readOnly": true,
-    })));
-    let sc = mapping_at(container, "securityContext")?
-        .as_mapping_mut()
-        .expect("a mapping");
-    sc.entry("runAsNonRoot".into()).or_insert(Value::Bool(true));
-    sc.entry("allowPrivilegeEscalation".into())
-        .or_insert(Value::Bool(false));
     Ok(())
 }
 
@@ -828,6 +982,182 @@ mod tests {
         }
     }
 
+    /// An injected pod, changed by `change` (given its spec), injected again.
+    fn tampered(change: impl Fn(&mut Value)) -> Result<Injected, InjectError> {
+        let mut pod = one(&workload("Pod"));
+        change(&mut pod["spec"]);
+        inject(&serde_yaml::to_string(&pod).unwrap())
+    }
+
+    fn set(value: &mut Value, key: &str, to: &str) {
+        value
+            .as_mapping_mut()
+            .unwrap()
+            .insert(key.into(), serde_yaml::from_str(to).unwrap());
+    }
+
+    /// The pod as the API server gives it back: defaults filled in, and
+    /// the API token mounted into every container.
+    #[test]
+    fn an_injected_pod_as_the_server_returns_it_is_still_injected() {
+        let out = tampered(|spec| {
+            let token = "{ name: kube-api-access-x7k2p, mountPath: /var/run/secrets/kubernetes.io/serviceaccount, readOnly: true }";
+            for key in ["initContainers", "containers"] {
+                for c in spec[key].as_sequence_mut().unwrap() {
+                    set(c, "terminationMessagePath", "/dev/termination-log");
+                    set(c, "terminationMessagePolicy", "File");
+                    set(c, "imagePullPolicy", "IfNotPresent");
+                    let mounts = c
+                        .as_mapping_mut()
+                        .unwrap()
+                        .entry("volumeMounts".into())
+                        .or_insert(Value::Sequence(Vec::new()));
+                    mounts
+                        .as_sequence_mut()
+                        .unwrap()
+                        .push(serde_yaml::from_str(token).unwrap());
+                }
+            }
+            let sidecar = &mut spec["initContainers"][1];
+            set(&mut sidecar["readinessProbe"], "timeoutSeconds", "1");
+            set(&mut sidecar["readinessProbe"]["httpGet"], "scheme", "HTTP");
+            set(&mut sidecar["ports"][0], "protocol", "TCP");
+            set(&mut spec["volumes"][0]["configMap"], "defaultMode", "420");
+            spec["volumes"].as_sequence_mut().unwrap().push(
+                serde_yaml::from_str("{ name: kube-api-access-x7k2p, projected: { sources: [] } }")
+                    .unwrap(),
+            );
+        })
+        .unwrap();
+        assert!(out.notes[0].contains("already injected"), "{:?}", out.notes);
+    }
+
+    /// Containers with credgate's names and the annotation are not enough:
+    /// what runs as credgate's user, or as root before the agent, must be
+    /// exactly what injection adds, and the agent's containers must still
+    /// be ones it accepts.
+    #[test]
+    fn a_pod_that_only_looks_injected_is_refused() {
+        type Change = fn(&mut Value);
+        let cases: [(Change, &str); 14] = [
+            (
+                |s| set(&mut s["initContainers"][1], "image", "evil:latest"),
+                "not the credgate container",
+            ),
+            (
+                |s| set(&mut s["initContainers"][0], "image", "evil:latest"),
+                "not the credgate-init container",
+            ),
+            (
+                |s| set(&mut s["initContainers"][0], "command", "[/bin/true]"),
+                "not the credgate-init container",
+            ),
+            (
+                |s| {
+                    set(
+                        &mut s["initContainers"][1],
+                        "command",
+                        "[sh, -c, 'nc -lk 8080']",
+                    )
+                },
+                "not the credgate container",
+            ),
+            (
+                |s| {
+                    set(
+                        &mut s["initContainers"][1],
+                        "env",
+                        "[{ name: LD_PRELOAD, value: /x.so }]",
+                    )
+                },
+                "not the credgate container",
+            ),
+            (
+                |s| {
+                    set(
+                        &mut s["initContainers"][1],
+                        "envFrom",
+                        "[{ configMapRef: { name: x } }]",
+                    )
+                },
+                "not the credgate container",
+            ),
+            (
+                |s| {
+                    s["initContainers"][1]["args"]
+                        .as_sequence_mut()
+                        .unwrap()
+                        .push("--check".into())
+                },
+                "not the credgate container",
+            ),
+            (
+                |s| {
+                    s["initContainers"][1]["volumeMounts"]
+                        .as_sequence_mut()
+                        .unwrap()
+                        .push(
+                            serde_yaml::from_str("{ name: x, mountPath: /usr/local/bin }").unwrap(),
+                        )
+                },
+                "not the credgate container",
+            ),
+            (
+                |s| {
+                    set(
+                        &mut s["volumes"][0]["configMap"],
+                        "name",
+                        "attackers-config",
+                    )
+                },
+                "volume credgate-config",
+            ),
+            (
+                |s| s["initContainers"].as_sequence_mut().unwrap().swap(0, 1),
+                "not the credgate-init container",
+            ),
+            (
+                |s| {
+                    set(
+                        &mut s["containers"][0]["securityContext"],
+                        "runAsUser",
+                        "65532",
+                    )
+                },
+                "credgate's user",
+            ),
+            (
+                |s| set(&mut s["containers"][0], "env", "[]"),
+                "does not set HTTP_PROXY",
+            ),
+            (
+                |s| set(&mut s["containers"][0], "volumeMounts", "[]"),
+                "does not mount credgate's CA",
+            ),
+            (
+                |s| {
+                    s["containers"].as_sequence_mut().unwrap().push(
+                        serde_yaml::from_str(
+                            "{ name: credgate, image: evil, securityContext: { runAsUser: 1000 } }",
+                        )
+                        .unwrap(),
+                    )
+                },
+                "a second container is named credgate",
+            ),
+        ];
+        for (change, reason) in cases {
+            match tampered(change) {
+                Err(InjectError::Refused { refusals }) => {
+                    let text = refusals[0].to_string();
+                    assert!(text.contains(reason), "{reason}: {text}");
+                    assert!(text.contains("annotation, but"), "{text}");
+                }
+                other => panic!("{reason}: not refused: {other:?}"),
+            }
+        }
+    }
+
     #[test]
     fn what_is_not_a_workload_passes_through_with_a_note() {
         let input = "apiVersion: v1\nkind: Service\nmetadata: { name: s }\nspec: { ports: [{ port: 80 }] }\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: { name: c }\ndata: { a: b }\n";
@@ -887,7 +1217,7 @@ mod tests {
             ("{ runAsUser: 1000 }", "{ runAsUser: 1000, capabilities: { add: [cap_setuid] } }", "SETUID"),
             ("{ runAsUser: 1000 }", "{ runAsUser: 1000, capabilities: { add: [all] } }", "ALL"),
             ("{ runAsUser: 1000 }", "{ runAsUser: 1000, allowPrivilegeEscalation: true }", "allowPrivilegeEscalation"),
-            ("template:\n", "template:\n    metadata: { annotations: { credgate.dev/injected: 'true' } }\n", "without credgate's containers"),
+            ("template:\n", "template:\n    metadata: { annotations: { credgate.dev/injected: 'true' } }\n", "init container number 1 is not the credgate-init container"),
             ("containers:", "securityContext: { runAsUser: 0 }\n      containers:\n        - { name: other, image: o }", "runs as root"),
             ("containers:", "volumes: [{ name: credgate-state, emptyDir: {} }]\n      containers:", "volume named credgate-state"),
         ];

@@ -5,11 +5,17 @@
 //! was sent: a pod credgate cannot make safe is denied with the reason, and
 //! so is a review that cannot be read (with `uid` when it has one). What is
 //! not a workload, or already has credgate, is allowed unchanged.
+//!
+//! An update is never mutated (a running pod's containers cannot be
+//! added to). An update of an injected pod must leave it injected exactly
+//! as before: otherwise changing the image of credgate's sidecar, which
+//! the lock-down exempts, would let anything out. An update of a pod that
+//! was never injected (it ran before the webhook) is allowed unchanged.
 
 use base64::Engine as _;
 use serde_json::{json, Map, Value};
 
-use super::inject::{inject_object, InjectOptions, Outcome};
+use super::inject::{inject_object, InjectOptions, Outcome, INJECTED_ANNOTATION};
 
 /// The answer to the AdmissionReview `body`, itself an AdmissionReview.
 pub fn answer(body: &[u8], options: &InjectOptions) -> Value {
@@ -39,6 +45,27 @@ pub fn answer(body: &[u8], options: &InjectOptions) -> Value {
         Err(e) => return deny(uid, format!("request.object cannot be read: {e}")),
     };
     let mut notes = Vec::new();
+    if request["operation"] == "UPDATE" {
+        let injected =
+            |object: &Value| object["metadata"]["annotations"][INJECTED_ANNOTATION] == "true";
+        if !injected(&request["oldObject"]) {
+            return allow(uid, None);
+        }
+        if !injected(object) {
+            return deny(
+                uid,
+                format!("an update may not take the {INJECTED_ANNOTATION} annotation away"),
+            );
+        }
+        // Annotated, it is checked and never injected again.
+        return match inject_object(&yaml, options, &mut notes) {
+            Ok(_) => allow(uid, None),
+            Err(reason) => deny(
+                uid,
+                format!("this update would leave the pod unsafe: {reason}"),
+            ),
+        };
+    }
     match inject_object(&yaml, options, &mut notes) {
         Err(reason) => deny(uid, format!("credgate cannot make this pod safe: {reason}")),
         Ok(Outcome::AlreadyInjected | Outcome::NotAWorkload) => allow(uid, None),
@@ -256,6 +283,55 @@ mod tests {
         let again = ask(patched);
         assert_eq!(again["response"]["allowed"], true);
         assert!(again["response"]["patch"].is_null());
+    }
+
+    fn ask_update(old: &Value, new: &Value) -> Value {
+        let review = json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": { "uid": "u-1", "operation": "UPDATE", "object": new, "oldObject": old },
+        });
+        answer(
+            &serde_json::to_vec(&review).unwrap(),
+            &InjectOptions::default(),
+        )
+    }
+
+    #[test]
+    fn an_update_must_leave_an_injected_pod_as_injected_and_is_never_mutated() {
+        let yaml = serde_yaml::to_value(pod(1000)).unwrap();
+        let Ok(Outcome::Injected(injected)) =
+            inject_object(&yaml, &InjectOptions::default(), &mut Vec::new())
+        else {
+            panic!("not injected");
+        };
+        let injected = serde_json::to_value(injected).unwrap();
+        // A label: allowed, unchanged.
+        let mut labelled = injected.clone();
+        labelled["metadata"]["labels"] = json!({ "team": "a" });
+        let answer = ask_update(&injected, &labelled);
+        assert_eq!(answer["response"]["allowed"], true, "{answer}");
+        assert!(answer["response"]["patch"].is_null());
+        // The sidecar's image, or the annotation taken away: denied.
+        let mut swapped = injected.clone();
+        swapped["spec"]["initContainers"][1]["image"] = "evil:latest".into();
+        let mut unannotated = injected.clone();
+        unannotated["metadata"]["annotations"] = json!({});
+        for (new, says) in [
+            (swapped, "not the credgate container"),
+            (
+                unannotated,
+                "may not take the credgate.dev/injected annotation away",
+            ),
+        ] {
+            let answer = ask_update(&injected, &new);
+            assert_eq!(answer["response"]["allowed"], false, "{answer}");
+            let message = answer["response"]["status"]["message"].as_str().unwrap();
+            assert!(message.contains(says), "{message}");
+        }
+        // A pod from before the webhook: allowed, not patched.
+        let answer = ask_update(&pod(0), &pod(0));
+        assert_eq!(answer["response"]["allowed"], true);
+        assert!(answer["response"]["patch"].is_null());
     }
 
     #[test]
