@@ -11,6 +11,7 @@
 
 pub mod admin;
 pub mod agent_env;
+pub mod approval;
 pub mod audit;
 pub mod cli;
 pub mod config;

@@ -25,6 +25,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("sanitize", 1),
     ("scrub", 1),
     ("task", 1),
+    ("approval", 1),
     ("tls", 1),
     ("credential", 2),
     ("inject", 2),
