@@ -28,6 +28,8 @@ enum Command {
     Task(cli::task::TaskArgs),
     /// Start a task, run a command inside it, end the task when it exits.
     Run(cli::run::RunArgs),
+    /// List, show, approve and deny what rules with `approval:` wait for.
+    Approvals(cli::approvals::ApprovalsArgs),
     /// Review the decision log.
     Logs(cli::logs::LogsArgs),
     /// Show what would happen to one request, without sending it.
@@ -88,6 +90,7 @@ fn main() -> ExitCode {
             Command::Ca(args) => cli::ca::run(args).map(|()| 0),
             Command::Task(args) => cli::task::run(args).await.map(|()| 0),
             Command::Run(args) => cli::run::run(args).await,
+            Command::Approvals(args) => cli::approvals::run(args).await.map(|()| 0),
             Command::Logs(args) => cli::logs::run(args).map(|()| 0),
             Command::Explain(args) => Ok(cli::explain::run(args)),
             Command::Check(args) => Ok(cli::check::run(args)),

@@ -49,6 +49,11 @@ pub enum Reason {
     MethodRefused,
     /// The task names a scope the current configuration does not have.
     ScopeUnknown,
+    /// The rule needs a person's approval, which has not been given (yet):
+    /// the answer names the pending approval.
+    ApprovalRequired,
+    /// An approver denied an identical request of the task.
+    ApprovalDenied,
     /// The destination resolved to a loopback, private, link-local or metadata address.
     DestinationRefused,
     /// A credential would have been sent over cleartext to a non-loopback upstream.
@@ -106,6 +111,8 @@ impl Reason {
             | Reason::DeniedByRule
             | Reason::ScopeUnknown
             | Reason::DestinationRefused
+            | Reason::ApprovalRequired
+            | Reason::ApprovalDenied
             | Reason::CleartextInjectionRefused => StatusCode::FORBIDDEN,
             Reason::MethodRefused => StatusCode::METHOD_NOT_ALLOWED,
             Reason::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -145,6 +152,8 @@ impl Reason {
             Reason::DeniedByRule => "denied_by_rule",
             Reason::MethodRefused => "method_refused",
             Reason::ScopeUnknown => "scope_unknown",
+            Reason::ApprovalRequired => "approval_required",
+            Reason::ApprovalDenied => "approval_denied",
             Reason::DestinationRefused => "destination_refused",
             Reason::CleartextInjectionRefused => "cleartext_injection_refused",
             Reason::TunnelRefused => "tunnel_refused",

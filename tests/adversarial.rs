@@ -1043,24 +1043,6 @@ async fn out_of_scope_connect_costs_no_lookup() {
     s.env.stop().await;
 }
 
-/// A `credentials:` entry (indented for the map) for an `exec` credential
-/// that appends a line to `fetches` each time it runs and prints `value`.
-fn exec_credential(name: &str, fetches: &std::path::Path, value: &str) -> String {
-    let command = [
-        "/bin/sh",
-        "-c",
-        r#"echo fetched >> "$1"; printf '{"token":"%s","expires_in":300}' "$2""#,
-        "mint",
-        &fetches.display().to_string(),
-        value,
-    ]
-    .iter()
-    .map(|a| serde_json::to_string(a).unwrap())
-    .collect::<Vec<_>>()
-    .join(", ");
-    format!("\n  {name}:\n    exec:\n      command: [{command}]\n")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn denied_inner_request_costs_no_lookup_and_no_fetch() {
     let files = TempDir::new();

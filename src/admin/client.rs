@@ -173,12 +173,70 @@ impl AdminClient {
         self.call(Method::GET, "/v1/tasks").await
     }
 
+    /// The approvals in `state`, of `task` (each, when `None`, all).
+    pub async fn list_approvals(
+        &self,
+        state: Option<&str>,
+        task: Option<&str>,
+    ) -> Result<Vec<super::ApprovalView>, AdminClientError> {
+        let mut query = Vec::new();
+        for (key, value) in [("state", state), ("task", task)] {
+            if let Some(value) = value {
+                let value = percent_encoding::utf8_percent_encode(value, ESCAPED);
+                query.push(format!("{key}={value}"));
+            }
+        }
+        let path = if query.is_empty() {
+            "/v1/approvals".to_owned()
+        } else {
+            format!("/v1/approvals?{}", query.join("&"))
+        };
+        self.call(Method::GET, &path).await
+    }
+
+    /// The approval `id`.
+    pub async fn get_approval(&self, id: &str) -> Result<super::ApprovalView, AdminClientError> {
+        self.call(Method::GET, &format!("/v1/approvals/{}", segment(id)))
+            .await
+    }
+
+    /// Approves `id`.
+    pub async fn approve(
+        &self,
+        id: &str,
+        request: &super::ApproveRequest,
+    ) -> Result<super::ApprovalView, AdminClientError> {
+        let path = format!("/v1/approvals/{}/approve", segment(id));
+        self.call_with(Method::POST, &path, serde_json::to_vec(request).ok())
+            .await
+    }
+
+    /// Denies `id`.
+    pub async fn deny(
+        &self,
+        id: &str,
+        request: &super::DenyRequest,
+    ) -> Result<super::ApprovalView, AdminClientError> {
+        let path = format!("/v1/approvals/{}/deny", segment(id));
+        self.call_with(Method::POST, &path, serde_json::to_vec(request).ok())
+            .await
+    }
+
     async fn call<T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
     ) -> Result<T, AdminClientError> {
-        let (status, bytes) = self.exchange(method, path, None).await?;
+        self.call_with(method, path, None).await
+    }
+
+    async fn call_with<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<T, AdminClientError> {
+        let (status, bytes) = self.exchange(method, path, body).await?;
         if !status.is_success() {
             return Err(api_error(status, &bytes));
         }
@@ -289,6 +347,18 @@ fn api_error(status: StatusCode, body: &[u8]) -> AdminClientError {
             message: format!("HTTP {status} without an error body"),
         },
     }
+}
+
+/// What a path segment or query value escapes: all but the unreserved.
+const ESCAPED: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// `id` as one path segment.
+fn segment(id: &str) -> String {
+    percent_encoding::utf8_percent_encode(id, ESCAPED).to_string()
 }
 
 #[cfg(test)]

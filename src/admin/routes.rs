@@ -49,7 +49,7 @@ impl AdminState {
     }
 }
 
-type Reply = Response<Full<Bytes>>;
+pub(super) type Reply = Response<Full<Bytes>>;
 
 /// Answers one admin request. `/healthz` and `/readyz` are open; everything
 /// under `/v1` requires `Authorization: Bearer <admin token>`, checked before
@@ -95,6 +95,12 @@ where
     B::Error: std::error::Error + Send + Sync + 'static,
 {
     let service = &state.service;
+    if let Some(approvals) = rest
+        .strip_prefix("/approvals")
+        .filter(|r| r.is_empty() || r.starts_with('/'))
+    {
+        return super::approvals::route(service.as_ref(), req, approvals).await;
+    }
     if rest == "/tasks" {
         return match *req.method() {
             Method::GET => {
@@ -175,7 +181,7 @@ where
 }
 
 /// Collects at most [`MAX_BODY`] bytes within [`BODY_TIMEOUT`].
-async fn read_body<B>(req: Request<B>) -> Result<Bytes, Reply>
+pub(super) async fn read_body<B>(req: Request<B>) -> Result<Bytes, Reply>
 where
     B: Body<Data = Bytes>,
     B::Error: std::error::Error + Send + Sync + 'static,
@@ -232,11 +238,11 @@ fn task_error(e: TaskError) -> Reply {
     error(status, code, e.to_string())
 }
 
-fn not_found() -> Reply {
+pub(super) fn not_found() -> Reply {
     error(StatusCode::NOT_FOUND, "not_found", "no such resource")
 }
 
-fn method_not_allowed(allow: &'static str) -> Reply {
+pub(super) fn method_not_allowed(allow: &'static str) -> Reply {
     let mut reply = error(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
@@ -248,7 +254,7 @@ fn method_not_allowed(allow: &'static str) -> Reply {
     reply
 }
 
-fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Reply {
+pub(super) fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Reply {
     json(
         status,
         &ErrorBody {
@@ -258,7 +264,7 @@ fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Reply {
     )
 }
 
-fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Reply {
+pub(super) fn json<T: serde::Serialize>(status: StatusCode, value: &T) -> Reply {
     match serde_json::to_vec(value) {
         Ok(mut body) => {
             body.push(b'\n');

@@ -21,6 +21,21 @@ pub(crate) struct StoreService {
     pub(crate) store: TaskStore,
     pub(crate) not_ready: Mutex<Option<String>>,
     pub(crate) ports: Mutex<Vec<tokio::net::TcpListener>>,
+    pub(crate) approvals: crate::approval::Approvals,
+    /// The approval changes the service was asked to record.
+    pub(crate) recorded: Mutex<Vec<crate::approval::Change>>,
+}
+
+impl StoreService {
+    pub(crate) fn new() -> StoreService {
+        StoreService {
+            store: TaskStore::new(),
+            not_ready: Mutex::new(None),
+            ports: Mutex::new(Vec::new()),
+            approvals: crate::approval::Approvals::new(Duration::from_secs(15 * 60)),
+            recorded: Mutex::new(Vec::new()),
+        }
+    }
 }
 
 impl TaskService for StoreService {
@@ -88,6 +103,14 @@ impl TaskService for StoreService {
             None => Ok(()),
         }
     }
+
+    fn approvals(&self) -> &crate::approval::Approvals {
+        &self.approvals
+    }
+
+    fn record_approvals(&self, changes: Vec<crate::approval::Change>) {
+        self.recorded.lock().unwrap().extend(changes);
+    }
 }
 
 pub(crate) struct Harness {
@@ -101,11 +124,7 @@ impl Harness {
     pub(crate) async fn start() -> Harness {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let service = Arc::new(StoreService {
-            store: TaskStore::new(),
-            not_ready: Mutex::new(None),
-            ports: Mutex::new(Vec::new()),
-        });
+        let service = Arc::new(StoreService::new());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(serve(
             listener,

@@ -1,7 +1,7 @@
 //! The admin API on a real socket, driven by a real HTTP client.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use http::{Method, StatusCode};
@@ -10,7 +10,7 @@ use serde_json::Value;
 use super::testing::{Harness, StoreService, ADMIN_TOKEN};
 use super::*;
 use crate::secret::Secret;
-use crate::task::{ProxyCredential, TaskState, TaskStore};
+use crate::task::{ProxyCredential, TaskState};
 
 fn json(body: &str) -> Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
@@ -141,7 +141,7 @@ async fn create_list_get_delete_lifecycle() {
 #[tokio::test]
 async fn errors_have_the_right_status_and_shape() {
     let h = Harness::start().await;
-    let cases: [(Method, &str, Option<&str>, StatusCode, &str); 11] = [
+    let cases: [(Method, &str, Option<&str>, StatusCode, &str); 18] = [
         (
             Method::GET,
             "/v1/tasks/task-ffffffffffffffff",
@@ -165,10 +165,59 @@ async fn errors_have_the_right_status_and_shape() {
         ),
         (
             Method::GET,
-            "/v1/approvals",
+            "/v1/approvals/apr-1/merge",
             None,
             StatusCode::NOT_FOUND,
             "not_found",
+        ),
+        (
+            Method::GET,
+            "/v1/approvals/apr-unknown",
+            None,
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            Method::POST,
+            "/v1/approvals/apr-unknown/approve",
+            Some(r#"{"approver": "a"}"#),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        (
+            Method::POST,
+            "/v1/approvals/apr-unknown/approve",
+            Some(r#"{"reason": "no name"}"#),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            Method::POST,
+            "/v1/approvals/apr-unknown/approve",
+            Some(r#"{"approver": "a", "grant": "forever"}"#),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            Method::POST,
+            "/v1/approvals/apr-unknown/deny",
+            Some(r#"{"approver": "a"}"#),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            Method::GET,
+            "/v1/approvals?state=approved",
+            None,
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            Method::DELETE,
+            "/v1/approvals/apr-1",
+            None,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
         ),
         (
             Method::GET,
@@ -333,11 +382,7 @@ async fn the_admin_client_drives_the_api() {
 #[tokio::test]
 async fn an_empty_admin_token_is_refused() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let service = Arc::new(StoreService {
-        store: TaskStore::new(),
-        not_ready: Mutex::new(None),
-        ports: Mutex::new(Vec::new()),
-    });
+    let service = Arc::new(StoreService::new());
     let err = serve(listener, service, Secret::new(""), std::future::pending())
         .await
         .unwrap_err();

@@ -19,6 +19,7 @@
 //! distinct approver names must approve.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -278,17 +279,30 @@ struct Entry {
 
 /// Every approval of every task.
 pub struct Approvals {
-    /// How long a pending approval waits for an answer.
-    pending_ttl: Duration,
+    /// How long a pending approval waits for an answer, in milliseconds
+    /// (the configuration's, which a reload may change).
+    pending_ttl: AtomicU64,
     entries: Mutex<HashMap<String, Entry>>,
 }
 
 impl Approvals {
     pub fn new(pending_ttl: Duration) -> Approvals {
-        Approvals {
-            pending_ttl,
+        let approvals = Approvals {
+            pending_ttl: AtomicU64::new(0),
             entries: Mutex::new(HashMap::new()),
-        }
+        };
+        approvals.set_pending_ttl(pending_ttl);
+        approvals
+    }
+
+    /// Sets how long a pending approval waits for an answer from now on.
+    pub fn set_pending_ttl(&self, ttl: Duration) {
+        let millis = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        self.pending_ttl.store(millis, Ordering::Relaxed);
+    }
+
+    fn ttl(&self) -> Duration {
+        Duration::from_millis(self.pending_ttl.load(Ordering::Relaxed))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
@@ -307,7 +321,7 @@ impl Approvals {
         now: Instant,
     ) -> (Check, Vec<Change>) {
         let mut entries = self.lock();
-        let mut changes = expire_locked(&mut entries, self.pending_ttl, now);
+        let mut changes = expire_locked(&mut entries, self.ttl(), now);
         if let Some(entry) = entries.values_mut().find(|e| e.approval.covers(asked, now)) {
             if entry.approval.grant == Some(Grant::Request) {
                 entry.approval.used = true;
@@ -399,7 +413,7 @@ impl Approvals {
             return Err(AnswerError::NoApprover);
         }
         let mut entries = self.lock();
-        expire_locked(&mut entries, self.pending_ttl, now);
+        expire_locked(&mut entries, self.ttl(), now);
         let entry = pending(&mut entries, id)?;
         let approval = &mut entry.approval;
         let allowed = approval.spec.grant;
@@ -446,7 +460,7 @@ impl Approvals {
             return Err(AnswerError::NoReason);
         }
         let mut entries = self.lock();
-        expire_locked(&mut entries, self.pending_ttl, now);
+        expire_locked(&mut entries, self.ttl(), now);
         let entry = pending(&mut entries, id)?;
         let approval = &mut entry.approval;
         approval.state = State::Denied;
@@ -463,7 +477,7 @@ impl Approvals {
 
     /// Expires what waited longer than the pending time-to-live.
     pub fn expire(&self, now: Instant) -> Vec<Change> {
-        expire_locked(&mut self.lock(), self.pending_ttl, now)
+        expire_locked(&mut self.lock(), self.ttl(), now)
     }
 
     /// The task ended: its pending approvals expire, and every approval of

@@ -148,6 +148,11 @@ impl RecordGuard {
         self.record().websocket = Some(info);
     }
 
+    /// The approval the request needed.
+    pub fn approval(&mut self, info: crate::audit::ApprovalInfo) {
+        self.record().approval = Some(info);
+    }
+
     /// Allowed; `message` says how, where a record shows it (a tunnel).
     pub fn allow(&mut self, message: Option<String>) {
         let r = self.record();

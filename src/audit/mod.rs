@@ -18,8 +18,8 @@ mod writer;
 
 pub use guard::RecordGuard;
 pub use record::{
-    format_timestamp, method_name, new_record_id, CacheOutcome, CredentialInfo, DecisionRecord,
-    Event, UpstreamInfo, Verdict, VerdictParseError, WebSocketInfo,
+    format_timestamp, method_name, new_record_id, ApprovalInfo, CacheOutcome, CredentialInfo,
+    DecisionRecord, Event, UpstreamInfo, Verdict, VerdictParseError, WebSocketInfo,
 };
 pub use sink::{AuditSink, MAX_BACKLOG};
 

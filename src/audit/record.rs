@@ -44,6 +44,18 @@ pub enum Event {
     /// cannot revoke).
     #[serde(rename = "credential.revoke")]
     CredentialRevoke,
+    /// A request needed a person's approval, and a pending approval was made.
+    #[serde(rename = "approval.request")]
+    ApprovalRequest,
+    /// An approval was granted (by every approver it needs).
+    #[serde(rename = "approval.grant")]
+    ApprovalGrant,
+    /// An approval was denied.
+    #[serde(rename = "approval.deny")]
+    ApprovalDeny,
+    /// A pending approval was not answered in time, or its task ended.
+    #[serde(rename = "approval.expire")]
+    ApprovalExpire,
 }
 
 impl Event {
@@ -55,6 +67,10 @@ impl Event {
             Event::TaskEnd => "task.end",
             Event::CredentialIssue => "credential.issue",
             Event::CredentialRevoke => "credential.revoke",
+            Event::ApprovalRequest => "approval.request",
+            Event::ApprovalGrant => "approval.grant",
+            Event::ApprovalDeny => "approval.deny",
+            Event::ApprovalExpire => "approval.expire",
         }
     }
 }
@@ -193,6 +209,21 @@ pub struct WebSocketInfo {
     pub close_code: Option<u16>,
 }
 
+/// The approval a request needed, or an approval event is about.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalInfo {
+    /// `apr-` and 32 hex digits.
+    pub id: String,
+    /// `pending`, `granted`, `denied` or `expired`.
+    pub state: String,
+    /// Who approved it (a denial names its approver here too).
+    #[serde(default)]
+    pub approvers: Vec<String>,
+    /// What the grant covers: `request`, `task` or a duration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grant: Option<String>,
+}
+
 /// One line of the decision log. See the module documentation for which
 /// fields may be absent.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -267,6 +298,9 @@ pub struct DecisionRecord {
     /// Set when the request switched to WebSocket: what the socket relayed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub websocket: Option<WebSocketInfo>,
+    /// The approval the request needed, or the approval event is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<ApprovalInfo>,
     /// Wall time from the start of the request to the record.
     #[serde(default)]
     pub duration_ms: u64,
@@ -629,6 +663,17 @@ mod tests {
             });
             assert_same_json(&r);
             r.websocket = Some(WebSocketInfo::default());
+            assert_same_json(&r);
+            for grant in [None, Some(awkward.clone())] {
+                r.approval = Some(ApprovalInfo {
+                    id: "apr-0123".into(),
+                    state: "granted".into(),
+                    approvers: vec!["alice".into(), awkward.clone()],
+                    grant,
+                });
+                assert_same_json(&r);
+            }
+            r.approval = Some(ApprovalInfo::default());
             assert_same_json(&r);
             for cache in [None, Some(CacheOutcome::Hit), Some(CacheOutcome::Miss)] {
                 r.credential = Some(Arc::new(CredentialInfo {

@@ -1,5 +1,6 @@
 //! The command line: one file per subcommand.
 
+pub mod approvals;
 pub mod ca;
 pub mod check;
 pub mod demo;

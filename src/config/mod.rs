@@ -69,6 +69,8 @@ pub struct Config {
     pub policy: Policy,
     /// Sidecar mode: the task active for the pod's lifetime.
     pub ambient_task: Option<AmbientTask>,
+    /// How long a pending approval waits for an answer.
+    pub approval_pending_ttl: Duration,
 }
 
 /// The admin listener.
@@ -213,6 +215,13 @@ struct RawTasks {
     max_ttl: Option<String>,
 }
 
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawApprovals {
+    #[serde(default)]
+    pending_ttl: Option<String>,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawAmbient {
@@ -238,6 +247,7 @@ const TOP_LEVEL: &[&str] = &[
     "credentials",
     "scopes",
     "ambient_task",
+    "approvals",
 ];
 
 /// Collects errors while the sections are validated one by one.
@@ -487,6 +497,15 @@ impl Config {
             ));
         }
 
+        let raw_approvals: RawApprovals = get("approvals")
+            .and_then(|v| c.section("approvals", v))
+            .unwrap_or_default();
+        let approval_pending_ttl = c.duration(
+            "approvals.pending_ttl",
+            raw_approvals.pending_ttl.as_deref(),
+            Duration::from_secs(15 * 60),
+        );
+
         let raw_sanitize: RawSanitize = get("sanitize")
             .and_then(|v| c.section("sanitize", v))
             .unwrap_or_default();
@@ -612,6 +631,7 @@ impl Config {
             credentials,
             policy,
             ambient_task,
+            approval_pending_ttl,
         })
     }
 

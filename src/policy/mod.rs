@@ -95,6 +95,10 @@ pub struct RawRule {
     /// shape belongs to the credential's source, which validates it.
     #[serde(default)]
     pub narrowing: Option<serde_yaml::Value>,
+    /// `required`, or `{approvers, hold, grant}`: a request this rule
+    /// allows goes only once a person has approved it.
+    #[serde(default)]
+    pub approval: Option<serde_yaml::Value>,
 }
 
 /// The scheme a request uses towards the upstream.

@@ -10,7 +10,11 @@ use http::Method;
 use super::glob::{MatchPath, PathGlob, PathMatching};
 use super::host::HostPattern;
 use super::{Action, EncodedSlash, RawRule, RequestTarget, Scheme, SecretAction, UpstreamHttp};
+use crate::approval::{ApprovalSpec, Grant};
 use crate::field::FieldError;
+
+/// The longest a rule may hold a request while it waits for an approval.
+const MAX_HOLD: Duration = Duration::from_secs(5 * 60);
 
 /// One compiled rule.
 #[derive(Debug, Clone)]
@@ -45,6 +49,8 @@ pub struct ScopeRule {
     /// The rule's `narrowing:` block, as written; the credential's source
     /// validates it at load and applies it per request.
     pub narrowing: Option<Arc<serde_yaml::Value>>,
+    /// A request this rule allows needs a person's approval first.
+    pub approval: Option<ApprovalSpec>,
     host: HostPattern,
     port: Option<u16>,
     schemes: Schemes,
@@ -191,6 +197,22 @@ impl ScopeRule {
                 "bounds a response credgate forwards, so a deny or tunnel rule cannot set it",
             ));
         }
+        let approval = raw
+            .approval
+            .as_ref()
+            .and_then(|value| match compile_approval(value) {
+                Ok(spec) => Some(spec),
+                Err(error) => {
+                    errors.push(error);
+                    None
+                }
+            });
+        if approval.is_some() && (action == Action::Deny || raw.tunnel) {
+            errors.push(FieldError::new(
+                "approval",
+                "approves requests credgate forwards, so a deny or tunnel rule cannot ask for it",
+            ));
+        }
         check_combinations(raw, action, schemes, &mut errors);
         if !errors.is_empty() {
             return Err(errors);
@@ -210,6 +232,7 @@ impl ScopeRule {
             websocket: raw.websocket,
             encoded_slash,
             narrowing: raw.narrowing.clone().map(Arc::new),
+            approval,
             host: host.expect("no errors means the host compiled"),
             port: raw.port,
             schemes,
@@ -319,6 +342,25 @@ impl ScopeRule {
         if self.encoded_slash == EncodedSlash::Keep {
             out.push_str("; encoded slashes (%2F) kept as sent");
         }
+        if let Some(approval) = self.approval {
+            let who = match approval.approvers {
+                1 => "a person".to_owned(),
+                n => format!("{n} different people"),
+            };
+            let _ = write!(
+                out,
+                "; only once {who} approved it (grant: {}",
+                approval.grant
+            );
+            if !approval.hold.is_zero() {
+                let _ = write!(
+                    out,
+                    ", held up to {}",
+                    humantime::format_duration(approval.hold)
+                );
+            }
+            out.push(')');
+        }
     }
 
     /// `true` when this rule covers the request. A `tunnel` rule never does:
@@ -393,6 +435,71 @@ impl ScopeRule {
 pub(crate) fn is_never_forwarded(method: &Method) -> bool {
     let name = method.as_str();
     name.eq_ignore_ascii_case("TRACE") || name.eq_ignore_ascii_case("CONNECT")
+}
+
+/// `approval: required`, or `approval: {approvers: 1|2, hold: DURATION,
+/// grant: request|DURATION|task}` (each optional: one approver, no hold,
+/// the request alone).
+fn compile_approval(value: &serde_yaml::Value) -> Result<ApprovalSpec, FieldError> {
+    use serde_yaml::Value;
+    let bad = |at: &str, message: String| {
+        let field = if at.is_empty() {
+            "approval".to_owned()
+        } else {
+            format!("approval.{at}")
+        };
+        FieldError::new(field, message)
+    };
+    let map = match value {
+        Value::String(word) if word == "required" => return Ok(ApprovalSpec::default()),
+        Value::Mapping(map) => map,
+        _ => {
+            return Err(bad(
+                "",
+                "use required, or a mapping of approvers, hold and grant".into(),
+            ))
+        }
+    };
+    let mut spec = ApprovalSpec::default();
+    for (key, value) in map {
+        match key.as_str() {
+            Some("approvers") => match value.as_u64() {
+                Some(n @ (1 | 2)) => spec.approvers = n as u8,
+                _ => return Err(bad("approvers", "must be 1 or 2".into())),
+            },
+            Some("hold") => {
+                let hold = value
+                    .as_str()
+                    .ok_or_else(|| bad("hold", "must be a duration such as 30s".into()))
+                    .and_then(|text| {
+                        crate::units::parse_duration(text).map_err(|e| bad("hold", e))
+                    })?;
+                if hold > MAX_HOLD {
+                    return Err(bad(
+                        "hold",
+                        "may be at most 5m: the agent's request waits that long".into(),
+                    ));
+                }
+                spec.hold = hold;
+            }
+            Some("grant") => {
+                spec.grant = value
+                    .as_str()
+                    .ok_or_else(|| bad("grant", "must be request, task or a duration".into()))
+                    .and_then(|text| Grant::parse(text).map_err(|e| bad("grant", e)))?;
+            }
+            _ => {
+                return Err(bad(
+                    "",
+                    format!(
+                        "unknown field {}; use approvers, hold and grant",
+                        serde_yaml::to_string(key).unwrap_or_default().trim()
+                    ),
+                ))
+            }
+        }
+    }
+    Ok(spec)
 }
 
 fn compile_schemes(list: Option<&[String]>, errors: &mut Vec<FieldError>) -> Schemes {
@@ -627,6 +734,27 @@ mod tests {
         assert_eq!(
             r.describe(),
             "tunnel CONNECT [::1]:443 blindly (no interception, no credential); may reach private addresses"
+        );
+        let r = rule("host: a.example\nmethods: [POST]\napproval: required");
+        assert_eq!(
+            r.describe(),
+            "allow POST https://a.example/**; only once a person approved it (grant: request)"
+        );
+        let r = rule("host: a.example\napproval: { approvers: 2, hold: 30s, grant: 10m }");
+        assert_eq!(
+            r.approval,
+            Some(ApprovalSpec {
+                approvers: 2,
+                hold: std::time::Duration::from_secs(30),
+                grant: Grant::For(std::time::Duration::from_secs(600)),
+            })
+        );
+        assert!(
+            r.describe().ends_with(
+                "; only once 2 different people approved it (grant: 10m, held up to 30s)"
+            ),
+            "{}",
+            r.describe()
         );
         let r = rule("host: a.example\nschemes: [http]\nupstream_tls: true\non_secret: strip\nidle_timeout: 30m");
         assert_eq!(r.idle_timeout, Some(std::time::Duration::from_secs(1800)));

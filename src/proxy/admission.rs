@@ -8,7 +8,7 @@
 //! The phases run in this order:
 //!
 //! ```text
-//! authorize → secrets (requests) → the gateway's admission phases (approval, conditions, budgets…)
+//! authorize → secrets (requests) → approval (requests) → the gateway's admission phases (conditions, budgets…)
 //! ```
 //!
 //! What they let through is an [`Admitted`], whose only constructor is
@@ -18,8 +18,9 @@
 
 use std::sync::Arc;
 
-use super::gateway::{Gateway, Snapshot};
+use super::gateway::{approval_info, Gateway, Snapshot};
 use super::respond::Deny;
+use crate::approval::{Asked, Check, Context, State};
 use crate::audit::RecordGuard;
 use crate::policy::{RequestTarget, ScopeRule, SecretAction, Verdict};
 use crate::reason::Reason;
@@ -90,9 +91,10 @@ pub(crate) async fn admit(
     snapshot: &Snapshot,
     task: &Task,
     ask: Ask<'_>,
-    findings: &[Finding],
+    seen: &Seen<'_>,
     rec: &mut RecordGuard,
 ) -> Result<Admitted, Deny> {
+    let findings = seen.findings;
     // authorize: the task's scope rules, default deny.
     let policy = &snapshot.config.policy;
     let decision = match &ask {
@@ -121,10 +123,137 @@ pub(crate) async fn admit(
         return Err(Deny::new(decision.reason, decision.message));
     }
     let rule = decision.rule.expect("an allow decision names its rule");
+    // approval: before any DNS lookup or credential fetch. A tunnel rule
+    // cannot ask for one (it carries no request to approve).
+    if let (Ask::Request(target), Some(_)) = (&ask, rule.approval) {
+        approval(gw, task, target, &rule, seen, rec).await?;
+    }
     for phase in gw.admission_phases().iter() {
         phase.check(task, ask, &rule).await?;
     }
     Ok(Admitted { rule })
+}
+
+/// What the pipeline saw of a request besides its target: the secret
+/// findings, and for an approver the sanitised headers and the body's size.
+pub(crate) struct Seen<'a> {
+    pub(crate) findings: &'a [Finding],
+    pub(crate) headers: Option<&'a http::HeaderMap>,
+    pub(crate) body_size: Option<u64>,
+}
+
+impl Seen<'static> {
+    /// A tunnel: no request yet.
+    pub(crate) const TUNNEL: Seen<'static> = Seen {
+        findings: &[],
+        headers: None,
+        body_size: None,
+    };
+}
+
+/// approval: a request that `rule` allows goes on only under a grant. A
+/// pending approval is made (or the identical request's reused) and the
+/// request waits for it up to the rule's `hold`; otherwise it is refused
+/// with the approval's id, to be retried once a person has approved.
+async fn approval(
+    gw: &Gateway,
+    task: &Task,
+    target: &RequestTarget<'_>,
+    rule: &ScopeRule,
+    seen: &Seen<'_>,
+    rec: &mut RecordGuard,
+) -> Result<(), Deny> {
+    let Some(spec) = rule.approval else {
+        return Ok(());
+    };
+    let asked = Asked {
+        task: task.id.as_str().into(),
+        rule: rule.id.clone(),
+        method: target.method.as_str().to_owned(),
+        path: target.path.to_owned(),
+    };
+    let context = || Context {
+        agent: task.agent.clone(),
+        labels: task
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        purpose: task.labels.get("purpose").cloned(),
+        host: target.host.to_owned(),
+        port: target.port,
+        headers: seen
+            .headers
+            .map(|headers| {
+                headers
+                    .iter()
+                    .map(|(name, value)| {
+                        let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+                        (name.as_str().to_owned(), value)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        body_size: seen.body_size,
+    };
+    let mut held = spec.hold.is_zero();
+    loop {
+        let (check, changes) =
+            gw.approvals
+                .check(&asked, spec, context, tokio::time::Instant::now());
+        gw.record_approval_changes(changes);
+        match check {
+            Check::Granted(approval) => {
+                rec.approval(approval_info(&approval));
+                return Ok(());
+            }
+            Check::Denied(approval) => {
+                rec.approval(approval_info(&approval));
+                let denial = approval.denial.as_ref();
+                return Err(Deny::new(
+                    Reason::ApprovalDenied,
+                    format!(
+                        "{} denied approval {} for this request: {}",
+                        denial.map_or("an approver", |d| d.approver.as_str()),
+                        approval.id,
+                        denial
+                            .and_then(|d| d.reason.as_deref())
+                            .unwrap_or("no reason given")
+                    ),
+                )
+                .with_approval(&approval.id));
+            }
+            Check::Pending {
+                approval,
+                mut changes,
+                ..
+            } => {
+                if !held {
+                    // Wait for an answer (or the hold to run out), then ask
+                    // again: a grant now covers the request.
+                    held = true;
+                    let until = tokio::time::Instant::now() + spec.hold;
+                    while *changes.borrow_and_update() == State::Pending {
+                        match tokio::time::timeout_at(until, changes.changed()).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(_)) | Err(_) => break,
+                        }
+                    }
+                    continue;
+                }
+                rec.approval(approval_info(&approval));
+                return Err(Deny::new(
+                    Reason::ApprovalRequired,
+                    format!(
+                        "rule {} needs a person's approval: ask them to approve {} \
+                         (credgate approvals approve {} --as NAME), then retry",
+                        rule.id, approval.id, approval.id
+                    ),
+                )
+                .with_approval(&approval.id));
+            }
+        }
+    }
 }
 
 /// `github_token in header x-custom, jwt in the body`: rule and place, never

@@ -9,6 +9,7 @@ use arc_swap::ArcSwap;
 
 use super::admission::AdmissionPhase;
 use super::upstream::{CachingResolver, Resolve, Upstreams};
+use crate::approval::{Approval, Approvals, Change};
 use crate::audit::{AuditSink, DecisionRecord, Event};
 use crate::config::{Config, ConfigErrors};
 use crate::credential::cache::CredentialCache;
@@ -61,6 +62,22 @@ pub struct Gateway {
     me: std::sync::Weak<Gateway>,
     /// The accept loops of task ports still open or draining.
     task_ports: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Every task's approvals.
+    pub(crate) approvals: Approvals,
+}
+
+/// What a record says of `approval`.
+pub(crate) fn approval_info(approval: &Approval) -> crate::audit::ApprovalInfo {
+    let mut approvers = approval.approvers();
+    if let Some(denial) = &approval.denial {
+        approvers.push(denial.approver.clone());
+    }
+    crate::audit::ApprovalInfo {
+        id: approval.id.clone(),
+        state: approval.state.as_str().to_owned(),
+        approvers,
+        grant: approval.grant.map(|g| g.to_string()),
+    }
 }
 
 /// Why the gateway could not be built or reloaded.
@@ -91,6 +108,7 @@ impl Gateway {
     ) -> Result<Arc<Gateway>, GatewayError> {
         let resolver: Arc<dyn Resolve> =
             Arc::new(CachingResolver::new(resolver, Duration::from_secs(30)));
+        let approvals = Approvals::new(config.approval_pending_ttl);
         let snapshot = build_snapshot(config, provider, 0, &resolver)?;
         let gateway = Arc::new_cyclic(|me| Gateway {
             snapshot: ArcSwap::from_pointee(snapshot),
@@ -106,6 +124,7 @@ impl Gateway {
             admission: ArcSwap::from_pointee(Vec::new()),
             me: me.clone(),
             task_ports: std::sync::Mutex::new(Vec::new()),
+            approvals,
         });
         gateway.start_ambient();
         Ok(gateway)
@@ -192,6 +211,7 @@ impl Gateway {
             restart_needed.push("audit.path".to_string());
         }
         let ambient_changed = config.ambient_task != current.config.ambient_task;
+        self.approvals.set_pending_ttl(config.approval_pending_ttl);
         let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
         let snapshot = build_snapshot(config, provider, generation, &self.resolver)?;
         self.snapshot.store(Arc::new(snapshot));
@@ -232,9 +252,42 @@ impl Gateway {
         self.audit.emit(rec);
     }
 
+    /// One record for each approval change.
+    pub(crate) fn record_approval_changes(&self, changes: Vec<Change>) {
+        for change in changes {
+            let (event, approval) = match change {
+                // One approver of two: the approval stays pending.
+                Change::Approved(_) => continue,
+                Change::Requested(a) => (Event::ApprovalRequest, a),
+                Change::Granted(a) => (Event::ApprovalGrant, a),
+                Change::Denied(a) => (Event::ApprovalDeny, a),
+                Change::Expired(a) => (Event::ApprovalExpire, a),
+            };
+            let mut rec = DecisionRecord::event(event, SystemTime::now());
+            rec.task = Some(approval.asked.task.to_string());
+            rec.agent = Some(approval.context.agent.clone());
+            rec.labels = Arc::new(approval.context.labels.iter().cloned().collect());
+            rec.method = Some(crate::audit::method_name(&approval.asked.method));
+            rec.host = Some(approval.context.host.clone());
+            rec.port = Some(approval.context.port);
+            rec.path = Some(approval.asked.path.clone());
+            rec.rule = Some(approval.asked.rule.clone());
+            rec.message = match &approval.denial {
+                Some(denial) => denial.reason.clone(),
+                None => approval.approvals.last().and_then(|a| a.reason.clone()),
+            };
+            rec.approval = Some(approval_info(&approval));
+            self.audit.emit(rec);
+        }
+    }
+
     /// Revokes what the task held and records the end. Runs once per task,
     /// after [`Task::end`] returned true.
     async fn finish_task(&self, task: &Arc<Task>, why: EndReason) {
+        let ended = self
+            .approvals
+            .end_task(&task.id, tokio::time::Instant::now());
+        self.record_approval_changes(ended);
         let outcomes = self.credentials.end_task(&task.id, REVOKE_TIMEOUT).await;
         for (credential, outcome) in outcomes {
             let mut rec = DecisionRecord::event(Event::CredentialRevoke, SystemTime::now());
@@ -435,6 +488,14 @@ impl TaskService for Gateway {
             .proxy_url
             .clone()
             .unwrap_or_else(|| self.bound_proxy_url.clone())
+    }
+
+    fn approvals(&self) -> &Approvals {
+        &self.approvals
+    }
+
+    fn record_approvals(&self, changes: Vec<Change>) {
+        self.record_approval_changes(changes);
     }
 
     fn ready(&self) -> Result<(), String> {

@@ -357,7 +357,15 @@ async fn run_phases(
     let mut asked = target.for_policy(&parts.method);
     asked.websocket = offer.is_some();
     let ask = Ask::Request(asked);
-    let admitted = admission::admit(gw, snapshot, task, ask, &findings, rec).await?;
+    let seen = admission::Seen {
+        findings: &findings,
+        headers: Some(&parts.headers),
+        body_size: match &body {
+            RequestBody::Full(whole) => Some(whole.len() as u64),
+            RequestBody::Streamed(streamed) => streamed.length(),
+        },
+    };
+    let admitted = admission::admit(gw, snapshot, task, ask, &seen, rec).await?;
     let rule = admitted.rule();
     if !findings.is_empty() {
         // The rule strips secrets: from the headers and the body too.

@@ -19,6 +19,8 @@ pub(crate) struct CloseConnection;
 pub struct Deny {
     reason: Reason,
     message: String,
+    /// The approval the agent's user is to give, or gave a denial in.
+    approval: Option<String>,
 }
 
 impl Deny {
@@ -27,7 +29,16 @@ impl Deny {
         Deny {
             reason,
             message: message.into(),
+            approval: None,
         }
+    }
+
+    /// The denial names the approval `id`: in the body and in a
+    /// `Credgate-Approval` header, so the agent can tell its user what to
+    /// approve.
+    pub(crate) fn with_approval(mut self, id: &str) -> Self {
+        self.approval = Some(id.to_owned());
+        self
     }
 
     /// The stable reason of the denial.
@@ -100,7 +111,32 @@ pub(crate) fn deny(rec: RecordGuard, d: Deny) -> Response<ProxyBody> {
 pub(crate) fn deny_held(mut rec: RecordGuard, d: Deny) -> (Response<ProxyBody>, RecordGuard) {
     rec.deny(d.reason, d.message.clone());
     let id = rec.id();
-    (error_response(d.reason, &d.message, &id), rec)
+    let mut response = error_response(d.reason, &d.message, &id);
+    if let Some(approval) = &d.approval {
+        response = with_approval(response, d.reason, &d.message, &id, approval);
+    }
+    (response, rec)
+}
+
+/// `response` with the approval `id` in its body and its header.
+fn with_approval(
+    response: Response<ProxyBody>,
+    reason: Reason,
+    message: &str,
+    record_id: &str,
+    approval: &str,
+) -> Response<ProxyBody> {
+    let body = serde_json::json!({
+        "error": reason.as_str(),
+        "message": message,
+        "record": record_id,
+        "approval": approval,
+    });
+    let (mut parts, _) = response.into_parts();
+    if let Ok(value) = HeaderValue::from_str(approval) {
+        parts.headers.insert("credgate-approval", value);
+    }
+    Response::from_parts(parts, ProxyBody::full(body.to_string() + "\n"))
 }
 
 /// A JSON error body naming the reason, the message and the record id.

@@ -606,7 +606,16 @@ async fn handle_connect(
     // task never reaches the resolver.
     let snapshot = gw.snapshot();
     let ask = Ask::Tunnel { host: &host, port };
-    let admitted = match admission::admit(&gw, &snapshot, &task, ask, &[], &mut rec).await {
+    let admitted = match admission::admit(
+        &gw,
+        &snapshot,
+        &task,
+        ask,
+        &admission::Seen::TUNNEL,
+        &mut rec,
+    )
+    .await
+    {
         Ok(admitted) => admitted,
         Err(d) => {
             refuse(&mut conn, rec, d).await;

@@ -172,7 +172,16 @@ pub(super) async fn handle(gw: Arc<Gateway>, mut stream: TcpStream, peer: Socket
     // Admitted before any DNS lookup, as a CONNECT to host:port would be.
     let snapshot = gw.snapshot();
     let ask = Ask::Tunnel { host: &host, port };
-    let admitted = match admission::admit(&gw, &snapshot, &task, ask, &[], &mut rec).await {
+    let admitted = match admission::admit(
+        &gw,
+        &snapshot,
+        &task,
+        ask,
+        &admission::Seen::TUNNEL,
+        &mut rec,
+    )
+    .await
+    {
         Ok(admitted) => admitted,
         Err(d) => {
             let (reason, message) = d.into_parts();
@@ -284,7 +293,16 @@ async fn blind(
     rec.tunnel();
     let snapshot = gw.snapshot();
     let ask = Ask::Tunnel { host, port };
-    let admitted = match admission::admit(gw, &snapshot, task, ask, &[], &mut rec).await {
+    let admitted = match admission::admit(
+        gw,
+        &snapshot,
+        task,
+        ask,
+        &admission::Seen::TUNNEL,
+        &mut rec,
+    )
+    .await
+    {
         Ok(admitted) => admitted,
         Err(d) => {
             let (reason, message) = d.into_parts();

@@ -48,6 +48,12 @@ pub trait TaskService: Send + Sync + 'static {
     /// `Err(why)` when the proxy cannot serve (e.g. the audit log is
     /// unwritable); `why` is shown by `/readyz` and must hold no secret.
     fn ready(&self) -> Result<(), String>;
+
+    /// Every task's approvals.
+    fn approvals(&self) -> &crate::approval::Approvals;
+
+    /// Records approval changes (the gateway writes one record each).
+    fn record_approvals(&self, changes: Vec<crate::approval::Change>);
 }
 
 /// A task just started, with the only copy of its token.

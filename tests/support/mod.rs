@@ -1463,3 +1463,21 @@ impl Env {
         dir
     }
 }
+
+/// A `credentials:` entry (indented for the map) for an `exec` credential
+/// that appends a line to `fetches` each time it runs and prints `value`.
+pub fn exec_credential(name: &str, fetches: &std::path::Path, value: &str) -> String {
+    let command = [
+        "/bin/sh",
+        "-c",
+        r#"echo fetched >> "$1"; printf '{"token":"%s","expires_in":300}' "$2""#,
+        "mint",
+        &fetches.display().to_string(),
+        value,
+    ]
+    .iter()
+    .map(|a| serde_json::to_string(a).unwrap())
+    .collect::<Vec<_>>()
+    .join(", ");
+    format!("\n  {name}:\n    exec:\n      command: [{command}]\n")
+}

@@ -94,6 +94,19 @@ impl DecisionRecord {
             json_opt_u64(out, ws.close_code.map(u64::from));
             out.push(b'}');
         }
+        if let Some(approval) = &self.approval {
+            out.extend_from_slice(b",\"approval\":{\"id\":");
+            json_str(out, &approval.id);
+            out.extend_from_slice(b",\"state\":");
+            json_str(out, &approval.state);
+            out.extend_from_slice(b",\"approvers\":");
+            json_str_list(out, &approval.approvers);
+            if let Some(grant) = &approval.grant {
+                out.extend_from_slice(b",\"grant\":");
+                json_str(out, grant);
+            }
+            out.push(b'}');
+        }
         out.extend_from_slice(b",\"duration_ms\":");
         json_u64(out, self.duration_ms);
         out.extend_from_slice(b"}\n");

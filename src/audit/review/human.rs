@@ -84,6 +84,9 @@ fn describe(record: &DecisionRecord) -> String {
             if record.tunnel {
                 text.push_str(" [tunnel]");
             }
+            if let Some(a) = &record.approval {
+                text.push_str(&approval_text(a));
+            }
             if let Some(ws) = &record.websocket {
                 text.push_str(&format!(
                     " [websocket: {} frames in, {} out",
@@ -106,6 +109,23 @@ fn describe(record: &DecisionRecord) -> String {
             }
             printable(&text)
         }
+        Event::ApprovalRequest
+        | Event::ApprovalGrant
+        | Event::ApprovalDeny
+        | Event::ApprovalExpire => {
+            let mut text = record.event.as_str().to_string();
+            if let Some(method) = &record.method {
+                text.push_str(&format!(
+                    " {method} {}{}",
+                    authority(record, false),
+                    record.path.as_deref().unwrap_or("")
+                ));
+            }
+            if let Some(a) = &record.approval {
+                text.push_str(&approval_text(a));
+            }
+            printable(&text)
+        }
         Event::CredentialIssue | Event::CredentialRevoke => {
             let mut text = record.event.as_str().to_string();
             if let Some(c) = &record.credential {
@@ -120,6 +140,19 @@ fn describe(record: &DecisionRecord) -> String {
             printable(&text)
         }
     }
+}
+
+/// ` [approval apr-… granted by a, b; grant 10m]`.
+fn approval_text(a: &crate::audit::ApprovalInfo) -> String {
+    let mut text = format!(" [approval {} {}", a.id, a.state);
+    if !a.approvers.is_empty() {
+        text.push_str(&format!(" by {}", a.approvers.join(", ")));
+    }
+    if let Some(grant) = &a.grant {
+        text.push_str(&format!("; grant {grant}"));
+    }
+    text.push(']');
+    text
 }
 
 /// `host[:port]`, leaving out the scheme's default port unless `always_port`.
