@@ -209,6 +209,28 @@ async fn a_write_waits_for_a_person_then_goes_with_the_credential() {
     assert_eq!(events, [Event::ApprovalRequest, Event::ApprovalGrant]);
     let log = s.env.log_text().await;
     assert!(!log.contains(&s.minted) && !log.contains(&task.1));
+    // `credgate logs --approvals`: the approval events and the requests
+    // that needed one, not the free read.
+    let mut logs = credgate(["logs", "--approvals", "--json"]);
+    logs.arg(&s.env.audit);
+    let out = run_cli(logs).await;
+    out.expect_code(0);
+    let lines: Vec<serde_json::Value> = out
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(lines.len() >= 6, "{}", out.stdout);
+    assert!(
+        lines.iter().all(|l| l["approval"]["id"].is_string()),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        !lines.iter().any(|l| l["method"] == "GET"),
+        "{}",
+        out.stdout
+    );
     s.env.stop().await;
 }
 

@@ -39,6 +39,10 @@ pub struct LogsArgs {
     /// (`2026-11-23T14:00:00Z`; UTC unless an offset is given).
     #[arg(long, value_name = "WHEN")]
     pub since: Option<Since>,
+    /// Only records about approvals: `approval.*` events, and the requests
+    /// that needed one.
+    #[arg(long)]
+    pub approvals: bool,
     /// Keep printing records as they are appended, until interrupted.
     #[arg(long, short = 'f', conflicts_with = "summary")]
     pub follow: bool,
@@ -59,6 +63,7 @@ impl LogsArgs {
             decision: self.decision,
             host: self.host.clone(),
             since: self.since.map(|s| s.cutoff(now)),
+            approvals: self.approvals,
         }
     }
 }

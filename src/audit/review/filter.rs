@@ -126,12 +126,18 @@ pub struct Filter {
     pub host: Option<HostPattern>,
     /// Only records that started at or after this time.
     pub since: Option<SystemTime>,
+    /// Only records about an approval: approval events, and requests that
+    /// needed one.
+    pub approvals: bool,
 }
 
 impl Filter {
     /// Whether `record` passes. A record whose `ts` cannot be read fails a
     /// `since` condition rather than slipping through it.
     pub fn matches(&self, record: &DecisionRecord) -> bool {
+        if self.approvals && record.approval.is_none() {
+            return false;
+        }
         if let Some(task) = &self.task {
             if record.task.as_deref() != Some(task.as_str()) {
                 return false;
@@ -271,6 +277,7 @@ mod tests {
             decision: Some(Verdict::Deny),
             host: Some("*.github.com".parse().unwrap()),
             since: Some(t("2026-11-23T14:05:01.123Z")),
+            approvals: false,
         };
         assert!(f.matches(&r), "since is inclusive");
         assert!(!f.matches(&DecisionRecord {
@@ -287,6 +294,15 @@ mod tests {
         }));
         assert!(!f.matches(&DecisionRecord {
             ts: "2026-11-23T14:05:01.122Z".into(),
+            ..r.clone()
+        }));
+        let approvals = Filter {
+            approvals: true,
+            ..Filter::default()
+        };
+        assert!(!approvals.matches(&r));
+        assert!(approvals.matches(&DecisionRecord {
+            approval: Some(crate::audit::ApprovalInfo::default()),
             ..r.clone()
         }));
     }
