@@ -51,7 +51,8 @@ scopes:
       approval: {approval}
 {more}
 "#,
-        port = upstream.port()
+        port = upstream.port(),
+        more = more.replace("{port}", &upstream.port().to_string()),
     );
     let env = Env::start_trusting(upstream_ca, &config, &[]).await;
     env.resolver.map("api.test", "127.0.0.1");
@@ -67,13 +68,24 @@ scopes:
 impl Setup {
     /// `METHOD PATH` through a fresh tunnel as the task `(id, token)`.
     async fn send(&self, task: &(String, String), method: &str, path: &str) -> RawResponse {
+        self.send_with(task, method, path, "X-Purpose: merge").await
+    }
+
+    /// [`Setup::send`] with `header` in place of `X-Purpose`.
+    async fn send_with(
+        &self,
+        task: &(String, String),
+        method: &str,
+        path: &str,
+        header: &str,
+    ) -> RawResponse {
         let auth = proxy_auth(&task.0, &task.1);
         let authority = format!("api.test:{}", self.upstream.port());
         let mut tls = tunnel(&self.env, &auth, &authority, "api.test")
             .await
             .unwrap();
         let request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Length: 2\r\nX-Purpose: merge\r\n\r\n{{}}"
+            "{method} {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Length: 2\r\n{header}\r\n\r\n{{}}"
         );
         exchange(&mut tls, request.as_bytes()).await
     }
@@ -391,6 +403,40 @@ async fn pending_approvals_expire_and_end_with_their_task() {
         .map(|r| r.approval.as_ref().unwrap().id.clone())
         .collect();
     assert_eq!(expired, [id, again]);
+    s.env.stop().await;
+}
+
+/// Under a rule that strips secrets, a secret the agent sent in a header
+/// shows in the approval as removed, never as its value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_never_shows_a_secret_the_agent_sent() {
+    let more = "  strip:
+    - host: api.test
+      port: {port}
+      methods: [POST]
+      paths: [\"/strip/**\"]
+      allow_private: true
+      on_secret: strip
+      approval: required";
+    let s = setup_with("required", more).await;
+    let task = s.env.start_task(&["strip"]);
+    let secret = format!("ghp_{}", random_hex(18));
+    let header = format!("X-Note: {secret}");
+    let resp = s.send_with(&task, "POST", "/strip/a", &header).await;
+    let id = approval_id(&resp, "approval_required");
+    let show = s.cli(&["show", &id]).await;
+    show.expect_code(0);
+    assert!(
+        show.stdout
+            .contains("x-note: (removed: it looks like a secret)"),
+        "{}",
+        show.stdout
+    );
+    let json = s.cli(&["list", "--json"]).await;
+    for out in [&show, &json] {
+        assert!(!out.all().contains(&secret), "{out:?}");
+    }
+    assert!(!s.env.log_text().await.contains(&secret));
     s.env.stop().await;
 }
 

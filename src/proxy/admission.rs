@@ -25,7 +25,7 @@ use crate::audit::RecordGuard;
 use crate::policy::{RequestTarget, ScopeRule, SecretAction, Verdict};
 use crate::reason::Reason;
 use crate::sanitize::{Finding, FindingLocation};
-use crate::task::Task;
+use crate::task::{Task, TaskService as _};
 use crate::BoxFuture;
 
 /// What asks to be admitted.
@@ -125,7 +125,7 @@ pub(crate) async fn admit(
     let rule = decision.rule.expect("an allow decision names its rule");
     // approval: before any DNS lookup or credential fetch. A tunnel rule
     // cannot ask for one (it carries no request to approve).
-    if let (Ask::Request(target), Some(_)) = (&ask, rule.approval) {
+    if let Ask::Request(target) = &ask {
         approval(gw, task, target, &rule, seen, rec).await?;
     }
     for phase in gw.admission_phases().iter() {
@@ -172,7 +172,8 @@ async fn approval(
         method: target.method.as_str().to_owned(),
         path: target.path.to_owned(),
     };
-    let context = || Context {
+    let context = || {
+        Context {
         agent: task.agent.clone(),
         labels: task
             .labels
@@ -188,20 +189,30 @@ async fn approval(
                 headers
                     .iter()
                     .map(|(name, value)| {
-                        let value = String::from_utf8_lossy(value.as_bytes()).into_owned();
+                        // A header a secret was found in (a rule that
+                        // strips secrets lets the request on) shows no value.
+                        let secret = seen.findings.iter().any(|f| {
+                            matches!(&f.location, FindingLocation::Header(h) if h.eq_ignore_ascii_case(name.as_str()))
+                        });
+                        let value = if secret {
+                            "(removed: it looks like a secret)".to_owned()
+                        } else {
+                            String::from_utf8_lossy(value.as_bytes()).into_owned()
+                        };
                         (name.as_str().to_owned(), value)
                     })
                     .collect()
             })
             .unwrap_or_default(),
         body_size: seen.body_size,
+    }
     };
     let mut held = spec.hold.is_zero();
     loop {
         let (check, changes) =
             gw.approvals
                 .check(&asked, spec, context, tokio::time::Instant::now());
-        gw.record_approval_changes(changes);
+        gw.record_approvals(changes);
         match check {
             Check::Granted(approval) => {
                 rec.approval(approval_info(&approval));

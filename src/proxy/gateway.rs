@@ -252,42 +252,13 @@ impl Gateway {
         self.audit.emit(rec);
     }
 
-    /// One record for each approval change.
-    pub(crate) fn record_approval_changes(&self, changes: Vec<Change>) {
-        for change in changes {
-            let (event, approval) = match change {
-                // One approver of two: the approval stays pending.
-                Change::Approved(_) => continue,
-                Change::Requested(a) => (Event::ApprovalRequest, a),
-                Change::Granted(a) => (Event::ApprovalGrant, a),
-                Change::Denied(a) => (Event::ApprovalDeny, a),
-                Change::Expired(a) => (Event::ApprovalExpire, a),
-            };
-            let mut rec = DecisionRecord::event(event, SystemTime::now());
-            rec.task = Some(approval.asked.task.to_string());
-            rec.agent = Some(approval.context.agent.clone());
-            rec.labels = Arc::new(approval.context.labels.iter().cloned().collect());
-            rec.method = Some(crate::audit::method_name(&approval.asked.method));
-            rec.host = Some(approval.context.host.clone());
-            rec.port = Some(approval.context.port);
-            rec.path = Some(approval.asked.path.clone());
-            rec.rule = Some(approval.asked.rule.clone());
-            rec.message = match &approval.denial {
-                Some(denial) => denial.reason.clone(),
-                None => approval.approvals.last().and_then(|a| a.reason.clone()),
-            };
-            rec.approval = Some(approval_info(&approval));
-            self.audit.emit(rec);
-        }
-    }
-
     /// Revokes what the task held and records the end. Runs once per task,
     /// after [`Task::end`] returned true.
     async fn finish_task(&self, task: &Arc<Task>, why: EndReason) {
         let ended = self
             .approvals
             .end_task(&task.id, tokio::time::Instant::now());
-        self.record_approval_changes(ended);
+        self.record_approvals(ended);
         let outcomes = self.credentials.end_task(&task.id, REVOKE_TIMEOUT).await;
         for (credential, outcome) in outcomes {
             let mut rec = DecisionRecord::event(Event::CredentialRevoke, SystemTime::now());
@@ -494,8 +465,33 @@ impl TaskService for Gateway {
         &self.approvals
     }
 
+    /// One record for each approval change.
     fn record_approvals(&self, changes: Vec<Change>) {
-        self.record_approval_changes(changes);
+        for change in changes {
+            let (event, approval) = match change {
+                // One approver of two: the approval stays pending.
+                Change::Approved(_) => continue,
+                Change::Requested(a) => (Event::ApprovalRequest, a),
+                Change::Granted(a) => (Event::ApprovalGrant, a),
+                Change::Denied(a) => (Event::ApprovalDeny, a),
+                Change::Expired(a) => (Event::ApprovalExpire, a),
+            };
+            let mut rec = DecisionRecord::event(event, SystemTime::now());
+            rec.task = Some(approval.asked.task.to_string());
+            rec.agent = Some(approval.context.agent.clone());
+            rec.labels = Arc::new(approval.context.labels.iter().cloned().collect());
+            rec.method = Some(crate::audit::method_name(&approval.asked.method));
+            rec.host = Some(approval.context.host.clone());
+            rec.port = Some(approval.context.port);
+            rec.path = Some(approval.asked.path.clone());
+            rec.rule = Some(approval.asked.rule.clone());
+            rec.message = match &approval.denial {
+                Some(denial) => denial.reason.clone(),
+                None => approval.approvals.last().and_then(|a| a.reason.clone()),
+            };
+            rec.approval = Some(approval_info(&approval));
+            self.audit.emit(rec);
+        }
     }
 
     fn ready(&self) -> Result<(), String> {

@@ -111,45 +111,26 @@ pub(crate) fn deny(rec: RecordGuard, d: Deny) -> Response<ProxyBody> {
 pub(crate) fn deny_held(mut rec: RecordGuard, d: Deny) -> (Response<ProxyBody>, RecordGuard) {
     rec.deny(d.reason, d.message.clone());
     let id = rec.id();
-    let mut response = error_response(d.reason, &d.message, &id);
-    if let Some(approval) = &d.approval {
-        response = with_approval(response, d.reason, &d.message, &id, approval);
-    }
+    let response = error_response(d.reason, &d.message, &id, d.approval.as_deref());
     (response, rec)
 }
 
-/// `response` with the approval `id` in its body and its header.
-fn with_approval(
-    response: Response<ProxyBody>,
-    reason: Reason,
-    message: &str,
-    record_id: &str,
-    approval: &str,
-) -> Response<ProxyBody> {
-    let body = serde_json::json!({
-        "error": reason.as_str(),
-        "message": message,
-        "record": record_id,
-        "approval": approval,
-    });
-    let (mut parts, _) = response.into_parts();
-    if let Ok(value) = HeaderValue::from_str(approval) {
-        parts.headers.insert("credgate-approval", value);
-    }
-    Response::from_parts(parts, ProxyBody::full(body.to_string() + "\n"))
-}
-
-/// A JSON error body naming the reason, the message and the record id.
+/// A JSON error body naming the reason, the message, the record id and,
+/// for an approval refusal, the approval (also in `Credgate-Approval`).
 pub(crate) fn error_response(
     reason: Reason,
     message: &str,
     record_id: &str,
+    approval: Option<&str>,
 ) -> Response<ProxyBody> {
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "error": reason.as_str(),
         "message": message,
         "record": record_id,
     });
+    if let Some(approval) = approval {
+        body["approval"] = approval.into();
+    }
     let mut response = Response::new(ProxyBody::full(body.to_string() + "\n"));
     *response.status_mut() = reason.status();
     if matches!(
@@ -171,6 +152,9 @@ pub(crate) fn error_response(
         "x-credgate-reason",
         HeaderValue::from_static(reason.as_str()),
     );
+    if let Some(value) = approval.and_then(|a| HeaderValue::from_str(a).ok()) {
+        headers.insert("credgate-approval", value);
+    }
     if reason.status() == StatusCode::PROXY_AUTHENTICATION_REQUIRED {
         headers.insert(
             header::PROXY_AUTHENTICATE,
